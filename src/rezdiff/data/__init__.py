@@ -1,0 +1,1 @@
+"""Data: the coordinate convention, FieldBatch, datasets, samplers and the FieldDataModule."""
