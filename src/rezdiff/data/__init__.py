@@ -1,1 +1,31 @@
-"""Data: the coordinate convention, FieldBatch, datasets, samplers and the FieldDataModule."""
+"""Data: the coordinate convention, FieldBatch, datasets, samplers and the FieldDataModule.
+
+The coordinate helpers stay in :mod:`rezdiff.data.coords`.
+"""
+
+from __future__ import annotations
+
+from rezdiff.data.batch import FieldBatch
+from rezdiff.data.datamodule import FieldDataModule, SampledDataset
+from rezdiff.data.datasets import Bundled, FieldDataset, ImageFolder, Synthetic
+from rezdiff.data.images import UnreadableImageError, load_image, make_grid, resize, save_image, to_uint8
+from rezdiff.data.samplers import FieldSampler, FullGrid, RandomPixels
+
+__all__ = [
+    "Bundled",
+    "FieldBatch",
+    "FieldDataModule",
+    "FieldDataset",
+    "FieldSampler",
+    "FullGrid",
+    "ImageFolder",
+    "RandomPixels",
+    "SampledDataset",
+    "Synthetic",
+    "UnreadableImageError",
+    "load_image",
+    "make_grid",
+    "resize",
+    "save_image",
+    "to_uint8",
+]

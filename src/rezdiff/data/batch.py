@@ -71,7 +71,8 @@ class FieldBatch:
                 except RuntimeError as error:
                     shapes = sorted({tuple(v.shape) for v in values})  # type: ignore[union-attr]
                     raise ValueError(
-                        f"cannot batch field {field.name!r} with shapes {shapes}: the sampler must give every "
+                        f"cannot batch field {field.name!r} with shapes {shapes}: "
+                        "the sampler must give every "
                         "example the same size (e.g. FullGrid(resolution=...))"
                     ) from error
         return FieldBatch(**stacked)  # type: ignore[arg-type]

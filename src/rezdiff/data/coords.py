@@ -81,7 +81,9 @@ def scatter_pixels(values: Tensor, index: Tensor, resolution: Resolution, fill: 
     return canvas.view(batch, channels, height, width)
 
 
-def sample_at(image: Tensor, coords: Tensor, *, mode: str = "bilinear", padding_mode: str = "border") -> Tensor:
+def sample_at(
+    image: Tensor, coords: Tensor, *, mode: str = "bilinear", padding_mode: str = "border"
+) -> Tensor:
     """Read ``image [B, C, H, W]`` at points ``coords [B, N, 2]`` -> ``[B, N, C]`` (this convention)."""
     grid = coords.to(image.dtype).unsqueeze(1)  # [B, 1, N, 2]
     out = F.grid_sample(image, grid, mode=mode, padding_mode=padding_mode, align_corners=False)

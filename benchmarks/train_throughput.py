@@ -1,0 +1,208 @@
+"""Training throughput of any family: images/s, peak memory and (on a GPU) model FLOPs utilisation.
+
+    python benchmarks/train_throughput.py --config configs/quickstart/ddpm.yaml
+    python benchmarks/train_throughput.py --config configs/ddpm_ffhq256.yaml \
+        --precision 32 bf16-mixed --compile
+
+The model and data come from the same config ``rezdiff fit`` reads (built by LightningCLI with
+``run=False``); one batch is drawn once and reused so that the figure is the model's step (forward,
+backward, optimiser, EMA), not the data pipeline. Each precision/compile setting is measured in the
+same process, side by side; the JSON in ``benchmarks/results/`` records device, versions and settings.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import resource
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import lightning
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+from rezdiff.cli import RezdiffCLI
+from rezdiff.data.datamodule import FieldDataModule
+from rezdiff.models.base import DiffusionModule, step_generator
+
+# Dense bf16 tensor-core peaks (no sparsity) of the GPUs this project benchmarks on, in FLOP/s.
+BF16_PEAK = {"H100": 989e12, "H200": 989e12, "A100": 312e12}
+
+
+def build(config: str, overrides: list[str]) -> tuple[DiffusionModule, FieldDataModule]:
+    cli = RezdiffCLI(
+        DiffusionModule,
+        FieldDataModule,
+        subclass_mode_model=True,
+        subclass_mode_data=True,
+        run=False,
+        args=["--config", config, *overrides],
+        save_config_callback=None,
+    )
+    return cli.model, cli.datamodule
+
+
+def device_info(device: torch.device) -> dict[str, Any]:
+    info: dict[str, Any] = {
+        "type": device.type,
+        "cpu": platform.processor() or platform.machine(),
+        "threads": torch.get_num_threads(),
+    }
+    if device.type == "cuda":
+        info["name"] = torch.cuda.get_device_name(device)
+    return info
+
+
+def versions() -> dict[str, str]:
+    import diffusers
+
+    import rezdiff
+
+    return {
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "lightning": lightning.__version__,
+        "diffusers": diffusers.__version__,
+        "rezdiff": rezdiff.__version__,
+    }
+
+
+def peak_bf16(device: torch.device) -> float | None:
+    if device.type != "cuda":
+        return None
+    name = torch.cuda.get_device_name(device)
+    return next((peak for key, peak in BF16_PEAK.items() if key in name), None)
+
+
+def measure(
+    model: DiffusionModule, batch: Any, *, precision: str, compile_model: bool, steps: int, warmup: int
+) -> dict[str, Any]:
+    """Time ``steps`` training steps after ``warmup``; count the FLOPs of one forward+backward."""
+    device = model.device
+    optimizer = model.configure_optimizers()
+    optimizer = optimizer["optimizer"] if isinstance(optimizer, dict) else optimizer
+    network = model.network
+    if compile_model:
+        model.network = torch.compile(network)
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16-mixed")
+
+    def step(index: int) -> None:
+        with autocast:
+            loss = model.loss(batch, step_generator(0, index, device=device))
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        if model.ema is not None:
+            model.ema.update(network, index)
+
+    def sync() -> None:
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+
+    for index in range(warmup):
+        step(index)
+    sync()
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    start = time.perf_counter()
+    for index in range(steps):
+        step(warmup + index)
+    sync()
+    seconds = (time.perf_counter() - start) / steps
+
+    with FlopCounterMode(display=False) as counter, autocast:
+        model.network = network  # count the eager graph: the compiled one computes the same FLOPs
+        model.loss(batch, step_generator(0, -1, device=device)).backward()
+    optimizer.zero_grad(set_to_none=True)
+    flops = counter.get_total_flops()
+    result: dict[str, Any] = {
+        "precision": precision,
+        "compile": compile_model,
+        "seconds_per_step": seconds,
+        "images_per_second": batch.batch_size / seconds,
+        "train_flops_per_step": flops,
+        "achieved_tflops": flops / seconds / 1e12,
+    }
+    if device.type == "cuda":
+        result["peak_memory_gib"] = torch.cuda.max_memory_allocated(device) / 2**30
+        peak = peak_bf16(device)
+        if peak:
+            result["mfu_vs_bf16_peak"] = flops / seconds / peak
+    else:  # process-wide high-water mark of resident memory (Linux reports KiB)
+        result["peak_rss_gib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+    return result
+
+
+def main(args: list[str] | None = None) -> dict[str, Any]:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--config", required=True)
+    parser.add_argument(
+        "--override", nargs="*", default=[], help="dotted CLI overrides, e.g. --data.init_args.batch_size=8"
+    )
+    parser.add_argument(
+        "--precision",
+        nargs="+",
+        default=None,
+        choices=["32", "bf16-mixed"],
+        help="default: 32 on a CPU; 32 and bf16-mixed on a GPU",
+    )
+    parser.add_argument(
+        "--compile", action="store_true", help="also measure torch.compile for each precision"
+    )
+    parser.add_argument("--steps", type=int, default=10)
+    parser.add_argument("--warmup", type=int, default=3)
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--out", default=str(Path(__file__).parent / "results"))
+    options = parser.parse_args(args)
+
+    device = torch.device(
+        ("cuda" if torch.cuda.is_available() else "cpu") if options.device == "auto" else options.device
+    )
+    precisions = options.precision or (["32", "bf16-mixed"] if device.type == "cuda" else ["32"])
+    settings = [(p, False) for p in precisions] + ([(p, True) for p in precisions] if options.compile else [])
+    rows = []
+    for precision, compile_model in settings:
+        torch.manual_seed(0)
+        model, data = build(options.config, options.override)
+        data.setup("fit")
+        batch = next(iter(data.train_dataloader()))
+        model = model.to(device).train()
+        batch = lightning.fabric.utilities.apply_func.move_data_to_device(batch, device)
+        rows.append(
+            measure(
+                model,
+                batch,
+                precision=precision,
+                compile_model=compile_model,
+                steps=options.steps,
+                warmup=options.warmup,
+            )
+        )
+        print(json.dumps(rows[-1]))
+    report = {
+        "benchmark": "train_throughput",
+        "config": options.config,
+        "overrides": options.override,
+        "model": type(model).__name__,
+        "batch_size": batch.batch_size,
+        "image_shape": list(batch.image.shape[1:]),
+        "parameters": sum(p.numel() for p in model.network.parameters()),
+        "device": device_info(device),
+        "versions": versions(),
+        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "rows": rows,
+    }
+    out = Path(options.out)
+    out.mkdir(parents=True, exist_ok=True)
+    name = f"train_throughput_{type(model).__name__.lower()}_{Path(options.config).stem}_{device.type}.json"
+    (out / name).write_text(json.dumps(report, indent=2) + "\n")
+    print(f"wrote {out / name}")
+    return report
+
+
+if __name__ == "__main__":
+    main()

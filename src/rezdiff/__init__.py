@@ -1,0 +1,9 @@
+"""rezdiff: a PyTorch Lightning model zoo of resolution-agnostic diffusion models."""
+
+__version__ = "0.1.0"
+
+from rezdiff.data.datamodule import FieldDataModule  # noqa: E402
+from rezdiff.loading import CheckpointError, load  # noqa: E402
+from rezdiff.models import DDPM, DiffusionModule  # noqa: E402
+
+__all__ = ["DDPM", "CheckpointError", "DiffusionModule", "FieldDataModule", "__version__", "load"]

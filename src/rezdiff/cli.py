@@ -1,0 +1,169 @@
+"""The ``rezdiff`` command: ``fit``/``validate``/``test``/``predict`` through LightningCLI, and ``sample``.
+
+A run directory (``--trainer.default_root_dir``) holds ``config.yaml``, ``checkpoints/`` (``last.ckpt``
+always), the logs (TensorBoard when installed, CSV otherwise) and ``samples/``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.cli import LightningCLI
+from lightning.pytorch.loggers import CSVLogger, Logger, TensorBoardLogger
+
+from rezdiff.callbacks.checkpoint import AtomicCheckpoints
+from rezdiff.data.datamodule import FieldDataModule
+from rezdiff.models.base import DiffusionModule
+
+LIGHTNING_COMMANDS = ("fit", "validate", "test", "predict")
+HELP = """usage: rezdiff <command> [options]
+
+Resolution-agnostic diffusion models, trained and sampled from one command.
+
+commands:
+  fit        train a model:           rezdiff fit --config configs/quickstart/ddpm.yaml
+  validate   validation loss of a checkpoint:  rezdiff validate --config CFG --ckpt_path CKPT
+  test       test-set loss of a checkpoint:    rezdiff test --config CFG --ckpt_path CKPT
+  predict    generate samples for the predict set: rezdiff predict --config CFG --ckpt_path CKPT
+  sample     write samples of any checkpoint at several resolutions:
+             rezdiff sample --ckpt run/checkpoints/last.ckpt --resolution 64 128 --num 16 --out samples/
+
+`rezdiff <command> --help` lists a command's options; fit/validate/test/predict accept every
+LightningCLI option (--print_config, several -c files, dotted overrides, --ckpt_path).
+"""
+
+
+def default_logger(root: str) -> Logger:
+    """TensorBoard when it is installed, CSV otherwise, writing straight into the run directory."""
+    from lightning.fabric.loggers.tensorboard import _TENSORBOARD_AVAILABLE, _TENSORBOARDX_AVAILABLE
+
+    if _TENSORBOARD_AVAILABLE or _TENSORBOARDX_AVAILABLE:
+        return TensorBoardLogger(save_dir=root, name="", version="")
+    return CSVLogger(save_dir=root, name="", version="")
+
+
+class RezdiffCLI(LightningCLI):
+    """LightningCLI with rezdiff's run-directory defaults; everything else is Lightning's own behaviour."""
+
+    def instantiate_trainer(self, **kwargs: Any) -> Any:
+        config = (
+            self.config_init[self.subcommand]["trainer"] if self.subcommand else self.config_init["trainer"]
+        )
+        root = config.get("default_root_dir") or "."
+        if config.get("logger") in (None, True):
+            kwargs["logger"] = default_logger(root)
+        callbacks = list(config.get("callbacks") or [])
+        extra: list[Any] = [AtomicCheckpoints()]
+        if not any(isinstance(callback, ModelCheckpoint) for callback in callbacks):
+            extra.append(ModelCheckpoint(dirpath=str(Path(root) / "checkpoints"), save_last=True))
+        kwargs["callbacks"] = callbacks + extra
+        return super().instantiate_trainer(**kwargs)
+
+
+def lightning_main(args: list[str] | None) -> RezdiffCLI:
+    return RezdiffCLI(
+        DiffusionModule,
+        FieldDataModule,
+        subclass_mode_model=True,
+        subclass_mode_data=True,
+        save_config_kwargs={"overwrite": True},
+        args=args,
+    )
+
+
+def _resolution(text: str) -> int | tuple[int, int]:
+    if "x" in text:
+        height, width = text.lower().split("x")
+        return int(height), int(width)
+    return int(text)
+
+
+def sample_main(args: list[str]) -> list[Path]:
+    """``rezdiff sample``: one PNG per sample per resolution and one grid per resolution."""
+    parser = argparse.ArgumentParser(prog="rezdiff sample", description="Sample any rezdiff checkpoint.")
+    parser.add_argument("--ckpt", required=True, help="checkpoint written by `rezdiff fit`")
+    parser.add_argument(
+        "--resolution",
+        type=_resolution,
+        nargs="+",
+        default=None,
+        help="one or more sizes, e.g. 64 128 or 48x64 (default: the training size)",
+    )
+    parser.add_argument("--num", type=int, default=16, help="samples per resolution")
+    parser.add_argument("--steps", type=int, default=None, help="sampler steps (default: the model's)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--out", default="samples", help="output folder")
+    parser.add_argument("--device", default="auto", help="cpu, cuda, cuda:1, ... (auto: cuda if present)")
+    parser.add_argument("--no-ema", action="store_true", help="sample with the raw weights, not the EMA")
+    options = parser.parse_args(args)
+
+    import torch
+    from tqdm.auto import tqdm
+
+    from rezdiff.data.images import save_image
+    from rezdiff.loading import load
+
+    device = ("cuda" if torch.cuda.is_available() else "cpu") if options.device == "auto" else options.device
+    model = load(options.ckpt, map_location=device)
+    out = Path(options.out)
+    written: list[Path] = []
+    resolutions = options.resolution or [None]
+    with tqdm(total=options.num * len(resolutions), desc="sampling", unit="img") as progress:
+        for resolution in resolutions:
+            generator = torch.Generator(device=device).manual_seed(options.seed)
+            batches = []
+            for start in range(0, options.num, options.batch_size):
+                count = min(options.batch_size, options.num - start)
+                batches.append(
+                    model.sample(
+                        count,
+                        resolution,
+                        steps=options.steps,
+                        generator=generator,
+                        use_ema=not options.no_ema,
+                    ).cpu()
+                )
+                progress.update(count)
+            images = torch.cat(batches)
+            tag = f"{images.shape[-2]}x{images.shape[-1]}"
+            for i, image in enumerate(images):
+                written.append(out / tag / f"sample_{i:05d}.png")
+                save_image(image, written[-1])
+            written.append(out / f"grid_{tag}.png")
+            save_image(images, written[-1])
+    print(f"wrote {options.num} samples per resolution and {len(resolutions)} grid(s) to {out}")
+    return written
+
+
+def main(args: list[str] | None = None) -> Any:
+    """Entry point of ``rezdiff`` and ``python -m rezdiff``; tests call it with a list of arguments."""
+    argv = list(sys.argv[1:] if args is None else args)
+    if not argv or argv[0] in ("-h", "--help"):
+        print(HELP)
+        if not argv:
+            raise SystemExit(2)
+        return None
+    command = argv[0]
+    if command == "sample":
+        return sample_main(argv[1:])
+    if command not in LIGHTNING_COMMANDS:
+        raise SystemExit(f"rezdiff: unknown command {command!r}\n\n{HELP}")
+    try:
+        return lightning_main(args)  # None: LightningCLI reads sys.argv itself (as DDP re-launches expect)
+    except ValueError as error:
+        # A missing dataset folder reaches us wrapped by jsonargparse's instantiation: say just that.
+        cause = _first_cause(error, FileNotFoundError)
+        if cause is None:
+            raise
+        raise SystemExit(f"rezdiff {command}: error: {cause}") from error
+
+
+def _first_cause(error: BaseException, kind: type[BaseException]) -> BaseException | None:
+    while error is not None and not isinstance(error, kind):
+        error = error.__cause__ or error.__context__  # type: ignore[assignment]
+    return error

@@ -1,0 +1,456 @@
+"""Marginals, posteriors and reverse steps of linear-Gaussian diffusion processes.
+
+The process is the DDPM/VP one, ``x_t = sqrt(alpha_bar_t) x_0 + sqrt(1 - alpha_bar_t) eps``, written with
+``alpha_bar`` only, so that discrete schedules (:func:`~rezdiff.core.schedules.alphas_cumprod`) and
+continuous ones (:func:`~rezdiff.core.schedules.vp_alpha_bar`) share every formula.
+
+Conventions (all functions):
+
+* Coefficients (``alpha_bar`` & co.) are per-sample: a Python number, a 0-d tensor or a ``[B]`` tensor
+  (or a tensor already broadcastable against ``x``). They are turned into float64, combined, and only
+  then cast to ``x``'s dtype and device by :func:`expand_like`; results have ``x``'s dtype.
+* ``eps`` is the noise *as it appears in ``x_t``* and is what the network predicts.
+
+Linear operators. Correlated processes slot in as callables ``Tensor -> Tensor`` (any linear map that
+preserves the shape: a blur, ``C^{1/2}``, ...):
+
+* ∞-Diff (mollified diffusion, operator ``T``): ``x_t = sqrt(ab) T x_0 + sqrt(1 - ab) T eps``, made by
+  ``q_sample(x_0, eps, ab, operator=T)``. Everything else runs *in the T-space*: the network predicts
+  ``T eps``, :func:`predict_x0` then returns ``T x_0``, :func:`q_posterior` takes ``T x_0`` and returns the
+  posterior of the T-space state (covariance ``variance * T T^T``), and the reverse steps add ``T z``
+  instead of ``z`` (``noise_operator=T``). ``clip_x0`` then clips ``T x_0`` (a blur of an image in
+  ``[-1, 1]`` stays in ``[-1, 1]``).
+* Multilevel VP SDE (noise covariance ``C``): ``x_t = sqrt(ab) x_0 + sqrt(1 - ab) C^{1/2} eps``, made by
+  ``q_sample(x_0, eps, ab, noise_operator=C_half)``; the network predicts ``C^{1/2} eps`` and the steps
+  take ``noise_operator=C_half``. The reverse steps are identical for both: only the fresh noise sees
+  the operator.
+* DVDP's per-component coefficients fit through ``expand_like`` when they are given as tensors
+  broadcastable against ``x`` (e.g. one coefficient map per pixel).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Literal
+
+import torch
+from torch import Tensor
+
+from rezdiff.core.schedules import vp_beta, vp_marginal
+
+Coeff = float | Tensor
+Operator = Callable[[Tensor], Tensor]
+EpsFn = Callable[[Tensor, Tensor], Tensor]
+
+__all__ = [
+    "Coeff",
+    "EpsFn",
+    "Operator",
+    "ddim_sample",
+    "ddim_step",
+    "ddpm_sample",
+    "ddpm_step",
+    "eps_from_v",
+    "expand_like",
+    "predict_eps",
+    "predict_v",
+    "predict_x0",
+    "q_posterior",
+    "q_sample",
+    "randn_like",
+    "sample_timesteps",
+    "vp_reverse_step",
+    "vp_sample",
+    "x0_from_v",
+]
+
+
+# --------------------------------------------------------------------------------------------------------
+# Helpers
+# --------------------------------------------------------------------------------------------------------
+
+
+def _f64(coeff: Coeff) -> Tensor:
+    """A coefficient as a float64 tensor on its own device (MPS has no float64: it stays float32 there)."""
+    if isinstance(coeff, Tensor):
+        if coeff.device.type == "mps":
+            return coeff.to(torch.float32)
+        return coeff.to(torch.float64)
+    return torch.tensor(float(coeff), dtype=torch.float64)
+
+
+def expand_like(coeff: Coeff, x: Tensor) -> Tensor:
+    """Cast a per-sample coefficient to ``x``'s dtype/device and shape it to broadcast against ``x``.
+
+    Scalars and 0-d tensors broadcast as they are; a ``[B]`` (or ``[1]``) tensor becomes
+    ``[B, 1, ..., 1]``; a tensor with as many dimensions as ``x`` is taken as already broadcastable.
+    """
+    c = _f64(coeff).to(device=x.device, dtype=x.dtype)
+    if c.ndim == 0 or (c.ndim == x.ndim and c.ndim != 1):
+        return c
+    if c.ndim == 1:
+        if c.shape[0] not in (1, x.shape[0]):
+            raise ValueError(f"per-sample coefficient has {c.shape[0]} entries for a batch of {x.shape[0]}")
+        return c.reshape(-1, *([1] * (x.ndim - 1)))
+    raise ValueError(
+        f"coefficient of shape {tuple(c.shape)} does not broadcast per sample against {tuple(x.shape)}"
+    )
+
+
+def randn_like(x: Tensor, generator: torch.Generator | None = None) -> Tensor:
+    """Standard normal noise shaped like ``x``, drawn on the generator's device, then moved to ``x``'s.
+
+    A CPU generator thus works for CUDA tensors, and the draw is the same on every device. It is the
+    draw diffusers' ``randn_tensor(x.shape, generator=g, dtype=x.dtype)`` makes, so a generator in the
+    same state gives diffusers' schedulers' noise.
+    """
+    device = generator.device if generator is not None else x.device
+    return torch.randn(x.shape, generator=generator, device=device, dtype=x.dtype).to(x.device)
+
+
+def sample_timesteps(
+    batch: int,
+    num_steps: int,
+    generator: torch.Generator | None = None,
+    device: torch.device | str | None = None,
+) -> Tensor:
+    """``batch`` long timesteps uniform in ``{0, ..., num_steps - 1}``, drawn like :func:`randn_like`."""
+    draw_device = generator.device if generator is not None else device
+    t = torch.randint(0, num_steps, (batch,), generator=generator, device=draw_device)
+    return t.to(device) if device is not None else t
+
+
+def _apply(operator: Operator | None, x: Tensor) -> Tensor:
+    return x if operator is None else operator(x)
+
+
+# --------------------------------------------------------------------------------------------------------
+# Forward process and parametrisations
+# --------------------------------------------------------------------------------------------------------
+
+
+def q_sample(
+    x0: Tensor,
+    noise: Tensor,
+    alpha_bar: Coeff,
+    operator: Operator | None = None,
+    *,
+    noise_operator: Operator | None = None,
+) -> Tensor:
+    """Draw ``x_t ~ q(x_t | x_0)``: ``operator(sqrt(ab) x_0 + sqrt(1 - ab) noise_operator(noise))``.
+
+    ``operator`` (∞-Diff's mollifier ``T``) applies to the whole state, i.e. to ``x_0`` *and* the noise;
+    ``noise_operator`` (a covariance square root ``C^{1/2}``) to the noise only. With ``alpha_bar`` set to
+    ``1 - beta_t`` it is one forward step ``q(x_t | x_{t-1})``.
+    """
+    ab = _f64(alpha_bar)
+    x_t = expand_like(ab.sqrt(), x0) * x0 + expand_like((1 - ab).sqrt(), x0) * _apply(noise_operator, noise)
+    return _apply(operator, x_t)
+
+
+def predict_x0(x_t: Tensor, eps: Tensor, alpha_bar: Coeff) -> Tensor:
+    """``x_0 = (x_t - sqrt(1 - ab) eps) / sqrt(ab)`` (``T x_0`` in ∞-Diff's T-space)."""
+    ab = _f64(alpha_bar)
+    return (x_t - expand_like((1 - ab).sqrt(), x_t) * eps) / expand_like(ab.sqrt(), x_t)
+
+
+def predict_eps(x_t: Tensor, x0: Tensor, alpha_bar: Coeff) -> Tensor:
+    """``eps = (x_t - sqrt(ab) x_0) / sqrt(1 - ab)``."""
+    ab = _f64(alpha_bar)
+    return (x_t - expand_like(ab.sqrt(), x_t) * x0) / expand_like((1 - ab).sqrt(), x_t)
+
+
+def predict_v(x0: Tensor, eps: Tensor, alpha_bar: Coeff) -> Tensor:
+    """Velocity ``v = sqrt(ab) eps - sqrt(1 - ab) x_0`` (Salimans & Ho 2022; diffusers' ``get_velocity``)."""
+    ab = _f64(alpha_bar)
+    return expand_like(ab.sqrt(), x0) * eps - expand_like((1 - ab).sqrt(), x0) * x0
+
+
+def x0_from_v(x_t: Tensor, v: Tensor, alpha_bar: Coeff) -> Tensor:
+    """``x_0 = sqrt(ab) x_t - sqrt(1 - ab) v``."""
+    ab = _f64(alpha_bar)
+    return expand_like(ab.sqrt(), x_t) * x_t - expand_like((1 - ab).sqrt(), x_t) * v
+
+
+def eps_from_v(x_t: Tensor, v: Tensor, alpha_bar: Coeff) -> Tensor:
+    """``eps = sqrt(ab) v + sqrt(1 - ab) x_t``."""
+    ab = _f64(alpha_bar)
+    return expand_like(ab.sqrt(), x_t) * v + expand_like((1 - ab).sqrt(), x_t) * x_t
+
+
+def _posterior_coeffs(alpha_bar_t: Coeff, alpha_bar_prev: Coeff) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """``(coef_x0, coef_xt, small_variance, beta)`` of ``q(x_prev | x_t, x_0)`` for a jump ``t -> prev``."""
+    ab_t, ab_prev = _f64(alpha_bar_t), _f64(alpha_bar_prev)
+    alpha = ab_t / ab_prev
+    beta = 1 - alpha
+    coef_x0 = ab_prev.sqrt() * beta / (1 - ab_t)
+    coef_xt = alpha.sqrt() * (1 - ab_prev) / (1 - ab_t)
+    small = (1 - ab_prev) / (1 - ab_t) * beta
+    return coef_x0, coef_xt, small, beta
+
+
+def q_posterior(x0: Tensor, x_t: Tensor, alpha_bar_t: Coeff, alpha_bar_prev: Coeff) -> tuple[Tensor, Tensor]:
+    """Mean and variance of ``q(x_prev | x_t, x_0)`` for a jump from ``t`` to any earlier ``prev``.
+
+    With ``beta = 1 - ab_t / ab_prev``: mean ``= sqrt(ab_prev) beta / (1 - ab_t) x_0 +
+    sqrt(1 - beta) (1 - ab_prev) / (1 - ab_t) x_t``, variance ``= (1 - ab_prev) / (1 - ab_t) beta``
+    (DDPM Eq. 7). The variance is returned broadcastable against ``x_t`` in its dtype; with an operator
+    (module docstring) the posterior covariance is ``variance * T T^T``.
+    """
+    coef_x0, coef_xt, small, _ = _posterior_coeffs(alpha_bar_t, alpha_bar_prev)
+    mean = expand_like(coef_x0, x_t) * x0 + expand_like(coef_xt, x_t) * x_t
+    return mean, expand_like(small, x_t)
+
+
+# --------------------------------------------------------------------------------------------------------
+# Reverse steps
+# --------------------------------------------------------------------------------------------------------
+
+
+def _x0_from_eps(x_t: Tensor, eps: Tensor, alpha_bar_t: Coeff, clip_x0: float | None) -> Tensor:
+    x0 = predict_x0(x_t, eps, alpha_bar_t)
+    return x0 if clip_x0 is None else x0.clamp(-clip_x0, clip_x0)
+
+
+def _add_noise(
+    x: Tensor, std: Tensor, noise: Tensor | None, noise_operator: Operator | None, who: str
+) -> Tensor:
+    """``x + std * noise_operator(noise)``, skipping the operator where every ``std`` is zero."""
+    if not bool((std != 0).any()):
+        return x
+    if noise is None:
+        raise ValueError(f"{who} needs `noise` for a stochastic step")
+    return x + expand_like(std, x) * _apply(noise_operator, noise)
+
+
+def ddpm_step(
+    x_t: Tensor,
+    eps: Tensor,
+    alpha_bar_t: Coeff,
+    alpha_bar_prev: Coeff,
+    noise: Tensor | None,
+    *,
+    variance: Literal["small", "large"] = "small",
+    clip_x0: float | None = None,
+    noise_operator: Operator | None = None,
+) -> Tensor:
+    """One ancestral step ``x_t -> x_prev``: posterior mean from predicted ``x_0``, plus ``std * noise``.
+
+    ``variance="small"`` uses the posterior variance ``(1 - ab_prev) / (1 - ab_t) beta`` (diffusers'
+    ``fixed_small``), ``"large"`` uses ``beta = 1 - ab_t / ab_prev`` (``fixed_large``). No noise is added
+    where ``alpha_bar_prev == 1`` (the final step to ``x_0``), as diffusers does at ``t = 0``. ``clip_x0``
+    clamps the predicted ``x_0`` to ``[-clip_x0, clip_x0]`` first. ``noise_operator`` is applied to
+    ``noise`` only (``T z`` in ∞-Diff). ``noise=None`` is allowed only where no noise is needed.
+    """
+    x0 = _x0_from_eps(x_t, eps, alpha_bar_t, clip_x0)
+    coef_x0, coef_xt, small, beta = _posterior_coeffs(alpha_bar_t, alpha_bar_prev)
+    mean = expand_like(coef_x0, x_t) * x0 + expand_like(coef_xt, x_t) * x_t
+    if variance == "small":
+        var = small
+    elif variance == "large":
+        var = beta
+    else:
+        raise ValueError(f"unknown variance {variance!r}; expected 'small' or 'large'")
+    std = var.clamp(min=0).sqrt() * (_f64(alpha_bar_prev) < 1)
+    return _add_noise(mean, std, noise, noise_operator, "ddpm_step")
+
+
+def ddim_step(
+    x_t: Tensor,
+    eps: Tensor,
+    alpha_bar_t: Coeff,
+    alpha_bar_prev: Coeff,
+    noise: Tensor | None = None,
+    *,
+    eta: float = 0.0,
+    clip_x0: float | None = None,
+    noise_operator: Operator | None = None,
+) -> Tensor:
+    """One DDIM step (Song et al. 2021, Eq. 12): ``sqrt(ab_prev) x_0 + sqrt(1 - ab_prev - s^2) eps + s z``.
+
+    ``s = eta * sqrt((1 - ab_prev) / (1 - ab_t) * (1 - ab_t / ab_prev))``: ``eta = 0`` is deterministic,
+    ``eta = 1`` has DDPM's posterior variance. As in diffusers, ``eps`` is the network's output even when
+    ``clip_x0`` clipped the predicted ``x_0``. ``noise`` (``z``, mapped by ``noise_operator``) is needed
+    only when ``eta > 0``.
+    """
+    x0 = _x0_from_eps(x_t, eps, alpha_bar_t, clip_x0)
+    ab_t, ab_prev = _f64(alpha_bar_t), _f64(alpha_bar_prev)
+    sigma = eta * ((1 - ab_prev) / (1 - ab_t) * (1 - ab_t / ab_prev)).clamp(min=0).sqrt()
+    direction = (1 - ab_prev - sigma**2).clamp(min=0).sqrt()
+    x_prev = expand_like(ab_prev.sqrt(), x_t) * x0 + expand_like(direction, x_t) * eps
+    return _add_noise(x_prev, sigma, noise, noise_operator, "ddim_step with eta > 0")
+
+
+# --------------------------------------------------------------------------------------------------------
+# Sampling loops
+# --------------------------------------------------------------------------------------------------------
+
+
+def _timestep_list(timesteps: Tensor | Sequence[int], num_train_steps: int) -> list[int]:
+    ts = [int(t) for t in (timesteps.tolist() if isinstance(timesteps, Tensor) else timesteps)]
+    if not ts:
+        raise ValueError("timesteps is empty")
+    if any(a <= b for a, b in zip(ts, ts[1:], strict=False)):
+        raise ValueError(f"timesteps must be strictly decreasing, got {ts}")
+    if ts[-1] < 0 or ts[0] >= num_train_steps:
+        raise ValueError(f"timesteps must lie in [0, {num_train_steps - 1}], got {ts[0]} .. {ts[-1]}")
+    return ts
+
+
+def _progress(items: list[int], enabled: bool, desc: str):
+    if not enabled:
+        return items
+    from tqdm.auto import tqdm
+
+    return tqdm(items, desc=desc)
+
+
+def ddim_sample(
+    eps_fn: EpsFn,
+    x_T: Tensor,
+    alphas_cumprod: Tensor,
+    timesteps: Tensor | Sequence[int],
+    *,
+    eta: float = 0.0,
+    generator: torch.Generator | None = None,
+    clip_x0: float | None = None,
+    noise_operator: Operator | None = None,
+    final_alpha_bar: float = 1.0,
+    progress: bool = False,
+) -> Tensor:
+    """Run DDIM from ``x_T`` over descending ``timesteps``; returns the final sample.
+
+    ``eps_fn(x_t, t)`` gets ``t`` as a long tensor of shape ``[B]`` on ``x_T``'s device. Each step jumps to
+    the next timestep of the list; the last one to ``final_alpha_bar`` (1.0 = diffusers'
+    ``set_alpha_to_one=True``). With ``eta > 0`` noise is drawn by :func:`randn_like` at every step (also
+    the last, where it is multiplied by 0), as diffusers does, so a generator in the same state gives the
+    same samples. ``x_T`` must already carry any operator (∞-Diff starts from ``T eps``).
+    """
+    ts = _timestep_list(timesteps, alphas_cumprod.shape[0])
+    x = x_T
+    batch = x.shape[0]
+    for i in _progress(list(range(len(ts))), progress, "DDIM"):
+        t = ts[i]
+        eps = eps_fn(x, torch.full((batch,), t, dtype=torch.long, device=x.device))
+        ab_prev = alphas_cumprod[ts[i + 1]] if i + 1 < len(ts) else final_alpha_bar
+        noise = randn_like(x, generator) if eta > 0 else None
+        x = ddim_step(
+            x, eps, alphas_cumprod[t], ab_prev, noise, eta=eta, clip_x0=clip_x0, noise_operator=noise_operator
+        )
+    return x
+
+
+def ddpm_sample(
+    eps_fn: EpsFn,
+    x_T: Tensor,
+    alphas_cumprod: Tensor,
+    *,
+    generator: torch.Generator | None = None,
+    variance: Literal["small", "large"] = "small",
+    clip_x0: float | None = None,
+    noise_operator: Operator | None = None,
+    timesteps: Tensor | Sequence[int] | None = None,
+    progress: bool = False,
+) -> Tensor:
+    """Ancestral sampling from ``x_T`` over ``timesteps`` (default: every step, ``T - 1`` down to 0).
+
+    Each step jumps to the next timestep of the list (``beta`` of the jump is ``1 - ab_t / ab_prev``), the
+    last one to ``alpha_bar = 1``, where no noise is added. Noise is drawn by :func:`randn_like` for every
+    step but the last, which matches diffusers' ``DDPMScheduler`` whenever the last timestep is 0.
+    """
+    num_train = alphas_cumprod.shape[0]
+    ts = _timestep_list(range(num_train - 1, -1, -1) if timesteps is None else timesteps, num_train)
+    x = x_T
+    batch = x.shape[0]
+    for i in _progress(list(range(len(ts))), progress, "DDPM"):
+        t = ts[i]
+        eps = eps_fn(x, torch.full((batch,), t, dtype=torch.long, device=x.device))
+        last = i + 1 == len(ts)
+        ab_prev = 1.0 if last else alphas_cumprod[ts[i + 1]]
+        noise = None if last else randn_like(x, generator)
+        x = ddpm_step(
+            x,
+            eps,
+            alphas_cumprod[t],
+            ab_prev,
+            noise,
+            variance=variance,
+            clip_x0=clip_x0,
+            noise_operator=noise_operator,
+        )
+    return x
+
+
+# --------------------------------------------------------------------------------------------------------
+# Continuous time: VP SDE, dX = -1/2 beta X dt + sqrt(beta) C^{1/2} dW
+# --------------------------------------------------------------------------------------------------------
+
+
+def vp_reverse_step(
+    x_t: Tensor,
+    eps: Tensor,
+    t: Coeff,
+    t_next: Coeff,
+    noise: Tensor | None = None,
+    *,
+    beta_min: float = 0.1,
+    beta_max: float = 20.0,
+    noise_operator: Operator | None = None,
+    ode: bool = False,
+) -> Tensor:
+    """One Euler(-Maruyama) step of the reverse VP SDE, or its probability-flow ODE, from ``t`` to ``t_next``.
+
+    ``eps`` is the noise as it appears in ``x_t = m(t) x_0 + std(t) eps`` (so ``C^{1/2} eps_white`` for a
+    correlated prior), which makes the preconditioned score ``C grad log p = -eps / std``. With
+    ``h = t - t_next``: SDE ``x + h beta (x / 2 - eps / std) + sqrt(beta h) C^{1/2} z``; ODE
+    ``x + h beta (x - eps / std) / 2``.
+    """
+    t64, tn64 = _f64(t), _f64(t_next)
+    h = t64 - tn64
+    beta = vp_beta(t64, beta_min, beta_max)
+    _, std = vp_marginal(t64, beta_min, beta_max)
+    eps_weight = (0.5 if ode else 1.0) * beta * h / std
+    x_next = expand_like(1 + 0.5 * beta * h, x_t) * x_t - expand_like(eps_weight, x_t) * eps
+    if ode:
+        return x_next
+    return _add_noise(x_next, (beta * h).sqrt(), noise, noise_operator, "vp_reverse_step (SDE)")
+
+
+def vp_sample(
+    eps_fn: EpsFn,
+    x_T: Tensor,
+    num_steps: int,
+    *,
+    t_max: float = 1.0,
+    t_min: float = 1e-3,
+    beta_min: float = 0.1,
+    beta_max: float = 20.0,
+    generator: torch.Generator | None = None,
+    noise_operator: Operator | None = None,
+    ode: bool = False,
+    progress: bool = False,
+) -> Tensor:
+    """Integrate the reverse VP SDE (Euler-Maruyama) or ODE (Euler) on a uniform grid, ``t_max -> t_min``.
+
+    ``eps_fn(x_t, t)`` gets ``t`` as a float tensor of shape ``[B]`` in ``x_T``'s dtype. ``x_T`` is the
+    prior draw (``C^{1/2} z`` for a correlated prior). Returns the state at ``t_min`` (no final denoising).
+    """
+    grid = torch.linspace(t_max, t_min, num_steps + 1, dtype=torch.float64)
+    x = x_T
+    batch = x.shape[0]
+    for i in _progress(list(range(num_steps)), progress, "VP SDE" if not ode else "VP ODE"):
+        t = grid[i]
+        eps = eps_fn(x, torch.full((batch,), float(t), dtype=x.dtype, device=x.device))
+        noise = None if ode else randn_like(x, generator)
+        x = vp_reverse_step(
+            x,
+            eps,
+            t,
+            grid[i + 1],
+            noise,
+            beta_min=beta_min,
+            beta_max=beta_max,
+            noise_operator=noise_operator,
+            ode=ode,
+        )
+    return x

@@ -1,0 +1,443 @@
+"""Datasets of images (fields on ``[-1, 1]^2``): folders on disk, a procedural synthetic set, bundled data.
+
+Every dataset returns ``[C, H, W]`` float tensors in ``[-1, 1]`` at the image's native size from
+``dataset[i]`` and can ``render(i, resolution)`` the same image at any size; samplers
+(:mod:`rezdiff.data.samplers`) call ``render`` to turn an image into a training example.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import math
+import os
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+from torch.utils.data import Dataset
+
+from rezdiff.data import coords
+from rezdiff.data.images import (
+    Channels,
+    ResizeMethod,
+    UnreadableImageError,
+    from_array,
+    image_size,
+    load_image,
+    resize,
+    verify_image,
+)
+
+logger = logging.getLogger(__name__)
+
+Crop = Literal["none", "center"]
+
+ROOT_HINT = "set --data.init_args.dataset.init_args.root to a folder of images"
+
+
+def stable_seed(*parts: int) -> int:
+    """A 63-bit seed from integers, identical in every process and Python run (unlike ``hash``)."""
+    digest = hashlib.blake2b(":".join(str(int(p)) for p in parts).encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "little") & ((1 << 63) - 1)
+
+
+def center_crop_to_aspect(image: Tensor, resolution: coords.Resolution) -> Tensor:
+    """The largest centred crop of ``image [..., H, W]`` with the aspect ratio of ``resolution``."""
+    height, width = image.shape[-2:]
+    target_h, target_w = coords.as_hw(resolution)
+    if height * target_w > width * target_h:  # too tall
+        new_h, new_w = max(1, round(width * target_h / target_w)), width
+    else:
+        new_h, new_w = height, max(1, round(height * target_w / target_h))
+    top, left = (height - new_h) // 2, (width - new_w) // 2
+    return image[..., top : top + new_h, left : left + new_w]
+
+
+class FieldDataset(Dataset[Tensor], ABC):
+    """Base class: images as fields on ``[-1, 1]^2`` that can be rendered at any resolution.
+
+    Subclasses set ``channels`` and implement ``__len__`` and ``__getitem__`` (native size). ``render``
+    resizes the native image (``resize_method``; with ``crop="center"`` after a centred crop to the target
+    aspect ratio, otherwise stretching); datasets that can render exactly override it.
+    """
+
+    channels: int
+    resize_method: ResizeMethod = "bicubic"
+    crop: Crop = "none"
+
+    @abstractmethod
+    def __len__(self) -> int: ...
+
+    @abstractmethod
+    def __getitem__(self, index: int) -> Tensor: ...
+
+    def native_size(self, index: int) -> tuple[int, int]:
+        """``(H, W)`` of image ``index`` at its native size."""
+        height, width = self[index].shape[-2:]
+        return int(height), int(width)
+
+    def render(self, index: int, resolution: coords.Resolution) -> Tensor:
+        """Image ``index`` as ``[C, H, W]`` at ``resolution`` (int or ``(H, W)``)."""
+        image = self[index]
+        if self.crop == "center":
+            image = center_crop_to_aspect(image, resolution)
+        return resize(image, resolution, self.resize_method)
+
+    def _check_index(self, index: int) -> int:
+        length = len(self)
+        if not -length <= index < length:
+            raise IndexError(f"index {index} out of range for {type(self).__name__} of length {length}")
+        return index % length
+
+
+def _check_options(channels: int, resize_method: str, crop: str) -> None:
+    if channels not in (1, 3):
+        raise ValueError(f"channels must be 1 (grey) or 3 (RGB), got {channels!r}")
+    if resize_method not in ("area", "bicubic", "lanczos"):
+        raise ValueError(f"resize_method must be 'area', 'bicubic' or 'lanczos', got {resize_method!r}")
+    if crop not in ("none", "center"):
+        raise ValueError(f"crop must be 'none' or 'center', got {crop!r}")
+
+
+# --------------------------------------------------------------------------------------------- ImageFolder
+
+
+class ImageFolder(FieldDataset):
+    """Every image under ``root`` (recursively, sorted by relative path), each at its own size.
+
+    Hidden files and folders (names starting with ``.``) are ignored. ``on_error="raise"`` reports an
+    unreadable image with its path when it is read; ``on_error="skip"`` checks every file once here (so
+    indices are stable and DataLoader workers agree), leaves the bad ones out and logs one warning.
+    ``max_images`` keeps the first images in sorted order.
+    """
+
+    def __init__(
+        self,
+        root: str,
+        channels: Channels = 3,
+        extensions: tuple[str, ...] = (".png", ".jpg", ".jpeg", ".webp", ".bmp"),
+        on_error: Literal["raise", "skip"] = "raise",
+        max_images: int | None = None,
+        resize_method: ResizeMethod = "bicubic",
+        crop: Crop = "none",
+    ) -> None:
+        _check_options(channels, resize_method, crop)
+        if on_error not in ("raise", "skip"):
+            raise ValueError(f"on_error must be 'raise' or 'skip', got {on_error!r}")
+        if max_images is not None and max_images < 1:
+            raise ValueError(f"max_images must be >= 1 or None, got {max_images}")
+        self.root = Path(root).expanduser()
+        self.channels = channels
+        self.extensions = tuple(e.lower() if e.startswith(".") else f".{e.lower()}" for e in extensions)
+        self.on_error = on_error
+        self.resize_method = resize_method
+        self.crop = crop
+
+        if not self.root.is_dir():
+            what = "is not a folder" if self.root.exists() else "does not exist"
+            raise FileNotFoundError(f"image folder {str(self.root)!r} {what}; {ROOT_HINT}")
+        paths = self._scan()
+        if not paths:
+            raise FileNotFoundError(
+                f"no images with extensions {list(self.extensions)} under {str(self.root)!r}; {ROOT_HINT}"
+            )
+        self.skipped: list[tuple[Path, str]] = []
+        if on_error == "skip":
+            paths = self._drop_unreadable(paths, max_images)
+        self.paths: list[Path] = paths[:max_images] if max_images is not None else paths
+
+    def _scan(self) -> list[Path]:
+        found: list[tuple[str, Path]] = []
+        for directory, subdirs, files in os.walk(self.root, followlinks=True):
+            subdirs[:] = [d for d in subdirs if not d.startswith(".")]
+            for name in files:
+                if not name.startswith(".") and os.path.splitext(name)[1].lower() in self.extensions:
+                    path = Path(directory, name)
+                    found.append((path.relative_to(self.root).as_posix(), path))
+        return [path for _, path in sorted(found)]
+
+    def _drop_unreadable(self, paths: list[Path], max_images: int | None) -> list[Path]:
+        def check(path: Path) -> str | None:
+            try:
+                verify_image(path)
+            except (UnreadableImageError, OSError) as error:
+                return getattr(error, "reason", str(error))
+            return None
+
+        kept: list[Path] = []
+        chunk = 256  # verify in chunks so max_images stops early on huge folders
+        with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:
+            for start in range(0, len(paths), chunk):
+                batch = paths[start : start + chunk]
+                for path, reason in zip(batch, pool.map(check, batch), strict=True):
+                    if reason is None:
+                        kept.append(path)
+                    else:
+                        self.skipped.append((path, reason))
+                if max_images is not None and len(kept) >= max_images:
+                    break
+        if self.skipped:
+            first, reason = self.skipped[0]
+            logger.warning(
+                "skipped %d unreadable images under %s, e.g. %s (%s)",
+                len(self.skipped),
+                self.root,
+                first,
+                reason,
+            )
+        if not kept:
+            raise FileNotFoundError(f"no readable images under {str(self.root)!r}; {ROOT_HINT}")
+        return kept
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, index: int) -> Tensor:
+        return load_image(self.paths[self._check_index(index)], self.channels)
+
+    def native_size(self, index: int) -> tuple[int, int]:
+        """``(H, W)`` read from the file header, without decoding the image."""
+        return image_size(self.paths[self._check_index(index)])
+
+    def __repr__(self) -> str:
+        return f"ImageFolder(root={str(self.root)!r}, images={len(self)}, channels={self.channels})"
+
+
+# ----------------------------------------------------------------------------------------------- Synthetic
+
+# Below this many samples per axis, render() box-filters by evaluating a finer grid and average-pooling.
+# A fixed fine resolution makes avg_pool2d(render(2R), 2) == render(R) exactly for R, 2R dividing it.
+_SUPERSAMPLE_RESOLUTION = 256
+_EDGE_SOFTNESS = 0.01  # logistic scale of shape edges, in domain units (the domain is 2 wide)
+_CORNER_RADIUS = 0.06  # rounding of square corners, >> _EDGE_SOFTNESS
+
+
+class Synthetic(FieldDataset):
+    """Procedural continuous images: a smooth colour gradient plus 1-3 soft-edged shapes.
+
+    Shapes are discs, rotated squares and straight bands with random colours, positions and sizes. Image
+    ``i`` is defined on ``[-1, 1]^2`` by parameters drawn from a generator seeded with ``(seed, i)``, so it
+    renders identically at any resolution: ``render`` box-filters it over each pixel cell by evaluating at
+    least a 256-per-axis grid and average-pooling. ``dataset[i]`` is ``render(i, resolution)``.
+    """
+
+    def __init__(
+        self, num_images: int = 1024, resolution: int = 64, channels: Channels = 3, seed: int = 0
+    ) -> None:
+        _check_options(channels, "bicubic", "none")
+        if num_images < 1:
+            raise ValueError(f"num_images must be >= 1, got {num_images}")
+        coords.as_hw(resolution)  # validates
+        self.num_images = num_images
+        self.resolution = resolution
+        self.channels = channels
+        self.seed = seed
+
+    def __len__(self) -> int:
+        return self.num_images
+
+    def __getitem__(self, index: int) -> Tensor:
+        return self.render(index, self.resolution)
+
+    def native_size(self, index: int) -> tuple[int, int]:
+        return coords.as_hw(self.resolution)
+
+    def render(self, index: int, resolution: coords.Resolution) -> Tensor:
+        index = self._check_index(index)
+        height, width = coords.as_hw(resolution)
+        factor_h = max(1, math.ceil(_SUPERSAMPLE_RESOLUTION / height))
+        factor_w = max(1, math.ceil(_SUPERSAMPLE_RESOLUTION / width))
+        points = coords.pixel_centers((height * factor_h, width * factor_w))  # sub-cell centres
+        image = self._evaluate(self._parameters(index), points)
+        if factor_h > 1 or factor_w > 1:
+            image = F.avg_pool2d(image.unsqueeze(0), (factor_h, factor_w)).squeeze(0)
+        if self.channels == 1:
+            weights = torch.tensor((0.299, 0.587, 0.114)).view(3, 1, 1)
+            image = (image * weights).sum(0, keepdim=True)
+        return image.clamp_(-1.0, 1.0)
+
+    def _parameters(self, index: int) -> dict[str, Any]:
+        generator = torch.Generator().manual_seed(stable_seed(self.seed, index))
+
+        def uniform(low: float, high: float, *shape: int) -> Tensor:
+            return low + (high - low) * torch.rand(shape or (1,), generator=generator)
+
+        # |base| + |slope| * sqrt(2) < 1 keeps the background inside [-1, 1] on the whole square.
+        background = (uniform(-0.5, 0.5, 3), uniform(-0.35, 0.35, 3), uniform(0.0, 2 * math.pi))
+        count = int(torch.randint(1, 4, (1,), generator=generator))
+        shapes = []
+        for _ in range(count):
+            kind = int(torch.randint(0, 3, (1,), generator=generator))
+            shapes.append(
+                {
+                    "kind": ("disc", "square", "band")[kind],
+                    "centre": uniform(-0.6, 0.6, 2),
+                    "size": float(uniform(*((0.2, 0.5), (0.2, 0.45), (0.08, 0.2))[kind])),
+                    "angle": float(uniform(0.0, math.pi)),
+                    "colour": uniform(-0.9, 0.9, 3),
+                }
+            )
+        return {"background": background, "shapes": shapes}
+
+    @staticmethod
+    def _evaluate(params: dict[str, Any], points: Tensor) -> Tensor:
+        """The continuous RGB image at the grid ``points [H, W, 2]`` -> ``[3, H, W]``.
+
+        The grid is separable (x varies along columns, y along rows), so every rotation and distance is
+        built by broadcasting a column vector against a row vector: a few full-grid operations per shape.
+        """
+        x = points[0, :, 0].view(1, -1)  # [1, W]
+        y = points[:, 0, 1].view(-1, 1)  # [H, 1]
+        base, slope, direction = params["background"]
+        ramp = math.cos(float(direction)) * x + math.sin(float(direction)) * y
+        image = base.view(3, 1, 1) + slope.view(3, 1, 1) * ramp
+        for shape in params["shapes"]:
+            cos, sin = math.cos(shape["angle"]), math.sin(shape["angle"])
+            dx, dy = x - float(shape["centre"][0]), y - float(shape["centre"][1])
+            size = shape["size"]
+            if shape["kind"] == "disc":
+                distance = torch.sqrt(dx * dx + dy * dy) - size
+            elif shape["kind"] == "square":
+                # Signed distance to a square of half-size `size` whose corners are rounded with radius
+                # _CORNER_RADIUS: the rounding keeps the edge profile smooth, so box filtering stays exact.
+                inner = size - _CORNER_RADIUS
+                qu = (cos * dx + sin * dy).abs_().sub_(inner)  # shape frame
+                qv = (cos * dy - sin * dx).abs_().sub_(inner)
+                outside = torch.sqrt(qu.clamp(min=0).square_() + qv.clamp(min=0).square_())
+                distance = outside.add_(torch.maximum(qu, qv).clamp_(max=0)).sub_(_CORNER_RADIUS)
+            else:  # band: a straight stripe of half-width `size` through the centre
+                distance = (cos * dx + sin * dy).abs_().sub_(size)
+            alpha = torch.sigmoid(distance.mul_(-1.0 / _EDGE_SOFTNESS))
+            image = image.lerp_(shape["colour"].view(3, 1, 1), alpha)
+        return image
+
+    def __repr__(self) -> str:
+        return (
+            f"Synthetic(num_images={self.num_images}, resolution={self.resolution}, "
+            f"channels={self.channels}, seed={self.seed})"
+        )
+
+
+# ------------------------------------------------------------------------------------------------- Bundled
+
+BundledName = Literal[
+    "lfw",
+    "digits",
+    "sample_images",
+    "photos",
+    "astronaut",
+    "brick",
+    "camera",
+    "cell",
+    "chelsea",
+    "clock",
+    "coffee",
+    "coins",
+    "colorwheel",
+    "grass",
+    "gravel",
+    "hubble_deep_field",
+    "immunohistochemistry",
+    "logo",
+    "microaneurysms",
+    "moon",
+    "page",
+    "retina",
+    "rocket",
+    "shepp_logan_phantom",
+    "text",
+]
+
+# The colour photographs among scikit-image's bundled images (mixed resolutions).
+PHOTOS = ("astronaut", "coffee", "chelsea", "rocket", "immunohistochemistry", "retina", "hubble_deep_field")
+
+
+def _skimage(name: str) -> Callable[[], list[np.ndarray]]:
+    def load() -> list[np.ndarray]:
+        import skimage.data
+
+        return [getattr(skimage.data, name)()]
+
+    return load
+
+
+def _lfw() -> list[np.ndarray]:
+    import skimage.data
+
+    return list(skimage.data.lfw_subset()[:100])  # the first 100 are the faces, the rest non-faces
+
+
+def _digits() -> list[np.ndarray]:
+    from sklearn.datasets import load_digits
+
+    return list(load_digits().images / 16.0)  # pixel values 0..16
+
+
+def _sample_images() -> list[np.ndarray]:
+    from sklearn.datasets import load_sample_images
+
+    return list(load_sample_images().images)
+
+
+def _photos() -> list[np.ndarray]:
+    return [image for name in PHOTOS for image in _skimage(name)()]
+
+
+_BUNDLED_LOADERS: dict[str, Callable[[], list[np.ndarray]]] = {
+    "lfw": _lfw,
+    "digits": _digits,
+    "sample_images": _sample_images,
+    "photos": _photos,
+}
+
+
+class Bundled(FieldDataset):
+    """Images shipped inside installed wheels (scikit-image, scikit-learn); nothing is downloaded.
+
+    ``"lfw"``: 100 grey 25x25 faces; ``"digits"``: 1797 grey 8x8 digits; ``"sample_images"``: scikit-learn's
+    two 427x640 photos; ``"photos"``: scikit-image's seven colour photos (mixed sizes); any other name is
+    that single scikit-image image. Grey images are replicated to 3 channels (or colour reduced to luma) as
+    ``channels`` asks. Loaded on first use and kept in memory (not pickled: workers load their own copy).
+    """
+
+    def __init__(
+        self,
+        name: BundledName,
+        channels: Channels = 3,
+        resize_method: ResizeMethod = "bicubic",
+        crop: Crop = "none",
+    ) -> None:
+        _check_options(channels, resize_method, crop)
+        if name not in BundledName.__args__:  # type: ignore[attr-defined]
+            raise ValueError(f"unknown bundled dataset {name!r}; choose one of {list(BundledName.__args__)}")  # type: ignore[attr-defined]
+        self.name = name
+        self.channels = channels
+        self.resize_method = resize_method
+        self.crop = crop
+        self._images: list[Tensor] | None = None
+
+    @property
+    def images(self) -> list[Tensor]:
+        if self._images is None:
+            load = _BUNDLED_LOADERS.get(self.name) or _skimage(self.name)
+            self._images = [from_array(np.asarray(array), self.channels) for array in load()]
+        return self._images
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, index: int) -> Tensor:
+        return self.images[self._check_index(index)].clone()  # callers may edit it; the cache stays intact
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {**self.__dict__, "_images": None}
+
+    def __repr__(self) -> str:
+        return f"Bundled(name={self.name!r}, channels={self.channels})"

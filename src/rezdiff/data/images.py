@@ -1,0 +1,234 @@
+"""Image I/O and resizing on plain tensors, without torchvision.
+
+Images are float tensors in ``[-1, 1]``, channels first, grey (``C = 1``) or RGB (``C = 3``). Reading goes
+through Pillow; everything a file can hold (palette, alpha, 16-bit, CMYK, EXIF rotation) ends up in that one
+form, and a file that cannot be decoded raises :class:`UnreadableImageError` naming its path.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image, ImageOps
+from torch import Tensor
+
+from rezdiff.data.coords import Resolution, as_hw
+
+Channels = Literal[1, 3]
+ResizeMethod = Literal["area", "bicubic", "lanczos"]
+
+# ITU-R BT.601 luma, the weights Pillow uses for RGB -> L.
+_LUMA = (0.299, 0.587, 0.114)
+_SIXTEEN_BIT_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I")
+_ALPHA_MODES = ("RGBA", "RGBa", "LA", "La", "PA")
+
+
+class UnreadableImageError(OSError):
+    """An image file that exists but cannot be decoded (corrupt, truncated, not an image)."""
+
+    def __init__(self, path: str | os.PathLike[str], reason: str) -> None:
+        self.path = str(path)
+        self.reason = reason
+        super().__init__(f"cannot read image {self.path}: {reason}")
+
+    def __reduce__(self) -> tuple[type, tuple[str, str]]:
+        # Keeps the exception picklable (DataLoader workers, multiprocessing) despite the 2-argument init.
+        return (type(self), (self.path, self.reason))
+
+
+def _check_channels(channels: int) -> None:
+    if channels not in (1, 3):
+        raise ValueError(f"channels must be 1 (grey) or 3 (RGB), got {channels!r}")
+
+
+def from_array(array: np.ndarray, channels: Channels = 3) -> Tensor:
+    """A numpy image -> ``[C, H, W]`` float32 in ``[-1, 1]``.
+
+    Accepts ``[H, W]`` or ``[H, W, 1 | 2 | 3 | 4]`` (grey, grey+alpha, RGB, RGBA; alpha is composited over
+    white), of dtype bool, uint8, uint16 (full 16-bit range) or float in ``[0, 1]``. Grey is replicated to
+    three channels and RGB reduced to luma as ``channels`` asks.
+    """
+    _check_channels(channels)
+    if array.dtype == np.bool_:
+        values = array.astype(np.float32)
+    elif array.dtype == np.uint8:
+        values = array.astype(np.float32) / 255.0
+    elif array.dtype == np.uint16:
+        values = array.astype(np.float32) / 65535.0
+    elif np.issubdtype(array.dtype, np.floating):
+        values = np.clip(array.astype(np.float32), 0.0, 1.0)
+    else:
+        raise ValueError(f"unsupported image dtype {array.dtype}; expected bool, uint8, uint16 or float")
+    if values.ndim == 2:
+        values = values[:, :, None]
+    if values.ndim != 3 or values.shape[2] not in (1, 2, 3, 4):
+        raise ValueError(f"expected an image of shape [H, W] or [H, W, 1-4], got {array.shape}")
+    if values.shape[2] in (2, 4):  # composite over white
+        colour, alpha = values[:, :, :-1], values[:, :, -1:]
+        values = colour * alpha + (1.0 - alpha)
+    image = torch.from_numpy(np.ascontiguousarray(values)).permute(2, 0, 1)
+    if image.shape[0] == 1 and channels == 3:
+        image = image.expand(3, -1, -1)
+    elif image.shape[0] == 3 and channels == 1:
+        weights = torch.tensor(_LUMA, dtype=image.dtype).view(3, 1, 1)
+        image = (image * weights).sum(0, keepdim=True)
+    return (image * 2.0 - 1.0).contiguous()
+
+
+def _pil_to_array(image: Image.Image) -> np.ndarray:
+    """Any Pillow mode -> a numpy array that :func:`from_array` understands."""
+    mode = image.mode
+    if mode in _SIXTEEN_BIT_MODES:
+        # 16-bit grey (PNG opens as I;16, some readers as I); values beyond 16 bits are clipped.
+        return np.clip(np.asarray(image, dtype=np.int64), 0, 65535).astype(np.uint16)
+    if mode == "F":
+        return np.asarray(image, dtype=np.float32)
+    if mode == "1":
+        return np.asarray(image.convert("L"))
+    grey = mode in ("L", "LA", "La")
+    if mode in _ALPHA_MODES or "transparency" in image.info:
+        return np.asarray(image.convert("LA" if grey else "RGBA"))
+    return np.asarray(image if mode in ("L", "RGB") else image.convert("RGB"))
+
+
+def load_image(path: str | os.PathLike[str], channels: Channels = 3) -> Tensor:
+    """Read an image file -> ``[C, H, W]`` float32 in ``[-1, 1]``.
+
+    Handles grey, palette, RGBA (composited over white), 16-bit grey PNG (scaled by 65535), CMYK and EXIF
+    orientation; multi-frame files give their first frame. Raises :class:`UnreadableImageError` (an
+    ``OSError``) naming the path for a corrupt, truncated or non-image file, ``FileNotFoundError`` if absent.
+    """
+    _check_channels(channels)
+    try:
+        with Image.open(path) as image:
+            image.load()
+            image = ImageOps.exif_transpose(image)
+            array = _pil_to_array(image)
+    except FileNotFoundError:
+        raise
+    except Exception as error:  # Pillow raises OSError, SyntaxError, ValueError, struct.error, ...
+        raise UnreadableImageError(path, f"{type(error).__name__}: {error}") from error
+    return from_array(array, channels)
+
+
+def verify_image(path: str | os.PathLike[str]) -> None:
+    """Cheaply check that a file decodes, raising :class:`UnreadableImageError` naming it if not.
+
+    PNG: chunk structure and CRCs (no decompression); JPEG: a decode at 1/8 scale (catches truncation);
+    anything else: a full decode.
+    """
+    try:
+        with Image.open(path) as image:
+            if image.format == "PNG":
+                image.verify()
+            else:
+                if image.format == "JPEG":
+                    image.draft(image.mode, (max(1, image.width // 8), max(1, image.height // 8)))
+                image.load()
+    except Exception as error:
+        raise UnreadableImageError(path, f"{type(error).__name__}: {error}") from error
+
+
+def image_size(path: str | os.PathLike[str]) -> tuple[int, int]:
+    """``(H, W)`` of an image file as :func:`load_image` returns it, read from the header only."""
+    try:
+        with Image.open(path) as image:
+            width, height = image.size
+            orientation = image.getexif().get(0x0112, 1)  # EXIF Orientation
+    except FileNotFoundError:
+        raise
+    except Exception as error:
+        raise UnreadableImageError(path, f"{type(error).__name__}: {error}") from error
+    if orientation in (5, 6, 7, 8):  # transposed or rotated by 90 degrees
+        width, height = height, width
+    return height, width
+
+
+def resize(image: Tensor, size: Resolution, method: ResizeMethod = "bicubic") -> Tensor:
+    """Resize ``[C, H, W]`` or ``[B, C, H, W]`` images in ``[-1, 1]`` to ``size`` (int or ``(H, W)``).
+
+    Downsampling is antialiased for every method: ``bicubic`` uses ``F.interpolate(antialias=True)``,
+    ``area`` averages over each output cell, ``lanczos`` goes through Pillow per channel in float mode.
+    Bicubic and Lanczos overshoot at edges, so their output is clamped back to ``[-1, 1]``. An image already
+    at ``size`` is returned unchanged (the same tensor).
+    """
+    height, width = as_hw(size)
+    if image.dim() not in (3, 4):
+        raise ValueError(f"resize expects [C, H, W] or [B, C, H, W], got shape {tuple(image.shape)}")
+    if tuple(image.shape[-2:]) == (height, width):
+        return image
+    batch = image if image.dim() == 4 else image.unsqueeze(0)
+    if method == "bicubic":
+        out = F.interpolate(batch, size=(height, width), mode="bicubic", align_corners=False, antialias=True)
+        out = out.clamp(-1.0, 1.0)
+    elif method == "area":
+        out = F.interpolate(batch, size=(height, width), mode="area")
+    elif method == "lanczos":
+        out = _resize_lanczos(batch, height, width)
+    else:
+        raise ValueError(f"unknown resize method {method!r}; choose 'area', 'bicubic' or 'lanczos'")
+    return out if image.dim() == 4 else out.squeeze(0)
+
+
+def _resize_lanczos(batch: Tensor, height: int, width: int) -> Tensor:
+    planes = batch.detach().to("cpu", torch.float32).reshape(-1, *batch.shape[-2:]).numpy()
+    resized = [
+        np.asarray(Image.fromarray(plane).resize((width, height), Image.Resampling.LANCZOS))
+        for plane in planes
+    ]
+    out = torch.from_numpy(np.stack(resized)).view(*batch.shape[:2], height, width)
+    return out.clamp_(-1.0, 1.0).to(device=batch.device, dtype=batch.dtype)
+
+
+def to_uint8(images: Tensor) -> Tensor:
+    """``[-1, 1]`` floats -> ``uint8`` in ``[0, 255]`` (rounded, clamped), same shape."""
+    return ((images.detach().clamp(-1.0, 1.0) + 1.0) * 127.5).round().to(torch.uint8)
+
+
+def make_grid(images: Tensor, nrow: int | None = None, padding: int = 2, pad_value: float = 1.0) -> Tensor:
+    """Tile ``[B, C, H, W]`` images into one ``[C, H', W']`` image, ``nrow`` images per row.
+
+    ``nrow`` defaults to ``ceil(sqrt(B))`` (a near-square grid); ``pad_value`` is in the ``[-1, 1]`` data
+    range (1 = white).
+    """
+    if images.dim() == 3:
+        images = images.unsqueeze(0)
+    if images.dim() != 4 or images.shape[0] == 0:
+        raise ValueError(f"make_grid expects a non-empty [B, C, H, W] tensor, got {tuple(images.shape)}")
+    if padding < 0:
+        raise ValueError(f"padding must be >= 0, got {padding}")
+    count, channels, height, width = images.shape
+    columns = min(count, nrow if nrow is not None else math.ceil(math.sqrt(count)))
+    if columns < 1:
+        raise ValueError(f"nrow must be >= 1, got {nrow}")
+    rows = math.ceil(count / columns)
+    step_y, step_x = height + padding, width + padding
+    grid = images.new_full((channels, rows * step_y + padding, columns * step_x + padding), pad_value)
+    for k in range(count):
+        top = padding + (k // columns) * step_y
+        left = padding + (k % columns) * step_x
+        grid[:, top : top + height, left : left + width] = images[k]
+    return grid
+
+
+def save_image(tensor: Tensor, path: str | os.PathLike[str]) -> None:
+    """Write ``[C, H, W]`` or ``[B, C, H, W]`` (tiled with :func:`make_grid`) in ``[-1, 1]`` to an image file.
+
+    One channel is written as grey, three as RGB. The format follows the suffix (PNG when there is none);
+    parent folders are created.
+    """
+    if tensor.dim() == 4:
+        tensor = tensor[0] if tensor.shape[0] == 1 else make_grid(tensor)
+    if tensor.dim() != 3 or tensor.shape[0] not in (1, 3):
+        raise ValueError(f"save_image expects [1|3, H, W] or [B, 1|3, H, W], got {tuple(tensor.shape)}")
+    array = to_uint8(tensor).cpu().permute(1, 2, 0).numpy()
+    image = Image.fromarray(array[:, :, 0] if array.shape[2] == 1 else array)
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    image.save(target, format=None if target.suffix else "PNG")

@@ -1,0 +1,182 @@
+"""``DiffusionModule``: the contract every family's LightningModule fulfils.
+
+A family provides ``loss(batch, generator)`` and ``sample(num, resolution, ...)``; this base class turns
+them into training, validation, test and predict steps, keeps the EMA copy of the network inside the
+state_dict, builds the optimiser, stops on non-finite losses and records which class to rebuild in
+every checkpoint (see :func:`rezdiff.load`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import warnings
+from abc import ABC, abstractmethod
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import lightning.pytorch as pl
+import torch
+from torch import Tensor, nn
+
+from rezdiff.core.ema import EMA
+from rezdiff.data.batch import FieldBatch
+from rezdiff.data.coords import Resolution, as_hw
+
+# The EMA copy is an eval-mode submodule by design; Lightning would warn about it at every fit.
+warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode", category=UserWarning)
+
+
+class NonFiniteLossError(RuntimeError):
+    """Raised when a training loss is NaN or infinite; names the step and the batch."""
+
+
+def step_generator(*keys: int, device: torch.device | str = "cpu") -> torch.Generator:
+    """A generator seeded from integer keys (seed, step, batch, rank): reproducible and resumable."""
+    digest = hashlib.blake2b(repr(keys).encode(), digest_size=8).digest()
+    return torch.Generator(device=device).manual_seed(int.from_bytes(digest, "little") & (2**63 - 1))
+
+
+class DiffusionModule(pl.LightningModule, ABC):
+    """Base of every family. Subclasses build ``self.network``, call :meth:`setup_ema` and implement
+    :meth:`loss` and :meth:`sample`; their ``__init__`` takes typed arguments only and calls
+    ``self.save_hyperparameters()`` so that a checkpoint alone rebuilds the model.
+
+    Randomness in a training step (timesteps, noise) comes from a generator keyed by (global seed,
+    step, batch, rank), so a run resumed from a checkpoint continues exactly as the uninterrupted one.
+    """
+
+    network: nn.Module
+    ema: EMA | None
+
+    def __init__(
+        self,
+        *,
+        lr: float,
+        adam_betas: tuple[float, float],
+        weight_decay: float,
+        warmup_steps: int,
+        ema_decay: float,
+        ema_update_every: int,
+        ema_warmup: bool,
+    ) -> None:
+        super().__init__()
+        if lr <= 0:
+            raise ValueError(f"lr must be positive, got {lr}")
+        if not 0.0 <= ema_decay < 1.0:
+            raise ValueError(f"ema_decay must be in [0, 1), got {ema_decay} (0 disables the EMA)")
+        self.lr = lr
+        self.adam_betas = tuple(adam_betas)
+        self.weight_decay = weight_decay
+        self.warmup_steps = warmup_steps
+        self.ema_decay = ema_decay
+        self.ema_update_every = ema_update_every
+        self.ema_warmup = ema_warmup
+        self.ema = None
+
+    # ----------------------------------------------------------------- what a family provides
+    @abstractmethod
+    def loss(self, batch: FieldBatch, generator: torch.Generator) -> Tensor:
+        """The training objective on one batch; all randomness drawn from ``generator``."""
+
+    @abstractmethod
+    def sample(
+        self,
+        num: int,
+        resolution: Resolution | None = None,
+        *,
+        steps: int | None = None,
+        generator: torch.Generator | None = None,
+    ) -> Tensor:
+        """``num`` samples ``[num, C, H, W]`` in [-1, 1] at ``resolution``, with EMA weights by default."""
+
+    # ----------------------------------------------------------------- EMA
+    def setup_ema(self) -> None:
+        """Create the EMA copy of ``self.network`` (call at the end of the subclass ``__init__``)."""
+        if self.ema_decay > 0:
+            self.ema = EMA(self.network, self.ema_decay, self.ema_update_every, self.ema_warmup)
+
+    def sampling_network(self, use_ema: bool = True) -> nn.Module:
+        """The network to sample with: the EMA copy when there is one and ``use_ema``."""
+        return self.ema.module if (use_ema and self.ema is not None) else self.network
+
+    @contextmanager
+    def eval_mode(self) -> Iterator[None]:
+        """Put the module in eval mode for sampling and restore the previous mode afterwards."""
+        was_training = self.training
+        self.eval()
+        try:
+            yield
+        finally:
+            self.train(was_training)
+
+    # ----------------------------------------------------------------- Lightning steps
+    def _seed(self) -> int:
+        return int(os.environ.get("PL_GLOBAL_SEED", 0))
+
+    def _generator(self, batch_idx: int, stage: str) -> torch.Generator:
+        rank = self.global_rank if self._trainer is not None else 0
+        step = self.global_step if stage == "train" else 0
+        return step_generator(
+            self._seed(), {"train": 0, "val": 1, "test": 2}[stage], step, batch_idx, rank, device=self.device
+        )
+
+    def training_step(self, batch: FieldBatch, batch_idx: int) -> Tensor:
+        loss = self.loss(batch, self._generator(batch_idx, "train"))
+        finite = bool(torch.isfinite(loss).item())
+        if self._trainer is not None:
+            finite = self.trainer.strategy.reduce_boolean_decision(finite, all=True)
+        if not finite:
+            raise NonFiniteLossError(
+                f"non-finite training loss ({loss.item()}) at global step {self.global_step}, epoch "
+                f"{self.current_epoch}, batch {batch_idx} on some rank; training stopped before the "
+                "optimiser step, and no checkpoint was written for this step. Lower the learning rate, "
+                "enable gradient clipping (--trainer.gradient_clip_val 1.0) or check the data."
+            )
+        self.log("train/loss", loss, prog_bar=True, batch_size=batch.batch_size)
+        return loss
+
+    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
+        if self.ema is not None:
+            self.ema.update(self.network, self.global_step)
+
+    def _eval_step(self, batch: FieldBatch, batch_idx: int, stage: str) -> Tensor:
+        loss = self.loss(batch, self._generator(batch_idx, stage))
+        self.log(f"{stage}/loss", loss, prog_bar=stage == "val", sync_dist=True, batch_size=batch.batch_size)
+        return loss
+
+    def validation_step(self, batch: FieldBatch, batch_idx: int) -> Tensor:
+        return self._eval_step(batch, batch_idx, "val")
+
+    def test_step(self, batch: FieldBatch, batch_idx: int) -> Tensor:
+        return self._eval_step(batch, batch_idx, "test")
+
+    def predict_step(self, batch: FieldBatch, batch_idx: int) -> Tensor:
+        """Generate as many samples as the batch holds, at the batch's resolution."""
+        generator = step_generator(self._seed(), 3, batch_idx, self.global_rank, device=self.device)
+        return self.sample(batch.batch_size, tuple(batch.image.shape[-2:]), generator=generator)
+
+    # ----------------------------------------------------------------- optimisation
+    def configure_optimizers(self) -> Any:
+        optimizer = torch.optim.AdamW(
+            self.network.parameters(), lr=self.lr, betas=self.adam_betas, weight_decay=self.weight_decay
+        )
+        if self.warmup_steps <= 0:
+            return optimizer
+        warmup = torch.optim.lr_scheduler.LambdaLR(
+            optimizer, lambda step: min(1.0, (step + 1) / self.warmup_steps)
+        )
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": warmup, "interval": "step"}}
+
+    # ----------------------------------------------------------------- checkpoints
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        from rezdiff import __version__
+
+        cls = type(self)
+        checkpoint["rezdiff"] = {"class_path": f"{cls.__module__}.{cls.__qualname__}", "version": __version__}
+
+
+def resolution_or(default: Resolution, resolution: Resolution | None) -> tuple[int, int]:
+    """``resolution`` as ``(H, W)``, or the model's own when ``None``."""
+    return as_hw(default if resolution is None else resolution)

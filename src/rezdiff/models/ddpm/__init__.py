@@ -1,0 +1,3 @@
+from rezdiff.models.ddpm.module import DDPM
+
+__all__ = ["DDPM"]

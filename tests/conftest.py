@@ -1,0 +1,31 @@
+"""Shared fixtures: tiny configs and a fast CLI runner."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from tests.helpers import TINY_DDPM
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA GPU")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip)
+
+
+@pytest.fixture
+def fit_tiny(tmp_path: Path):
+    """Run ``rezdiff fit`` on the tiny DDPM config in ``tmp_path/run`` with extra CLI arguments."""
+    from rezdiff.cli import main
+
+    def run(*extra: str, root: Path | None = None):
+        root = root or tmp_path / "run"
+        return main(["fit", "--config", str(TINY_DDPM), "--trainer.default_root_dir", str(root), *extra])
+
+    return run
