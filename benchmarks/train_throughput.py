@@ -46,10 +46,20 @@ def build(config: str, overrides: list[str]) -> tuple[DiffusionModule, FieldData
     return cli.model, cli.datamodule
 
 
+def cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
 def device_info(device: torch.device) -> dict[str, Any]:
     info: dict[str, Any] = {
         "type": device.type,
-        "cpu": platform.processor() or platform.machine(),
+        "cpu": cpu_name(),
         "threads": torch.get_num_threads(),
     }
     if device.type == "cuda":
@@ -198,7 +208,9 @@ def main(args: list[str] | None = None) -> dict[str, Any]:
     }
     out = Path(options.out)
     out.mkdir(parents=True, exist_ok=True)
-    name = f"train_throughput_{type(model).__name__.lower()}_{Path(options.config).stem}_{device.type}.json"
+    parts = Path(options.config).with_suffix("").parts
+    tag = "_".join(parts[parts.index("configs") + 1 :] if "configs" in parts else parts[-1:])
+    name = f"train_throughput_{tag}_{device.type}.json"
     (out / name).write_text(json.dumps(report, indent=2) + "\n")
     print(f"wrote {out / name}")
     return report

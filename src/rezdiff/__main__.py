@@ -1,4 +1,4 @@
-from rezdiff.cli import main
+from rezdiff.cli import entry_point
 
 if __name__ == "__main__":
-    main()
+    entry_point()

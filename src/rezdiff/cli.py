@@ -141,7 +141,7 @@ def sample_main(args: list[str]) -> list[Path]:
 
 
 def main(args: list[str] | None = None) -> Any:
-    """Entry point of ``rezdiff`` and ``python -m rezdiff``; tests call it with a list of arguments."""
+    """Run one command; returns the LightningCLI object (or the files ``sample`` wrote) for tests."""
     argv = list(sys.argv[1:] if args is None else args)
     if not argv or argv[0] in ("-h", "--help"):
         print(HELP)
@@ -167,3 +167,8 @@ def _first_cause(error: BaseException, kind: type[BaseException]) -> BaseExcepti
     while error is not None and not isinstance(error, kind):
         error = error.__cause__ or error.__context__  # type: ignore[assignment]
     return error
+
+
+def entry_point() -> None:
+    """The ``rezdiff`` console script and ``python -m rezdiff`` (exit status 0 unless something fails)."""
+    main()

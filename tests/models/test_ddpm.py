@@ -1,0 +1,81 @@
+"""The DDPM baseline: it learns, samples at several resolutions, and uses its EMA weights."""
+
+from __future__ import annotations
+
+import lightning.pytorch as pl
+import pytest
+import torch
+
+from rezdiff.data import FieldBatch, FieldDataModule, FullGrid, RandomPixels, Synthetic
+from rezdiff.models import DDPM
+
+TINY = dict(
+    image_size=16, block_out_channels=(16, 32), layers_per_block=1, attention_levels=(1,), attention_head_dim=16,
+    norm_num_groups=8, dropout=0.0, num_train_steps=100, sample_steps=4,
+)
+
+
+def batch_of(num: int, resolution: int = 16) -> FieldBatch:
+    dataset, sampler = Synthetic(num_images=num, resolution=resolution), FullGrid(resolution)
+    return FieldBatch.collate([sampler(dataset, i) for i in range(num)])
+
+
+def test_training_lowers_the_loss() -> None:
+    torch.manual_seed(0)
+    model = DDPM(**TINY, lr=2e-3, ema_decay=0.0)
+    batch = batch_of(16)
+    optimizer = model.configure_optimizers()
+    eval_generator = lambda: torch.Generator().manual_seed(123)  # noqa: E731 - same t and noise each time
+    with torch.no_grad():
+        before = model.loss(batch, eval_generator()).item()
+    for step in range(40):
+        loss = model.loss(batch, torch.Generator().manual_seed(step))
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    with torch.no_grad():
+        after = model.loss(batch, eval_generator()).item()
+    assert after < 0.5 * before, (before, after)
+
+
+def test_sample_shapes_range_and_determinism() -> None:
+    model = DDPM(**TINY)
+    for resolution, shape in ((None, (2, 3, 16, 16)), (32, (2, 3, 32, 32)), ((16, 32), (2, 3, 16, 32))):
+        images = model.sample(2, resolution, generator=torch.Generator().manual_seed(0))
+        assert images.shape == shape and images.abs().max() <= 1
+    first = model.sample(2, 16, generator=torch.Generator().manual_seed(1), sampler="ddpm", steps=5)
+    again = model.sample(2, 16, generator=torch.Generator().manual_seed(1), sampler="ddpm", steps=5)
+    torch.testing.assert_close(first, again, rtol=0, atol=0)
+    assert model.training, "sample() must restore the training mode"
+
+
+def test_sample_uses_ema_weights_by_default() -> None:
+    model = DDPM(**TINY, ema_decay=0.5, ema_warmup=False)
+    with torch.no_grad():
+        for p in model.network.parameters():
+            p.add_(0.1 * torch.randn_like(p))  # the raw weights move, the EMA copy does not
+    ema = model.sample(1, 16, generator=torch.Generator().manual_seed(0))
+    raw = model.sample(1, 16, generator=torch.Generator().manual_seed(0), use_ema=False)
+    assert not torch.allclose(ema, raw)
+    model.ema.copy_to(model.network)
+    torch.testing.assert_close(model.sample(1, 16, generator=torch.Generator().manual_seed(0), use_ema=False), ema)
+
+
+def test_clear_errors_for_bad_sizes_and_channels() -> None:
+    model = DDPM(**TINY)
+    with pytest.raises(ValueError, match="divisible by 2"):
+        model.sample(1, 15)
+    with pytest.raises(ValueError, match="divisible by 2"):
+        DDPM(**{**TINY, "image_size": 15})
+    grey = FieldBatch(image=torch.zeros(2, 1, 16, 16))
+    with pytest.raises(ValueError, match="3 channels"):
+        model.loss(grey, torch.Generator())
+
+
+def test_trainer_fit_with_random_pixels_batches_still_trains_on_the_grid(tmp_path) -> None:
+    """DDPM only needs the full image, so any sampler that provides it works (here RandomPixels)."""
+    data = FieldDataModule(Synthetic(num_images=24, resolution=16), RandomPixels(16, 0.25), batch_size=8)
+    trainer = pl.Trainer(max_steps=2, accelerator="cpu", logger=False, enable_checkpointing=False,
+                         enable_progress_bar=False, enable_model_summary=False, default_root_dir=tmp_path)
+    trainer.fit(DDPM(**TINY), datamodule=data)
+    assert trainer.global_step == 2
