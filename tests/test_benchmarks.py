@@ -18,7 +18,18 @@ def load_script(name: str):
 
 def test_train_throughput_writes_a_complete_result(tmp_path: Path) -> None:
     report = load_script("train_throughput").main(
-        ["--config", str(TINY_DDPM), "--steps", "2", "--warmup", "1", "--device", "cpu", "--out", str(tmp_path)]
+        [
+            "--config",
+            str(TINY_DDPM),
+            "--steps",
+            "2",
+            "--warmup",
+            "1",
+            "--device",
+            "cpu",
+            "--out",
+            str(tmp_path),
+        ]
     )
     [written] = tmp_path.glob("train_throughput_*_cpu.json")
     assert json.loads(written.read_text()) == report

@@ -183,8 +183,16 @@ def test_sample_grid_callback_leaves_training_randomness_untouched(tmp_path: Pat
     from rezdiff.callbacks import SampleGrid
     from rezdiff.models import DDPM
 
-    model = DDPM(image_size=16, block_out_channels=(16, 32), layers_per_block=1, attention_levels=(),
-                 norm_num_groups=8, num_train_steps=50, sample_steps=2, eta=1.0)
+    model = DDPM(
+        image_size=16,
+        block_out_channels=(16, 32),
+        layers_per_block=1,
+        attention_levels=(),
+        norm_num_groups=8,
+        num_train_steps=50,
+        sample_steps=2,
+        eta=1.0,
+    )
     trainer = pl.Trainer(default_root_dir=tmp_path, logger=False, accelerator="cpu")
     trainer.strategy.connect(model)
     callback = SampleGrid(resolutions=[16, 32], num=2, seed=3)
@@ -192,4 +200,6 @@ def test_sample_grid_callback_leaves_training_randomness_untouched(tmp_path: Pat
     callback.on_train_end(trainer, model)
     assert torch.equal(state, torch.get_rng_state())
     assert sorted(p.name for p in (tmp_path / "samples").iterdir()) == [
-        "epoch=0-step=0-res=16.png", "epoch=0-step=0-res=32.png"]
+        "epoch=0-step=0-res=16.png",
+        "epoch=0-step=0-res=32.png",
+    ]

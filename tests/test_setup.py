@@ -15,7 +15,10 @@ def readme_commands() -> list[str]:
 
 def test_readme_starts_with_exactly_two_commands_and_ci_runs_the_second() -> None:
     install_and_run, install_and_test = readme_commands()
-    assert "-c constraints.txt" in install_and_run and "rezdiff fit --config configs/quickstart/ddpm.yaml" in install_and_run
+    assert (
+        "-c constraints.txt" in install_and_run
+        and "rezdiff fit --config configs/quickstart/ddpm.yaml" in install_and_run
+    )
     assert "-c constraints.txt" in install_and_test and "pytest" in install_and_test
     ci_lines = [line.strip() for line in (REPO / ".ci" / "run").read_text().splitlines()]
     assert install_and_test.strip() in ci_lines

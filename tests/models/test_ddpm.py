@@ -10,8 +10,15 @@ from rezdiff.data import FieldBatch, FieldDataModule, FullGrid, RandomPixels, Sy
 from rezdiff.models import DDPM
 
 TINY = dict(
-    image_size=16, block_out_channels=(16, 32), layers_per_block=1, attention_levels=(1,), attention_head_dim=16,
-    norm_num_groups=8, dropout=0.0, num_train_steps=100, sample_steps=4,
+    image_size=16,
+    block_out_channels=(16, 32),
+    layers_per_block=1,
+    attention_levels=(1,),
+    attention_head_dim=16,
+    norm_num_groups=8,
+    dropout=0.0,
+    num_train_steps=100,
+    sample_steps=4,
 )
 
 
@@ -58,7 +65,9 @@ def test_sample_uses_ema_weights_by_default() -> None:
     raw = model.sample(1, 16, generator=torch.Generator().manual_seed(0), use_ema=False)
     assert not torch.allclose(ema, raw)
     model.ema.copy_to(model.network)
-    torch.testing.assert_close(model.sample(1, 16, generator=torch.Generator().manual_seed(0), use_ema=False), ema)
+    torch.testing.assert_close(
+        model.sample(1, 16, generator=torch.Generator().manual_seed(0), use_ema=False), ema
+    )
 
 
 def test_clear_errors_for_bad_sizes_and_channels() -> None:
@@ -75,7 +84,14 @@ def test_clear_errors_for_bad_sizes_and_channels() -> None:
 def test_trainer_fit_with_random_pixels_batches_still_trains_on_the_grid(tmp_path) -> None:
     """DDPM only needs the full image, so any sampler that provides it works (here RandomPixels)."""
     data = FieldDataModule(Synthetic(num_images=24, resolution=16), RandomPixels(16, 0.25), batch_size=8)
-    trainer = pl.Trainer(max_steps=2, accelerator="cpu", logger=False, enable_checkpointing=False,
-                         enable_progress_bar=False, enable_model_summary=False, default_root_dir=tmp_path)
+    trainer = pl.Trainer(
+        max_steps=2,
+        accelerator="cpu",
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        default_root_dir=tmp_path,
+    )
     trainer.fit(DDPM(**TINY), datamodule=data)
     assert trainer.global_step == 2
