@@ -88,8 +88,14 @@ class DiffusionModule(pl.LightningModule, ABC):
         *,
         steps: int | None = None,
         generator: torch.Generator | None = None,
+        use_ema: bool = True,
     ) -> Tensor:
-        """``num`` samples ``[num, C, H, W]`` in [-1, 1] at ``resolution``, with EMA weights by default."""
+        """``num`` samples ``[num, C, H, W]`` in [-1, 1] at ``resolution`` (default: the training one).
+
+        Runs under ``torch.no_grad()`` with the EMA weights unless ``use_ema=False``; ``steps`` overrides the
+        family's default number of sampler steps; all noise comes from ``generator`` when given. Families
+        add keyword arguments of their own after these (sampler choice, guidance, tile size, ...).
+        """
 
     # ----------------------------------------------------------------- EMA
     def setup_ema(self) -> None:
