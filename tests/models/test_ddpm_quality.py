@@ -48,4 +48,4 @@ def test_quickstart_ddpm_beats_the_untrained_model(tmp_path: Path) -> None:
         )
     # At the training resolution the baseline must have learned the data; at 2x (enlarged noise) it is the
     # naive comparison point of the resolution-agnostic papers, so it is reported, not asserted.
-    assert figures[32][0] < 0.5 * figures[32][1]
+    assert figures[32][0] < 0.7 * figures[32][1]
