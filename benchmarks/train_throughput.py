@@ -14,10 +14,8 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import resource
-import time
-from datetime import datetime, timezone
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -25,9 +23,12 @@ import lightning
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from rezdiff.cli import RezdiffCLI
-from rezdiff.data.datamodule import FieldDataModule
-from rezdiff.models.base import DiffusionModule, step_generator
+sys.path.insert(0, str(Path(__file__).parent))
+from common import device_info, timed, write_report  # noqa: E402
+
+from rezdiff.cli import RezdiffCLI  # noqa: E402
+from rezdiff.data.datamodule import FieldDataModule  # noqa: E402
+from rezdiff.models.base import DiffusionModule, step_generator  # noqa: E402
 
 # Dense bf16 tensor-core peaks (no sparsity) of the GPUs this project benchmarks on, in FLOP/s.
 BF16_PEAK = {"H100": 989e12, "H200": 989e12, "A100": 312e12}
@@ -44,41 +45,6 @@ def build(config: str, overrides: list[str]) -> tuple[DiffusionModule, FieldData
         save_config_callback=None,
     )
     return cli.model, cli.datamodule
-
-
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
-def device_info(device: torch.device) -> dict[str, Any]:
-    info: dict[str, Any] = {
-        "type": device.type,
-        "cpu": cpu_name(),
-        "threads": torch.get_num_threads(),
-    }
-    if device.type == "cuda":
-        info["name"] = torch.cuda.get_device_name(device)
-    return info
-
-
-def versions() -> dict[str, str]:
-    import diffusers
-
-    import rezdiff
-
-    return {
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-        "lightning": lightning.__version__,
-        "diffusers": diffusers.__version__,
-        "rezdiff": rezdiff.__version__,
-    }
 
 
 def peak_bf16(device: torch.device) -> float | None:
@@ -109,20 +75,10 @@ def measure(
         if model.ema is not None:
             model.ema.update(network, index)
 
-    def sync() -> None:
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-
-    for index in range(warmup):
-        step(index)
-    sync()
+    timed(step, warmup, device)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
-    start = time.perf_counter()
-    for index in range(steps):
-        step(warmup + index)
-    sync()
-    seconds = (time.perf_counter() - start) / steps
+    seconds = timed(step, steps, device, first=warmup)
 
     with FlopCounterMode(display=False) as counter, autocast:
         model.network = network  # count the eager graph: the compiled one computes the same FLOPs
@@ -202,17 +158,11 @@ def main(args: list[str] | None = None) -> dict[str, Any]:
         "image_shape": list(batch.image.shape[1:]),
         "parameters": sum(p.numel() for p in model.network.parameters()),
         "device": device_info(device),
-        "versions": versions(),
-        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "rows": rows,
     }
-    out = Path(options.out)
-    out.mkdir(parents=True, exist_ok=True)
     parts = Path(options.config).with_suffix("").parts
     tag = "_".join(parts[parts.index("configs") + 1 :] if "configs" in parts else parts[-1:])
-    name = f"train_throughput_{tag}_{device.type}.json"
-    (out / name).write_text(json.dumps(report, indent=2) + "\n")
-    print(f"wrote {out / name}")
+    report = write_report(report, options.out, f"train_throughput_{tag}_{device.type}.json")
     return report
 
 

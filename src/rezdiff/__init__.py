@@ -4,6 +4,6 @@ __version__ = "0.1.0"
 
 from rezdiff.data.datamodule import FieldDataModule  # noqa: E402
 from rezdiff.loading import CheckpointError, load  # noqa: E402
-from rezdiff.models import DDPM, DiffusionModule  # noqa: E402
+from rezdiff.models import DDPM, DVDP, DiffusionModule  # noqa: E402
 
-__all__ = ["DDPM", "CheckpointError", "DiffusionModule", "FieldDataModule", "__version__", "load"]
+__all__ = ["DDPM", "DVDP", "CheckpointError", "DiffusionModule", "FieldDataModule", "__version__", "load"]

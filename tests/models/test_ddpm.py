@@ -6,42 +6,16 @@ import lightning.pytorch as pl
 import pytest
 import torch
 
-from rezdiff.data import FieldBatch, FieldDataModule, FullGrid, RandomPixels, Synthetic
+from rezdiff.data import FieldBatch, FieldDataModule, RandomPixels, Synthetic
 from rezdiff.models import DDPM
+from tests.helpers import TINY_UNET, loss_before_and_after, synthetic_batch
 
-TINY = dict(
-    image_size=16,
-    block_out_channels=(16, 32),
-    layers_per_block=1,
-    attention_levels=(1,),
-    attention_head_dim=16,
-    norm_num_groups=8,
-    dropout=0.0,
-    num_train_steps=100,
-    sample_steps=4,
-)
-
-
-def batch_of(num: int, resolution: int = 16) -> FieldBatch:
-    dataset, sampler = Synthetic(num_images=num, resolution=resolution), FullGrid(resolution)
-    return FieldBatch.collate([sampler(dataset, i) for i in range(num)])
+TINY = TINY_UNET
 
 
 def test_training_lowers_the_loss() -> None:
     torch.manual_seed(0)
-    model = DDPM(**TINY, lr=2e-3, ema_decay=0.0)
-    batch = batch_of(16)
-    optimizer = model.configure_optimizers()
-    eval_generator = lambda: torch.Generator().manual_seed(123)  # noqa: E731 - same t and noise each time
-    with torch.no_grad():
-        before = model.loss(batch, eval_generator()).item()
-    for step in range(40):
-        loss = model.loss(batch, torch.Generator().manual_seed(step))
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-    with torch.no_grad():
-        after = model.loss(batch, eval_generator()).item()
+    before, after = loss_before_and_after(DDPM(**TINY, lr=2e-3, ema_decay=0.0), synthetic_batch(16), 40)
     assert after < 0.5 * before, (before, after)
 
 

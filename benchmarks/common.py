@@ -1,0 +1,74 @@
+"""What every benchmark records and how it times: device, versions, a synchronised timer, the JSON file."""
+
+from __future__ import annotations
+
+import json
+import platform
+import time
+from collections.abc import Callable
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import lightning
+import torch
+
+
+def cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def device_info(device: torch.device) -> dict[str, Any]:
+    info: dict[str, Any] = {
+        "type": device.type,
+        "cpu": cpu_name(),
+        "threads": torch.get_num_threads(),
+    }
+    if device.type == "cuda":
+        info["name"] = torch.cuda.get_device_name(device)
+    return info
+
+
+def versions() -> dict[str, str]:
+    import diffusers
+
+    import rezdiff
+
+    return {
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "lightning": lightning.__version__,
+        "diffusers": diffusers.__version__,
+        "rezdiff": rezdiff.__version__,
+    }
+
+
+def timed(fn: Callable[[int], None], repeats: int, device: torch.device, first: int = 0) -> float:
+    """Mean seconds of ``fn(first) .. fn(first + repeats - 1)``, CUDA-synchronised (0 for no repeats)."""
+    if repeats <= 0:
+        return 0.0
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    start = time.perf_counter()
+    for index in range(first, first + repeats):
+        fn(index)
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return (time.perf_counter() - start) / repeats
+
+
+def write_report(report: dict[str, Any], out: str | Path, name: str) -> dict[str, Any]:
+    """Add the library versions and the date to ``report`` and write it as JSON to ``out/name``."""
+    date = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    report = {**report, "versions": versions(), "date": date}
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / name).write_text(json.dumps(report, indent=2) + "\n")
+    print(f"wrote {out / name}")
+    return report

@@ -1,0 +1,186 @@
+"""DVDP: the dimensionality-varying diffusion process (Zhang et al. 2023), with subspace diffusion
+(Jing et al. 2022) as the ``process="subspace"`` special case. Mathematics in :mod:`rezdiff.core.pyramid`;
+the formulation and every choice are written down in this folder's README."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+from torch import Tensor
+
+from rezdiff.core.gaussian import sample_timesteps
+from rezdiff.core.pyramid import (
+    Process,
+    check_divisible,
+    dvdp_sample,
+    make_dvdp_schedule,
+    marginal,
+    sampling_timesteps,
+)
+from rezdiff.data.batch import FieldBatch
+from rezdiff.data.coords import Resolution
+from rezdiff.models.base import DiffusionModule, resolution_or
+from rezdiff.nn.unet import UNet
+
+
+class DVDP(DiffusionModule):
+    """ε-prediction DVDP on the DDPM baseline's U-Net, trained on full grids (``FullGrid`` sampler).
+
+    One fully convolutional U-Net serves every stage: stage ``k`` (timesteps ``T_k .. T_{k+1} - 1``) runs
+    at ``image_size / 2^k`` and the timestep tells the network which stage it is in. Sampling starts from
+    white noise at the lowest stage's resolution (``resolution / 2^K``) and upsamples at each turning point
+    (Eq. 11). ``turning_points`` are the paper's ``T_1 < ... < T_K``; ``()`` gives plain DDPM.
+    """
+
+    def __init__(
+        self,
+        image_size: int = 32,
+        channels: int = 3,
+        block_out_channels: tuple[int, ...] = (64, 128, 256, 256),
+        layers_per_block: int = 2,
+        attention_levels: tuple[int, ...] = (2,),
+        attention_head_dim: int = 32,
+        dropout: float = 0.1,
+        norm_num_groups: int = 32,
+        num_train_steps: int = 1000,
+        schedule: Literal["linear", "cosine"] = "linear",
+        beta_start: float = 1e-4,
+        beta_end: float = 0.02,
+        turning_points: tuple[int, ...] = (600,),
+        lambda_end: float = 1e-2,
+        process: Process = "dvdp",
+        stage_sampling: Literal["per_example", "per_batch"] = "per_example",
+        sampler: Literal["ddpm", "ddim"] = "ddpm",
+        sample_steps: int = 100,
+        eta: float = 0.0,
+        clip_denoised: bool = True,
+        lr: float = 2e-4,
+        adam_betas: tuple[float, float] = (0.9, 0.999),
+        weight_decay: float = 0.0,
+        warmup_steps: int = 0,
+        ema_decay: float = 0.9999,
+        ema_update_every: int = 1,
+        ema_warmup: bool = True,
+    ) -> None:
+        super().__init__(
+            lr=lr,
+            adam_betas=adam_betas,
+            weight_decay=weight_decay,
+            warmup_steps=warmup_steps,
+            ema_decay=ema_decay,
+            ema_update_every=ema_update_every,
+            ema_warmup=ema_warmup,
+        )
+        self.save_hyperparameters()
+        self.network = UNet(
+            in_channels=channels,
+            out_channels=channels,
+            block_out_channels=block_out_channels,
+            layers_per_block=layers_per_block,
+            attention_levels=attention_levels,
+            attention_head_dim=attention_head_dim,
+            dropout=dropout,
+            norm_num_groups=norm_num_groups,
+        )
+        self.schedule = make_dvdp_schedule(
+            turning_points, num_train_steps, schedule, beta_start, beta_end, lambda_end, process
+        )
+        self.levels = len(turning_points)
+        self._check_size(image_size, image_size)
+        self.image_size = image_size
+        self.channels = channels
+        self.num_train_steps = num_train_steps
+        if stage_sampling not in ("per_example", "per_batch"):
+            raise ValueError(
+                f"unknown stage_sampling {stage_sampling!r}; expected 'per_example' or 'per_batch'"
+            )
+        self.stage_sampling = stage_sampling
+        self.sampler = sampler
+        self.sample_steps = sample_steps
+        self.eta = eta
+        self.clip_denoised = clip_denoised
+        self.setup_ema()
+
+    def _check_size(self, height: int, width: int) -> None:
+        """Sizes must halve ``K`` times and the lowest stage must still suit the U-Net."""
+        check_divisible(height, width, self.levels)
+        self.network.check_size(height >> self.levels, width >> self.levels)
+
+    def loss(self, batch: FieldBatch, generator: torch.Generator) -> Tensor:
+        """Eq. 12: ``t`` uniform over all ``T`` steps; the stage of ``t`` fixes the resolution.
+
+        ``stage_sampling="per_example"``: each example draws its own ``t`` and the batch is split by stage
+        (one network call per stage present). ``"per_batch"``: one ``t`` drawn uniformly picks the stage
+        ``k`` of the whole batch (probability proportional to the stage's length, Eq. 12's outer
+        ``E_k``), then every example draws ``t`` uniformly in that stage: the same expectation, one
+        network call per step (faster, noisier). Each example's error is averaged over its own pixels
+        and the batch mean taken, so examples weigh the same whatever their stage's resolution.
+        """
+        x0 = batch.image
+        if x0.shape[1] != self.channels:
+            raise ValueError(f"DVDP was built for {self.channels} channels, the data has {x0.shape[1]}")
+        self._check_size(x0.shape[-2], x0.shape[-1])
+        t = sample_timesteps(x0.shape[0], self.num_train_steps, generator=generator, device=x0.device)
+        if self.stage_sampling == "per_batch":
+            start, stop = self.schedule.stage_bounds(int(self.schedule.stage_of(t[0])))
+            draw = torch.randint(start, stop, t.shape, generator=generator, device=generator.device)
+            t = draw.to(x0.device)
+        stages = self.schedule.stage_of(t)
+        total = x0.new_zeros(())
+        for k in range(self.levels + 1):
+            index = (stages == k).nonzero().squeeze(1)
+            if index.numel() == 0:
+                continue
+            size = (index.numel(), self.channels, x0.shape[-2] >> k, x0.shape[-1] >> k)
+            noise = torch.randn(size, generator=generator, device=generator.device, dtype=x0.dtype)
+            noise = noise.to(x0.device)
+            x_t = marginal(x0[index], noise, self.schedule, t[index])
+            error = (self.network(x_t, t[index]) - noise).square().mean(dim=(1, 2, 3))
+            total = total + error.sum()
+        return total / x0.shape[0]
+
+    @torch.no_grad()
+    def sample(
+        self,
+        num: int,
+        resolution: Resolution | None = None,
+        *,
+        steps: int | None = None,
+        generator: torch.Generator | None = None,
+        sampler: Literal["ddpm", "ddim"] | None = None,
+        eta: float | None = None,
+        use_ema: bool = True,
+        progress: bool = False,
+    ) -> Tensor:
+        """``num`` images at ``resolution`` (default ``image_size``; divisible by ``2^K``).
+
+        ``sampler="ddpm"`` is ancestral sampling over all ``T`` steps (or ``steps`` of them); ``"ddim"``
+        defaults to ``sample_steps`` (the paper also reports 675). Every turning index ``T_k - 1`` is
+        visited whatever ``steps`` is. ``progress`` is accepted for API parity and ignored.
+        """
+        height, width = resolution_or(self.image_size, resolution)
+        self._check_size(height, width)
+        network = self.sampling_network(use_ema)
+        sampler = sampler or self.sampler
+        x_T = torch.randn(
+            (num, self.channels, height >> self.levels, width >> self.levels),
+            generator=generator,
+            device=generator.device if generator is not None else self.device,
+        ).to(self.device)
+        if sampler == "ddpm":
+            timesteps = sampling_timesteps(self.schedule, steps)
+        else:
+            timesteps = sampling_timesteps(self.schedule, steps or self.sample_steps)
+        with self.eval_mode():
+            x0 = dvdp_sample(
+                network,
+                x_T,
+                self.schedule,
+                timesteps,
+                sampler=sampler,
+                eta=self.eta if eta is None else eta,
+                clip_x0=1.0 if self.clip_denoised else None,
+                generator=generator,
+            )
+        return x0.clamp(-1, 1)
