@@ -21,11 +21,11 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 @pytest.fixture
 def fit_tiny(tmp_path: Path):
-    """Run ``rezdiff fit`` on the tiny DDPM config in ``tmp_path/run`` with extra CLI arguments."""
+    """Run ``rezdiff fit`` on a tiny config (DDPM by default) in ``tmp_path/run`` with extra CLI arguments."""
     from rezdiff.cli import main
 
-    def run(*extra: str, root: Path | None = None):
+    def run(*extra: str, root: Path | None = None, config: Path = TINY_DDPM):
         root = root or tmp_path / "run"
-        return main(["fit", "--config", str(TINY_DDPM), "--trainer.default_root_dir", str(root), *extra])
+        return main(["fit", "--config", str(config), "--trainer.default_root_dir", str(root), *extra])
 
     return run

@@ -16,6 +16,7 @@ from rezdiff.models import DiffusionModule
 REPO = Path(__file__).resolve().parents[1]
 CONFIGS = REPO / "configs"
 TINY_DDPM = REPO / "tests" / "configs" / "tiny_ddpm.yaml"
+TINY_DVDP = REPO / "tests" / "configs" / "tiny_dvdp.yaml"
 
 # The smallest U-Net settings the DDPM and DVDP tests share (16x16, two levels).
 TINY_UNET = dict(

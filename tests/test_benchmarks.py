@@ -36,3 +36,18 @@ def test_train_throughput_writes_a_complete_result(tmp_path: Path) -> None:
     assert report["device"]["type"] == "cpu" and report["versions"]["torch"]
     [row] = report["rows"]
     assert row["precision"] == "32" and row["images_per_second"] > 0 and row["train_flops_per_step"] > 0
+
+
+def test_dvdp_benchmarks_record_complete_results(tmp_path: Path) -> None:
+    tiny = ["--resolution", "16", "--width", "16", "32", "--attention", "--steps", "1", "--warmup", "0"]
+    report = load_script("dvdp_speedup").main(
+        [*tiny, "--levels", "0", "1", "--sample-steps", "2", "--sample-batch", "2", "--out", str(tmp_path)]
+    )
+    assert json.loads((tmp_path / "dvdp_speedup_16_cpu.json").read_text()) == report
+    assert report["versions"]["torch"] and [row["K"] for row in report["rows"]] == [0, 1]
+    assert report["rows"][1]["train_speedup"] > 0 and report["paper"]["table1_256"]["train_speedup"] == 2.2
+    sweep = load_script("dvdp_turning_points").main(
+        ["--turning-points", "500", "--steps", "1", "--batch", "2", "--resolution", "16", "--num-eval", "4"]
+        + ["--sample-steps", "2", "--out", str(tmp_path)]
+    )
+    assert [(row["T1"], row["process"]) for row in sweep["rows"]] == [(500, "dvdp"), (500, "subspace")]

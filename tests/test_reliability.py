@@ -17,16 +17,19 @@ import torch
 import rezdiff
 from rezdiff.callbacks.checkpoint import AtomicCheckpointIO
 from rezdiff.models import NonFiniteLossError
-from tests.helpers import REPO, TINY_DDPM
+from tests.helpers import REPO, TINY_DDPM, TINY_DVDP
+
+FAMILIES = pytest.mark.parametrize("config", [TINY_DDPM, TINY_DVDP], ids=["ddpm", "dvdp"])
 
 
 def _digest(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def test_resume_continues_the_same_run(tmp_path: Path, fit_tiny) -> None:
-    full = fit_tiny("--trainer.max_epochs", "2", root=tmp_path / "full")
-    fit_tiny("--trainer.max_epochs", "1", root=tmp_path / "part")
+@FAMILIES
+def test_resume_continues_the_same_run(tmp_path: Path, fit_tiny, config: Path) -> None:
+    full = fit_tiny("--trainer.max_epochs", "2", root=tmp_path / "full", config=config)
+    fit_tiny("--trainer.max_epochs", "1", root=tmp_path / "part", config=config)
     first_half = torch.load(tmp_path / "part" / "checkpoints" / "last.ckpt", weights_only=True)
     resumed = fit_tiny(
         "--trainer.max_epochs",
@@ -34,6 +37,7 @@ def test_resume_continues_the_same_run(tmp_path: Path, fit_tiny) -> None:
         "--ckpt_path",
         str(tmp_path / "part" / "checkpoints" / "last.ckpt"),
         root=tmp_path / "part",
+        config=config,
     )
 
     assert first_half["global_step"] > 0
@@ -113,7 +117,8 @@ def test_killed_writer_never_corrupts_checkpoint(tmp_path: Path) -> None:
         assert torch.all(state["w"] == float(state["step"]))
 
 
-def test_ddp_on_cpu_with_two_processes(tmp_path: Path) -> None:
+@FAMILIES
+def test_ddp_on_cpu_with_two_processes(tmp_path: Path, config: Path) -> None:
     root = tmp_path / "ddp"
     env = {**os.environ, "PYTHONPATH": str(REPO / "src") + os.pathsep + os.environ.get("PYTHONPATH", "")}
     result = subprocess.run(
@@ -123,7 +128,7 @@ def test_ddp_on_cpu_with_two_processes(tmp_path: Path) -> None:
             "rezdiff",
             "fit",
             "--config",
-            str(TINY_DDPM),
+            str(config),
             "--trainer.default_root_dir",
             str(root),
             "--trainer.accelerator",
@@ -143,7 +148,7 @@ def test_ddp_on_cpu_with_two_processes(tmp_path: Path) -> None:
     )
     assert result.returncode == 0, result.stderr[-3000:]
     model = rezdiff.load(root / "checkpoints" / "last.ckpt")
-    assert isinstance(model, rezdiff.DDPM)
+    assert isinstance(model, rezdiff.DDPM if config == TINY_DDPM else rezdiff.DVDP)
     # Every rank samples, rank 0 alone writes: one grid per epoch and resolution, no duplicates.
     grids = sorted(p.name for p in (root / "samples").glob("*.png"))
     assert len(grids) == len(set(grids)) == 4, grids

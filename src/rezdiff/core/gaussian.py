@@ -57,6 +57,7 @@ __all__ = [
     "predict_x0",
     "q_posterior",
     "q_sample",
+    "randn",
     "randn_like",
     "sample_timesteps",
     "vp_reverse_step",
@@ -97,15 +98,25 @@ def expand_like(coeff: Coeff, x: Tensor) -> Tensor:
     )
 
 
-def randn_like(x: Tensor, generator: torch.Generator | None = None) -> Tensor:
-    """Standard normal noise shaped like ``x``, drawn on the generator's device, then moved to ``x``'s.
+def randn(
+    shape: tuple[int, ...],
+    generator: torch.Generator | None = None,
+    device: torch.device | str | None = None,
+    dtype: torch.dtype = torch.float32,
+) -> Tensor:
+    """Standard normal noise of ``shape`` drawn on the generator's device, then moved to ``device``.
 
     A CPU generator thus works for CUDA tensors, and the draw is the same on every device. It is the
-    draw diffusers' ``randn_tensor(x.shape, generator=g, dtype=x.dtype)`` makes, so a generator in the
+    draw diffusers' ``randn_tensor(shape, generator=g, dtype=dtype)`` makes, so a generator in the
     same state gives diffusers' schedulers' noise.
     """
-    device = generator.device if generator is not None else x.device
-    return torch.randn(x.shape, generator=generator, device=device, dtype=x.dtype).to(x.device)
+    source = generator.device if generator is not None else device
+    return torch.randn(shape, generator=generator, device=source, dtype=dtype).to(device)
+
+
+def randn_like(x: Tensor, generator: torch.Generator | None = None) -> Tensor:
+    """Standard normal noise shaped like ``x``, on ``x``'s device and dtype (see :func:`randn`)."""
+    return randn(tuple(x.shape), generator, x.device, x.dtype)
 
 
 def sample_timesteps(

@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from rezdiff.core.gaussian import ddim_sample, ddpm_sample, q_sample, randn_like, sample_timesteps
+from rezdiff.core.gaussian import ddim_sample, ddpm_sample, q_sample, randn, randn_like, sample_timesteps
 from rezdiff.core.schedules import alphas_cumprod, make_betas, timestep_subsequence
 from rezdiff.data.batch import FieldBatch
 from rezdiff.data.coords import Resolution
@@ -112,11 +112,7 @@ class DDPM(DiffusionModule):
         network = self.sampling_network(use_ema)
         self.network.check_size(height, width)
         sampler = sampler or self.sampler
-        x_T = torch.randn(
-            (num, self.channels, height, width),
-            generator=generator,
-            device=generator.device if generator is not None else self.device,
-        ).to(self.device)
+        x_T = randn((num, self.channels, height, width), generator, self.device)
         clip = 1.0 if self.clip_denoised else None
         with self.eval_mode():
             if sampler == "ddpm":

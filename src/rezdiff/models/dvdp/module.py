@@ -9,7 +9,7 @@ from typing import Literal
 import torch
 from torch import Tensor
 
-from rezdiff.core.gaussian import sample_timesteps
+from rezdiff.core.gaussian import randn, sample_timesteps
 from rezdiff.core.pyramid import (
     Process,
     check_divisible,
@@ -133,8 +133,7 @@ class DVDP(DiffusionModule):
             if index.numel() == 0:
                 continue
             size = (index.numel(), self.channels, x0.shape[-2] >> k, x0.shape[-1] >> k)
-            noise = torch.randn(size, generator=generator, device=generator.device, dtype=x0.dtype)
-            noise = noise.to(x0.device)
+            noise = randn(size, generator, x0.device, x0.dtype)
             x_t = marginal(x0[index], noise, self.schedule, t[index])
             error = (self.network(x_t, t[index]) - noise).square().mean(dim=(1, 2, 3))
             total = total + error.sum()
@@ -163,11 +162,7 @@ class DVDP(DiffusionModule):
         self._check_size(height, width)
         network = self.sampling_network(use_ema)
         sampler = sampler or self.sampler
-        x_T = torch.randn(
-            (num, self.channels, height >> self.levels, width >> self.levels),
-            generator=generator,
-            device=generator.device if generator is not None else self.device,
-        ).to(self.device)
+        x_T = randn((num, self.channels, height >> self.levels, width >> self.levels), generator, self.device)
         if sampler == "ddpm":
             timesteps = sampling_timesteps(self.schedule, steps)
         else:
