@@ -266,3 +266,45 @@ def test_sampler_with_the_exact_denoiser_of_one_image_returns_it(
         generator=gen(12),
     )
     torch.testing.assert_close(out, target.expand(2, -1, -1, -1), atol=1e-6, rtol=0)
+
+
+def test_reverse_step_is_the_exact_gaussian_posterior() -> None:
+    """Eq. 10 with the true x0 equals q(x_prev | x_t, x0) computed by dense Gaussian conditioning."""
+    schedule = make_dvdp_schedule((8,), **SMALL, lambda_end=0.05)
+    shape, t, t_prev = (1, 4, 4), 6, 3
+    x0 = torch.linspace(-1, 1, 16, dtype=torch.float64).reshape(1, *shape)
+    x_t = torch.randn(1, *shape, generator=gen(13), dtype=torch.float64)
+    lam, sig = schedule.at(t, 0)
+    lam_p, sig_p = schedule.at(t_prev, 0)
+    matrix = lambda coeffs: operator_matrix(lambda v: apply_components(v, coeffs), shape)  # noqa: E731
+    # Joint law: x_prev = A' x0 + S' e',  x_t = A x0 + S e,  Cov(x_t, x_prev) = S'^2 R with R = A A'^-1.
+    a, a_p, s2, s2_p = matrix(lam), matrix(lam_p), matrix([s**2 for s in sig]), matrix([s**2 for s in sig_p])
+    cross = s2_p @ a @ torch.linalg.inv(a_p)
+    gain = cross @ torch.linalg.inv(s2)
+    mean = a_p @ x0.reshape(-1) + gain @ (x_t.reshape(-1) - a @ x0.reshape(-1))
+    cov = s2_p - gain @ cross.T
+    eps = apply_components(x_t - apply_components(x0, lam), [1 / s for s in sig])  # the true noise
+    step = lambda z: reverse_step(x_t, eps, schedule, t, t_prev, 0, z)  # noqa: E731  (affine in z)
+    without_noise = step(torch.zeros(1, *shape, dtype=torch.float64))
+    torch.testing.assert_close(without_noise.reshape(-1), mean)
+    noise_map = operator_matrix(lambda z: step(z) - without_noise, shape)
+    torch.testing.assert_close(noise_map @ noise_map.T, cov)
+    assert float(torch.linalg.matrix_norm(cov - torch.diag(torch.diagonal(cov)))) > 1e-3  # not trivially iid
+
+
+@pytest.mark.parametrize("sampler, eta", [("ddpm", 0.0), ("ddim", 0.0), ("ddim", 0.5)])
+def test_shared_schedule_reverse_step_is_the_platform_step(sampler: str, eta: float) -> None:
+    """With one lambda for all components the per-component step is DDPM/DDIM (tested against diffusers)."""
+    from rezdiff.core.gaussian import ddim_step, ddpm_step
+
+    schedule = make_dvdp_schedule((8,), **SMALL, process="subspace")
+    alpha_bar = alphas_cumprod(make_betas("linear", 20, 1e-3, 0.3))
+    x_t, eps, z = (torch.randn(2, 3, 8, 8, generator=gen(20 + i), dtype=torch.float64) for i in range(3))
+    for t, t_prev in ((7, 4), (5, 4), (3, -1)):
+        ab_prev = alpha_bar[t_prev] if t_prev >= 0 else torch.tensor(1.0, dtype=torch.float64)
+        ours = reverse_step(x_t, eps, schedule, t, t_prev, 0, z, sampler=sampler, eta=eta)
+        if sampler == "ddpm":
+            ref = ddpm_step(x_t, eps, alpha_bar[t], ab_prev, z if t_prev >= 0 else None)
+        else:
+            ref = ddim_step(x_t, eps, alpha_bar[t], ab_prev, z, eta=eta)
+        torch.testing.assert_close(ours, ref)
