@@ -308,7 +308,8 @@ def _timestep_list(timesteps: Tensor | Sequence[int], num_train_steps: int) -> l
     return ts
 
 
-def _progress(items: list[int], enabled: bool, desc: str):
+def progress_bar(items: list[int], enabled: bool, desc: str):
+    """``items`` wrapped in a tqdm bar when ``enabled`` (samplers' ``progress=True``)."""
     if not enabled:
         return items
     from tqdm.auto import tqdm
@@ -340,7 +341,7 @@ def ddim_sample(
     ts = _timestep_list(timesteps, alphas_cumprod.shape[0])
     x = x_T
     batch = x.shape[0]
-    for i in _progress(list(range(len(ts))), progress, "DDIM"):
+    for i in progress_bar(list(range(len(ts))), progress, "DDIM"):
         t = ts[i]
         eps = eps_fn(x, torch.full((batch,), t, dtype=torch.long, device=x.device))
         ab_prev = alphas_cumprod[ts[i + 1]] if i + 1 < len(ts) else final_alpha_bar
@@ -373,7 +374,7 @@ def ddpm_sample(
     ts = _timestep_list(range(num_train - 1, -1, -1) if timesteps is None else timesteps, num_train)
     x = x_T
     batch = x.shape[0]
-    for i in _progress(list(range(len(ts))), progress, "DDPM"):
+    for i in progress_bar(list(range(len(ts))), progress, "DDPM"):
         t = ts[i]
         eps = eps_fn(x, torch.full((batch,), t, dtype=torch.long, device=x.device))
         last = i + 1 == len(ts)
@@ -449,7 +450,7 @@ def vp_sample(
     grid = torch.linspace(t_max, t_min, num_steps + 1, dtype=torch.float64)
     x = x_T
     batch = x.shape[0]
-    for i in _progress(list(range(num_steps)), progress, "VP SDE" if not ode else "VP ODE"):
+    for i in progress_bar(list(range(num_steps)), progress, "VP SDE" if not ode else "VP ODE"):
         t = grid[i]
         eps = eps_fn(x, torch.full((batch,), float(t), dtype=x.dtype, device=x.device))
         noise = None if ode else randn_like(x, generator)

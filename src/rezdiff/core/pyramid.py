@@ -31,7 +31,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from rezdiff.core.gaussian import expand_like, randn_like
+from rezdiff.core.gaussian import expand_like, progress_bar, randn_like
 from rezdiff.core.schedules import BetaSchedule, alphas_cumprod, make_betas, timestep_subsequence
 
 Process = Literal["dvdp", "subspace"]
@@ -380,15 +380,16 @@ def dvdp_sample(
     eta: float = 0.0,
     clip_x0: float | None = None,
     generator: torch.Generator | None = None,
+    progress: bool = False,
 ) -> Tensor:
     """Run the reverse DVDP from ``x_T`` (white noise at the lowest stage's resolution) to an image.
 
     ``timesteps`` must be descending and contain every ``T_k - 1`` (see :func:`sampling_timesteps`). The
-    result is ``x_0^0`` at full resolution, in data coordinates.
+    result is ``x_0^0`` at full resolution, in data coordinates; ``progress`` shows a bar over the steps.
     """
     ts = list(timesteps)
     x = x_T
-    for i, t in enumerate(ts):
+    for i, t in enumerate(progress_bar(ts, progress, f"DVDP {sampler}")):
         k = int(schedule.stage_of(t))
         t_prev = ts[i + 1] if i + 1 < len(ts) else -1
         k_prev = int(schedule.stage_of(t_prev)) if t_prev >= 0 else 0

@@ -156,7 +156,7 @@ class DVDP(DiffusionModule):
 
         ``sampler="ddpm"`` is ancestral sampling over all ``T`` steps (or ``steps`` of them); ``"ddim"``
         defaults to ``sample_steps`` (the paper also reports 675). Every turning index ``T_k - 1`` is
-        visited whatever ``steps`` is. ``progress`` is accepted for API parity and ignored.
+        visited whatever ``steps`` is. ``progress`` shows a bar over the steps.
         """
         height, width = resolution_or(self.image_size, resolution)
         self._check_size(height, width)
@@ -177,5 +177,6 @@ class DVDP(DiffusionModule):
                 eta=self.eta if eta is None else eta,
                 clip_x0=1.0 if self.clip_denoised else None,
                 generator=generator,
+                progress=progress,
             )
         return x0.clamp(-1, 1)
