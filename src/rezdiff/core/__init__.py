@@ -1,4 +1,4 @@
-"""Diffusion mathematics as small pure functions: schedules, Gaussian processes, EMA.
+"""Diffusion mathematics as small pure functions: schedules, Gaussian processes, linear operators, EMA.
 
 Tensors in, tensors out; no Lightning and no trainable parameters (the EMA only holds a frozen copy).
 """
@@ -26,6 +26,21 @@ from rezdiff.core.gaussian import (
     vp_sample,
     x0_from_v,
 )
+from rezdiff.core.operators import (
+    Boundary,
+    Covariance,
+    FNOPrior,
+    GaussianMollifier,
+    InverseLaplacian,
+    LaplacianKind,
+    Matern,
+    SumCovariance,
+    WhiteNoise,
+    ZeroMode,
+    dct2,
+    idct2,
+    laplacian_eigenvalues,
+)
 from rezdiff.core.schedules import (
     BetaSchedule,
     TimestepSpacing,
@@ -44,19 +59,32 @@ from rezdiff.core.schedules import (
 __all__ = [
     "EMA",
     "BetaSchedule",
+    "Boundary",
     "Coeff",
+    "Covariance",
     "EpsFn",
+    "FNOPrior",
+    "GaussianMollifier",
+    "InverseLaplacian",
+    "LaplacianKind",
+    "Matern",
     "Operator",
+    "SumCovariance",
     "TimestepSpacing",
+    "WhiteNoise",
+    "ZeroMode",
     "alphas_cumprod",
     "cosine_alpha_bar",
     "cosine_betas",
+    "dct2",
     "ddim_sample",
     "ddim_step",
     "ddpm_sample",
     "ddpm_step",
     "eps_from_v",
     "expand_like",
+    "idct2",
+    "laplacian_eigenvalues",
     "linear_betas",
     "make_betas",
     "predict_eps",

@@ -1,0 +1,468 @@
+"""Linear operators on fields: orthonormal 2-D DCT, ∞-Diff's Gaussian mollifier, trace-class covariances.
+
+Conventions (every operator here):
+
+* **Grids hold function values.** An array ``[..., H, W]`` holds the values of a function on the unit
+  square at the pixel centres ``((i + 1/2) / H, (j + 1/2) / W)`` (DESIGN.md's coordinates, mapped to
+  ``[0, 1]``). Resolution is the number of pixels on that fixed domain, never the domain's size.
+* **Bases.** ``boundary="periodic"``: Fourier modes ``exp(2 pi i (k1 s1 + k2 s2))`` with integer wave
+  numbers ``k`` in :func:`torch.fft.fftfreq` order. ``boundary="reflect"``: cosine modes ``c_u(s1) c_v(s2)``
+  with ``c_0 = 1``, ``c_u = sqrt(2) cos(pi u s)``, i.e. the DCT-II basis (its sample points are exactly the
+  pixel centres), indices ``u, v = 0 .. n - 1``. Every mode has unit RMS and its wave number does not depend
+  on the grid, so a grid holds the modes of a fixed basis, more of them as it gets finer.
+* **Covariances.** ``C`` has eigenvalues ``lambda_k`` on these modes; a sample is ``sum_k sqrt(lambda_k)
+  xi_k e_k`` (``xi_k`` iid standard normal) restricted to the grid's modes: the band-limited projection of
+  *the same* random function at every resolution. Its per-pixel variance is ``sum_k lambda_k`` (at every
+  pixel for periodic noise, which is stationary; on average over the pixels for reflect). With ``F`` the
+  unitary DFT/DCT, the grid operators are ``sqrt = sqrt(HW) F* diag(sigma) F``, the symmetric square root
+  of ``apply = HW F* diag(lambda) F``, the covariance matrix of the grid values; so ``sqrt(randn)`` is a
+  sample and ``sqrt`` is the ``noise_operator`` that :mod:`rezdiff.core.gaussian` expects. (Applying
+  ``sigma`` to unitary coefficients without the ``sqrt(HW)`` would give the per-pixel variance
+  ``sum lambda / HW``: a law that changes with the resolution.) With the paper's 5-point ``-Δ_h`` the
+  eigenvalues of a mode still move slightly with ``n`` (by ``O((k/n)^2)``); ``laplacian="spectral"`` uses
+  the exact ``-Δ`` and makes the laws agree exactly.
+* **Operators on functions** (the mollifier) are ``F* diag(m) F``: a smooth image is mapped to the same
+  smooth image at every resolution (with ``std`` in pixels scaled along: :meth:`GaussianMollifier.scaled`).
+* **Grid sizes.** Any ``H, W >= 1`` for the transforms and the mollifier. Periodic covariances are exact
+  for odd sizes too (odd grids simply have no Nyquist mode). On an even periodic grid the Nyquist row and
+  column are single real modes; they keep the eigenvalue the formula gives them (for the 5-point Laplacian,
+  exactly its matrix spectrum), so laws agree across resolutions on the modes strictly inside a coarse
+  grid's band.
+* **Precision.** Everything runs in float32, or float64 for float64 inputs, with autocast disabled, and is
+  cast back to the input's dtype (FFTs in half precision are inaccurate or unsupported). Spectra and
+  multipliers are float64 tensors on the CPU.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import math
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+from torch import Tensor
+
+from rezdiff.core.gaussian import randn
+
+Boundary = Literal["periodic", "reflect"]
+ZeroMode = Literal["drop", "lowest"]
+LaplacianKind = Literal["five_point", "spectral"]
+
+__all__ = [
+    "Boundary",
+    "Covariance",
+    "FNOPrior",
+    "GaussianMollifier",
+    "InverseLaplacian",
+    "LaplacianKind",
+    "Matern",
+    "SumCovariance",
+    "WhiteNoise",
+    "ZeroMode",
+    "dct2",
+    "idct2",
+    "laplacian_eigenvalues",
+]
+
+
+# --------------------------------------------------------------------------------------------------------
+# Helpers and the orthonormal DCT
+# --------------------------------------------------------------------------------------------------------
+
+
+def _compute_dtype(x: Tensor) -> torch.dtype:
+    if not x.is_floating_point():
+        raise TypeError(f"expected a real floating-point tensor, got {x.dtype}")
+    return torch.float64 if x.dtype == torch.float64 else torch.float32
+
+
+def _autocast_off(x: Tensor) -> contextlib.AbstractContextManager:
+    device = x.device.type
+    if torch.amp.is_autocast_available(device):
+        return torch.autocast(device, enabled=False)
+    return contextlib.nullcontext()
+
+
+def _check_grid(x: Tensor) -> None:
+    if x.dim() < 2:
+        raise ValueError(f"expected a tensor [..., H, W], got shape {tuple(x.shape)}")
+
+
+def _check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        raise ValueError(f"unknown {name} {value!r}; expected one of {choices}")
+
+
+def _check_positive(name: str, value: float) -> None:
+    if not value > 0:
+        raise ValueError(f"{name} must be > 0, got {value}")
+
+
+def _dct_scale(k: Tensor) -> Tensor:
+    """Orthonormal scaling of the DCT-II computed as ``Re(exp(-i pi k / 2n) FFT(v)_k)``."""
+    scale = torch.full_like(k, math.sqrt(2 / k.shape[0]))
+    scale[0] = math.sqrt(1 / k.shape[0])
+    return scale
+
+
+def _dct_last(x: Tensor) -> Tensor:
+    """Orthonormal DCT-II along the last dim with one FFT (Makhoul 1980: even samples, then odd reversed)."""
+    n = x.shape[-1]
+    index = torch.arange(n, device=x.device)
+    order = torch.where(index < (n + 1) // 2, 2 * index, 2 * (n - 1 - index) + 1)
+    k = index.to(x.dtype)
+    twiddle = torch.polar(torch.ones_like(k), k * (-math.pi / (2 * n)))
+    return (torch.fft.fft(x[..., order], dim=-1) * twiddle).real * _dct_scale(k)
+
+
+def _idct_last(y: Tensor) -> Tensor:
+    """Inverse of :func:`_dct_last` (orthonormal DCT-III): rebuild the FFT of the reordered signal."""
+    n = y.shape[-1]
+    index = torch.arange(n, device=y.device)
+    k = index.to(y.dtype)
+    z = y / _dct_scale(k)  # z_k = Re(exp(-i pi k / 2n) V_k); V's Hermitian symmetry gives Im(...) = -z_{n-k}
+    z_rev = torch.cat([torch.zeros_like(z[..., :1]), z[..., 1:].flip(-1)], dim=-1)
+    twiddle = torch.polar(torch.ones_like(k), k * (math.pi / (2 * n)))
+    v = torch.fft.ifft(torch.complex(z, -z_rev) * twiddle, dim=-1).real
+    order = torch.where(index % 2 == 0, index // 2, n - 1 - index // 2)
+    return v[..., order]
+
+
+def _dct2(x: Tensor) -> Tensor:
+    return _dct_last(_dct_last(x).transpose(-1, -2)).transpose(-1, -2)
+
+
+def _idct2(x: Tensor) -> Tensor:
+    return _idct_last(_idct_last(x).transpose(-1, -2)).transpose(-1, -2)
+
+
+def dct2(x: Tensor) -> Tensor:
+    """Orthonormal 2-D DCT-II over the last two dims: ``scipy.fft.dctn(x, norm="ortho", axes=(-2, -1))``."""
+    _check_grid(x)
+    with _autocast_off(x):
+        return _dct2(x.to(_compute_dtype(x))).to(x.dtype)
+
+
+def idct2(x: Tensor) -> Tensor:
+    """Inverse of :func:`dct2`, the orthonormal 2-D DCT-III (= ``scipy.fft.idctn(..., norm="ortho")``)."""
+    _check_grid(x)
+    with _autocast_off(x):
+        return _idct2(x.to(_compute_dtype(x))).to(x.dtype)
+
+
+def _multiply(x: Tensor, multiplier: Tensor, boundary: Boundary) -> Tensor:
+    """``F* diag(multiplier) F x`` over the last two dims, ``F`` the unitary DFT or DCT-II.
+
+    ``multiplier`` is ``[H, W]`` in the basis layout; periodic multipliers must be even (``m_k = m_-k``),
+    which keeps real inputs real and lets the real FFT do half the work.
+    """
+    _check_grid(x)
+    dtype = _compute_dtype(x)
+    with _autocast_off(x):
+        y = x.to(dtype)
+        m = multiplier.to(dtype).to(x.device)
+        if boundary == "periodic":
+            h, w = y.shape[-2:]
+            coeffs = torch.fft.rfft2(y, norm="ortho") * m[:, : w // 2 + 1]
+            y = torch.fft.irfft2(coeffs, s=(h, w), norm="ortho")
+        else:
+            y = _idct2(_dct2(y) * m)
+    return y.to(x.dtype)
+
+
+def _wave_numbers(n: int, boundary: Boundary) -> Tensor:
+    """Integer wave numbers of an ``n``-point grid in the basis layout (float64)."""
+    if boundary == "periodic":
+        return torch.fft.fftfreq(n, d=1.0 / n, dtype=torch.float64)
+    return torch.arange(n, dtype=torch.float64)
+
+
+def laplacian_eigenvalues(
+    height: int, width: int, boundary: Boundary = "periodic", laplacian: LaplacianKind = "five_point"
+) -> Tensor:
+    """Eigenvalues of ``-Δ`` on the unit square for the grid's modes, ``[H, W]`` float64.
+
+    ``"five_point"``: the 5-point stencil with spacings ``1/H``, ``1/W``, periodic
+    ``4n^2 sin^2(pi k / n)`` per axis, or with half-sample reflecting boundaries (Neumann)
+    ``4n^2 sin^2(pi u / 2n)``. ``"spectral"``: the exact ``(2 pi k)^2`` resp. ``(pi u)^2``, identical at
+    every resolution (the 5-point values approach them for ``|k| << n``).
+    """
+    _check_choice("boundary", boundary, ("periodic", "reflect"))
+    _check_choice("laplacian", laplacian, ("five_point", "spectral"))
+    if height < 1 or width < 1:
+        raise ValueError(f"grid size must be positive, got {height}x{width}")
+    period = 1.0 if boundary == "periodic" else 2.0
+
+    def axis(n: int) -> Tensor:
+        k = _wave_numbers(n, boundary)
+        if laplacian == "spectral":
+            return (2 * math.pi * k / period) ** 2
+        return (2 * n * torch.sin(math.pi * k / (period * n))) ** 2
+
+    return axis(height)[:, None] + axis(width)[None, :]
+
+
+# --------------------------------------------------------------------------------------------------------
+# ∞-Diff: the Gaussian mollifier
+# --------------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class GaussianMollifier:
+    """∞-Diff's mollifier ``T``: an untruncated Gaussian blur of ``std`` pixels with reflecting boundaries.
+
+    A DCT-II multiplier (the DCT diagonalises convolution with half-sample-symmetric extension), so ``T`` is
+    self-adjoint, exact at any size and as cheap as two FFTs; it matches
+    ``scipy.ndimage.gaussian_filter(x, std, mode="reflect")`` up to that filter's truncation and aliasing.
+    Blurred unit white noise has per-pixel variance ``≈ 1 / (4 pi std^2)`` away from the edges.
+    """
+
+    std: float = 1.0
+    wiener_inverse_snr: float = 0.05
+
+    def __post_init__(self) -> None:
+        if not self.std >= 0:
+            raise ValueError(f"std must be >= 0, got {self.std}")
+        if not self.wiener_inverse_snr >= 0:
+            raise ValueError(f"wiener_inverse_snr must be >= 0, got {self.wiener_inverse_snr}")
+
+    def multiplier(self, height: int, width: int) -> Tensor:
+        """DCT-II multiplier ``exp(-pi^2 std^2 (u^2/H^2 + v^2/W^2) / 2)``, ``[H, W]`` float64."""
+        u = torch.arange(height, dtype=torch.float64) / height
+        v = torch.arange(width, dtype=torch.float64) / width
+        return torch.exp(-0.5 * (math.pi * self.std) ** 2 * (u[:, None] ** 2 + v[None, :] ** 2))
+
+    def __call__(self, x: Tensor) -> Tensor:
+        """``T x`` over the last two dims, in ``x``'s dtype (computed in fp32/fp64, autocast off)."""
+        return _multiply(x, self.multiplier(*x.shape[-2:]), "reflect")
+
+    def deblur(self, x: Tensor) -> Tensor:
+        """Wiener inverse of ``T``: multiplier ``m / (m^2 + eps^2)``, ``eps = wiener_inverse_snr``.
+
+        As in the paper (§3.2) and the authors' code, ``eps`` is the inverse SNR and enters squared: the
+        plain inverse ``1 / m`` amplifies rounding errors by up to ``exp(pi^2 std^2)``.
+        """
+        m = self.multiplier(*x.shape[-2:])
+        return _multiply(x, m / (m**2 + self.wiener_inverse_snr**2), "reflect")
+
+    def scaled(self, factor: float) -> GaussianMollifier:
+        """The same physical blur on a grid ``factor`` times finer: ``std * R / R0`` for ``factor = R / R0``.
+
+        To keep ``T eps`` the same random field, multiply the white noise by ``factor`` as well (∞-Diff's
+        sampling at other resolutions): that keeps the per-pixel variance ``1 / (4 pi std^2)``.
+        """
+        _check_positive("factor", factor)
+        return dataclasses.replace(self, std=self.std * factor)
+
+
+# --------------------------------------------------------------------------------------------------------
+# Covariance operators (multilevel diffusion)
+# --------------------------------------------------------------------------------------------------------
+
+
+class Covariance(ABC):
+    """A covariance operator ``C`` diagonal in the Fourier (periodic) or cosine (reflect) basis.
+
+    Subclasses give :meth:`sqrt_spectrum`; everything else follows. Instances are immutable and callable
+    (``C(x) = C^{1/2} x``), so they can be passed as ``noise_operator`` to :mod:`rezdiff.core.gaussian`.
+    """
+
+    boundary: Boundary
+
+    def __post_init__(self) -> None:
+        _check_choice("boundary", self.boundary, ("periodic", "reflect"))
+
+    @abstractmethod
+    def sqrt_spectrum(self, height: int, width: int) -> Tensor:
+        """Eigenvalues ``sigma_k`` of ``C^{1/2}`` on the grid's modes: ``[H, W]`` float64, basis layout."""
+
+    def spectrum(self, height: int, width: int) -> Tensor:
+        """Eigenvalues ``lambda_k = sigma_k^2`` of ``C`` on the grid's modes, ``[H, W]`` float64."""
+        return self.sqrt_spectrum(height, width) ** 2
+
+    def pixel_variance(self, height: int, width: int) -> float:
+        """Per-pixel variance ``sum_k lambda_k`` of a sample on an ``H x W`` grid (pixel mean if reflect)."""
+        return float(self.spectrum(height, width).sum())
+
+    def sqrt(self, x: Tensor) -> Tensor:
+        """Apply ``C^{1/2}`` (as a grid matrix: ``sqrt(HW) F* diag(sigma) F``) over the last two dims."""
+        h, w = x.shape[-2:]
+        return _multiply(x, math.sqrt(h * w) * self.sqrt_spectrum(h, w), self.boundary)
+
+    def apply(self, x: Tensor) -> Tensor:
+        """Apply ``C`` (the covariance matrix of the grid values, ``HW F* diag(lambda) F``)."""
+        h, w = x.shape[-2:]
+        return _multiply(x, h * w * self.spectrum(h, w), self.boundary)
+
+    def sample(
+        self,
+        shape: Sequence[int],
+        generator: torch.Generator | None = None,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype = torch.float32,
+    ) -> Tensor:
+        """A draw of ``shape = (..., H, W)``: ``C^{1/2} xi``, ``xi`` from :func:`.gaussian.randn`."""
+        return self.sqrt(randn(tuple(shape), generator, device, dtype))
+
+    def __call__(self, x: Tensor) -> Tensor:
+        return self.sqrt(x)
+
+    def __add__(self, other: object) -> SumCovariance:
+        if not isinstance(other, Covariance):
+            return NotImplemented
+        parts = [p for c in (self, other) for p in (c.parts if isinstance(c, SumCovariance) else (c,))]
+        return SumCovariance(tuple(parts))
+
+
+@dataclass(frozen=True)
+class WhiteNoise(Covariance):
+    """``C = scale^2 I`` on functions: every mode gets ``lambda_k = scale^2`` (the ill-posed baseline).
+
+    Not trace class: the per-pixel variance ``scale^2 H W`` grows without bound, while averages over a fixed
+    region keep their variance ``scale^2 / area`` at every resolution. The naive "unit variance per pixel" of
+    an ``H0 x W0`` grid is ``WhiteNoise(scale=1 / sqrt(H0 W0))`` (then ``sqrt`` is the identity there).
+    """
+
+    scale: float = 1.0
+    boundary: Boundary = "periodic"
+
+    def sqrt_spectrum(self, height: int, width: int) -> Tensor:
+        return torch.full((height, width), float(self.scale), dtype=torch.float64)
+
+
+@dataclass(frozen=True)
+class InverseLaplacian(Covariance):
+    """``C^{1/2} = scale (-Δ_h)^(-power)``: trace class in 2-D iff ``power > 1/2`` (``lambda ~ |k|^-4power``).
+
+    ``-Δ_h`` has a zero mode (the constant). The paper gives it no noise (``zero_mode="drop"``); then the
+    image mean is never noised, the prior is degenerate and the reverse process cannot create a mean the
+    data has. rezdiff's default ``"lowest"`` gives the constant mode the eigenvalue of the lowest non-zero
+    mode, so ``C`` is positive definite, still trace class, and the mean diffuses like the largest
+    structures do.
+    """
+
+    power: float = 0.55
+    scale: float = 1.0
+    zero_mode: ZeroMode = "lowest"
+    laplacian: LaplacianKind = "five_point"
+    boundary: Boundary = "periodic"
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        _check_choice("zero_mode", self.zero_mode, ("drop", "lowest"))
+        _check_choice("laplacian", self.laplacian, ("five_point", "spectral"))
+        _check_positive("power", self.power)
+
+    def sqrt_spectrum(self, height: int, width: int) -> Tensor:
+        if height * width < 2:
+            raise ValueError("the inverse Laplacian needs a grid with at least two pixels")
+        lam = laplacian_eigenvalues(height, width, self.boundary, self.laplacian)
+        lam[0, 0] = lam.flatten()[1:].min()  # index (0, 0) is the constant mode in both layouts
+        sigma = self.scale * lam ** (-self.power)
+        if self.zero_mode == "drop":
+            sigma[0, 0] = 0.0
+        return sigma
+
+
+@dataclass(frozen=True)
+class Matern(Covariance):
+    """Bessel/Matérn ``C^{1/2} = scale (tau I - Δ_h)^(-power)``: full rank; trace class iff ``power > 1/2``.
+
+    The paper uses ``tau = 8`` or ``100`` with ``power = 0.55``; ``tau`` sets the correlation length
+    ``~ 1 / sqrt(tau)`` of the unit square.
+    """
+
+    tau: float = 8.0
+    power: float = 0.55
+    scale: float = 1.0
+    laplacian: LaplacianKind = "five_point"
+    boundary: Boundary = "periodic"
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        _check_choice("laplacian", self.laplacian, ("five_point", "spectral"))
+        _check_positive("tau", self.tau)  # tau = 0 is the inverse Laplacian
+        _check_positive("power", self.power)
+
+    def sqrt_spectrum(self, height: int, width: int) -> Tensor:
+        lam = laplacian_eigenvalues(height, width, self.boundary, self.laplacian)
+        return self.scale * (self.tau + lam) ** (-self.power)
+
+
+@dataclass(frozen=True)
+class FNOPrior(Covariance):
+    """A fixed random spectral multiplier on the modes ``|k1|, |k2| <= modes`` (reflect: ``0 .. modes``).
+
+    The law of a random FNO spectral convolution ``K`` applied to white noise: ``K xi`` has covariance
+    ``K K*``, whose square root multiplies mode ``k`` by ``|R_k|``, with ``R_k`` the complex weight (real
+    and imaginary parts uniform in ``[0, 1)`` as in FNO's initialisation, ``|R_k| = |R_-k|`` so samples are
+    real). The table depends on ``seed`` only and is normalised to ``trace C = scale^2``. Finite rank: the
+    same eigenvalues at every grid that resolves the modes (``n > 2 modes`` periodic, ``n > modes`` reflect);
+    coarser grids keep the modes they resolve (never an even grid's Nyquist mode).
+    """
+
+    modes: int = 14
+    seed: int = 0
+    scale: float = 1.0
+    boundary: Boundary = "periodic"
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.modes < 0:
+            raise ValueError(f"modes must be >= 0, got {self.modes}")
+
+    def table(self) -> Tensor:
+        """``sigma`` on the wave numbers ``-modes..modes`` (periodic) or ``0..modes`` (reflect), float64."""
+        m = self.modes
+        size = 2 * m + 1 if self.boundary == "periodic" else m + 1
+        generator = torch.Generator().manual_seed(self.seed)
+        weights = torch.rand(2, size, size, generator=generator, dtype=torch.float64)
+        table = torch.hypot(weights[0], weights[1])
+        if self.boundary == "periodic":  # mode -k takes the draw of mode k
+            k = torch.arange(-m, m + 1)
+            canonical = (k[:, None] > 0) | ((k[:, None] == 0) & (k[None, :] >= 0))
+            table = torch.where(canonical, table, table.flip(0, 1))
+        return self.scale * table / table.square().sum().sqrt()
+
+    def sqrt_spectrum(self, height: int, width: int) -> Tensor:
+        table = self.table()
+        offset = self.modes if self.boundary == "periodic" else 0
+
+        def axis(n: int) -> tuple[Tensor, Tensor]:
+            k = _wave_numbers(n, self.boundary)
+            keep = k.abs() <= self.modes
+            if self.boundary == "periodic":
+                keep &= k.abs() < n / 2  # an even grid's Nyquist mode cannot hold a complex pair
+            return (k.long() + offset).clamp(0, table.shape[0] - 1), keep
+
+        (i, keep_i), (j, keep_j) = axis(height), axis(width)
+        return table[i[:, None], j[None, :]] * (keep_i[:, None] & keep_j[None, :])
+
+
+@dataclass(frozen=True)
+class SumCovariance(Covariance):
+    """``C = C_1 + ... + C_n`` (same eigenbasis, so ``sigma = sqrt(sum sigma_i^2)``); build it with ``+``."""
+
+    parts: tuple[Covariance, ...]
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "parts", tuple(self.parts))
+        if not self.parts:
+            raise ValueError("SumCovariance needs at least one covariance")
+        boundaries = sorted({p.boundary for p in self.parts})
+        if len(boundaries) > 1:
+            raise ValueError(
+                f"cannot add covariances with boundaries {boundaries}: their eigenbases (Fourier vs cosine) "
+                "differ, so the sum has no common square root; build every part with the same boundary"
+            )
+
+    @property
+    def boundary(self) -> Boundary:  # type: ignore[override]
+        return self.parts[0].boundary
+
+    def sqrt_spectrum(self, height: int, width: int) -> Tensor:
+        return sum(p.spectrum(height, width) for p in self.parts).sqrt()
