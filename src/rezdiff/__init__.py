@@ -4,6 +4,15 @@ __version__ = "0.1.0"
 
 from rezdiff.data.datamodule import FieldDataModule  # noqa: E402
 from rezdiff.loading import CheckpointError, load  # noqa: E402
-from rezdiff.models import DDPM, DVDP, DiffusionModule  # noqa: E402
+from rezdiff.models import DDPM, DVDP, DiffusionModule, MultilevelSDE  # noqa: E402
 
-__all__ = ["DDPM", "DVDP", "CheckpointError", "DiffusionModule", "FieldDataModule", "__version__", "load"]
+__all__ = [
+    "DDPM",
+    "DVDP",
+    "CheckpointError",
+    "DiffusionModule",
+    "FieldDataModule",
+    "MultilevelSDE",
+    "__version__",
+    "load",
+]

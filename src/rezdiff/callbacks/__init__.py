@@ -1,6 +1,7 @@
-"""Training callbacks: sample grids and atomic checkpoints."""
+"""Training callbacks: sample grids, atomic checkpoints and the multilevel resolution schedule."""
 
 from rezdiff.callbacks.checkpoint import AtomicCheckpointIO, AtomicCheckpoints
 from rezdiff.callbacks.samples import SampleGrid
+from rezdiff.callbacks.schedule import ResolutionSchedule
 
-__all__ = ["AtomicCheckpointIO", "AtomicCheckpoints", "SampleGrid"]
+__all__ = ["AtomicCheckpointIO", "AtomicCheckpoints", "ResolutionSchedule", "SampleGrid"]

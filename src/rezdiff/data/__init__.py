@@ -8,8 +8,16 @@ from __future__ import annotations
 from rezdiff.data.batch import FieldBatch
 from rezdiff.data.datamodule import FieldDataModule, SampledDataset
 from rezdiff.data.datasets import Bundled, FieldDataset, ImageFolder, Synthetic
-from rezdiff.data.images import UnreadableImageError, load_image, make_grid, resize, save_image, to_uint8
-from rezdiff.data.samplers import FieldSampler, FullGrid, RandomPixels
+from rezdiff.data.images import (
+    UnreadableImageError,
+    fourier_resize,
+    load_image,
+    make_grid,
+    resize,
+    save_image,
+    to_uint8,
+)
+from rezdiff.data.samplers import FieldSampler, FullGrid, Levels, RandomPixels
 
 __all__ = [
     "Bundled",
@@ -19,10 +27,12 @@ __all__ = [
     "FieldSampler",
     "FullGrid",
     "ImageFolder",
+    "Levels",
     "RandomPixels",
     "SampledDataset",
     "Synthetic",
     "UnreadableImageError",
+    "fourier_resize",
     "load_image",
     "make_grid",
     "resize",

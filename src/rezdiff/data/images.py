@@ -7,6 +7,7 @@ form, and a file that cannot be decoded raises :class:`UnreadableImageError` nam
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 from pathlib import Path
@@ -232,3 +233,61 @@ def save_image(tensor: Tensor, path: str | os.PathLike[str]) -> None:
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
     image.save(target, format=None if target.suffix else "PNG")
+
+
+ResizeBoundary = Literal["periodic", "reflect"]
+
+
+def _fourier_last(x: Tensor, size: int) -> Tensor:
+    """Band-limited resampling of the last dim from ``n`` to ``size`` pixel-centre samples of ``[0, 1)``.
+
+    Keeps the wave numbers ``|k| < min(n, size) / 2`` (a Nyquist mode is dropped: its cosine vanishes at
+    the pixel centres, so it has no consistent value) and moves their phase from the ``n``-point pixel
+    centres ``(i + 1/2) / n`` to the ``size``-point ones, so a function that is band-limited below both
+    Nyquist frequencies gets exactly its values on the new grid.
+    """
+    n = x.shape[-1]
+    if n == size:
+        return x
+    k = torch.fft.fftfreq(n, d=1.0 / n, device=x.device, dtype=torch.float64).round().long()
+    kept = k[2 * k.abs() < min(n, size)]
+    coeffs = torch.fft.fft(x, dim=-1, norm="forward")[..., kept % n]
+    angle = math.pi * (1 / size - 1 / n) * kept.to(torch.float64)
+    shift = torch.polar(torch.ones_like(angle), angle)
+    out = coeffs.new_zeros(*x.shape[:-1], size)
+    out[..., kept % size] = coeffs * shift.to(coeffs.dtype)
+    return torch.fft.ifft(out, dim=-1, norm="forward").real
+
+
+def fourier_resize(image: Tensor, size: Resolution, boundary: ResizeBoundary = "periodic") -> Tensor:
+    """Resize ``[..., H, W]`` grids of function values by truncating or zero-padding their spectrum.
+
+    The multilevel family's "Fourier downsampling": grids hold the values of a function on the unit square
+    at the pixel centres, and the result holds the values of its band-limited projection on the new grid
+    (downsampling is the ideal low-pass filter, upsampling the band-limited interpolation; one undoes the
+    other on the coarse band). ``"periodic"`` uses the Fourier basis of the periodic square (the paper's
+    choice, matching the periodic priors and the FNO; non-periodic images ring at the borders);
+    ``"reflect"`` uses the cosine basis (the DCT-II: the periodic resampling of the mirrored image),
+    which does not ring at the borders. Values are not clamped. Runs in float32 (float64 for float64
+    input) with autocast off and returns ``image``'s dtype; an image already at ``size`` is returned as is.
+    """
+    height, width = as_hw(size)
+    if image.dim() < 2:
+        raise ValueError(f"fourier_resize expects [..., H, W], got shape {tuple(image.shape)}")
+    if boundary not in ("periodic", "reflect"):
+        raise ValueError(f"unknown boundary {boundary!r}; choose 'periodic' or 'reflect'")
+    if tuple(image.shape[-2:]) == (height, width):
+        return image
+    dtype = torch.float64 if image.dtype == torch.float64 else torch.float32
+    device = image.device.type
+    autocast = torch.autocast(device, enabled=False) if torch.amp.is_autocast_available(device) else None
+    with autocast or contextlib.nullcontext():
+        x = image.to(dtype)
+        for axis_size in (width, height):  # last dim, then (after a transpose) the rows
+            if boundary == "reflect":
+                mirrored = torch.cat([x, x.flip(-1)], dim=-1)
+                x = _fourier_last(mirrored, 2 * axis_size)[..., :axis_size]
+            else:
+                x = _fourier_last(x, axis_size)
+            x = x.transpose(-1, -2)
+    return x.to(image.dtype)

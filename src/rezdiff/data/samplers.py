@@ -16,6 +16,7 @@ import torch
 from rezdiff.data import coords
 from rezdiff.data.batch import FieldBatch
 from rezdiff.data.datasets import FieldDataset
+from rezdiff.data.images import ResizeBoundary, fourier_resize
 
 
 class FieldSampler(ABC):
@@ -80,6 +81,50 @@ class RandomPixels(FieldSampler):
         return f"RandomPixels(resolution={self.resolution}, fraction={self.fraction})"
 
 
-# MultiScalePatches (INFD: random crops at random scales plus a fixed-size encoder input) and Levels
-# (multilevel training at a schedule of resolutions) arrive later in this module; they follow the same
-# contract: __call__(dataset, index, generator) -> one FieldBatch of a fixed shape.
+class Levels(FieldSampler):
+    """Multilevel training data: the whole image at the finest of ``resolutions``; coarser levels on demand.
+
+    ``resolutions`` are the square grid sizes of the levels (e.g. ``[32, 64]``), kept sorted. Each example is
+    the image rendered by the dataset at the finest level, ``image [C, R, R]``, with ``level`` set to that
+    level's index; a model picks its training level per step and gets it with :meth:`downsample` on the
+    device (Fourier truncation, :func:`rezdiff.data.images.fourier_resize`). Keeping the level choice out
+    of the data pipeline makes it a function of the training step alone, so DataLoader workers, DDP ranks
+    and resumed runs never disagree about it (see :class:`rezdiff.callbacks.ResolutionSchedule`).
+    """
+
+    def __init__(
+        self, resolutions: list[int] | tuple[int, ...], boundary: ResizeBoundary = "periodic"
+    ) -> None:
+        levels = sorted({int(r) for r in resolutions})
+        if not levels or min(levels) < 2:
+            raise ValueError(f"Levels needs one or more resolutions >= 2, got {resolutions!r}")
+        if len(levels) != len(list(resolutions)):
+            raise ValueError(f"Levels resolutions must be distinct, got {resolutions!r}")
+        if boundary not in ("periodic", "reflect"):
+            raise ValueError(f"unknown boundary {boundary!r}; choose 'periodic' or 'reflect'")
+        self.resolutions = tuple(levels)
+        self.boundary = boundary
+
+    @property
+    def finest(self) -> int:
+        return self.resolutions[-1]
+
+    def __call__(
+        self, dataset: FieldDataset, index: int, generator: torch.Generator | None = None
+    ) -> FieldBatch:
+        image = dataset.render(index, self.finest)
+        return FieldBatch(image=image, level=torch.tensor(len(self.resolutions) - 1))
+
+    def downsample(self, image: torch.Tensor, resolution: int) -> torch.Tensor:
+        """``image [..., R, R]`` at one of the levels, by Fourier truncation with this sampler's boundary."""
+        if resolution not in self.resolutions:
+            raise ValueError(f"{resolution} is not one of the levels {list(self.resolutions)}")
+        return fourier_resize(image, resolution, self.boundary)
+
+    def __repr__(self) -> str:
+        return f"Levels(resolutions={list(self.resolutions)}, boundary={self.boundary!r})"
+
+
+# MultiScalePatches (INFD: random crops at random scales plus a fixed-size encoder input) arrives later in
+# this module; it follows the same contract: __call__(dataset, index, generator) -> one FieldBatch of a
+# fixed shape.

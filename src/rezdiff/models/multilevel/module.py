@@ -1,0 +1,288 @@
+"""Multilevel diffusion (Hagemann et al. 2023): a VP score SDE in function space with trace-class noise
+``C``, an FNO score network, and coarse-to-fine training. Mathematics in :mod:`rezdiff.core`
+(:mod:`~rezdiff.core.operators` for ``C``, :func:`~rezdiff.core.gaussian.vp_sample` for the samplers);
+conventions, choices and results in this folder's README."""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+from typing import Any, Literal
+
+import torch
+from torch import Tensor
+
+from rezdiff.core.gaussian import predict_x0, randn, vp_sample
+from rezdiff.core.operators import Covariance, Matern
+from rezdiff.core.schedules import vp_marginal
+from rezdiff.data.batch import FieldBatch
+from rezdiff.data.coords import Resolution
+from rezdiff.data.images import fourier_resize
+from rezdiff.data.samplers import Levels
+from rezdiff.models.base import DiffusionModule, resolution_or
+from rezdiff.nn.fno import FNO, Positional, check_even
+from rezdiff.nn.unet import UNet
+
+Sampler = Literal["sde", "ode_euler", "ode_heun"]
+
+# ----------------------------------------------------------------------------------------------- priors
+
+
+def covariance_spec(prior: Covariance) -> dict[str, Any]:
+    """``prior`` as a plain ``{"class_path", "init_args"}`` dict (what a config or a checkpoint holds)."""
+    cls = type(prior)
+    args: dict[str, Any] = {}
+    for field in dataclasses.fields(prior):
+        value = getattr(prior, field.name)
+        if isinstance(value, tuple) and all(isinstance(v, Covariance) for v in value):
+            value = [covariance_spec(v) for v in value]
+        args[field.name] = value
+    return {"class_path": f"{cls.__module__}.{cls.__qualname__}", "init_args": args}
+
+
+def build_covariance(spec: Covariance | dict[str, Any]) -> Covariance:
+    """The inverse of :func:`covariance_spec`; a :class:`Covariance` is returned as it is."""
+    if isinstance(spec, Covariance):
+        return spec
+    if not isinstance(spec, dict) or "class_path" not in spec:
+        raise ValueError(f"a prior is a Covariance or a {{'class_path', 'init_args'}} dict, got {spec!r}")
+    path = spec["class_path"]
+    if "." not in path:
+        path = f"rezdiff.core.operators.{path}"
+    module, _, name = path.rpartition(".")
+    cls = getattr(importlib.import_module(module), name, None)
+    if not (isinstance(cls, type) and issubclass(cls, Covariance)):
+        raise ValueError(
+            f"prior class_path {spec['class_path']!r} is not a rezdiff.core.operators.Covariance"
+        )
+    args = dict(spec.get("init_args") or {})
+    if "parts" in args:
+        args["parts"] = tuple(build_covariance(part) for part in args["parts"])
+    return cls(**args)
+
+
+# ----------------------------------------------------------------------------------------------- module
+
+
+class MultilevelSDE(DiffusionModule):
+    """Function-space VP score SDE ``dX = -beta/2 X dt + sqrt(beta) C^{1/2} dW`` with an FNO (or U-Net).
+
+    **Convention.** Images are functions on the unit square; a grid holds their values at pixel centres.
+    ``prior`` is the covariance ``C`` (any :class:`~rezdiff.core.operators.Covariance`, chosen by
+    ``class_path`` in configs; default the Matérn ``(8 I - Δ)^{-0.55}``); its draws are the same random
+    function at every resolution. The network predicts the noise ``C^{1/2} xi`` as it appears in
+    ``x_t = m(t) x_0 + std(t) C^{1/2} xi`` (denoising score matching for the preconditioned score
+    ``C grad log p_t = -eps / std``, weight ``std^2``); the loss is the mean over pixels and channels, i.e.
+    the squared L² norm of a function, comparable across resolutions.
+
+    **Training data.** Full grids (``FullGrid``) or ``Levels``: a batch is trained at
+    ``train_resolution`` (set per step by :class:`rezdiff.callbacks.ResolutionSchedule`; ``None`` = the
+    batch's size), Fourier-downsampled on the device. Validation logs ``val/loss_<R>`` at every level of a
+    ``Levels`` sampler with the same ``t`` and noise draws, and ``val/loss`` at the finest.
+
+    **Sampling** at any even resolution: a prior draw on that grid, then the reverse SDE (Euler-Maruyama
+    with prior-correlated noise) or the probability-flow ODE (Euler or Heun) from ``t = 1`` to
+    ``sample_t_min``, then one Tweedie denoising step (``denoise_final``).
+    """
+
+    def __init__(
+        self,
+        image_size: int = 32,
+        channels: int = 1,
+        prior: Covariance | dict[str, Any] | None = None,
+        network: Literal["fno", "unet"] = "fno",
+        modes: int = 14,
+        width: int = 32,
+        n_layers: int = 4,
+        projection: int = 128,
+        positional: Positional = "periodic",
+        time_embedding: int = 128,
+        block_out_channels: tuple[int, ...] = (32, 64, 64),
+        layers_per_block: int = 1,
+        attention_levels: tuple[int, ...] = (),
+        attention_head_dim: int = 32,
+        norm_num_groups: int = 16,
+        dropout: float = 0.0,
+        beta_min: float = 0.1,
+        beta_max: float = 20.0,
+        train_t_min: float = 1e-5,
+        sample_t_min: float = 1e-3,
+        sampler: Sampler = "sde",
+        sample_steps: int = 1000,
+        denoise_final: bool = True,
+        lr: float = 1e-3,
+        adam_betas: tuple[float, float] = (0.9, 0.999),
+        weight_decay: float = 0.0,
+        warmup_steps: int = 0,
+        ema_decay: float = 0.999,
+        ema_update_every: int = 1,
+        ema_warmup: bool = True,
+    ) -> None:
+        super().__init__(
+            lr=lr,
+            adam_betas=adam_betas,
+            weight_decay=weight_decay,
+            warmup_steps=warmup_steps,
+            ema_decay=ema_decay,
+            ema_update_every=ema_update_every,
+            ema_warmup=ema_warmup,
+        )
+        self.save_hyperparameters()
+        self.prior = build_covariance(Matern(tau=8.0, power=0.55) if prior is None else prior)
+        self.hparams["prior"] = covariance_spec(self.prior)  # plain values: weights_only checkpoints
+        if sampler not in ("sde", "ode_euler", "ode_heun"):
+            raise ValueError(f"unknown sampler {sampler!r}; expected 'sde', 'ode_euler' or 'ode_heun'")
+        if not 0 < train_t_min < 1 or not 0 < sample_t_min < 1:
+            raise ValueError("train_t_min and sample_t_min must lie in (0, 1)")
+        if network == "fno":
+            self.network = FNO(
+                in_channels=channels,
+                width=width,
+                modes=modes,
+                n_layers=n_layers,
+                projection=projection,
+                positional=positional,
+                time_embedding=time_embedding,
+            )
+        elif network == "unet":
+            self.network = UNet(
+                in_channels=channels,
+                out_channels=channels,
+                block_out_channels=block_out_channels,
+                layers_per_block=layers_per_block,
+                attention_levels=attention_levels,
+                attention_head_dim=attention_head_dim,
+                dropout=dropout,
+                norm_num_groups=norm_num_groups,
+            )
+        else:
+            raise ValueError(f"unknown network {network!r}; expected 'fno' or 'unet'")
+        self.network_kind = network
+        self.image_size = image_size
+        self.channels = channels
+        self.beta_min, self.beta_max = beta_min, beta_max
+        self.train_t_min, self.sample_t_min = train_t_min, sample_t_min
+        self.sampler = sampler
+        self.sample_steps = sample_steps
+        self.denoise_final = denoise_final
+        self.train_resolution: int | None = None  # set per step by ResolutionSchedule
+        self.levels: tuple[int, ...] | None = None  # validation levels, from a Levels sampler
+        self.check_size(image_size, image_size)
+        self.setup_ema()
+
+    # ------------------------------------------------------------------------------------ helpers
+    def check_size(self, height: int, width: int) -> None:
+        """Raise a ValueError unless the network can process an ``height x width`` grid."""
+        if self.network_kind == "fno":
+            check_even(height, width)
+        else:
+            self.network.check_size(height, width)
+
+    def eps(self, x_t: Tensor, t: Tensor, use_ema: bool = False) -> Tensor:
+        """The predicted noise ``C^{1/2} xi`` at ``x_t`` and times ``t [B]`` in ``(0, 1]``."""
+        return self.sampling_network(use_ema)(x_t, t.to(x_t.dtype) * 1000)
+
+    def _image(self, batch: FieldBatch) -> Tensor:
+        if batch.index is not None or batch.coords is not None:
+            raise ValueError(
+                "MultilevelSDE trains on full grids, but this batch selects points; configure the data "
+                "module with `sampler: Levels` (multilevel training) or `sampler: FullGrid` "
+                "(e.g. --data.init_args.sampler.class_path rezdiff.data.Levels)"
+            )
+        x0 = batch.image
+        if x0.shape[1] != self.channels:
+            raise ValueError(
+                f"MultilevelSDE was built for {self.channels} channels, the data has {x0.shape[1]}"
+            )
+        return x0
+
+    # ------------------------------------------------------------------------------------ training
+    def loss(self, batch: FieldBatch, generator: torch.Generator, resolution: int | None = None) -> Tensor:
+        """Noise-prediction DSM at ``resolution`` (default ``train_resolution``, else the batch's size).
+
+        ``t ~ U(train_t_min, 1)``, ``xi`` white noise on the grid, target ``C^{1/2} xi``; the batch is
+        Fourier-downsampled (periodic) to the level first.
+        """
+        x0 = self._image(batch)
+        size = resolution or self.train_resolution
+        if size is not None and size != x0.shape[-1]:
+            if size > x0.shape[-1] or x0.shape[-2] != x0.shape[-1]:
+                raise ValueError(
+                    f"cannot train at {size}x{size} on {tuple(x0.shape[-2:])} data: Levels' finest "
+                    "resolution must be the largest level of the schedule"
+                )
+            x0 = fourier_resize(x0, size)
+        self.check_size(x0.shape[-2], x0.shape[-1])
+        draw = torch.rand(x0.shape[0], generator=generator, device=generator.device, dtype=torch.float64)
+        t = (self.train_t_min + (1 - self.train_t_min) * draw).to(x0.device)
+        noise = self.prior.sqrt(randn(tuple(x0.shape), generator, x0.device, x0.dtype))
+        mean, std = vp_marginal(t, self.beta_min, self.beta_max)
+        shape = (-1, 1, 1, 1)
+        x_t = mean.to(x0.dtype).view(shape) * x0 + std.to(x0.dtype).view(shape) * noise
+        return (self.eps(x_t, t) - noise).square().mean()
+
+    def setup(self, stage: str) -> None:
+        """Take the validation levels from the data module's ``Levels`` sampler, if it has one."""
+        datamodule = getattr(self.trainer, "datamodule", None)
+        sampler = getattr(datamodule, "val_sampler", None)
+        self.levels = sampler.resolutions if isinstance(sampler, Levels) else None
+
+    def _eval_step(self, batch: FieldBatch, batch_idx: int, stage: str) -> Tensor:
+        size = batch.image.shape[-1]
+        levels = [r for r in (self.levels or ()) if r < size] + [size]
+        loss = batch.image.new_zeros(())
+        for resolution in levels:  # the same t and noise keys at every level
+            loss = self.loss(batch, self._generator(batch_idx, stage), resolution)
+            self.log(f"{stage}/loss_{resolution}", loss, sync_dist=True, batch_size=batch.batch_size)
+        self.log(f"{stage}/loss", loss, prog_bar=stage == "val", sync_dist=True, batch_size=batch.batch_size)
+        return loss
+
+    # ------------------------------------------------------------------------------------ sampling
+    @torch.no_grad()
+    def sample(
+        self,
+        num: int,
+        resolution: Resolution | None = None,
+        *,
+        steps: int | None = None,
+        generator: torch.Generator | None = None,
+        use_ema: bool = True,
+        sampler: Sampler | None = None,
+        progress: bool = False,
+    ) -> Tensor:
+        """``num`` images at ``resolution`` (default ``image_size``; any even size): prior on that grid.
+
+        ``sampler``: ``"sde"`` (Euler-Maruyama, noise ``C^{1/2} z``), ``"ode_euler"`` or ``"ode_heun"``
+        (probability-flow ODE; Heun costs two network calls per step); ``steps`` defaults to
+        ``sample_steps``. Returns ``[num, C, H, W]`` clamped to ``[-1, 1]``.
+        """
+        height, width = resolution_or(self.image_size, resolution)
+        self.check_size(height, width)
+        sampler = sampler or self.sampler
+        if sampler not in ("sde", "ode_euler", "ode_heun"):
+            raise ValueError(f"unknown sampler {sampler!r}; expected 'sde', 'ode_euler' or 'ode_heun'")
+        network = self.sampling_network(use_ema)
+
+        def eps_fn(x: Tensor, t: Tensor) -> Tensor:
+            return network(x, t * 1000)
+
+        x_T = self.prior.sample((num, self.channels, height, width), generator, self.device)
+        with self.eval_mode():
+            x = vp_sample(
+                eps_fn,
+                x_T,
+                steps or self.sample_steps,
+                t_min=self.sample_t_min,
+                beta_min=self.beta_min,
+                beta_max=self.beta_max,
+                generator=generator,
+                noise_operator=self.prior.sqrt,
+                ode=sampler != "sde",
+                solver="heun" if sampler == "ode_heun" else "euler",
+                progress=progress,
+            )
+            if self.denoise_final:
+                t = torch.full((num,), self.sample_t_min, dtype=x.dtype, device=x.device)
+                mean, std = vp_marginal(self.sample_t_min, self.beta_min, self.beta_max)
+                x = predict_x0(x, eps_fn(x, t), float(mean) ** 2)
+        return x.clamp(-1, 1)

@@ -1,0 +1,201 @@
+"""MultilevelSDE: it learns, samples at several resolutions with each sampler, trains coarse-to-fine by a
+schedule that survives resume, runs from the CLI, and fails clearly on misconfiguration."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+import rezdiff
+from rezdiff.callbacks import ResolutionSchedule
+from rezdiff.cli import main
+from rezdiff.core.operators import InverseLaplacian, Matern, WhiteNoise
+from rezdiff.data import FieldBatch, RandomPixels, Synthetic
+from rezdiff.models import MultilevelSDE
+from rezdiff.models.multilevel import build_covariance, covariance_spec
+from tests.helpers import REPO, loss_before_and_after, synthetic_batch
+
+TINY_MULTILEVEL = REPO / "tests" / "configs" / "tiny_multilevel.yaml"
+TINY = dict(channels=3, modes=6, width=16, n_layers=2, projection=32, time_embedding=32, sample_steps=4)
+
+
+def scalars(root: Path, tag: str) -> list[float]:
+    """Values of one logged scalar, in step order, from the newest TensorBoard file of a run."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    newest = max(root.glob("events.out.tfevents.*"), key=lambda p: p.stat().st_mtime)
+    events = EventAccumulator(str(newest))
+    events.Reload()
+    return [event.value for event in events.Scalars(tag)] if tag in events.Tags()["scalars"] else []
+
+
+@pytest.mark.parametrize("network", ["fno", "unet"])
+def test_training_lowers_the_loss(network: str) -> None:
+    torch.manual_seed(0)
+    unet = dict(block_out_channels=(16, 32), norm_num_groups=8) if network == "unet" else {}
+    model = MultilevelSDE(**TINY, **unet, network=network, lr=3e-3, ema_decay=0.0)
+    before, after = loss_before_and_after(model, synthetic_batch(8, 32), 40)
+    assert after < 0.7 * before, (before, after)
+
+
+@pytest.mark.parametrize("sampler", ["sde", "ode_euler", "ode_heun"])
+def test_samples_at_several_resolutions(sampler: str) -> None:
+    model = MultilevelSDE(**TINY, prior=InverseLaplacian(scale=2.0), sampler=sampler)
+    for resolution in (16, 32, (24, 48)):
+        images = model.sample(2, resolution, generator=torch.Generator().manual_seed(0))
+        height, width = (resolution, resolution) if isinstance(resolution, int) else resolution
+        assert images.shape == (2, 3, height, width) and images.abs().max() <= 1
+        assert images.std() > 0.05  # not a constant image
+    first = model.sample(1, 16, steps=3, generator=torch.Generator().manual_seed(1))
+    again = model.sample(1, 16, steps=3, generator=torch.Generator().manual_seed(1))
+    torch.testing.assert_close(first, again, rtol=0, atol=0)
+    assert model.training
+
+
+def test_samplers_differ_and_heun_calls_the_network_twice_per_step() -> None:
+    model = MultilevelSDE(**TINY, ema_decay=0.0, denoise_final=False)
+    calls = []
+    forward = model.network.forward
+    model.network.forward = lambda x, t: calls.append(x.shape[-1]) or forward(x, t)  # type: ignore[method-assign]
+    out = {}
+    for sampler in ("sde", "ode_euler", "ode_heun"):
+        calls.clear()
+        out[sampler] = model.sample(
+            1, 32, steps=5, sampler=sampler, generator=torch.Generator().manual_seed(0)
+        )
+        assert calls == [32] * (10 if sampler == "ode_heun" else 5)
+    assert (out["sde"] - out["ode_euler"]).abs().max() > 1e-3
+    assert (out["ode_heun"] - out["ode_euler"]).abs().max() > 1e-4
+
+
+def test_train_resolution_downsamples_the_batch() -> None:
+    model = MultilevelSDE(**TINY, ema_decay=0.0)
+    sizes = []
+    forward = model.network.forward
+    model.network.forward = lambda x, t: sizes.append(x.shape[-1]) or forward(x, t)  # type: ignore[method-assign]
+    batch = synthetic_batch(2, 32)
+    model.loss(batch, torch.Generator().manual_seed(0))
+    model.train_resolution = 16
+    model.loss(batch, torch.Generator().manual_seed(0))
+    model.loss(batch, torch.Generator().manual_seed(0), resolution=32)
+    assert sizes == [32, 16, 32]
+    model.train_resolution = 64
+    with pytest.raises(ValueError, match="finest resolution"):
+        model.loss(batch, torch.Generator().manual_seed(0))
+
+
+def test_the_schedule_is_a_function_of_the_counter() -> None:
+    schedule = ResolutionSchedule([[0, 32], [50, 64]])
+    assert [schedule.resolution_at(epoch, 0) for epoch in (0, 49, 50, 1000)] == [32, 32, 64, 64]
+    by_step = ResolutionSchedule([[0, 16], [10, 32], [20, 64]], unit="step")
+    assert [by_step.resolution_at(99, step) for step in (0, 9, 10, 19, 20)] == [16, 16, 32, 32, 64]
+    with pytest.raises(ValueError, match="start at 0"):
+        ResolutionSchedule([[5, 32]])
+    with pytest.raises(ValueError, match="increase strictly"):
+        ResolutionSchedule([[0, 32], [0, 64]])
+
+
+def test_clear_errors_for_bad_sizes_samplers_and_schedules(fit_tiny) -> None:
+    model = MultilevelSDE(**TINY)
+    with pytest.raises(ValueError, match="even grid sizes.*neuraloperator"):
+        model.sample(1, 33)
+    with pytest.raises(ValueError, match="even grid sizes"):
+        MultilevelSDE(**TINY, image_size=31)
+    dataset = Synthetic(num_images=2, resolution=16)
+    points = FieldBatch.collate([RandomPixels(16, 0.5)(dataset, i) for i in range(2)])
+    with pytest.raises(ValueError, match="sampler: Levels"):
+        model.loss(points, torch.Generator())
+    with pytest.raises(ValueError, match="3 channels"):
+        model.loss(FieldBatch(image=torch.zeros(2, 1, 16, 16)), torch.Generator())
+    with pytest.raises(ValueError, match="unknown sampler"):
+        MultilevelSDE(**TINY, sampler="ddim")  # type: ignore[arg-type]
+    full_grid = [
+        "--data.init_args.sampler",
+        '{"class_path": "rezdiff.data.FullGrid", "init_args": {"resolution": 32}}',
+    ]
+    with pytest.raises(ValueError, match="sampler to be rezdiff.data.Levels"):
+        fit_tiny(*full_grid, config=TINY_MULTILEVEL)
+    with pytest.raises(ValueError, match=r"resolutions \[64\] are not levels"):
+        fit_tiny(
+            "--trainer.callbacks+=ResolutionSchedule",
+            "--trainer.callbacks.milestones",
+            "[[0, 64]]",
+            config=TINY_MULTILEVEL,
+        )
+
+
+def test_priors_round_trip_through_plain_specs() -> None:
+    for prior in (Matern(tau=100.0), InverseLaplacian(power=0.6) + WhiteNoise(scale=0.01)):
+        spec = covariance_spec(prior)
+        assert build_covariance(spec) == prior
+        assert (
+            build_covariance(
+                {"class_path": spec["class_path"].rpartition(".")[2], "init_args": spec["init_args"]}
+            )
+            == prior
+        )
+        model = MultilevelSDE(**TINY, prior=spec)
+        assert model.prior == prior and model.hparams["prior"] == spec
+    with pytest.raises(ValueError, match="not a rezdiff.core.operators.Covariance"):
+        build_covariance({"class_path": "torch.nn.Linear"})
+
+
+def test_cli_fit_with_levels_then_load_and_sample(tmp_path: Path, fit_tiny) -> None:
+    root = tmp_path / "run"
+    fit_tiny(root=root, config=TINY_MULTILEVEL)
+    assert scalars(root, "train/resolution") == [16.0, 32.0]  # epoch 0 at 16², epoch 1 at 32²
+    assert len(scalars(root, "val/loss_16")) == 2 and len(scalars(root, "val/loss_32")) == 2
+    assert scalars(root, "val/loss") == scalars(root, "val/loss_32")
+    assert {p.name.rsplit("=", 1)[1] for p in (root / "samples").glob("*.png")} == {"32.png", "64.png"}
+    model = rezdiff.load(root / "checkpoints" / "last.ckpt")
+    assert isinstance(model, MultilevelSDE) and model.prior == InverseLaplacian(scale=2.0)
+    for sampler in ("sde", "ode_heun"):
+        assert model.sample(2, 64, steps=3, sampler=sampler).shape == (2, 1, 64, 64)
+    written = main(
+        ["sample", "--ckpt", str(root / "checkpoints" / "last.ckpt"), "--resolution", "32", "128"]
+        + ["--num", "2", "--steps", "2", "--out", str(tmp_path / "samples")]
+    )
+    assert sorted(p.name for p in written if p.name.startswith("grid")) == [
+        "grid_128x128.png",
+        "grid_32x32.png",
+    ]
+
+
+def test_resume_continues_the_schedule_and_the_run(tmp_path: Path, fit_tiny) -> None:
+    full = fit_tiny(root=tmp_path / "full", config=TINY_MULTILEVEL)
+    part = tmp_path / "part"
+    fit_tiny("--trainer.max_epochs", "1", root=part, config=TINY_MULTILEVEL)
+    assert scalars(part, "train/resolution") == [16.0]
+    resumed = fit_tiny(
+        "--ckpt_path", str(part / "checkpoints" / "last.ckpt"), root=part, config=TINY_MULTILEVEL
+    )
+    assert scalars(part, "train/resolution") == [32.0]  # epoch 1 of the resumed run is at the fine level
+    expected = full.trainer.lightning_module.state_dict()
+    got = resumed.trainer.lightning_module.state_dict()
+    assert expected.keys() == got.keys()
+    for key in expected:
+        torch.testing.assert_close(got[key], expected[key], rtol=0, atol=1e-6, msg=key)
+
+
+def test_ddp_on_cpu_with_two_processes(tmp_path: Path) -> None:
+    root = tmp_path / "ddp"
+    env = {**os.environ, "PYTHONPATH": str(REPO / "src") + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    command = [sys.executable, "-m", "rezdiff", "fit", "--config", str(TINY_MULTILEVEL)]
+    command += [
+        "--trainer.default_root_dir",
+        str(root),
+        "--trainer.devices",
+        "2",
+        "--trainer.strategy",
+        "ddp",
+    ]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=400, env=env, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert scalars(root, "train/resolution") == [16.0, 32.0]
+    assert len(scalars(root, "val/loss_16")) == 2
+    assert isinstance(rezdiff.load(root / "checkpoints" / "last.ckpt"), MultilevelSDE)
