@@ -421,12 +421,11 @@ def vp_reverse_step(
     """
     t64, tn64 = _f64(t), _f64(t_next)
     h = t64 - tn64
+    if ode:  # Euler on the probability-flow ODE, dt = -h
+        return x_t - expand_like(h, x_t) * vp_ode_drift(x_t, eps, t64, beta_min=beta_min, beta_max=beta_max)
     beta = vp_beta(t64, beta_min, beta_max)
     _, std = vp_marginal(t64, beta_min, beta_max)
-    eps_weight = (0.5 if ode else 1.0) * beta * h / std
-    x_next = expand_like(1 + 0.5 * beta * h, x_t) * x_t - expand_like(eps_weight, x_t) * eps
-    if ode:
-        return x_next
+    x_next = expand_like(1 + 0.5 * beta * h, x_t) * x_t - expand_like(beta * h / std, x_t) * eps
     return _add_noise(x_next, (beta * h).sqrt(), noise, noise_operator, "vp_reverse_step (SDE)")
 
 

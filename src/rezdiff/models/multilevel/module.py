@@ -130,8 +130,7 @@ class MultilevelSDE(DiffusionModule):
         self.save_hyperparameters()
         self.prior = build_covariance(Matern(tau=8.0, power=0.55) if prior is None else prior)
         self.hparams["prior"] = covariance_spec(self.prior)  # plain values: weights_only checkpoints
-        if sampler not in ("sde", "ode_euler", "ode_heun"):
-            raise ValueError(f"unknown sampler {sampler!r}; expected 'sde', 'ode_euler' or 'ode_heun'")
+        _check_sampler(sampler)
         if not 0 < train_t_min < 1 or not 0 < sample_t_min < 1:
             raise ValueError("train_t_min and sample_t_min must lie in (0, 1)")
         if network == "fno":
@@ -230,7 +229,6 @@ class MultilevelSDE(DiffusionModule):
     def _eval_step(self, batch: FieldBatch, batch_idx: int, stage: str) -> Tensor:
         size = batch.image.shape[-1]
         levels = [r for r in (self.levels or ()) if r < size] + [size]
-        loss = batch.image.new_zeros(())
         for resolution in levels:  # the same t and noise keys at every level
             loss = self.loss(batch, self._generator(batch_idx, stage), resolution)
             self.log(f"{stage}/loss_{resolution}", loss, sync_dist=True, batch_size=batch.batch_size)
@@ -258,13 +256,10 @@ class MultilevelSDE(DiffusionModule):
         """
         height, width = resolution_or(self.image_size, resolution)
         self.check_size(height, width)
-        sampler = sampler or self.sampler
-        if sampler not in ("sde", "ode_euler", "ode_heun"):
-            raise ValueError(f"unknown sampler {sampler!r}; expected 'sde', 'ode_euler' or 'ode_heun'")
-        network = self.sampling_network(use_ema)
+        sampler = _check_sampler(sampler or self.sampler)
 
         def eps_fn(x: Tensor, t: Tensor) -> Tensor:
-            return network(x, t * 1000)
+            return self.eps(x, t, use_ema)
 
         x_T = self.prior.sample((num, self.channels, height, width), generator, self.device)
         with self.eval_mode():
@@ -286,3 +281,10 @@ class MultilevelSDE(DiffusionModule):
                 mean, std = vp_marginal(self.sample_t_min, self.beta_min, self.beta_max)
                 x = predict_x0(x, eps_fn(x, t), float(mean) ** 2)
         return x.clamp(-1, 1)
+
+
+def _check_sampler(name: str) -> str:
+    """``name`` if it is a sampler :class:`MultilevelSDE` knows, else a ValueError listing them."""
+    if name not in ("sde", "ode_euler", "ode_heun"):
+        raise ValueError(f"unknown sampler {name!r}; expected 'sde', 'ode_euler' or 'ode_heun'")
+    return name
