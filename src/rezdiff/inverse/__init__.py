@@ -1,0 +1,1 @@
+"""Inverse problems solved with trained rezdiff models: super-resolution, inpainting and region guidance."""
