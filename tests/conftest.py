@@ -19,6 +19,12 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item.add_marker(skip)
 
 
+@pytest.fixture(autouse=True)
+def _private_stats_cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Reference features cached by evaluation tests go to a temporary folder, never the user's cache."""
+    monkeypatch.setenv("REZDIFF_STATS_DIR", str(tmp_path_factory.mktemp("stats")))
+
+
 @pytest.fixture
 def fit_tiny(tmp_path: Path):
     """Run ``rezdiff fit`` on a tiny config (DDPM by default) in ``tmp_path/run`` with extra CLI arguments."""

@@ -1,7 +1,11 @@
-"""The ``rezdiff`` command: ``fit``/``validate``/``test``/``predict`` through LightningCLI, and ``sample``.
+"""The ``rezdiff`` command: ``fit``/``validate``/``test``/``predict`` through LightningCLI, ``stats``,
+``sample`` and ``sweep``.
 
 A run directory (``--trainer.default_root_dir``) holds ``config.yaml``, ``checkpoints/`` (``last.ckpt``
-always), the logs (TensorBoard when installed, CSV otherwise) and ``samples/``.
+always), the logs (TensorBoard when installed, CSV otherwise), ``samples/`` and, after ``rezdiff test``,
+``metrics.json``. Every config accepts a top-level ``evaluate:`` section (the settings of
+:class:`rezdiff.evaluation.Evaluate`); ``test`` runs it after the test loss and ``stats`` caches its
+reference features.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ from lightning.pytorch.loggers import CSVLogger, Logger, TensorBoardLogger
 
 from rezdiff.callbacks.checkpoint import AtomicCheckpoints
 from rezdiff.data.datamodule import FieldDataModule
+from rezdiff.evaluation import Evaluate
 from rezdiff.models.base import DiffusionModule
 
 LIGHTNING_COMMANDS = ("fit", "validate", "test", "predict")
@@ -27,13 +32,18 @@ Resolution-agnostic diffusion models, trained and sampled from one command.
 commands:
   fit        train a model:           rezdiff fit --config configs/quickstart/ddpm.yaml
   validate   validation loss of a checkpoint:  rezdiff validate --config CFG --ckpt_path CKPT
-  test       test-set loss of a checkpoint:    rezdiff test --config CFG --ckpt_path CKPT
+  test       test-set loss and the `evaluate:` metrics (FID, KID, SWD, ... at each resolution) of a
+             checkpoint, written to <run>/metrics.json:  rezdiff test --config CFG --ckpt_path CKPT
   predict    generate samples for the predict set: rezdiff predict --config CFG --ckpt_path CKPT
   sample     write samples of any checkpoint at several resolutions:
              rezdiff sample --ckpt run/checkpoints/last.ckpt --resolution 64 128 --num 16 --out samples/
+  stats      compute and cache the reference features `evaluate:` needs:  rezdiff stats --config CFG
+  sweep      fit + test a grid of runs, one results table and plot:
+             rezdiff sweep configs/sweeps/families_quickstart.yaml [--print-commands]
 
-`rezdiff <command> --help` lists a command's options; fit/validate/test/predict accept every
-LightningCLI option (--print_config, several -c files, dotted overrides, --ckpt_path).
+`rezdiff <command> --help` lists a command's options; fit/validate/test/predict/stats accept every
+LightningCLI option (--print_config, several -c files, dotted overrides such as --evaluate.resolutions
+[32,64], --ckpt_path).
 """
 
 
@@ -47,7 +57,11 @@ def default_logger(root: str) -> Logger:
 
 
 class RezdiffCLI(LightningCLI):
-    """LightningCLI with rezdiff's run-directory defaults; everything else is Lightning's own behaviour."""
+    """LightningCLI with rezdiff's run-directory defaults and the ``evaluate:`` section, which ``test``
+    installs as a callback; everything else is Lightning's own behaviour."""
+
+    def add_arguments_to_parser(self, parser: Any) -> None:
+        parser.add_class_arguments(Evaluate, "evaluate")
 
     def instantiate_trainer(self, **kwargs: Any) -> Any:
         config = (
@@ -60,6 +74,10 @@ class RezdiffCLI(LightningCLI):
         extra: list[Any] = [AtomicCheckpoints()]
         if not any(isinstance(callback, ModelCheckpoint) for callback in callbacks):
             extra.append(ModelCheckpoint(dirpath=str(Path(root) / "checkpoints"), save_last=True))
+        if self.subcommand == "test":
+            evaluate = self.config_init["test"].get("evaluate")
+            if isinstance(evaluate, Evaluate) and evaluate.metrics != []:  # `metrics: []` turns it off
+                extra.append(evaluate)
         kwargs["callbacks"] = callbacks + extra
         return super().instantiate_trainer(**kwargs)
 
@@ -140,6 +158,34 @@ def sample_main(args: list[str]) -> list[Path]:
     return written
 
 
+def stats_main(args: list[str]) -> list[Path]:
+    """``rezdiff stats --config CFG``: compute the reference features of ``evaluate:`` once and cache them."""
+    import torch
+
+    cli = RezdiffCLI(
+        DiffusionModule,
+        FieldDataModule,
+        subclass_mode_model=True,
+        subclass_mode_data=True,
+        run=False,
+        args=args,
+    )
+    evaluate: Evaluate = cli.config_init["evaluate"]
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    resolutions = evaluate.model_resolutions(cli.model)
+    datamodule = cli.datamodule
+    files = evaluate.stats(
+        datamodule.dataset, resolutions, datamodule.split(), device=device, model=cli.model
+    )
+    print(
+        f"reference features: {evaluate.cache_misses} computed, {evaluate.cache_hits} found in the cache "
+        f"({evaluate.stats_dir}):"
+    )
+    for path in files:
+        print(f"  {path}")
+    return files
+
+
 def main(args: list[str] | None = None) -> Any:
     """Run one command; returns the LightningCLI object (or the files ``sample`` wrote) for tests."""
     argv = list(sys.argv[1:] if args is None else args)
@@ -151,12 +197,23 @@ def main(args: list[str] | None = None) -> Any:
     command = argv[0]
     if command == "sample":
         return sample_main(argv[1:])
+    if command == "sweep":
+        from rezdiff.sweep import sweep_main
+
+        return sweep_main(argv[1:])
+    if command == "stats":
+        return _friendly(command, lambda: stats_main(argv[1:]))
     if command not in LIGHTNING_COMMANDS:
         raise SystemExit(f"rezdiff: unknown command {command!r}\n\n{HELP}")
+    # None: LightningCLI reads sys.argv itself (as DDP re-launches expect)
+    return _friendly(command, lambda: lightning_main(args))
+
+
+def _friendly(command: str, run: Any) -> Any:
     try:
-        return lightning_main(args)  # None: LightningCLI reads sys.argv itself (as DDP re-launches expect)
-    except ValueError as error:
-        # A missing dataset folder reaches us wrapped by jsonargparse's instantiation: say just that.
+        return run()
+    except (ValueError, FileNotFoundError) as error:
+        # A missing dataset folder or weights file may reach us wrapped by jsonargparse: say just that.
         cause = _first_cause(error, FileNotFoundError)
         if cause is None:
             raise

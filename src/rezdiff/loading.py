@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -22,6 +23,19 @@ def _import_class(class_path: str) -> type:
         raise CheckpointError(
             f"the checkpoint names class {class_path!r}, which cannot be imported"
         ) from error
+
+
+def build(class_path: str, init_args: dict[str, Any]) -> Any:
+    """``class_path(**init_args)``, recording its own hyperparameters even when called while LightningCLI
+    builds an outer module (the CLI's context would otherwise hand the outer module's hyperparameters to
+    every ``save_hyperparameters()`` call): how a family builds the frozen stage it wraps."""
+    from lightning.pytorch.core.mixins.hparams_mixin import _given_hyperparameters
+
+    token = _given_hyperparameters.set(None)
+    try:
+        return _import_class(class_path)(**init_args)
+    finally:
+        _given_hyperparameters.reset(token)
 
 
 def load(
@@ -49,7 +63,7 @@ def load(
         raise CheckpointError(f"{info['class_path']} in {path} is not a rezdiff DiffusionModule")
     # LightningCLI adds private entries such as `_class_path` and `_instantiator`; they are not arguments.
     hparams = {k: v for k, v in checkpoint.get("hyper_parameters", {}).items() if not k.startswith("_")}
-    model = cls(**hparams)
+    model = build(info["class_path"], hparams)
     missing, unexpected = model.load_state_dict(checkpoint["state_dict"], strict=False)
     if strict and (missing or unexpected):
         raise CheckpointError(

@@ -17,7 +17,7 @@ from rezdiff.data.images import (
     save_image,
     to_uint8,
 )
-from rezdiff.data.samplers import FieldSampler, FullGrid, Levels, RandomPixels
+from rezdiff.data.samplers import FieldSampler, FullGrid, Levels, MultiScalePatches, RandomPixels
 
 __all__ = [
     "Bundled",
@@ -28,6 +28,7 @@ __all__ = [
     "FullGrid",
     "ImageFolder",
     "Levels",
+    "MultiScalePatches",
     "RandomPixels",
     "SampledDataset",
     "Synthetic",

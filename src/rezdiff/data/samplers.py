@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 from abc import ABC, abstractmethod
+from typing import Literal
 
 import torch
 
@@ -48,9 +49,20 @@ class RandomPixels(FieldSampler):
 
     ``floor(H * W * fraction)`` distinct pixels, the same count for every example so that batches stack,
     sorted by flat index. The full image is kept because ∞-Diff's mollifier needs the whole ground truth.
+    ``points="sobol"`` is the quasi-Monte-Carlo ablation of the ∞-Diff paper (Table 2): the pixels hit by a
+    randomly scrambled 2-D Sobol sequence (low discrepancy: on power-of-two grids and counts every
+    power-of-two block of pixels gets its exact share), topped up with uniform pixels if some coincide.
     """
 
-    def __init__(self, resolution: int | tuple[int, int], fraction: float = 0.25) -> None:
+    def __init__(
+        self,
+        resolution: int | tuple[int, int],
+        fraction: float = 0.25,
+        points: Literal["uniform", "sobol"] = "uniform",
+    ) -> None:
+        if points not in ("uniform", "sobol"):
+            raise ValueError(f"RandomPixels points must be 'uniform' or 'sobol', got {points!r}")
+        self.points = points
         self.resolution = coords.as_hw(resolution)
         if not (isinstance(fraction, (int, float)) and 0.0 < fraction <= 1.0):
             raise ValueError(f"RandomPixels fraction must be in (0, 1], got {fraction!r}")
@@ -68,8 +80,10 @@ class RandomPixels(FieldSampler):
     ) -> FieldBatch:
         image = dataset.render(index, self.resolution)
         height, width = self.resolution
-        chosen = torch.randperm(height * width, generator=generator)[: self.num_points]
-        flat = chosen.sort().values
+        if self.points == "sobol":
+            flat = _sobol_pixels(height, width, self.num_points, generator)
+        else:
+            flat = torch.randperm(height * width, generator=generator)[: self.num_points].sort().values
         return FieldBatch(
             image=image,
             coords=coords.index_to_coord(flat, self.resolution),
@@ -78,7 +92,24 @@ class RandomPixels(FieldSampler):
         )
 
     def __repr__(self) -> str:
-        return f"RandomPixels(resolution={self.resolution}, fraction={self.fraction})"
+        return f"RandomPixels(resolution={self.resolution}, fraction={self.fraction}, points={self.points!r})"
+
+
+def _sobol_pixels(height: int, width: int, count: int, generator: torch.Generator | None) -> torch.Tensor:
+    """``count`` distinct sorted flat pixel indices hit by a scrambled Sobol sequence (seeded from
+    ``generator``); duplicates are replaced by uniformly drawn unused pixels."""
+    seed = int(torch.randint(0, 2**31 - 1, (1,), generator=generator))
+    points = torch.quasirandom.SobolEngine(2, scramble=True, seed=seed).draw(count, dtype=torch.float64)
+    rows = (points[:, 0] * height).long().clamp_(max=height - 1)
+    cols = (points[:, 1] * width).long().clamp_(max=width - 1)
+    flat = (rows * width + cols).unique()
+    if flat.numel() < count:
+        free = torch.ones(height * width, dtype=torch.bool)
+        free[flat] = False
+        spare = free.nonzero().squeeze(1)
+        extra = spare[torch.randperm(spare.numel(), generator=generator)[: count - flat.numel()]]
+        flat = torch.cat([flat, extra]).sort().values
+    return flat
 
 
 class Levels(FieldSampler):
@@ -125,6 +156,106 @@ class Levels(FieldSampler):
         return f"Levels(resolutions={list(self.resolutions)}, boundary={self.boundary!r})"
 
 
-# MultiScalePatches (INFD: random crops at random scales plus a fixed-size encoder input) arrives later in
-# this module; it follows the same contract: __call__(dataset, index, generator) -> one FieldBatch of a
-# fixed shape.
+class MultiScalePatches(FieldSampler):
+    """INFD's training example: a fixed-size encoder input and a ``patch x patch`` crop at a random scale.
+
+    For image ``index`` with native size ``S = min(H, W)``:
+
+    - ``cond [C, E, E]``: the image rendered at ``encoder_resolution`` ``E``;
+    - a scale ``r``: with probability ``p_max`` the largest, ``r_max = min(S, max_scale)``, otherwise an
+      integer uniform in ``[max(min_scale, patch), r_max]``; images with ``S < patch`` (too small for one
+      crop) are rendered at ``r = patch``, i.e. the whole image, upsampled, is the patch;
+    - ``image [C, P, P]``: a uniformly placed crop of the image rendered at ``r x r``;
+    - ``coords [P*P, 2]`` (row-major over the crop) and ``cell [P*P, 2] = 2/r``: the crop's pixel centres in
+      the frame of the *whole* ``r x r`` image (:mod:`rezdiff.data.coords`), as the renderer queries them.
+
+    Rendering goes through ``dataset.render`` (so a dataset's ``crop`` option handles non-square images,
+    and ``resize_method: lanczos`` on the dataset gives the paper's Lanczos resampling; ``Synthetic``
+    renders exactly).
+
+    Balanced mixed-resolution training (INFD §5.3): with ``high_res_min_size`` set, a training draw
+    (``generator=None``) is replaced, with probability ``high_res_prob``, by a uniformly drawn image whose
+    native ``min(H, W) >= high_res_min_size``; the subset is found once per process from
+    ``dataset.native_size``. The sampler cannot see the train/validation split, so high-resolution images
+    of the validation split can be drawn as well: such configs use ``val_fraction: 0`` (or a separate
+    validation run). Validation draws (with a generator) are never replaced.
+    """
+
+    def __init__(
+        self,
+        patch: int = 256,
+        min_scale: int = 256,
+        max_scale: int = 1024,
+        encoder_resolution: int = 256,
+        p_max: float = 0.0,
+        high_res_min_size: int | None = None,
+        high_res_prob: float = 0.5,
+    ) -> None:
+        if patch < 1 or encoder_resolution < 1:
+            raise ValueError(f"patch and encoder_resolution must be >= 1, got {patch}, {encoder_resolution}")
+        if not patch <= max_scale or min_scale > max_scale:
+            raise ValueError(
+                f"need patch <= max_scale and min_scale <= max_scale, got patch={patch}, "
+                f"min_scale={min_scale}, max_scale={max_scale}"
+            )
+        for name, value in (("p_max", p_max), ("high_res_prob", high_res_prob)):
+            if not 0.0 <= value <= 1.0:
+                raise ValueError(f"{name} must be in [0, 1], got {value}")
+        self.patch = patch
+        self.min_scale = min_scale
+        self.max_scale = max_scale
+        self.encoder_resolution = encoder_resolution
+        self.p_max = float(p_max)
+        self.high_res_min_size = high_res_min_size
+        self.high_res_prob = float(high_res_prob)
+        self._pool: tuple[int, list[int]] | None = None
+
+    def scale_range(self, native: int) -> tuple[int, int]:
+        """``(lowest, highest)`` scale drawn for an image whose native ``min(H, W)`` is ``native``."""
+        highest = max(self.patch, min(native, self.max_scale))
+        return min(max(self.min_scale, self.patch), highest), highest
+
+    def high_res_pool(self, dataset: FieldDataset) -> list[int]:
+        """Indices of the images with native ``min(H, W) >= high_res_min_size`` (cached per dataset)."""
+        if self._pool is None or self._pool[0] != id(dataset):
+            threshold = self.high_res_min_size or 0
+            pool = [i for i in range(len(dataset)) if min(dataset.native_size(i)) >= threshold]
+            self._pool = (id(dataset), pool)
+        return self._pool[1]
+
+    def __call__(
+        self, dataset: FieldDataset, index: int, generator: torch.Generator | None = None
+    ) -> FieldBatch:
+        def uniform() -> float:
+            return float(torch.rand((), generator=generator))
+
+        def integer(low: int, high: int) -> int:  # inclusive
+            return int(torch.randint(low, high + 1, (), generator=generator))
+
+        if generator is None and self.high_res_min_size is not None and uniform() < self.high_res_prob:
+            pool = self.high_res_pool(dataset)
+            if pool:
+                index = pool[integer(0, len(pool) - 1)]
+        lowest, highest = self.scale_range(min(dataset.native_size(index)))
+        scale = highest if uniform() < self.p_max else integer(lowest, highest)
+        full = dataset.render(index, scale)
+        top, left = integer(0, scale - self.patch), integer(0, scale - self.patch)
+        crop = full[:, top : top + self.patch, left : left + self.patch].contiguous()
+        offsets = torch.arange(self.patch)
+        flat = ((top + offsets).view(-1, 1) * scale + (left + offsets)).flatten()
+        return FieldBatch(
+            image=crop,
+            coords=coords.index_to_coord(flat, scale),
+            cell=coords.cell_size(scale).expand(flat.numel(), 2).contiguous(),
+            cond=dataset.render(index, self.encoder_resolution),
+        )
+
+    def __getstate__(self) -> dict[str, object]:
+        return {**self.__dict__, "_pool": None}  # dataset ids differ in DataLoader workers
+
+    def __repr__(self) -> str:
+        return (
+            f"MultiScalePatches(patch={self.patch}, min_scale={self.min_scale}, max_scale={self.max_scale}, "
+            f"encoder_resolution={self.encoder_resolution}, p_max={self.p_max}, "
+            f"high_res_min_size={self.high_res_min_size}, high_res_prob={self.high_res_prob})"
+        )

@@ -3,6 +3,18 @@
 from rezdiff.models.base import DiffusionModule, NonFiniteLossError
 from rezdiff.models.ddpm import DDPM
 from rezdiff.models.dvdp import DVDP
+from rezdiff.models.infd import INFD, INFDAutoencoder
+from rezdiff.models.infty_diff import InftyDiff, InftyDiffLatent
 from rezdiff.models.multilevel import MultilevelSDE
 
-__all__ = ["DDPM", "DVDP", "DiffusionModule", "MultilevelSDE", "NonFiniteLossError"]
+__all__ = [
+    "DDPM",
+    "DVDP",
+    "INFD",
+    "DiffusionModule",
+    "INFDAutoencoder",
+    "InftyDiff",
+    "InftyDiffLatent",
+    "MultilevelSDE",
+    "NonFiniteLossError",
+]

@@ -1,0 +1,363 @@
+"""Build the results tables of ``benchmarks/README.md`` from ``benchmarks/results/*.json``.
+
+One table per claim; every row names its device and date, and the paper's figure sits beside ours. The
+tables replace what lies between the ``<!-- report:begin -->`` and ``<!-- report:end -->`` markers of the
+README; the prose around them is kept. Paper figures come from a result file's ``paper`` field when it has
+one, otherwise from ``PAPER`` below (numbers from the papers as summarised in the project's REFERENCES).
+
+    python benchmarks/report.py            # rewrite the README tables
+    python benchmarks/report.py --check    # exit 1 if the README is not what the results give
+    python benchmarks/report.py --import-sweep runs/sweeps/families_quickstart
+                                           # copy a sweep's results into results/<name>_<device>.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+RESULTS = HERE / "results"
+README = HERE / "README.md"
+BEGIN, END = "<!-- report:begin -->", "<!-- report:end -->"
+
+# Paper figures for claims whose result files do not carry them.
+PAPER: dict[str, dict[str, Any]] = {
+    "sparse_conv": {
+        "source": "∞-Diff Tables 4-5 (256² data, 64² inner grid)",
+        "memory_reduction": {"2": 1.42, "4": 1.99, "8": 2.44, "16": 2.73},
+        "speedup": {"2": 1.00, "4": 1.97, "8": 3.51, "16": 4.57},
+    },
+    "infty_diff_subsampling": {
+        "source": "∞-Diff Table 3 (FFHQ 128, FID_CLIP)",
+        "fid_clip": {"1": 3.15, "2": 4.12, "4": 4.75, "8": 6.48},
+    },
+    "infd_rendering": {
+        "source": "INFD authors' README (FFHQ pFID P/R)",
+        "pfid": {"256/1024": 7.91, "512/1024": 6.73, "1024/1024": 5.71},
+    },
+    "multilevel_warmstart": {"source": "rezdiff goal (the paper gives no wall-time figure)", "ratio": 0.6},
+    "train_throughput": {"source": "baseline: no paper figure"},
+    "families_quickstart": {"source": "no paper figure: FIDs use rezdiff's random_conv features"},
+}
+
+# The claims of the issue, in README order: title, benchmark names, what the numbers show.
+CLAIMS: list[tuple[str, str, str]] = [
+    ("Sparse operator (∞-Diff)", "sparse_conv", "memory and speed of the sparse depthwise convolution"),
+    ("∞-Diff subsampling", "infty_diff_subsampling", "quality vs the fraction of pixels trained on"),
+    ("DVDP speed-up", "dvdp_speedup", "training and sampling speed-up over the identical-U-Net DDPM"),
+    ("DVDP turning points", "dvdp_turning_points", "sample quality vs the first turning point"),
+    ("INFD rendering", "infd_rendering", "patch FID and rendering cost at several resolutions"),
+    ("Multilevel warm start", "multilevel_warmstart", "coarse-to-fine vs fine-only training time"),
+    ("Baseline throughput", "train_throughput", "training speed of a config"),
+    (
+        "Families on the quickstart data",
+        "families_quickstart",
+        "every family's quickstart, scored at 1x/2x/4x",
+    ),
+]
+
+
+def fmt(value: Any, digits: int = 3) -> str:
+    if value is None:
+        return "—"
+    if isinstance(value, float):
+        return f"{value:.{digits}g}" if abs(value) < 1e4 else f"{value:.0f}"
+    return str(value)
+
+
+def device_name(result: dict[str, Any]) -> str:
+    device = result.get("device") or {}
+    if isinstance(device, str):
+        return device
+    if device.get("type") == "cuda":
+        return str(device.get("name", "CUDA GPU"))
+    threads = device.get("threads")
+    unit = "thread" if threads == 1 else "threads"
+    return f"{device.get('cpu', 'CPU')} ({threads} {unit})" if threads else str(device.get("cpu", "CPU"))
+
+
+def date(result: dict[str, Any]) -> str:
+    return str(result.get("date", "—"))[:10]
+
+
+def table(header: list[str], rows: list[list[Any]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
+    lines += ["| " + " | ".join(fmt(cell) for cell in row) + " |" for row in rows]
+    return "\n".join(lines) + "\n"
+
+
+# ------------------------------------------------------------------------------------ one per benchmark
+
+
+def train_throughput(results: list[dict[str, Any]]) -> str:
+    rows = []
+    for result in results:
+        for row in result["rows"]:
+            name = f"{result['config']} ({result['parameters'] / 1e6:.1f}M params)"
+            rows.append(
+                [
+                    name,
+                    device_name(result),
+                    date(result),
+                    row["precision"],
+                    result["batch_size"],
+                    row["seconds_per_step"],
+                    row["images_per_second"],
+                    row.get("achieved_tflops"),
+                    "— (baseline)",
+                ]
+            )
+    header = ["config", "device", "date", "precision", "batch", "s/step", "images/s", "TFLOP/s", "paper"]
+    return table(header, rows)
+
+
+def dvdp_speedup(results: list[dict[str, Any]]) -> str:
+    rows = []
+    for result in results:
+        paper = result.get("paper", {})
+        train, sample = paper.get("table3_train_speedup", {}), paper.get("table3_sample_speedup", {})
+        resolution = result["settings"]["resolution"]
+        for row in result["rows"]:
+            if row["K"] == 0:
+                continue
+            rows.append(
+                [
+                    f"{resolution}², K={row['K']} {row['turning_points']} ({row['stage_sampling']})",
+                    device_name(result),
+                    date(result),
+                    row["train_speedup"],
+                    train.get(str(row["K"])),
+                    row["sample_speedup"],
+                    sample.get(str(row["K"])),
+                ]
+            )
+    header = ["setting", "device", "date", "train ×", "paper train ×", "sample ×", "paper sample ×"]
+    text = table(header, rows)
+    return (
+        text
+        + "\nPaper: Table 3 (CelebA 128, K = 1..3); Table 1 (256², K = 2): 2.2× training, 2.4× sampling.\n"
+    )
+
+
+def dvdp_turning_points(results: list[dict[str, Any]]) -> str:
+    rows = []
+    for result in results:
+        for row in result["rows"]:
+            rows.append(
+                [
+                    row["T1"],
+                    row["process"],
+                    device_name(result),
+                    date(result),
+                    row["swd_x1e3"],
+                    row["train_seconds"],
+                    "Fig. 4 (curve, no table)",
+                ]
+            )
+    return table(["T1", "process", "device", "date", "SWD ×1e3", "train s", "paper"], rows)
+
+
+def multilevel_warmstart(results: list[dict[str, Any]]) -> str:
+    rows = []
+    for result in results:
+        s = result["settings"]
+        rows.append(
+            [
+                f"{s['coarse']}² → {s['fine']}², {s['steps']} steps",
+                device_name(result),
+                date(result),
+                result["coarse_to_fine_seconds"],
+                result["fine_only_seconds"],
+                result["time_ratio"],
+                f"≤ {PAPER['multilevel_warmstart']['ratio']} (goal)",
+            ]
+        )
+    header = ["setting", "device", "date", "coarse→fine s", "fine-only s", "ratio", "target"]
+    sampling = [
+        [f"{row['resolution']}²", device_name(result), date(result), row["seconds_per_sample"]]
+        for result in results
+        for row in result.get("sampling", [])
+    ]
+    text = table(header, rows)
+    if sampling:
+        text += "\nSampling time per sample:\n\n" + table(
+            ["resolution", "device", "date", "s/sample"], sampling
+        )
+    return text
+
+
+def families_quickstart(results: list[dict[str, Any]]) -> str:
+    """One row per family and resolution; metric columns from the ``<metric>@<resolution>`` keys."""
+    text = ""
+    for result in results:
+        metrics: list[str] = []
+        resolutions: list[str] = []
+        for row in result["rows"]:
+            for key in row:
+                name, _, resolution = key.partition("@")
+                if resolution and not name.endswith("_std"):
+                    metrics += [name] if name not in metrics else []
+                    resolutions += [resolution] if resolution not in resolutions else []
+        resolutions.sort(key=lambda r: int(r.split("x")[0]))
+        body = []
+        for row in result["rows"]:
+            family = row.get("family", row["run"])
+            if row["status"] != "done":
+                body.append(
+                    [family, "—", device_name(result), date(result), row["status"]]
+                    + ["—"] * (len(metrics) + 3)
+                )
+                continue
+            for resolution in resolutions:
+                body.append(
+                    [
+                        family,
+                        f"{resolution}²",
+                        device_name(result),
+                        date(result),
+                        row["status"],
+                        row.get("fit_seconds"),
+                        row.get("test_seconds"),
+                    ]
+                    + [row.get(f"{m}@{resolution}") for m in metrics]
+                    + ["—"]
+                )
+        header = ["family", "resolution", "device", "date", "status", "fit s", "test s", *metrics, "paper"]
+        text += table(header, body)
+        if result.get("note"):
+            text += f"\n{result['note']}\n"
+    return text
+
+
+def generic(results: list[dict[str, Any]]) -> str:
+    """Any result file with ``rows``: its own columns, plus device, date and the paper's figures."""
+    text = ""
+    for result in results:
+        rows = result.get("rows") or []
+        columns: list[str] = []
+        for row in rows:
+            columns += [k for k in row if k not in columns and not isinstance(row[k], (dict, list))]
+        body = [[device_name(result), date(result), *[row.get(c) for c in columns]] for row in rows]
+        text += table(["device", "date", *columns], body) if rows else "(no rows)\n"
+    return text
+
+
+RENDERERS: dict[str, Callable[[list[dict[str, Any]]], str]] = {
+    "train_throughput": train_throughput,
+    "dvdp_speedup": dvdp_speedup,
+    "dvdp_turning_points": dvdp_turning_points,
+    "multilevel_warmstart": multilevel_warmstart,
+    "families_quickstart": families_quickstart,
+}
+
+
+def paper_line(name: str, results: list[dict[str, Any]]) -> str:
+    paper = PAPER.get(name)
+    if not paper or name in (
+        "dvdp_speedup",
+        "multilevel_warmstart",
+        "train_throughput",
+        "families_quickstart",
+    ):
+        return ""
+    figures = "; ".join(
+        f"{key}: " + ", ".join(f"{k} → {v}" for k, v in value.items())
+        for key, value in paper.items()
+        if isinstance(value, dict)
+    )
+    return f"\nPaper ({paper['source']}): {figures}.\n"
+
+
+def load_results(folder: Path = RESULTS) -> dict[str, list[dict[str, Any]]]:
+    grouped: dict[str, list[dict[str, Any]]] = {}
+    for path in sorted(folder.glob("*.json")):
+        result = json.loads(path.read_text())
+        result["_file"] = path.name
+        grouped.setdefault(result.get("benchmark", path.stem), []).append(result)
+    return grouped
+
+
+def render(grouped: dict[str, list[dict[str, Any]]]) -> str:
+    """The markdown between the markers: one section per claim, then any other benchmark found."""
+    sections = []
+    known = {name for _, name, _ in CLAIMS}
+    claims = CLAIMS + [(name, name, "") for name in sorted(grouped) if name not in known]
+    for title, name, what in claims:
+        results = grouped.get(name, [])
+        files = ", ".join(f"`results/{r['_file']}`" for r in results)
+        head = f"### {title}\n\n" + (f"{what[0].upper()}{what[1:]}.\n\n" if what else "")
+        if not results:
+            body = "No results yet.\n" + paper_line(name, results)
+        else:
+            body = (
+                RENDERERS.get(name, generic)(results)
+                + paper_line(name, results)
+                + f"\nRaw figures: {files}.\n"
+            )
+        sections.append(head + body)
+    generated = "<!-- generated by benchmarks/report.py from results/*.json; do not edit by hand -->\n\n"
+    return generated + "\n".join(sections)
+
+
+def updated_readme(text: str, tables: str) -> str:
+    if BEGIN not in text or END not in text:
+        raise SystemExit(f"{README} has no {BEGIN} ... {END} markers")
+    head, rest = text.split(BEGIN, 1)
+    _, tail = rest.split(END, 1)
+    return f"{head}{BEGIN}\n{tables}{END}{tail}"
+
+
+def import_sweep(folder: Path, device: str | None) -> Path:
+    """Copy a sweep's results into ``results/<sweep>_<device>.json`` (+ the .md and .csv next to it)."""
+    sys.path.insert(0, str(HERE))
+    import torch
+    from common import device_info, write_report
+
+    data = json.loads((folder / "results.json").read_text())
+    name = data["sweep"]
+    tag = device or "cpu"
+    report = {"benchmark": name, "device": device_info(torch.device("cpu")), "rows": data["rows"]}
+    note = folder / "NOTE.md"
+    if note.is_file():
+        report["note"] = note.read_text().strip()
+    write_report(report, RESULTS, f"{name}_{tag}.json")
+    for suffix in (".md", ".csv"):
+        shutil.copyfile(folder / f"results{suffix}", RESULTS / f"{name}_{tag}{suffix}")
+    return RESULTS / f"{name}_{tag}.json"
+
+
+def main(args: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--check", action="store_true", help="exit 1 if README.md is out of date")
+    parser.add_argument("--stdout", action="store_true", help="print the tables instead of writing")
+    parser.add_argument("--results", default=str(RESULTS), help="folder of result JSON files")
+    parser.add_argument("--readme", default=str(README))
+    parser.add_argument("--import-sweep", default=None, help="a sweep folder to copy into results/ first")
+    options = parser.parse_args(args)
+    if options.import_sweep:
+        import_sweep(Path(options.import_sweep), None)
+    tables = render(load_results(Path(options.results)))
+    if options.stdout:
+        print(tables)
+        return 0
+    readme = Path(options.readme)
+    text = readme.read_text()
+    new = updated_readme(text, tables)
+    if options.check:
+        if new != text:
+            print(f"{readme} is out of date: run python benchmarks/report.py", file=sys.stderr)
+            return 1
+        return 0
+    readme.write_text(new)
+    print(f"wrote {readme}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,130 @@
+"""Sparse depthwise convolution: gather loop vs masked-dense backend vs a plain conv2d, by density.
+
+    python benchmarks/sparse_conv.py                                   # CPU: 64², 128², 256²; batch 4; C = 64
+    python benchmarks/sparse_conv.py --device cuda --batch 32          # GPU rows (sets the CUDA threshold)
+
+The committed CPU file was taken with ``--threads 1`` on a 2-core machine shared with other jobs: one
+thread keeps the timings stable there (no waits on a descheduled second thread).
+
+For each resolution and density (fraction of the pixels present, each example its own random subset) it
+times forward + backward (input and weight gradients) of ``sparse_depthwise_conv`` with the ``"gather"``
+and ``"dense"`` backends on the same points, and of a plain zero-padded depthwise ``conv2d`` over the full
+image (what a grid network pays at any density). The neighbour structure is built outside the timed
+region, as in the network where one build serves every block; its cost is reported separately. The JSON
+records every time, the ratios, and the density up to which the gather loop wins on this device: that is
+where ``rezdiff.nn.sparse.GATHER_MAX_DENSITY`` comes from.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+sys.path.insert(0, str(Path(__file__).parent))
+from common import device_info, timed, write_report  # noqa: E402
+
+from rezdiff.nn.sparse import GATHER_MAX_DENSITY, build_neighbours, sparse_depthwise_conv  # noqa: E402
+
+DENSITIES = (1 / 16, 1 / 8, 1 / 4, 1 / 2, 1.0)
+
+
+def measure(
+    resolution: int, density: float, options: argparse.Namespace, device: torch.device
+) -> dict[str, Any]:
+    generator = torch.Generator().manual_seed(0)
+    batch, channels, size = options.batch, options.channels, options.kernel_size
+    pixels = resolution * resolution
+    num = max(1, round(density * pixels))
+    index = torch.stack([torch.randperm(pixels, generator=generator)[:num] for _ in range(batch)]).to(device)
+    x = torch.randn(batch, num, channels, generator=generator).to(device).requires_grad_()
+    weight = (torch.randn(channels, size, size, generator=generator) / size).to(device).requires_grad_()
+    image = (
+        torch.randn(batch, channels, resolution, resolution, generator=generator).to(device).requires_grad_()
+    )
+
+    def build(_: int) -> None:
+        neighbours = build_neighbours(index, resolution, size)
+        neighbours.table  # noqa: B018 - force the lazily built table
+
+    neighbours = build_neighbours(index, resolution, size)
+    neighbours.table  # noqa: B018
+
+    def step(backend: str):
+        def run(_: int) -> None:
+            out = sparse_depthwise_conv(x, weight, neighbours, backend)
+            out.backward(torch.ones_like(out))
+
+        return run
+
+    def conv2d(_: int) -> None:
+        out = F.conv2d(image, weight.unsqueeze(1), padding=size // 2, groups=channels)
+        out.backward(torch.ones_like(out))
+
+    row: dict[str, Any] = {"resolution": resolution, "density": density, "points_per_example": num}
+    for name, fn in (
+        ("gather_s", step("gather")),
+        ("dense_s", step("dense")),
+        ("conv2d_s", conv2d),
+        ("build_s", build),
+    ):
+        timed(fn, options.warmup, device)
+        row[name] = timed(fn, options.repeats, device)
+    row["dense_over_gather"] = row["dense_s"] / row["gather_s"]  # > 1: the gather loop is faster
+    row["gather_over_conv2d"] = row["gather_s"] / row["conv2d_s"]
+    row["dense_over_conv2d"] = row["dense_s"] / row["conv2d_s"]
+    print(
+        f"{resolution:>5} {density:>7.4f} {num:>7} {row['gather_s']:>9.4f} {row['dense_s']:>9.4f} "
+        f"{row['conv2d_s']:>9.4f} {row['build_s']:>9.4f} {row['dense_over_gather']:>9.2f}"
+    )
+    return row
+
+
+def main(args: list[str] | None = None) -> dict[str, Any]:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--resolutions", type=int, nargs="+", default=[64, 128, 256])
+    parser.add_argument("--densities", type=float, nargs="+", default=list(DENSITIES))
+    parser.add_argument("--batch", type=int, default=4)
+    parser.add_argument("--channels", type=int, default=64)
+    parser.add_argument("--kernel-size", type=int, default=7)
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--warmup", type=int, default=1)
+    parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--out", default=str(Path(__file__).parent / "results"))
+    options = parser.parse_args(args)
+    if options.threads:
+        torch.set_num_threads(options.threads)
+    device = torch.device(
+        ("cuda" if torch.cuda.is_available() else "cpu") if options.device == "auto" else options.device
+    )
+    header = ("res", "density", "N", "gather s", "dense s", "conv2d s", "build s", "d/g")
+    print(" ".join(f"{name:>{width}}" for name, width in zip(header, (5, 7, 7, 9, 9, 9, 9, 9), strict=True)))
+    rows = [measure(r, d, options, device) for r in options.resolutions for d in options.densities]
+    # The largest density at which the gather loop beats the dense backend at every resolution measured.
+    wins = [
+        d
+        for d in sorted(options.densities)
+        if all(r["dense_over_gather"] > 1 for r in rows if r["density"] == d)
+    ]
+    crossover = max(
+        (d for d in wins if all(w in wins for w in sorted(options.densities) if w <= d)), default=0.0
+    )
+    report = {
+        "benchmark": "sparse_conv",
+        "settings": {key: value for key, value in vars(options).items() if key != "out"},
+        "statistic": "minimum over --repeats single runs of forward + backward, after --warmup runs",
+        "device": device_info(device),
+        "gather_wins_up_to_density": crossover,
+        "auto_threshold_in_code": GATHER_MAX_DENSITY.get(device.type),
+        "rows": rows,
+    }
+    return write_report(report, options.out, f"sparse_conv_{device.type}.json")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,400 @@
+"""INFD stage 2: latent diffusion over a frozen image-neural-field autoencoder, rendered at any resolution.
+
+The diffusion model is an ADM-sized U-Net on the raw *pre-VQ* encoder outputs of stage 1
+(:class:`~rezdiff.models.infd.autoencoder.INFDAutoencoder`); a sample is latent DDIM → VQ + decoder
+(feature map φ) → CLIF render at any resolution, tiled for large outputs. Box-guided sampling
+(paper §5.5) lives in :mod:`rezdiff.inverse.guidance` and is reached through ``sample(guidance=...)``.
+
+**The stage-1 model inside stage 2.** ``autoencoder_ckpt`` is read once, when the model is first built;
+its class and (inference-only) arguments are recorded in the hyperparameter ``autoencoder_config`` and
+its weights become the frozen submodule ``autoencoder`` of this model's state_dict. A stage-2 checkpoint
+therefore rebuilds with ``rezdiff.load`` alone, even after the stage-1 file moved or was deleted. The
+training-only parts of stage 1 are left out: the perceptual network (and its VGG weights file) is
+switched off by :data:`INFERENCE_OVERRIDES`, and the discriminator is dropped if the class allows it.
+
+**Latent cache.** Batches must come from the :class:`CachedLatents` sampler. On ``fit``/``validate``/
+``test`` start the model encodes every image of the data module's dataset once (encoder input:
+``dataset.render(i, encoder_resolution)``, the ``cond`` of stage 1's ``MultiScalePatches``) and hands
+the ``[N, C, h, w]`` tensor to that sampler, which returns ``latents[index]`` for image ``index``.
+The tensor is also saved to ``latent_cache_dir`` (default ``<trainer.default_root_dir>/latent_cache``)
+as ``infd_latents_<key>.pt``; ``key`` hashes the stage-1 weights, ``repr(dataset)``, its length and the
+encoder resolution, so a changed autoencoder or dataset description makes a new file (images edited in
+place under the same folder name are not detected: delete the folder). Under DDP rank 0 encodes and
+writes, the others wait at a barrier and read the same file, so every rank trains on identical latents.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from rezdiff.core.gaussian import ddim_sample, q_sample, randn, randn_like, sample_timesteps
+from rezdiff.core.schedules import alphas_cumprod, make_betas, timestep_subsequence
+from rezdiff.data.batch import FieldBatch
+from rezdiff.data.coords import Resolution
+from rezdiff.data.datasets import FieldDataset
+from rezdiff.data.samplers import FieldSampler
+from rezdiff.models.base import DiffusionModule, resolution_or, step_generator
+from rezdiff.nn.unet import UNet
+
+# Stage-1 arguments replaced when the autoencoder is rebuilt for inference inside stage 2: the perceptual
+# loss is training-only and would otherwise need its VGG weights file at every load.
+INFERENCE_OVERRIDES: dict[str, Any] = {"perceptual": "none", "vgg_weights": None}
+# Bump when the way images become encoder inputs changes, so old latent caches are not reused.
+_CACHE_FORMAT = 1
+
+
+class CachedLatents(FieldSampler):
+    """Sampler of INFD stage 2: the cached stage-1 latent of image ``index`` as ``FieldBatch(image=z)``.
+
+    It holds no latents until :class:`INFD` fills it at the start of fit/validate/test (see the module
+    docstring); it takes no arguments, so a config names it as ``sampler: rezdiff.models.infd.CachedLatents``.
+    """
+
+    def __init__(self) -> None:
+        self.latents: Tensor | None = None
+        self.key: str | None = None
+
+    def fill(self, latents: Tensor, key: str) -> None:
+        self.latents, self.key = latents.detach().cpu().contiguous(), key
+
+    def __call__(
+        self, dataset: FieldDataset, index: int, generator: torch.Generator | None = None
+    ) -> FieldBatch:
+        if self.latents is None:
+            raise RuntimeError(
+                "CachedLatents is empty: it is filled by rezdiff.models.INFD when fit/validate/test starts "
+                "(use it only as the data sampler of an INFD model)"
+            )
+        if len(self.latents) != len(dataset):
+            raise RuntimeError(
+                f"the latent cache holds {len(self.latents)} images, the dataset {len(dataset)}"
+            )
+        return FieldBatch(image=self.latents[index])
+
+    def __repr__(self) -> str:
+        return f"CachedLatents(filled={self.latents is not None})"
+
+
+def read_autoencoder_config(path: str | os.PathLike[str]) -> tuple[dict[str, Any], dict[str, Tensor]]:
+    """``({"class_path", "init_args"}, state_dict)`` of a stage-1 checkpoint, with inference overrides."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"no stage-1 checkpoint at {path}: train the autoencoder first (e.g. rezdiff fit --config "
+            "configs/infd_ffhq.yaml) and set model.init_args.autoencoder_ckpt to its checkpoints/last.ckpt"
+        )
+    checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    info = checkpoint.get("rezdiff") if isinstance(checkpoint, dict) else None
+    if not info:
+        raise ValueError(f"{path} is not a rezdiff checkpoint (no 'rezdiff' entry naming the model class)")
+    args = {k: v for k, v in checkpoint.get("hyper_parameters", {}).items() if not k.startswith("_")}
+    args.update({k: v for k, v in INFERENCE_OVERRIDES.items() if k in args})
+    return {"class_path": info["class_path"], "init_args": args}, checkpoint["state_dict"]
+
+
+def build_autoencoder(config: dict[str, Any]) -> nn.Module:
+    """The stage-1 module described by ``config`` (weights uninitialised), without training-only parts."""
+    from rezdiff.loading import build  # lazy: rezdiff.loading imports the models package
+
+    autoencoder = build(config["class_path"], config["init_args"])
+    if hasattr(autoencoder, "discriminator"):
+        autoencoder.discriminator = None  # adversarial training only; not needed to encode/decode/render
+    return autoencoder
+
+
+class INFD(DiffusionModule):
+    """Latent ε-prediction diffusion on a frozen INFD autoencoder; samples render at any resolution.
+
+    Defaults are the paper's (Appendix H): ADM U-Net with 224 base channels, multipliers (1, 2, 3, 4), two
+    residual blocks, attention at 32², 16², 8² of the 64² latent (levels 1, 2, 3) with 32 channels per
+    head; linear betas 0.0015 → 0.0195 over 1000 steps; AdamW lr 9.6e-5, weight decay 0.01; EMA 0.9999
+    (no warm-up, as the authors); 200 DDIM steps with η = 1. ``latent_scale`` multiplies latents before
+    diffusion (1.0 = raw latents as in the paper; ``None`` = ``1 / std`` of the cached latents, fixed at
+    the first fit and stored in the checkpoint).
+    """
+
+    latent_scale_value: Tensor
+
+    def __init__(
+        self,
+        autoencoder_ckpt: str,
+        autoencoder_config: dict[str, Any] | None = None,
+        latent_scale: float | None = 1.0,
+        latent_cache_dir: str | None = None,
+        encode_batch_size: int = 32,
+        block_out_channels: tuple[int, ...] = (224, 448, 672, 896),
+        layers_per_block: int = 2,
+        attention_levels: tuple[int, ...] = (1, 2, 3),
+        attention_head_dim: int = 32,
+        dropout: float = 0.0,
+        norm_num_groups: int = 32,
+        num_train_steps: int = 1000,
+        schedule: Literal["linear", "cosine"] = "linear",
+        beta_start: float = 0.0015,
+        beta_end: float = 0.0195,
+        sample_steps: int = 200,
+        eta: float = 1.0,
+        lr: float = 9.6e-5,
+        adam_betas: tuple[float, float] = (0.9, 0.999),
+        weight_decay: float = 0.01,
+        warmup_steps: int = 0,
+        ema_decay: float = 0.9999,
+        ema_update_every: int = 1,
+        ema_warmup: bool = False,
+    ) -> None:
+        super().__init__(
+            lr=lr,
+            adam_betas=adam_betas,
+            weight_decay=weight_decay,
+            warmup_steps=warmup_steps,
+            ema_decay=ema_decay,
+            ema_update_every=ema_update_every,
+            ema_warmup=ema_warmup,
+        )
+        if latent_scale is not None and latent_scale <= 0:
+            raise ValueError(f"latent_scale must be positive or None (estimate), got {latent_scale}")
+        self.save_hyperparameters()
+        state = None
+        if autoencoder_config is None:  # first build: read the stage-1 file and remember what it was
+            autoencoder_config, state = read_autoencoder_config(autoencoder_ckpt)
+            self.hparams["autoencoder_config"] = autoencoder_config
+        self.autoencoder = build_autoencoder(autoencoder_config)
+        if state is not None:
+            own = self.autoencoder.state_dict()
+            missing = [k for k in own if k not in state]
+            if missing:
+                raise ValueError(f"{autoencoder_ckpt} lacks autoencoder weights {missing[:5]}")
+            self.autoencoder.load_state_dict({k: state[k] for k in own})
+        self.autoencoder.requires_grad_(False).eval()
+        self.encoder_resolution = int(self.autoencoder.encoder_resolution)
+        size = int(self.autoencoder.latent_size)
+        self.latent_shape = (int(self.autoencoder.latent_channels), size, size)
+        self.network = UNet(
+            in_channels=self.latent_shape[0],
+            out_channels=self.latent_shape[0],
+            block_out_channels=block_out_channels,
+            layers_per_block=layers_per_block,
+            attention_levels=attention_levels,
+            attention_head_dim=attention_head_dim,
+            dropout=dropout,
+            norm_num_groups=norm_num_groups,
+        )
+        self.network.check_size(*self.latent_shape[1:])
+        self.latent_scale = latent_scale
+        self.latent_cache_dir = latent_cache_dir
+        self.encode_batch_size = encode_batch_size
+        self.num_train_steps = num_train_steps
+        self.sample_steps = sample_steps
+        self.eta = eta
+        self.register_buffer(
+            "latent_scale_value", torch.tensor(1.0 if latent_scale is None else latent_scale)
+        )
+        betas = make_betas(schedule, num_train_steps, beta_start, beta_end)
+        self.register_buffer("alphas_cumprod", alphas_cumprod(betas), persistent=False)
+        self.setup_ema()
+
+    # ----------------------------------------------------------------- frozen stage 1
+    def train(self, mode: bool = True) -> INFD:
+        """The autoencoder stays in eval mode whatever Lightning asks of the rest."""
+        super().train(mode)
+        self.autoencoder.eval()
+        return self
+
+    @torch.no_grad()
+    def encode(self, images: Tensor) -> Tensor:
+        """Images ``[B, C, H, W]`` in [-1, 1] -> scaled latents, as the diffusion model sees them."""
+        return self.autoencoder.encode(images) * self.latent_scale_value
+
+    def decode(self, latents: Tensor) -> Tensor:
+        """Scaled latents -> the decoder's feature map φ (VQ with straight-through gradient + decoder)."""
+        return self.autoencoder.decode(latents / self.latent_scale_value)
+
+    def render(
+        self, features: Tensor, resolution: Resolution, *, tile: int | None = 256, pad: int = 8
+    ) -> Tensor:
+        """φ -> images at ``resolution``, one sample at a time (peak memory ~ one image's tiles)."""
+        return torch.cat(
+            [
+                self.autoencoder.render(features[i : i + 1], resolution, tile=tile, pad=pad)
+                for i in range(len(features))
+            ]
+        )
+
+    # ----------------------------------------------------------------- latent cache
+    def _cache_key(self, dataset: FieldDataset) -> str:
+        digest = hashlib.blake2b(digest_size=8)
+        digest.update(repr((_CACHE_FORMAT, repr(dataset), len(dataset), self.encoder_resolution)).encode())
+        for name, tensor in sorted(self.autoencoder.state_dict().items()):
+            digest.update(name.encode())
+            digest.update(tensor.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
+        return digest.hexdigest()
+
+    @torch.no_grad()
+    def encode_dataset(self, dataset: FieldDataset) -> Tensor:
+        """Raw (unscaled) pre-VQ latents ``[N, C, h, w]`` of every image of ``dataset``, on the CPU.
+
+        The encoder input is ``dataset.render(i, encoder_resolution)``, exactly the ``cond`` that stage 1's
+        ``MultiScalePatches`` trained the encoder on (the dataset's ``resize_method``/``crop`` apply).
+        """
+        chunks = []
+        for start in range(0, len(dataset), self.encode_batch_size):
+            stop = min(len(dataset), start + self.encode_batch_size)
+            images = torch.stack([dataset.render(i, self.encoder_resolution) for i in range(start, stop)])
+            chunks.append(self.autoencoder.encode(images.to(self.device)).float().cpu())
+        return torch.cat(chunks)
+
+    def _cached_latents(self, dataset: FieldDataset, root: Path) -> tuple[Tensor, str]:
+        key = self._cache_key(dataset)
+        path = root / f"infd_latents_{key}.pt"
+        strategy = self.trainer.strategy
+        if strategy.is_global_zero and not path.is_file():
+            latents = self.encode_dataset(dataset)
+            root.mkdir(parents=True, exist_ok=True)
+            partial = path.with_suffix(f".tmp{os.getpid()}")
+            torch.save({"key": key, "dataset": repr(dataset), "latents": latents}, partial)
+            os.replace(partial, path)  # atomic: a reader never sees half a file
+        strategy.barrier("infd_latent_cache")
+        stored = torch.load(path, map_location="cpu", weights_only=True)
+        if stored.get("key") != key or len(stored["latents"]) != len(dataset):
+            raise RuntimeError(f"latent cache {path} does not match this autoencoder and dataset; delete it")
+        return stored["latents"], key
+
+    def prepare_latents(self) -> None:
+        """Fill the data module's :class:`CachedLatents` samplers (once per key); estimate the scale."""
+        datamodule = getattr(self.trainer, "datamodule", None)
+        samplers = [getattr(datamodule, name, None) for name in ("sampler", "val_sampler")]
+        if datamodule is None or not isinstance(samplers[0], CachedLatents):
+            raise ValueError(
+                "INFD trains on cached stage-1 latents: configure the data module with "
+                "`sampler: rezdiff.models.infd.CachedLatents` (a FieldDataModule over the image dataset)"
+            )
+        todo = [s for s in samplers if isinstance(s, CachedLatents)]
+        if all(s.latents is not None for s in todo):
+            return  # the autoencoder is frozen: a filled cache stays valid for the whole run
+        root = Path(self.latent_cache_dir or Path(self.trainer.default_root_dir) / "latent_cache")
+        latents, key = self._cached_latents(datamodule.dataset, root)
+        for sampler in todo:
+            sampler.fill(latents, key)
+        if self.latent_scale is None:
+            self.latent_scale_value.fill_(1.0 / float(latents.std()))
+
+    def on_fit_start(self) -> None:
+        self.prepare_latents()
+
+    def on_validation_start(self) -> None:
+        self.prepare_latents()
+
+    def on_test_start(self) -> None:
+        self.prepare_latents()
+
+    # ----------------------------------------------------------------- diffusion
+    def loss(self, batch: FieldBatch, generator: torch.Generator) -> Tensor:
+        z = batch.image
+        if tuple(z.shape[1:]) != self.latent_shape:
+            raise ValueError(
+                f"INFD expects batches of stage-1 latents {self.latent_shape}, got {tuple(z.shape[1:])}: "
+                "configure the data module with `sampler: rezdiff.models.infd.CachedLatents`"
+            )
+        z = z * self.latent_scale_value
+        t = sample_timesteps(z.shape[0], self.num_train_steps, generator=generator, device=z.device)
+        noise = randn_like(z, generator)
+        return F.mse_loss(self.network(q_sample(z, noise, self.alphas_cumprod[t]), t), noise)
+
+    @torch.no_grad()
+    def sample_latents(
+        self,
+        num: int,
+        *,
+        steps: int | None = None,
+        generator: torch.Generator | None = None,
+        use_ema: bool = True,
+        eta: float | None = None,
+        guidance: list[Any] | None = None,
+        guidance_scale: float = 1.0,
+        guidance_normalize: bool = True,
+        progress: bool = False,
+    ) -> Tensor:
+        """Scaled latents ``[num, C, h, w]`` by DDIM (``steps``, ``eta``), DPS-guided if ``guidance``."""
+        from rezdiff.inverse.guidance import conditions_loss, dps_ddim_sample
+
+        network = self.sampling_network(use_ema)
+        x_T = randn((num, *self.latent_shape), generator, self.device)
+        timesteps = timestep_subsequence(self.num_train_steps, steps or self.sample_steps)
+        eta = self.eta if eta is None else eta
+        with self.eval_mode():
+            if not guidance:
+                return ddim_sample(
+                    network,
+                    x_T,
+                    self.alphas_cumprod,
+                    timesteps,
+                    eta=eta,
+                    generator=generator,
+                    progress=progress,
+                )
+
+            def render_box(features: Tensor, resolution: tuple[int, int], box: Any) -> Tensor:
+                return self.autoencoder.render(features, resolution, box=box.as_tuple(), tile=None)
+
+            loss_fn = conditions_loss(guidance, self.decode, render_box)
+            return dps_ddim_sample(
+                network,
+                x_T,
+                self.alphas_cumprod,
+                timesteps,
+                loss_fn,
+                scale=guidance_scale,
+                normalize=guidance_normalize,
+                eta=eta,
+                generator=generator,
+                progress=progress,
+            )
+
+    @torch.no_grad()
+    def sample(
+        self,
+        num: int,
+        resolution: Resolution | None = None,
+        *,
+        steps: int | None = None,
+        generator: torch.Generator | None = None,
+        use_ema: bool = True,
+        tile: int | None = 256,
+        pad: int = 8,
+        eta: float | None = None,
+        guidance: list[Any] | None = None,
+        guidance_scale: float = 1.0,
+        guidance_normalize: bool = True,
+        progress: bool = False,
+    ) -> Tensor:
+        """``num`` images at ``resolution`` (default ``encoder_resolution``), any size: latent DDIM
+        (``steps``, ``eta``) → VQ + decoder → render, tiled by ``tile`` px with ``pad`` px context
+        (``tile=None``: whole). ``guidance``: a list of :class:`rezdiff.inverse.guidance.Condition` for
+        DPS box guidance with step ``guidance_scale`` (see that module)."""
+        height, width = resolution_or(self.encoder_resolution, resolution)
+        latents = self.sample_latents(
+            num,
+            steps=steps,
+            generator=generator,
+            use_ema=use_ema,
+            eta=eta,
+            guidance=guidance,
+            guidance_scale=guidance_scale,
+            guidance_normalize=guidance_normalize,
+            progress=progress,
+        )
+        with self.eval_mode():
+            images = self.render(self.decode(latents), (height, width), tile=tile, pad=pad)
+        return images.clamp(-1, 1)
+
+    def predict_step(self, batch: FieldBatch, batch_idx: int) -> Tensor:
+        """As many samples as the batch holds, at ``encoder_resolution`` (batches hold latents)."""
+        generator = step_generator(self._seed(), 3, batch_idx, self.global_rank, device=self.device)
+        return self.sample(batch.batch_size, self.encoder_resolution, generator=generator)

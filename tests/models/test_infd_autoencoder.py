@@ -1,0 +1,152 @@
+"""INFD stage 1: parameter counts vs the paper, training (both optimisers), CLI fit + load, errors."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import lightning.pytorch as pl
+import pytest
+import torch
+
+import rezdiff
+from rezdiff.data import FieldBatch, FieldDataModule, MultiScalePatches, Synthetic
+from rezdiff.models import INFDAutoencoder, NonFiniteLossError
+from rezdiff.models.infd.autoencoder import adaptive_weight, build_for_counting, psnr
+from tests.helpers import REPO
+
+TINY_INFD = REPO / "tests" / "configs" / "tiny_infd.yaml"
+TINY = dict(
+    encoder_resolution=16,
+    base_channels=16,
+    channel_mult=(1, 2, 2),
+    num_res_blocks=1,
+    norm_num_groups=8,
+    num_codes=64,
+    renderer_channels=16,
+    renderer_groups=8,
+    perceptual="lap_l1",
+    disc_channels=8,
+    disc_layers=2,
+    lr=2e-3,
+)
+
+
+def _count(module: torch.nn.Module) -> float:
+    return sum(p.numel() for p in module.parameters()) / 1e6
+
+
+def test_paper_sized_parameter_counts_match_table_1() -> None:
+    model = build_for_counting()
+    rgb_conv = (128 * 3 * 9 + 3) / 1e6  # LDM's decoder ends with it; INFD's does not
+    assert abs(_count(model.decoder) + rgb_conv + _count(model.quantizer) - 33.0) < 0.1
+    assert abs(_count(model.decoder) + _count(model.renderer) - 35.7) < 0.1
+    assert model.latent_size == 64 and model.decoder.out_channels == 128
+    assert model.renderer.receptive_radius == 6
+
+
+def _data() -> FieldDataModule:
+    sampler = MultiScalePatches(patch=16, min_scale=16, max_scale=48, encoder_resolution=16)
+    return FieldDataModule(Synthetic(num_images=6, resolution=48), sampler, batch_size=6, val_fraction=0.0)
+
+
+def test_training_lowers_the_loss_and_steps_both_optimisers(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    model = INFDAutoencoder(**TINY)
+    sampler = MultiScalePatches(patch=16, min_scale=16, max_scale=48, encoder_resolution=16)
+    dataset = Synthetic(num_images=6, resolution=48)
+    fixed = FieldBatch.collate([sampler(dataset, i, torch.Generator().manual_seed(i)) for i in range(6)])
+    with torch.no_grad():
+        before = model.eval().loss(fixed).item()
+    disc_before = [p.detach().clone() for p in model.discriminator.parameters()]
+    trainer = pl.Trainer(
+        max_steps=2 * 25,
+        accelerator="cpu",
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        default_root_dir=tmp_path,
+    )
+    trainer.fit(model.train(), datamodule=_data())
+    assert trainer.global_step == 50  # two optimiser steps per iteration
+    with torch.no_grad():
+        after = model.eval().loss(fixed).item()
+    assert after < 0.7 * before, (before, after)
+    moved = [
+        not torch.equal(a, b) for a, b in zip(disc_before, model.discriminator.parameters(), strict=True)
+    ]
+    assert all(moved)
+    metrics = trainer.callback_metrics
+    assert {"train/l1", "train/perceptual", "train/vq", "train/g", "train/d", "train/d_weight"} <= set(
+        metrics
+    )
+
+
+def test_adaptive_weight_and_psnr() -> None:
+    layer = torch.randn(3, 4, requires_grad=True)
+    rec, gan = 3.0 * layer.sum(), -0.5 * layer.sum()
+    expected = 3.0 * 12**0.5 / (0.5 * 12**0.5 + 1e-4)
+    assert abs(float(adaptive_weight(rec, gan, layer)) - expected) < 1e-5
+    assert float(adaptive_weight(rec, 1e-9 * layer.sum(), layer, max_weight=100.0)) == 100.0
+    target = torch.zeros(1, 3, 4, 4)
+    assert abs(float(psnr(target + 0.2, target)) - 10 * torch.log10(torch.tensor(4 / 0.04))) < 1e-4
+
+
+def test_interface_shapes_and_errors() -> None:
+    model = INFDAutoencoder(**TINY).eval()
+    images = torch.rand(2, 3, 24, 24) * 2 - 1  # not at the encoder resolution: resized
+    z = model.encode(images)
+    assert z.shape == (2, 3, 4, 4)
+    phi = model.decode(z)
+    assert phi.shape == (2, 16, 16, 16)
+    assert model.render(phi, (20, 30), tile=8).shape == (2, 3, 20, 30)
+    assert model.render(phi, 12, box=(-1.0, -1.0, 0.0, 0.0)).shape == (2, 3, 12, 12)
+    assert model.reconstruct(images, 64).shape == (2, 3, 64, 64)
+    with pytest.raises(NotImplementedError, match="stage 2"):
+        model.sample(1, 32)
+    with pytest.raises(ValueError, match="MultiScalePatches"):
+        model.loss(FieldBatch(image=torch.zeros(1, 3, 16, 16)))
+    with pytest.raises(ValueError, match="vgg_weights"):
+        INFDAutoencoder(**{**TINY, "perceptual": "lpips_vgg"})
+    # A checkpoint trained with LPIPS loads and renders without the VGG file; fit without it stops at once.
+    needs_vgg = INFDAutoencoder(
+        **{**TINY, "perceptual": "lpips_vgg", "vgg_weights": "/nonexistent/vgg16.pth"}
+    )
+    assert needs_vgg.reconstruct(images, 32).shape == (2, 3, 32, 32)
+    with pytest.raises(FileNotFoundError, match="lap_l1"):
+        needs_vgg.setup("fit")
+
+
+def test_non_finite_loss_stops_training(tmp_path: Path) -> None:
+    sampler = MultiScalePatches(patch=16, min_scale=16, max_scale=16, encoder_resolution=16)
+
+    class Broken(Synthetic):
+        def render(self, index: int, resolution) -> torch.Tensor:  # type: ignore[override]
+            return super().render(index, resolution) * float("nan")
+
+    data = FieldDataModule(Broken(num_images=4, resolution=16), sampler, batch_size=2, val_fraction=0.0)
+    trainer = pl.Trainer(
+        max_steps=2,
+        accelerator="cpu",
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        default_root_dir=tmp_path,
+    )
+    with pytest.raises(NonFiniteLossError, match="iteration 0"):
+        trainer.fit(INFDAutoencoder(**TINY), datamodule=data)
+
+
+def test_fit_through_the_cli_then_load_and_reconstruct(fit_tiny, tmp_path: Path) -> None:
+    root = tmp_path / "run"
+    fit_tiny(config=TINY_INFD, root=root)
+    model = rezdiff.load(root / "checkpoints" / "last.ckpt")
+    assert isinstance(model, INFDAutoencoder) and not model.training
+    images = Synthetic(num_images=2, resolution=16)
+    batch = torch.stack([images[i] for i in range(2)])
+    out = model.reconstruct(batch, 64)
+    assert out.shape == (2, 3, 64, 64) and torch.isfinite(out).all()
+    assert sorted(p.name for p in (root / "reconstructions").iterdir())  # validation saved reconstructions
+    state = torch.load(root / "checkpoints" / "last.ckpt", weights_only=True)
+    assert len(state["optimizer_states"]) == 2

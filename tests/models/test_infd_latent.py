@@ -1,0 +1,139 @@
+"""INFD stage 2: latent diffusion on a tiny trained stage 1, any-resolution sampling, cache, checkpoints."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+
+import rezdiff
+from rezdiff.cli import main
+from rezdiff.data import FieldBatch, FullGrid, Synthetic
+from rezdiff.metrics import render_scale_consistency
+from rezdiff.models import INFD
+from rezdiff.models.infd import CachedLatents
+from tests.helpers import REPO, loss_before_and_after
+
+TINY_STAGE1 = REPO / "tests" / "configs" / "tiny_infd.yaml"
+TINY_STAGE2 = REPO / "tests" / "configs" / "tiny_infd_latent.yaml"
+# The U-Net part of tests/configs/tiny_infd_latent.yaml (4x4 latents of a 16x16 encoder input).
+TINY = dict(
+    block_out_channels=(16, 32),
+    layers_per_block=1,
+    attention_levels=(1,),
+    attention_head_dim=16,
+    norm_num_groups=8,
+    num_train_steps=100,
+    sample_steps=4,
+)
+
+
+@pytest.fixture(scope="module")
+def stage1(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A stage-1 checkpoint trained for a few iterations with tests/configs/tiny_infd.yaml."""
+    root = tmp_path_factory.mktemp("infd_stage1")
+    main(["fit", "--config", str(TINY_STAGE1), "--trainer.default_root_dir", str(root)])
+    return root / "checkpoints" / "last.ckpt"
+
+
+def _dataset() -> Synthetic:
+    return Synthetic(num_images=12, resolution=48)  # the data of both tiny configs
+
+
+def test_stage2_loss_falls_on_cached_latents(stage1: Path) -> None:
+    torch.manual_seed(0)
+    model = INFD(str(stage1), **TINY, lr=3e-3, ema_decay=0.0)
+    latents = model.encode_dataset(_dataset())
+    assert latents.shape == (12, *model.latent_shape) and torch.isfinite(latents).all()
+    batch = FieldBatch(image=latents[:8])
+    before, after = loss_before_and_after(model, batch, 15)
+    assert after < 0.7 * before, (before, after)
+    # the frozen autoencoder gets no gradient and no optimiser slot
+    assert all(p.grad is None for p in model.autoencoder.parameters())
+    optimised = {id(p) for group in model.configure_optimizers().param_groups for p in group["params"]}
+    assert not optimised & {id(p) for p in model.autoencoder.parameters()}
+
+
+def test_samples_at_1x_and_4x_any_shape_and_tiled_equals_whole(stage1: Path) -> None:
+    model = INFD(str(stage1), **TINY).eval()
+    for resolution, shape in ((None, (2, 3, 16, 16)), (64, (2, 3, 64, 64)), ((24, 40), (2, 3, 24, 40))):
+        images = model.sample(2, resolution, steps=3, generator=torch.Generator().manual_seed(0))
+        assert images.shape == shape and torch.isfinite(images).all() and images.abs().max() <= 1
+    # 64x64 in four 32-px tiles (8 px context, global GroupNorm statistics) == one whole render
+    tiled = model.sample(2, 64, steps=3, tile=32, pad=8, generator=torch.Generator().manual_seed(1))
+    whole = model.sample(2, 64, steps=3, tile=None, generator=torch.Generator().manual_seed(1))
+    torch.testing.assert_close(tiled, whole, rtol=0, atol=2e-5)
+    assert not torch.equal(tiled, model.sample(2, 64, steps=3, generator=torch.Generator().manual_seed(2)))
+
+
+def test_wrong_sampler_is_named() -> None:
+    model = INFD("unused.ckpt", autoencoder_config=_tiny_autoencoder_config(), **TINY)
+    images = FieldBatch.collate([FullGrid(16)(_dataset(), i) for i in range(2)])
+    with pytest.raises(ValueError, match="CachedLatents"):
+        model.loss(images, torch.Generator().manual_seed(0))
+    with pytest.raises(FileNotFoundError, match="stage-1 checkpoint"):
+        INFD(str(REPO / "no_such.ckpt"), **TINY)
+    with pytest.raises(RuntimeError, match="filled by rezdiff.models.INFD"):
+        CachedLatents()(_dataset(), 0)
+
+
+def _tiny_autoencoder_config() -> dict:
+    """Untrained tiny stage 1 (the model part of tests/configs/tiny_infd.yaml), built without a file."""
+    import yaml
+
+    args = yaml.safe_load(TINY_STAGE1.read_text())["model"]["init_args"]
+    return {"class_path": "rezdiff.models.infd.autoencoder.INFDAutoencoder", "init_args": args}
+
+
+def test_cli_fit_caches_latents_and_checkpoint_outlives_stage1_file(stage1: Path, tmp_path: Path) -> None:
+    moved = tmp_path / "stage1.ckpt"
+    shutil.copy(stage1, moved)
+    root = tmp_path / "run"
+    args = ["fit", "--config", str(TINY_STAGE2), "--trainer.default_root_dir", str(root)]
+    cli = main([*args, "--model.init_args.autoencoder_ckpt", str(moved)])
+    [cache] = (root / "latent_cache").glob("infd_latents_*.pt")
+    stored = torch.load(cache, weights_only=True)
+    dataset = cli.datamodule.dataset
+    direct = cli.model.encode_dataset(dataset)
+    torch.testing.assert_close(stored["latents"], direct)
+    assert any("res=64" in p.name for p in (root / "samples").glob("*.png"))
+    # a second run reuses the cache file instead of encoding again
+    stamp = cache.stat().st_mtime_ns
+    main([*args, "--model.init_args.autoencoder_ckpt", str(moved), "--trainer.max_steps", "1"])
+    assert cache.stat().st_mtime_ns == stamp and len(list((root / "latent_cache").iterdir())) == 1
+    # the stage-2 checkpoint rebuilds with rezdiff.load alone, after the stage-1 file is gone
+    moved.unlink()
+    model = rezdiff.load(root / "checkpoints" / "last.ckpt")
+    assert (
+        isinstance(model, INFD) and model.hparams["autoencoder_config"]["init_args"]["perceptual"] == "none"
+    )
+    torch.testing.assert_close(model.encode_dataset(dataset), direct)
+    images = model.sample(2, 64, steps=3, generator=torch.Generator().manual_seed(0))
+    assert images.shape == (2, 3, 64, 64) and torch.isfinite(images).all()
+    written = main(
+        ["sample", "--ckpt", str(root / "checkpoints" / "last.ckpt"), "--resolution", "16", "32"]
+        + ["--num", "1", "--steps", "2", "--out", str(tmp_path / "samples")]
+    )
+    assert sorted(p.name for p in written if p.name.startswith("grid")) == [
+        "grid_16x16.png",
+        "grid_32x32.png",
+    ]
+
+
+def test_scale_consistency_of_trained_stage1_beats_untrained(stage1: Path) -> None:
+    """Paper §5.7 on the tiny stage 1: render at 2R and box-downsample vs render at R (R = 16, 32)."""
+    trained = rezdiff.load(stage1)
+    untrained = type(trained)(**{k: v for k, v in trained.hparams.items() if not k.startswith("_")}).eval()
+    dataset = _dataset()
+    images = torch.stack([dataset.render(i, 16) for i in range(8)])
+    for resolution in (16, 32):
+        figures = {}
+        for name, model in (("trained", trained), ("untrained", untrained)):
+            with torch.no_grad():
+                features = model.decode(model.encode(images))
+            figures[name] = render_scale_consistency(model, features, resolution, tile=None)
+            assert all(torch.isfinite(torch.tensor(v)) for v in figures[name].values())
+        assert figures["trained"]["psnr"] > figures["untrained"]["psnr"] + 1.0, figures
+        assert figures["trained"]["l1"] < figures["untrained"]["l1"], figures

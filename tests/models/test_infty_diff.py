@@ -1,0 +1,211 @@
+"""∞-Diff family: it learns on pixel subsets, samples at 1x and 2x, runs from the CLI; the diffusion
+autoencoder and its latent stage train and reload from their checkpoints alone."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import torch
+
+import rezdiff
+from rezdiff.cli import main
+from rezdiff.data import FieldBatch, FullGrid, RandomPixels, Synthetic
+from rezdiff.models import InftyDiff, InftyDiffLatent
+from tests.helpers import REPO, loss_before_and_after
+
+TINY_CONFIG = REPO / "tests" / "configs" / "tiny_infty_diff.yaml"
+TINY_LATENT_CONFIG = REPO / "tests" / "configs" / "tiny_infty_diff_latent.yaml"
+TINY = dict(
+    train_resolution=16,
+    sparse_width=16,
+    sparse_blocks=1,
+    kernel_size=3,
+    inner_resolution=8,
+    inner_channels=16,
+    inner_multipliers=(1, 2),
+    inner_layers_per_block=1,
+    inner_attention_resolutions=(4,),
+    attention_head_dim=8,
+    norm_num_groups=8,
+    dropout=0.0,
+    num_train_steps=100,
+    sample_steps=4,
+)
+
+
+@pytest.fixture(autouse=True)
+def _single_thread() -> Iterator[None]:
+    """Tiny tensors gain nothing from intra-op threads, and lose a lot on a loaded 2-core machine."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def pixel_batch(num: int, fraction: float = 0.25, resolution: int = 16) -> FieldBatch:
+    dataset, sampler = Synthetic(num_images=num, resolution=resolution), RandomPixels(resolution, fraction)
+    return FieldBatch.collate([sampler(dataset, i, torch.Generator().manual_seed(i)) for i in range(num)])
+
+
+def test_training_lowers_the_loss() -> None:
+    torch.manual_seed(0)
+    model = InftyDiff(**TINY, lr=3e-3, ema_decay=0.0)
+    before, after = loss_before_and_after(model, pixel_batch(16), 40)
+    assert after < 0.6 * before, (before, after)
+
+
+@pytest.mark.parametrize("fraction", [1 / 4, 1 / 8, 1 / 16])
+def test_subsampling_rates_train(fraction: float) -> None:
+    """The paper's rates: the loss is read at exactly the batch's pixels and every parameter gets a
+    gradient, also in the autoencoder (whose encoder draws its own subset of the same size)."""
+    model = InftyDiff(**TINY, latent_dim=8, ema_decay=0.0)
+    batch = pixel_batch(4, fraction)
+    assert batch.index.shape == (4, int(256 * fraction))
+    loss = model.loss(batch, torch.Generator().manual_seed(0))
+    loss.backward()
+    assert torch.isfinite(loss)
+    missing = [n for n, p in model.network.named_parameters() if p.grad is None or not p.grad.abs().sum() > 0]
+    assert not missing, missing
+
+
+def test_sampling_at_one_and_two_times_the_training_resolution() -> None:
+    model = InftyDiff(**TINY)
+    for resolution, shape in ((None, (2, 3, 16, 16)), (32, (2, 3, 32, 32)), ((16, 32), (2, 3, 16, 32))):
+        images = model.sample(2, resolution, generator=torch.Generator().manual_seed(0))
+        assert images.shape == shape and torch.isfinite(images).all() and images.abs().max() <= 1
+    first = model.sample(1, 16, generator=torch.Generator().manual_seed(1), sampler="ddpm", steps=5)
+    again = model.sample(1, 16, generator=torch.Generator().manual_seed(1), sampler="ddpm", steps=5)
+    torch.testing.assert_close(first, again, rtol=0, atol=0)
+    mollified = model.sample(1, 16, generator=torch.Generator().manual_seed(1), deblur=False, eta=1.0)
+    assert mollified.shape == (1, 3, 16, 16) and model.training
+
+
+def test_kernel_scale_and_mollifier_follow_the_resolution(monkeypatch: pytest.MonkeyPatch) -> None:
+    """At R = 2 R0 the network gets kernel_scale 2 and every pixel; the blur is 2 pixels wide there."""
+    model = InftyDiff(**TINY, ema_decay=0.0)
+    seen = []
+    forward = model.network.denoiser.forward
+
+    def spy(x, index, resolution, t, z=None, kernel_scale=1.0):  # type: ignore[no-untyped-def]
+        seen.append((tuple(resolution), index.shape[1], kernel_scale))
+        return forward(x, index, resolution, t, z, kernel_scale=kernel_scale)
+
+    monkeypatch.setattr(model.network.denoiser, "forward", spy)
+    model.sample(1, 32, steps=2, use_ema=False)
+    assert seen == [((32, 32), 1024, 2.0)] * 2
+    mollifier, factor = model.process_at(64)
+    assert factor == 4.0 and mollifier.std == 4.0
+
+
+def test_autoencoder_trains_and_encodes_deterministically() -> None:
+    torch.manual_seed(0)
+    model = InftyDiff(**TINY, latent_dim=8, lr=3e-3, ema_decay=0.0)
+    with pytest.raises(ValueError, match="pass z"):
+        model.sample(2, 16)
+    before, after = loss_before_and_after(model, pixel_batch(16), 30)
+    assert after < 0.7 * before, (before, after)
+    images = pixel_batch(3).image
+    z = model.encode(images)
+    torch.testing.assert_close(z, model.encode(images), rtol=0, atol=0)
+    assert z.shape == (3, 8) and model.encode(torch.nn.functional.interpolate(images, 32)).shape == (3, 8)
+    out = model.sample(3, 32, z=z, steps=2, generator=torch.Generator().manual_seed(0))
+    assert out.shape == (3, 3, 32, 32) and out.abs().max() <= 1
+    # after training steps the sample grids show reconstructions of the last training images
+    assert model.sample(20, 16, steps=2).shape == (20, 3, 16, 16)
+
+
+def test_clear_errors() -> None:
+    model = InftyDiff(**TINY)
+    full = FieldBatch.collate([FullGrid(16)(Synthetic(num_images=2, resolution=16), i) for i in range(2)])
+    with pytest.raises(ValueError, match="RandomPixels"):
+        model.loss(full, torch.Generator())
+    with pytest.raises(ValueError, match="train_resolution=16"):
+        model.loss(pixel_batch(2, resolution=32), torch.Generator())
+    with pytest.raises(ValueError, match="sampler"):
+        model.sample(1, 16, sampler="euler")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="sampler"):
+        InftyDiff(**TINY, sampler="euler")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="unconditional"):
+        model.sample(1, 16, z=torch.zeros(1, 8))
+    with pytest.raises(ValueError, match="encode\\(\\) needs"):
+        model.encode(torch.zeros(1, 3, 16, 16))
+    with pytest.raises(ValueError, match="z must be"):
+        InftyDiff(**TINY, latent_dim=8).sample(1, 16, z=torch.zeros(1, 5))
+    with pytest.raises(ValueError, match="positive"):
+        model.sample(1, 0)
+
+
+def test_cli_fit_then_load_and_sample(tmp_path: Path, fit_tiny) -> None:
+    fit_tiny(config=TINY_CONFIG)
+    root = tmp_path / "run"
+    ckpt = root / "checkpoints" / "last.ckpt"
+    grids = sorted(p.name for p in (root / "samples").glob("*.png"))
+    assert any("res=16" in name for name in grids) and any("res=32" in name for name in grids)
+    model = rezdiff.load(ckpt)
+    assert isinstance(model, InftyDiff) and model.ema is not None and model.ema.num_updates > 0
+    images = model.sample(2, 32, steps=3, generator=torch.Generator().manual_seed(0))
+    assert images.shape == (2, 3, 32, 32) and images.abs().max() <= 1
+    written = main(
+        ["sample", "--ckpt", str(ckpt), "--resolution", "16", "32", "--num", "2", "--steps", "2"]
+        + ["--out", str(tmp_path / "samples"), "--device", "cpu"]
+    )
+    assert len(written) == 6 and all(p.is_file() for p in written)
+
+
+def test_latent_stage_trains_from_a_stage1_checkpoint_and_loads_alone(tmp_path: Path, fit_tiny) -> None:
+    fit_tiny("--model.init_args.latent_dim", "8", config=TINY_CONFIG, root=tmp_path / "stage1")
+    stage1 = tmp_path / "stage1" / "checkpoints" / "last.ckpt"
+    fit_tiny(
+        "--model.init_args.stage1_ckpt", str(stage1), config=TINY_LATENT_CONFIG, root=tmp_path / "stage2"
+    )
+    assert any((tmp_path / "stage2" / "samples").glob("*res=32.png"))
+    ckpt = tmp_path / "stage2" / "checkpoints" / "last.ckpt"
+    reference = rezdiff.load(stage1)
+    stage1.unlink()  # the latent checkpoint carries stage 1 itself
+    model = rezdiff.load(ckpt)
+    assert isinstance(model, InftyDiffLatent) and int(model.latent_count) == 2 * 32  # train split + flips
+    assert not any(p.requires_grad for p in model.stage1.parameters())
+    torch.testing.assert_close(  # stage 1 inside is stage 1's EMA
+        dict(model.stage1.network.named_parameters())["denoiser.linear_out.weight"],
+        dict(reference.ema.module.named_parameters())["denoiser.linear_out.weight"],
+    )
+    images = model.sample(2, 32, steps=2, latent_steps=3, generator=torch.Generator().manual_seed(0))
+    assert images.shape == (2, 3, 32, 32) and images.abs().max() <= 1
+    # statistics standardise the codes; the latent loss falls on standardised codes
+    codes = model.standardize(model.encode(pixel_batch(32).image))
+    assert codes.mean(0).abs().mean() < 0.5 and 0.5 < float(codes.std(0).mean()) < 1.5
+    torch.manual_seed(0)
+    fresh = InftyDiffLatent(
+        str(ckpt), stage1=model.hparams["stage1"], hidden_dim=32, num_layers=3, lr=2e-3, ema_decay=0.0
+    )
+    kept = {k: v for k, v in model.state_dict().items() if not k.startswith(("network", "ema"))}
+    fresh.load_state_dict(kept, strict=False)
+    before, after = loss_before_and_after(fresh, pixel_batch(16), 40)
+    assert after < 0.8 * before, (before, after)
+
+
+def test_latent_stage_rejects_an_unconditional_stage1(tmp_path: Path, fit_tiny) -> None:
+    fit_tiny("--trainer.max_epochs", "1", config=TINY_CONFIG)
+    with pytest.raises(ValueError, match="diffusion autoencoder"):
+        InftyDiffLatent(str(tmp_path / "run" / "checkpoints" / "last.ckpt"))
+
+
+def test_quasi_monte_carlo_pixels_are_stratified_and_train() -> None:
+    """RandomPixels(points="sobol") (Table 2 ablation): distinct sorted pixels, exactly 4 in every 4x4 block
+    of a 32x32 grid at 1/4 (uniform draws are not), any count on other grids, and the model trains on them."""
+    dataset = Synthetic(num_images=4, resolution=32)
+    blocks = {}
+    for points in ("uniform", "sobol"):
+        index = RandomPixels(32, 0.25, points=points)(dataset, 0, torch.Generator().manual_seed(3)).index
+        assert index.unique().numel() == 256 and torch.equal(index.sort().values, index)
+        blocks[points] = torch.bincount((index // 32 // 4) * 8 + index % 32 // 4, minlength=64)
+    assert bool((blocks["sobol"] == 4).all()) and not bool((blocks["uniform"] == 4).all())
+    odd = RandomPixels((30, 20), 0.3, points="sobol")(Synthetic(num_images=1, resolution=30), 0)
+    assert odd.index.unique().numel() == 180
+    with pytest.raises(ValueError, match="sobol"):
+        RandomPixels(16, 0.25, points="halton")  # type: ignore[arg-type]
+    sampler = RandomPixels(16, 0.25, points="sobol")
+    batch = FieldBatch.collate([sampler(Synthetic(num_images=4, resolution=16), i) for i in range(4)])
+    assert torch.isfinite(InftyDiff(**TINY).loss(batch, torch.Generator().manual_seed(0)))
