@@ -32,6 +32,25 @@ TINY_UNET = dict(
 )
 
 
+# The smallest ∞-Diff settings the model and inverse tests share (16², one sparse block, 8² inner grid).
+TINY_INFTY_DIFF = dict(
+    train_resolution=16,
+    sparse_width=16,
+    sparse_blocks=1,
+    kernel_size=3,
+    inner_resolution=8,
+    inner_channels=16,
+    inner_multipliers=(1, 2),
+    inner_layers_per_block=1,
+    inner_attention_resolutions=(4,),
+    attention_head_dim=8,
+    norm_num_groups=8,
+    dropout=0.0,
+    num_train_steps=100,
+    sample_steps=4,
+)
+
+
 def synthetic_batch(num: int, resolution: int = 16) -> FieldBatch:
     """``num`` built-in synthetic images at ``resolution``, as one FullGrid batch."""
     dataset, sampler = Synthetic(num_images=num, resolution=resolution), FullGrid(resolution)

@@ -3,8 +3,6 @@ model-level inpainting and super-resolution on a tiny network."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
 import torch
 from torch import Tensor
@@ -15,6 +13,7 @@ from rezdiff.core.schedules import timestep_subsequence
 from rezdiff.inverse import inpaint, super_resolve
 from rezdiff.inverse.infty_diff import blurred_known, guided_inpaint_sample
 from rezdiff.models import InftyDiff
+from tests.helpers import TINY_INFTY_DIFF
 
 AB = alphas_cumprod(cosine_betas(1000))
 S = 16
@@ -145,27 +144,5 @@ def test_inpaint_and_super_resolve_with_a_tiny_model() -> None:
     )
 
 
-TINY = dict(
-    train_resolution=16,
-    sparse_width=16,
-    sparse_blocks=1,
-    kernel_size=3,
-    inner_resolution=8,
-    inner_channels=16,
-    inner_multipliers=(1, 2),
-    inner_layers_per_block=1,
-    inner_attention_resolutions=(4,),
-    attention_head_dim=8,
-    norm_num_groups=8,
-    dropout=0.0,
-    num_train_steps=100,
-    sample_steps=4,
-)
-
-
-@pytest.fixture(autouse=True)
-def _single_thread() -> Iterator[None]:
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+TINY = TINY_INFTY_DIFF
+pytestmark = pytest.mark.usefixtures("single_thread")

@@ -3,7 +3,6 @@ autoencoder and its latent stage train and reload from their checkpoints alone."
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -13,35 +12,12 @@ import rezdiff
 from rezdiff.cli import main
 from rezdiff.data import FieldBatch, FullGrid, RandomPixels, Synthetic
 from rezdiff.models import InftyDiff, InftyDiffLatent
-from tests.helpers import REPO, loss_before_and_after
+from tests.helpers import REPO, TINY_INFTY_DIFF, loss_before_and_after
 
 TINY_CONFIG = REPO / "tests" / "configs" / "tiny_infty_diff.yaml"
 TINY_LATENT_CONFIG = REPO / "tests" / "configs" / "tiny_infty_diff_latent.yaml"
-TINY = dict(
-    train_resolution=16,
-    sparse_width=16,
-    sparse_blocks=1,
-    kernel_size=3,
-    inner_resolution=8,
-    inner_channels=16,
-    inner_multipliers=(1, 2),
-    inner_layers_per_block=1,
-    inner_attention_resolutions=(4,),
-    attention_head_dim=8,
-    norm_num_groups=8,
-    dropout=0.0,
-    num_train_steps=100,
-    sample_steps=4,
-)
-
-
-@pytest.fixture(autouse=True)
-def _single_thread() -> Iterator[None]:
-    """Tiny tensors gain nothing from intra-op threads, and lose a lot on a loaded 2-core machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+TINY = TINY_INFTY_DIFF
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 
 def pixel_batch(num: int, fraction: float = 0.25, resolution: int = 16) -> FieldBatch:
