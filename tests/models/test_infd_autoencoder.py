@@ -10,8 +10,9 @@ import torch
 
 import rezdiff
 from rezdiff.data import FieldBatch, FieldDataModule, MultiScalePatches, Synthetic
+from rezdiff.metrics.reconstruction import psnr
 from rezdiff.models import INFDAutoencoder, NonFiniteLossError
-from rezdiff.models.infd.autoencoder import adaptive_weight, build_for_counting, psnr
+from rezdiff.models.infd.autoencoder import adaptive_weight, build_for_counting
 from tests.helpers import REPO
 
 TINY_INFD = REPO / "tests" / "configs" / "tiny_infd.yaml"

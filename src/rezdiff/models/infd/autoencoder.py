@@ -20,6 +20,7 @@ from torch import Tensor, nn
 from rezdiff.data.batch import FieldBatch
 from rezdiff.data.coords import Resolution, as_hw
 from rezdiff.data.images import make_grid, resize, save_image
+from rezdiff.metrics.reconstruction import psnr
 from rezdiff.models.base import DiffusionModule, NonFiniteLossError
 from rezdiff.nn.autoencoder import FeatureDecoder, LatentEncoder, VectorQuantizer, perplexity
 from rezdiff.nn.clif import CLIF, Box, LIIFRenderer, NormMode, Renderer, render_field
@@ -37,12 +38,6 @@ def adaptive_weight(rec_loss: Tensor, gan_loss: Tensor, layer: Tensor, max_weigh
     rec_grad = torch.autograd.grad(rec_loss, layer, retain_graph=True)[0]
     gan_grad = torch.autograd.grad(gan_loss, layer, retain_graph=True)[0]
     return (rec_grad.norm() / (gan_grad.norm() + 1e-4)).clamp(0.0, max_weight).detach()
-
-
-def psnr(prediction: Tensor, target: Tensor) -> Tensor:
-    """Per-image PSNR in dB of images in ``[-1, 1]`` (peak-to-peak 2), ``[B]``."""
-    mse = (prediction.clamp(-1, 1) - target).square().flatten(1).mean(1)
-    return 10 * torch.log10(4.0 / mse.clamp(min=1e-10))
 
 
 class INFDAutoencoder(DiffusionModule):
@@ -313,7 +308,7 @@ class INFDAutoencoder(DiffusionModule):
         size = batch.batch_size
         self.log(f"{stage}/loss", loss, prog_bar=stage == "val", sync_dist=True, batch_size=size)
         self.log(f"{stage}/l1", terms["l1"], sync_dist=True, batch_size=size)
-        self.log(f"{stage}/psnr", psnr(prediction, batch.image).mean(), sync_dist=True, batch_size=size)
+        self.log(f"{stage}/psnr", psnr(prediction.clamp(-1, 1), batch.image), sync_dist=True, batch_size=size)
         if stage == "val" and batch_idx == 0 and batch.cond is not None:
             self._val_images = batch.cond[: self.val_render_num].detach()
         return loss
@@ -352,4 +347,4 @@ def build_for_counting(**overrides: Any) -> INFDAutoencoder:
         return INFDAutoencoder(**{"perceptual": "none", **overrides})
 
 
-__all__ = ["INFDAutoencoder", "adaptive_weight", "build_for_counting", "hinge_d_loss", "psnr"]
+__all__ = ["INFDAutoencoder", "adaptive_weight", "build_for_counting", "hinge_d_loss"]
