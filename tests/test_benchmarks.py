@@ -51,3 +51,18 @@ def test_dvdp_benchmarks_record_complete_results(tmp_path: Path) -> None:
         + ["--sample-steps", "2", "--out", str(tmp_path)]
     )
     assert [(row["T1"], row["process"]) for row in sweep["rows"]] == [(500, "dvdp"), (500, "subspace")]
+
+
+def test_peak_memory_counts_live_storages_once() -> None:
+    import torch
+
+    PeakMemory = load_script("common").PeakMemory
+    x = torch.zeros(1000, 250)  # 1 MB, made outside: not counted
+    with PeakMemory() as tracker:
+        y = x + 1
+        z = y * 2  # 2 MB alive
+        del y
+        view = z.view(-1)  # a view shares z's storage
+        z.add_(1)  # in place: no new storage
+        w = z * 3  # y was freed: still 2 MB
+    assert tracker.peak == 2 * x.nbytes and view.numel() == w.numel()
