@@ -1,4 +1,4 @@
-"""What every benchmark records and how it measures: device, versions, a synchronised timer, peak memory, the JSON file."""
+"""What every benchmark records and how it measures: device, versions, timer, peak memory, JSON file."""
 
 from __future__ import annotations
 
