@@ -10,7 +10,6 @@ reference features.
 
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 from typing import Any
@@ -23,6 +22,7 @@ from rezdiff.callbacks.checkpoint import AtomicCheckpoints
 from rezdiff.data.datamodule import FieldDataModule
 from rezdiff.evaluation import Evaluate
 from rezdiff.models.base import DiffusionModule
+from rezdiff.sample import sample_main
 
 LIGHTNING_COMMANDS = ("fit", "validate", "test", "predict")
 HELP = """usage: rezdiff <command> [options]
@@ -35,8 +35,10 @@ commands:
   test       test-set loss and the `evaluate:` metrics (FID, KID, SWD, ... at each resolution) of a
              checkpoint, written to <run>/metrics.json:  rezdiff test --config CFG --ckpt_path CKPT
   predict    generate samples for the predict set: rezdiff predict --config CFG --ckpt_path CKPT
-  sample     write samples of any checkpoint at several resolutions:
+  sample     write samples of any checkpoint at several resolutions, or solve an inverse problem:
              rezdiff sample --ckpt run/checkpoints/last.ckpt --resolution 64 128 --num 16 --out samples/
+             (∞-Diff: --inpaint IMAGE --hole=X0,Y0,X1,Y1 | --mask IMAGE; --super-resolve IMAGE;
+              INFD: --guide box=X0,Y0,X1,Y1,loss=color,mean=R,G,B --guidance-scale 20)
   stats      compute and cache the reference features `evaluate:` needs:  rezdiff stats --config CFG
   sweep      fit + test a grid of runs, one results table and plot:
              rezdiff sweep configs/sweeps/families_quickstart.yaml [--print-commands]
@@ -91,71 +93,6 @@ def lightning_main(args: list[str] | None) -> RezdiffCLI:
         save_config_kwargs={"overwrite": True},
         args=args,
     )
-
-
-def _resolution(text: str) -> int | tuple[int, int]:
-    if "x" in text:
-        height, width = text.lower().split("x")
-        return int(height), int(width)
-    return int(text)
-
-
-def sample_main(args: list[str]) -> list[Path]:
-    """``rezdiff sample``: one PNG per sample per resolution and one grid per resolution."""
-    parser = argparse.ArgumentParser(prog="rezdiff sample", description="Sample any rezdiff checkpoint.")
-    parser.add_argument("--ckpt", required=True, help="checkpoint written by `rezdiff fit`")
-    parser.add_argument(
-        "--resolution",
-        type=_resolution,
-        nargs="+",
-        default=None,
-        help="one or more sizes, e.g. 64 128 or 48x64 (default: the training size)",
-    )
-    parser.add_argument("--num", type=int, default=16, help="samples per resolution")
-    parser.add_argument("--steps", type=int, default=None, help="sampler steps (default: the model's)")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--batch-size", type=int, default=16)
-    parser.add_argument("--out", default="samples", help="output folder")
-    parser.add_argument("--device", default="auto", help="cpu, cuda, cuda:1, ... (auto: cuda if present)")
-    parser.add_argument("--no-ema", action="store_true", help="sample with the raw weights, not the EMA")
-    options = parser.parse_args(args)
-
-    import torch
-    from tqdm.auto import tqdm
-
-    from rezdiff.data.images import save_image
-    from rezdiff.loading import load
-
-    device = ("cuda" if torch.cuda.is_available() else "cpu") if options.device == "auto" else options.device
-    model = load(options.ckpt, map_location=device)
-    out = Path(options.out)
-    written: list[Path] = []
-    resolutions = options.resolution or [None]
-    with tqdm(total=options.num * len(resolutions), desc="sampling", unit="img") as progress:
-        for resolution in resolutions:
-            generator = torch.Generator(device=device).manual_seed(options.seed)
-            batches = []
-            for start in range(0, options.num, options.batch_size):
-                count = min(options.batch_size, options.num - start)
-                batches.append(
-                    model.sample(
-                        count,
-                        resolution,
-                        steps=options.steps,
-                        generator=generator,
-                        use_ema=not options.no_ema,
-                    ).cpu()
-                )
-                progress.update(count)
-            images = torch.cat(batches)
-            tag = f"{images.shape[-2]}x{images.shape[-1]}"
-            for i, image in enumerate(images):
-                written.append(out / tag / f"sample_{i:05d}.png")
-                save_image(image, written[-1])
-            written.append(out / f"grid_{tag}.png")
-            save_image(images, written[-1])
-    print(f"wrote {options.num} samples per resolution and {len(resolutions)} grid(s) to {out}")
-    return written
 
 
 def stats_main(args: list[str]) -> list[Path]:

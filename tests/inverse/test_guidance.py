@@ -214,3 +214,66 @@ def test_infd_colour_guidance_moves_the_box_and_null_guidance_changes_nothing() 
     null = [Condition(box, 8, lambda patch: torch.zeros(patch.shape[0]))]
     unchanged = model.sample(4, 32, generator=torch.Generator().manual_seed(0), guidance=null, **options)
     torch.testing.assert_close(unchanged, plain, rtol=0, atol=1e-6)
+
+
+def test_guide_specs_parse_into_conditions(tmp_path) -> None:
+    from rezdiff.data.images import save_image
+    from rezdiff.inverse.guidance import parse_condition
+
+    red = parse_condition("box=-1,-1,0,0,res=16x8,weight=2,loss=color,mean=1,-1,-1,std=0.1,0.1,0.1")
+    assert red.box == Box(-1, -1, 0, 0) and red.resolution == (16, 8) and red.weight == 2
+    patch = torch.zeros(2, 3, 16, 8)
+    expected = torch.tensor([1.0 + 1 + 1 + 3 * 0.01] * 2)
+    torch.testing.assert_close(red.loss(patch), expected)
+    save_image(torch.ones(3, 4, 6) * torch.tensor([1.0, -1.0, -1.0])[:, None, None], tmp_path / "ref.png")
+    reference = parse_condition(f"box=0,0,1,1,loss=ref,image={tmp_path / 'ref.png'}")
+    assert reference.resolution == (4, 6) and reference.weight == 1.0
+    assert float(reference.loss(torch.ones(1, 3, 8, 12) * torch.tensor([1.0, -1, -1])[:, None, None])) < 1e-4
+    for bad, message in [
+        ("box=0,0,1", "needs box"),
+        ("box=0,0,1,1,loss=color", "needs mean"),
+        ("box=0,0,1,1,loss=color,mean=1,1", "3 values"),
+        ("box=0,0,1,1,loss=clip", "'color' or 'ref'"),
+        ("box=0,0,1,1,loss=ref", "image=PATH"),
+        ("box=0,0,1,1,colour=1,loss=color,mean=1,1,1", "unknown field"),
+        ("box=1,1,0,0,loss=color,mean=1,1,1", "x0 < x1"),
+        ("1,box=0,0,1,1", "key=value"),
+    ]:
+        with pytest.raises(ValueError, match=message):
+            parse_condition(bad)
+
+
+def test_sample_command_guides_boxes_from_the_command_line(tmp_path) -> None:
+    """``rezdiff sample --guide``: a colour box and a reference box, each pulled toward its target."""
+    from rezdiff.cli import main
+    from rezdiff.data.images import load_image, save_image
+
+    config = {"class_path": f"{__name__}.SmoothField", "init_args": {}}
+    torch.manual_seed(0)
+    model = INFD("unused.ckpt", autoencoder_config=config, **TINY_UNET)
+    checkpoint: dict = {"state_dict": model.state_dict(), "hyper_parameters": dict(model.hparams)}
+    model.on_save_checkpoint(checkpoint)
+    torch.save(checkpoint, tmp_path / "smooth.ckpt")
+    checker = torch.linspace(-1, 1, 4)[None, :, None].expand(3, 4, 4).contiguous()  # a vertical ramp
+    save_image(checker, tmp_path / "ramp.png")
+    guides = [
+        "--guide", "box=0,-1,1,0,res=8,loss=color,mean=1,-1,-1",  # top-right quarter: red
+        "--guide", f"box=-1,0,0,1,res=8,loss=ref,image={tmp_path / 'ramp.png'}",  # bottom-left: the ramp
+    ]  # fmt: skip
+    common = ["sample", "--ckpt", str(tmp_path / "smooth.ckpt"), "--resolution", "32", "--num", "4"]
+    common += ["--steps", "8", "--out"]
+    plain = main([*common, str(tmp_path / "plain")])
+    guided = main([*common, str(tmp_path / "guided"), *guides, "--guidance-scale", "2"])
+    assert [p.name for p in guided] == [p.name for p in plain]
+
+    def errors(paths: list) -> tuple[float, float]:
+        images = torch.stack([load_image(p) for p in paths if p.parent.name == "32x32"])
+        colour = ColorLoss((1.0, -1.0, -1.0))(images[..., :16, 16:]).mean()
+        ramp = ReferenceLoss(load_image(tmp_path / "ramp.png"))(images[..., 16:, :16]).mean()
+        return float(colour), float(ramp)
+
+    (colour_plain, ramp_plain), (colour_guided, ramp_guided) = errors(plain), errors(guided)
+    assert colour_guided < 0.4 * colour_plain and ramp_guided < 0.4 * ramp_plain, (
+        (colour_plain, ramp_plain),
+        (colour_guided, ramp_guided),
+    )

@@ -42,6 +42,7 @@ __all__ = [
     "conditions_loss",
     "dps_ddim_sample",
     "guided_sample",
+    "parse_condition",
 ]
 
 # A loss of a rendered patch [B, C, h, w] -> per-sample values [B] (a scalar is broadcast to the batch).
@@ -208,3 +209,70 @@ def guided_sample(
     if sample is None or "guidance" not in inspect.signature(sample).parameters:
         raise TypeError(f"{type(model).__name__} does not support box guidance (no sample(..., guidance=))")
     return sample(num, resolution, guidance=list(conditions), **sample_options)
+
+
+def _spec_fields(spec: str) -> dict[str, list[str]]:
+    """``"box=-1,-1,0,0,res=32,loss=color,mean=1,-1,-1"`` -> ``{"box": [...], "res": ["32"], ...}``: a
+    token with ``=`` starts a key, tokens without one extend the last key's list of values."""
+    fields: dict[str, list[str]] = {}
+    key = None
+    for token in (part.strip() for part in spec.split(",")):
+        if "=" in token:
+            key, value = (piece.strip() for piece in token.split("=", 1))
+            if key in fields:
+                raise ValueError(f"guide spec {spec!r}: {key!r} is given twice")
+            fields[key] = [value] if value else []
+        elif key is None or not token:
+            raise ValueError(f"guide spec {spec!r}: expected key=value, got {token!r}")
+        else:
+            fields[key].append(token)
+    return fields
+
+
+def parse_condition(spec: str, channels: int = 3) -> Condition:
+    """A :class:`Condition` from the text of ``rezdiff sample --guide``::
+
+        box=X0,Y0,X1,Y1[,res=R|HxW][,weight=W],loss=color,mean=V1,...[,std=V1,...]
+        box=X0,Y0,X1,Y1[,res=R|HxW][,weight=W],loss=ref,image=PATH
+
+    The box is in whole-image ``[-1, 1]`` coordinates (x = column, y = row); ``res`` is the size the box is
+    rendered at (default 32, or the reference's size); colour targets are in ``[-1, 1]`` per channel; the
+    reference image is read at its own size (``load_image``) and compared with the area-downsampled box.
+    """
+    fields = _spec_fields(spec)
+    unknown = set(fields) - {"box", "res", "weight", "loss", "mean", "std", "image"}
+    if unknown:
+        raise ValueError(f"guide spec {spec!r}: unknown field(s) {sorted(unknown)}")
+    try:
+        box = Box(*(float(v) for v in fields["box"])) if len(fields.get("box", [])) == 4 else None
+        weight = float(fields.get("weight", ["1"])[0])
+        res = fields.get("res", [])
+        resolution: Resolution | None = None
+        if res:
+            text = res[0].lower()
+            resolution = tuple(int(v) for v in text.split("x")) if "x" in text else int(text)  # type: ignore[assignment]
+    except (TypeError, ValueError) as error:
+        raise ValueError(f"guide spec {spec!r}: {error}") from error
+    if box is None:
+        raise ValueError(f"guide spec {spec!r}: needs box=X0,Y0,X1,Y1 (four numbers in [-1, 1])")
+    kind = fields.get("loss", [""])[0]
+    loss: GuidanceLoss
+    if kind == "color":
+        if "mean" not in fields:
+            raise ValueError(f"guide spec {spec!r}: loss=color needs mean=... (one value per channel)")
+        loss = ColorLoss(
+            [float(v) for v in fields["mean"]], [float(v) for v in fields["std"]] if "std" in fields else None
+        )
+        if len(fields["mean"]) != channels:
+            raise ValueError(f"guide spec {spec!r}: mean needs {channels} values (one per channel)")
+    elif kind == "ref":
+        if not fields.get("image"):
+            raise ValueError(f"guide spec {spec!r}: loss=ref needs image=PATH")
+        from rezdiff.data.images import load_image
+
+        reference = load_image(fields["image"][0], channels=channels)  # type: ignore[arg-type]
+        loss = ReferenceLoss(reference)
+        resolution = resolution or tuple(reference.shape[-2:])  # type: ignore[assignment]
+    else:
+        raise ValueError(f"guide spec {spec!r}: loss must be 'color' or 'ref', got {kind!r}")
+    return Condition(box, resolution or 32, loss, weight)
