@@ -107,3 +107,25 @@ def test_datamodule_batches() -> None:
     batch = next(iter(data.train_dataloader()))
     assert batch.image.shape == (3, 3, 8, 8) and batch.cond.shape == (3, 3, 16, 16)
     assert batch.coords.shape == (3, 64, 2) and batch.cell.shape == (3, 64, 2)
+
+
+def test_balanced_draws_stay_in_the_training_split() -> None:
+    dataset = Sizes([8] * 16 + [32] * 4)  # images 16..19 are high resolution
+    sampler = MultiScalePatches(
+        patch=8,
+        min_scale=8,
+        max_scale=32,
+        encoder_resolution=8,
+        p_max=1.0,
+        high_res_min_size=24,
+        high_res_prob=1.0,
+    )
+    data = FieldDataModule(dataset, sampler, batch_size=1, val_fraction=0.25)
+    train, val = data.split()
+    train_high = [i for i in train if i >= 16]
+    assert 0 < len(train_high) < 4, "the split should put some high-resolution images in validation"
+    served = data.train_dataloader().dataset.sampler
+    assert served.high_res_pool(dataset) == train_high and sampler.high_res_pool(dataset) == [16, 17, 18, 19]
+    torch.manual_seed(0)
+    assert all(_scale(served(dataset, 0)) == 32 for _ in range(20))  # always replaced, drawn at 32
+    assert data.val_dataloader().dataset.sampler.high_res_pool(dataset) == [i for i in val if i >= 16]

@@ -26,7 +26,7 @@ class SampledDataset(Dataset[FieldBatch]):
     ) -> None:
         self.dataset = dataset
         self.indices = [int(i) for i in indices]
-        self.sampler = sampler
+        self.sampler = sampler.restricted_to(self.indices)
         self.seed = seed
 
     def __len__(self) -> int:

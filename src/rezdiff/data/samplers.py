@@ -8,8 +8,10 @@ a ``torch.Generator`` makes the example deterministic (validation).
 
 from __future__ import annotations
 
+import copy
 import math
 from abc import ABC, abstractmethod
+from collections.abc import Sequence
 from typing import Literal
 
 import torch
@@ -27,6 +29,11 @@ class FieldSampler(ABC):
     def __call__(
         self, dataset: FieldDataset, index: int, generator: torch.Generator | None = None
     ) -> FieldBatch: ...
+
+    def restricted_to(self, indices: Sequence[int]) -> FieldSampler:
+        """This sampler for a split that holds only ``indices`` of the data set: itself unless it draws
+        images of its own (see :class:`MultiScalePatches`), so that a split never reads another's images."""
+        return self
 
 
 class FullGrid(FieldSampler):
@@ -176,9 +183,9 @@ class MultiScalePatches(FieldSampler):
     Balanced mixed-resolution training (INFD §5.3): with ``high_res_min_size`` set, a training draw
     (``generator=None``) is replaced, with probability ``high_res_prob``, by a uniformly drawn image whose
     native ``min(H, W) >= high_res_min_size``; the subset is found once per process from
-    ``dataset.native_size``. The sampler cannot see the train/validation split, so high-resolution images
-    of the validation split can be drawn as well: such configs use ``val_fraction: 0`` (or a separate
-    validation run). Validation draws (with a generator) are never replaced.
+    ``dataset.native_size`` among the images of the split served: ``FieldDataModule`` hands each split
+    :meth:`restricted_to` its indices, so a training draw never lands on a validation image. Validation
+    draws (with a generator) are never replaced.
     """
 
     def __init__(
@@ -208,6 +215,7 @@ class MultiScalePatches(FieldSampler):
         self.p_max = float(p_max)
         self.high_res_min_size = high_res_min_size
         self.high_res_prob = float(high_res_prob)
+        self._candidates: list[int] | None = None  # the split it serves (None: the whole data set)
         self._pool: tuple[int, list[int]] | None = None
 
     def scale_range(self, native: int) -> tuple[int, int]:
@@ -215,11 +223,21 @@ class MultiScalePatches(FieldSampler):
         highest = max(self.patch, min(native, self.max_scale))
         return min(max(self.min_scale, self.patch), highest), highest
 
+    def restricted_to(self, indices: Sequence[int]) -> MultiScalePatches:
+        """A copy whose balanced draws come from ``indices`` only (the training split)."""
+        if self.high_res_min_size is None:
+            return self
+        view = copy.copy(self)
+        view._candidates, view._pool = sorted(int(i) for i in indices), None
+        return view
+
     def high_res_pool(self, dataset: FieldDataset) -> list[int]:
-        """Indices of the images with native ``min(H, W) >= high_res_min_size`` (cached per dataset)."""
+        """Indices (within the split served, see :meth:`restricted_to`) of the images with native
+        ``min(H, W) >= high_res_min_size``, cached per data set."""
         if self._pool is None or self._pool[0] != id(dataset):
             threshold = self.high_res_min_size or 0
-            pool = [i for i in range(len(dataset)) if min(dataset.native_size(i)) >= threshold]
+            candidates = range(len(dataset)) if self._candidates is None else self._candidates
+            pool = [i for i in candidates if min(dataset.native_size(i)) >= threshold]
             self._pool = (id(dataset), pool)
         return self._pool[1]
 
