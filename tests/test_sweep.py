@@ -146,6 +146,32 @@ def test_print_commands_emits_one_line_per_unfinished_run(
         assert "--seed_everything" in fit
 
 
+def test_prepare_stage_is_fitted_once_first_and_its_checkpoint_substituted(
+    tmp_path: Path, stub_python: str
+) -> None:
+    out = tmp_path / "sweep"
+    spec = {
+        "configs": [str(TINY_DDPM)],
+        "prepare": {"stage1": [str(TINY_DDPM), {"model.init_args.lr": 0.25}]},
+        "config": {"stage1_ckpt": "${prepare.stage1}", "model.init_args.lr": {"grid": [0.5, 2.0]}},
+    }
+    file = write(tmp_path / "s.yaml", spec)
+    commands = main(["sweep", str(file), "--out", str(out), "--print-commands"])
+    assert len(commands) == 3 and " fit " in commands[0] and "_prepare/stage1" in commands[0]
+    assert " test " not in commands[0]
+    rows = main(["sweep", str(file), "--out", str(out), "--python", stub_python])
+    assert [row["status"] for row in rows] == ["done", "done"] and len(rows) == 2  # the stage is no row
+    assert (out / "_prepare" / "calls.txt").read_text().splitlines() == ["fit stage1"]
+    checkpoint = out / "_prepare" / "stage1" / "checkpoints" / "last.ckpt"
+    assert checkpoint.is_file()
+    fragment = yaml.safe_load((out / "lr=0.5,seed=0" / "sweep" / "sweep_config.yaml").read_text())
+    assert fragment["stage1_ckpt"] == str(checkpoint.resolve())
+    main(["sweep", str(file), "--out", str(out), "--python", stub_python])  # nothing left: no refit
+    assert (out / "_prepare" / "calls.txt").read_text().splitlines() == ["fit stage1"]
+    with pytest.raises(ValueError, match=r"\$\{prepare.stage2\} names no entry"):
+        Sweep.from_spec({**spec, "config": {"x": "${prepare.stage2}"}})
+
+
 @pytest.mark.slow
 def test_real_sweep_of_two_tiny_families(tmp_path: Path) -> None:
     """End to end with the real commands: DDPM and DVDP tiny configs, fit + test, one results table."""

@@ -14,6 +14,8 @@ A sweep file (YAML)::
       model.init_args.lr: {grid: [1.0e-3, 3.0e-4]}
       evaluate: {resolutions: [32, 64], metrics: [fid, kid, swd], num_samples: 128}
     collect: [fid, kid, swd]               # metric columns of the table and plot (default: all)
+    prepare:                               # optional: fits every run depends on, done once, first
+      infd_stage1: [configs/quickstart/infd.yaml]   # its checkpoint is "${prepare.infd_stage1}"
 
 Any leaf or subtree of ``configs`` or ``config`` may be ``{grid: [...]}`` (or ``{grid: {name: value}}``,
 optionally with ``axis: <label>``); the runs are the Cartesian product of all grid nodes and the seeds. A grid
@@ -27,6 +29,12 @@ skipped when the sweep is started again; a failed run is recorded (``sweep/faile
 table) and the sweep goes on. ``--print-commands`` prints one shell command per unfinished run (for a SLURM
 array or any scheduler) instead of running them; ``--collect`` only rebuilds ``results.csv``,
 ``results.md``, ``results.json`` and ``results.png`` from the run directories.
+
+``prepare`` names fits that runs depend on, such as the stage 1 of a two-stage family: each is fitted once
+into ``<out>/_prepare/<name>/`` before the runs (skipped when it finished before), from its own config list
+only (the sweep's ``config`` fragment does not apply), and the string ``${prepare.<name>}`` anywhere in
+``configs`` or ``config`` becomes the path of its ``last.ckpt``. ``--print-commands`` prints the prepare
+fits first: they must finish before the run lines start (e.g. a SLURM job dependency).
 """
 
 from __future__ import annotations
@@ -160,9 +168,30 @@ def _slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.=,+-]+", "-", text).strip("-") or "run"
 
 
+_PREPARED = re.compile(r"\$\{prepare\.([^}]+)\}")
+
+
+def _fill_prepared(tree: Any, checkpoints: dict[str, str]) -> Any:
+    """Replace ``${prepare.<name>}`` in every string of ``tree`` by that prepare stage's checkpoint path."""
+    if isinstance(tree, dict):
+        return {key: _fill_prepared(value, checkpoints) for key, value in tree.items()}
+    if isinstance(tree, list):
+        return [_fill_prepared(value, checkpoints) for value in tree]
+    if isinstance(tree, str):
+
+        def path(match: re.Match[str]) -> str:
+            if match.group(1) not in checkpoints:
+                raise ValueError(f"sweep: {match.group(0)} names no entry of prepare: {sorted(checkpoints)}")
+            return checkpoints[match.group(1)]
+
+        return _PREPARED.sub(path, tree)
+    return tree
+
+
 @dataclass
 class Sweep:
-    """A parsed sweep file: its output folder, grid axes, seeds and the runs they expand to."""
+    """A parsed sweep file: its output folder, grid axes, seeds, the runs they expand to and the prepare
+    fits those runs depend on."""
 
     name: str
     out: Path
@@ -170,11 +199,12 @@ class Sweep:
     collect: list[str] | None
     runs: list[Run]
     axes: list[str]
+    stages: list[Run] = field(default_factory=list)
 
     @classmethod
     def load(cls, path: str | Path, out: str | Path | None = None) -> Sweep:
         spec = yaml.safe_load(Path(path).read_text()) or {}
-        unknown = set(spec) - {"name", "out", "seeds", "configs", "config", "collect"}
+        unknown = set(spec) - {"name", "out", "seeds", "configs", "config", "collect", "prepare"}
         if unknown:
             raise ValueError(f"sweep {path}: unknown keys {sorted(unknown)}")
         return cls.from_spec(spec, default_name=Path(path).stem, out=out)
@@ -186,7 +216,14 @@ class Sweep:
         name = str(spec.get("name") or default_name)
         root = Path(out or spec.get("out") or Path("runs") / "sweeps" / name)
         seeds = [int(s) for s in spec.get("seeds", [0])]
+        stages, checkpoints = [], {}
+        for stage_name, entries in (spec.get("prepare") or {}).items():
+            directory = root / "_prepare" / _slug(str(stage_name))
+            entries = entries if isinstance(entries, list) else [entries]
+            stages.append(Run(-1, f"_prepare/{stage_name}", directory, {}, seeds[0], entries, {}))
+            checkpoints[str(stage_name)] = str((directory / "checkpoints" / "last.ckpt").resolve())
         tree = {"configs": spec.get("configs", []), "config": nest_dotted(spec.get("config") or {})}
+        tree = _fill_prepared(tree, checkpoints)
         nodes = find_grids(tree)
         axes = [node.axis for node in nodes]
         if len(set(axes)) != len(axes):
@@ -206,7 +243,7 @@ class Sweep:
         if len({run.name for run in runs}) != len(runs):
             raise ValueError(f"sweep {name}: grid values give duplicate run names; name them with a mapping")
         collect = spec.get("collect")
-        return cls(name, root, seeds, list(collect) if collect else None, runs, axes)
+        return cls(name, root, seeds, list(collect) if collect else None, runs, axes, stages)
 
 
 # ---------------------------------------------------------------------------------------------- running
@@ -257,15 +294,16 @@ def commands(run: Run, python: str | None = None) -> list[list[str]]:
     ]
 
 
-def execute(run: Run, python: str | None = None) -> dict[str, Any]:
-    """Run fit (unless an earlier attempt finished it) and test; record the outcome in the run folder."""
+def execute(run: Run, python: str | None = None, test: bool = True) -> dict[str, Any]:
+    """Run fit (unless an earlier attempt finished it) and test (unless ``test=False``: a prepare stage);
+    record the outcome in the run folder."""
     folder = run.directory / "sweep"
     (folder / "failed.json").unlink(missing_ok=True)
-    fit, test = commands(run, python)
+    fit_command, test_command = commands(run, python)
     timings: dict[str, Any] = {}
     log_path = folder / "log.txt"
     with log_path.open("a") as log:
-        for stage, command in (("fit", fit), ("test", test)):
+        for stage, command in [("fit", fit_command), ("test", test_command)][: 2 if test else 1]:
             done = folder / f"{stage}.done"
             if stage == "fit" and done.is_file():
                 continue
@@ -422,6 +460,10 @@ def sweep_main(args: list[str]) -> list[dict[str, Any]] | list[str]:
     selected = [run for run in sweep.runs if options.run is None or run.index in options.run]
     if options.print_commands:
         lines = []
+        for stage in sweep.stages:  # first: the runs need their checkpoints
+            if not (stage.directory / "sweep" / "fit.done").is_file():
+                prepare(stage)
+                lines.append(shlex.join(commands(stage, options.python)[0]))
         for run in selected:
             if run.status == STATUS_DONE or (run.status == STATUS_FAILED and not options.retry_failed):
                 continue
@@ -433,6 +475,14 @@ def sweep_main(args: list[str]) -> list[dict[str, Any]] | list[str]:
         pending = [run for run in selected if run.status != STATUS_DONE]
         skipped = len(selected) - len(pending)
         print(f"sweep {sweep.name}: {len(sweep.runs)} runs, {skipped} finished, {len(pending)} to run")
+        for stage in sweep.stages if pending else []:
+            if (stage.directory / "sweep" / "fit.done").is_file():
+                continue
+            print(f"sweep {sweep.name}: fitting {stage.name} first")
+            prepare(stage)
+            outcome = execute(stage, options.python, test=False)
+            if "returncode" in outcome:
+                print(f"{stage.name} failed: see {outcome['log']} (the runs that need it will fail too)")
         with tqdm(pending, desc=f"sweep {sweep.name}", unit="run") as progress:
             for run in progress:
                 progress.set_postfix_str(run.name)
