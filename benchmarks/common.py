@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import platform
 import time
@@ -36,6 +37,21 @@ def device_info(device: torch.device) -> dict[str, Any]:
     if device.type == "cuda":
         info["name"] = torch.cuda.get_device_name(device)
     return info
+
+
+def add_device_options(parser: argparse.ArgumentParser) -> None:
+    """``--device auto|cpu|cuda`` and ``--threads N``, read back by :func:`select_device`."""
+    parser.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+    parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
+
+
+def select_device(options: argparse.Namespace) -> torch.device:
+    """Apply ``--threads`` (on a shared CPU one thread avoids OpenMP spin-waits); resolve ``--device``."""
+    if options.threads:
+        torch.set_num_threads(options.threads)
+    if options.device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(options.device)
 
 
 def versions() -> dict[str, str]:

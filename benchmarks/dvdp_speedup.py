@@ -24,7 +24,7 @@ from typing import Any
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import device_info, timed, write_report  # noqa: E402
+from common import add_device_options, device_info, select_device, timed, write_report  # noqa: E402
 
 from rezdiff.data.batch import FieldBatch  # noqa: E402
 from rezdiff.models import DDPM, DVDP  # noqa: E402
@@ -115,12 +115,10 @@ def main(args: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--table1", action="store_true", help="also K = 2 with Table 1's {300, 600}")
     parser.add_argument("--per-batch", action="store_true", help="also DVDP with stage_sampling=per_batch")
     parser.add_argument("--bf16", action="store_true")
-    parser.add_argument("--device", default="auto")
+    add_device_options(parser)
     parser.add_argument("--out", default=str(Path(__file__).parent / "results"))
     options = parser.parse_args(args)
-    device = torch.device(
-        ("cuda" if torch.cuda.is_available() else "cpu") if options.device == "auto" else options.device
-    )
+    device = select_device(options)
     settings = [(k, TABLE3.get(k)) for k in options.levels] + ([(2, (300, 600))] if options.table1 else [])
     modes = ["per_example", "per_batch"] if options.per_batch else ["per_example"]
     settings = [(k, tp, mode) for k, tp in settings for mode in (modes if k else modes[:1])]

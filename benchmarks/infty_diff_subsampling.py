@@ -43,7 +43,7 @@ from typing import Any
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import PeakMemory, device_info, timed, write_report  # noqa: E402
+from common import PeakMemory, add_device_options, device_info, select_device, timed, write_report  # noqa: E402
 
 from rezdiff.data import FieldBatch, RandomPixels, Synthetic  # noqa: E402
 from rezdiff.models import InftyDiff  # noqa: E402
@@ -377,7 +377,7 @@ def print_table(resolution: int, rows: list[dict[str, Any]]) -> None:
 def main(args: list[str] | None = None) -> dict[int, dict[str, Any]]:
     """Run the benchmark; write one JSON per data resolution and return them by resolution."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+    add_device_options(parser)
     parser.add_argument("--resolutions", type=int, nargs="+", default=[128, 256])
     parser.add_argument(
         "--inner", type=int, nargs="+", default=None, help="inner grids (default: the paper's)"
@@ -409,14 +409,9 @@ def main(args: list[str] | None = None) -> dict[int, dict[str, Any]]:
         parser.add_argument(flag, type=kind, nargs=nargs, default=None, help="overrides --network")
     parser.add_argument("--backend", choices=["auto", "gather", "dense"], default="auto")
     parser.add_argument("--latent-dim", type=int, default=0, help="> 0: the diffusion autoencoder")
-    parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
     parser.add_argument("--out", default=str(Path(__file__).parent / "results"))
     options = parser.parse_args(args)
-    if options.threads:
-        torch.set_num_threads(options.threads)
-    device = torch.device(
-        ("cuda" if torch.cuda.is_available() else "cpu") if options.device == "auto" else options.device
-    )
+    device = select_device(options)
     cuda = device.type == "cuda"
     options.network = ("paper" if cuda else "cpu") if options.network == "auto" else options.network
     options.precision = ("bf16" if cuda else "32") if options.precision == "auto" else options.precision

@@ -25,7 +25,7 @@ from typing import Any
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import device_info, timed, write_report  # noqa: E402
+from common import add_device_options, device_info, select_device, timed, write_report  # noqa: E402
 
 from rezdiff.data import FieldBatch, Synthetic  # noqa: E402
 from rezdiff.models import MultilevelSDE  # noqa: E402
@@ -49,9 +49,8 @@ def parse(args: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--sample-resolutions", type=int, nargs="+", default=[32, 64, 128])
     parser.add_argument("--sample-steps", type=int, default=20)
     parser.add_argument("--sample-batch", type=int, default=4)
-    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
-    parser.add_argument("--device", default="auto")
     parser.add_argument("--out", default=str(Path(__file__).parent / "results"))
+    add_device_options(parser)
     return parser.parse_args(args)
 
 
@@ -136,11 +135,7 @@ def first_time_at_or_below(
 
 def main(args: list[str] | None = None) -> dict[str, Any]:
     options = parse(args)
-    if options.threads:
-        torch.set_num_threads(options.threads)  # a shared CPU: 1 thread avoids OpenMP spin-wait stalls
-    device = torch.device(
-        ("cuda" if torch.cuda.is_available() else "cpu") if options.device == "auto" else options.device
-    )
+    device = select_device(options)
     dataset = Synthetic(
         num_images=options.images + options.val_images, resolution=options.fine, channels=1, seed=0
     )

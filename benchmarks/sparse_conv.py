@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import device_info, timed, write_report  # noqa: E402
+from common import add_device_options, device_info, select_device, timed, write_report  # noqa: E402
 
 from rezdiff.nn.sparse import GATHER_MAX_DENSITY, build_neighbours, sparse_depthwise_conv  # noqa: E402
 
@@ -93,15 +93,10 @@ def main(args: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--kernel-size", type=int, default=7)
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--warmup", type=int, default=1)
-    parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
-    parser.add_argument("--device", default="auto")
     parser.add_argument("--out", default=str(Path(__file__).parent / "results"))
+    add_device_options(parser)
     options = parser.parse_args(args)
-    if options.threads:
-        torch.set_num_threads(options.threads)
-    device = torch.device(
-        ("cuda" if torch.cuda.is_available() else "cpu") if options.device == "auto" else options.device
-    )
+    device = select_device(options)
     header = ("res", "density", "N", "gather s", "dense s", "conv2d s", "build s", "d/g")
     print(" ".join(f"{name:>{width}}" for name, width in zip(header, (5, 7, 7, 9, 9, 9, 9, 9), strict=True)))
     rows = [measure(r, d, options, device) for r in options.resolutions for d in options.densities]

@@ -24,7 +24,7 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import device_info, timed, write_report  # noqa: E402
+from common import add_device_options, device_info, select_device, timed, write_report  # noqa: E402
 
 from rezdiff.cli import RezdiffCLI  # noqa: E402
 from rezdiff.data.datamodule import FieldDataModule  # noqa: E402
@@ -121,13 +121,11 @@ def main(args: list[str] | None = None) -> dict[str, Any]:
     )
     parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--warmup", type=int, default=3)
-    parser.add_argument("--device", default="auto")
+    add_device_options(parser)
     parser.add_argument("--out", default=str(Path(__file__).parent / "results"))
     options = parser.parse_args(args)
 
-    device = torch.device(
-        ("cuda" if torch.cuda.is_available() else "cpu") if options.device == "auto" else options.device
-    )
+    device = select_device(options)
     precisions = options.precision or (["32", "bf16-mixed"] if device.type == "cuda" else ["32"])
     settings = [(p, False) for p in precisions] + ([(p, True) for p in precisions] if options.compile else [])
     rows = []
