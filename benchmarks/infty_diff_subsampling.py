@@ -407,7 +407,7 @@ def main(args: list[str] | None = None) -> dict[int, dict[str, Any]]:
         nargs = "+" if isinstance(value, list) else None
         flag = "--" + name.replace("_", "-")
         parser.add_argument(flag, type=kind, nargs=nargs, default=None, help="overrides --network")
-    parser.add_argument("--backend", choices=["auto", "gather", "dense"], default="auto")
+    parser.add_argument("--backend", choices=["auto", "gather", "dense", "triton"], default="auto")
     parser.add_argument("--latent-dim", type=int, default=0, help="> 0: the diffusion autoencoder")
     parser.add_argument("--out", default=str(Path(__file__).parent / "results"))
     options = parser.parse_args(args)

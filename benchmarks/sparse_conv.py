@@ -2,17 +2,19 @@
 
     python benchmarks/sparse_conv.py                                   # CPU: 64², 128², 256²; batch 4; C = 64
     python benchmarks/sparse_conv.py --device cuda --batch 32          # GPU rows (sets the CUDA threshold)
+    python benchmarks/sparse_conv.py --backends gather triton dense    # choose the sparse backends timed
 
 The committed CPU file was taken with ``--threads 1`` on a 2-core machine shared with other jobs: one
 thread keeps the timings stable there (no waits on a descheduled second thread).
 
 For each resolution and density (fraction of the pixels present, each example its own random subset) it
 times forward + backward (input and weight gradients) of ``sparse_depthwise_conv`` with the ``"gather"``
-and ``"dense"`` backends on the same points, and of a plain zero-padded depthwise ``conv2d`` over the full
-image (what a grid network pays at any density). The neighbour structure is built outside the timed
-region, as in the network where one build serves every block; its cost is reported separately. The JSON
-records every time, the ratios, and the density up to which the gather loop wins on this device: that is
-where ``rezdiff.nn.sparse.GATHER_MAX_DENSITY`` comes from.
+and ``"dense"`` backends (and ``"triton"`` on CUDA when Triton is installed) on the same points, and of a
+plain zero-padded depthwise ``conv2d`` over the full image (what a grid network pays at any density). The
+neighbour structure is built outside the timed region, as in the network where one build serves every
+block; its cost is reported separately. The JSON records every time, the ratios, and the density up to
+which each loop (gather, triton) beats the dense backend on this device: that is where
+``rezdiff.nn.sparse.GATHER_MAX_DENSITY`` comes from.
 """
 
 from __future__ import annotations
@@ -31,6 +33,14 @@ from common import add_device_options, device_info, select_device, timed, write_
 from rezdiff.nn.sparse import GATHER_MAX_DENSITY, build_neighbours, sparse_depthwise_conv  # noqa: E402
 
 DENSITIES = (1 / 16, 1 / 8, 1 / 4, 1 / 2, 1.0)
+BACKENDS = ("gather", "triton", "dense")  # the order of the columns
+
+
+def default_backends(device: torch.device) -> list[str]:
+    """``gather`` and ``dense``, plus ``triton`` on CUDA when it is installed."""
+    from rezdiff.nn.sparse_triton import triton_available
+
+    return ["gather", "dense"] + (["triton"] if device.type == "cuda" and triton_available(device) else [])
 
 
 def measure(
@@ -66,20 +76,25 @@ def measure(
         out.backward(torch.ones_like(out))
 
     row: dict[str, Any] = {"resolution": resolution, "density": density, "points_per_example": num}
+    backends = [name for name in BACKENDS if name in options.backends]
     for name, fn in (
-        ("gather_s", step("gather")),
-        ("dense_s", step("dense")),
+        *((f"{backend}_s", step(backend)) for backend in backends),
         ("conv2d_s", conv2d),
         ("build_s", build),
     ):
         timed(fn, options.warmup, device)
         row[name] = timed(fn, options.repeats, device)
-    row["dense_over_gather"] = row["dense_s"] / row["gather_s"]  # > 1: the gather loop is faster
-    row["gather_over_conv2d"] = row["gather_s"] / row["conv2d_s"]
-    row["dense_over_conv2d"] = row["dense_s"] / row["conv2d_s"]
+    loops = [backend for backend in backends if backend != "dense"]
+    if "dense" in backends:
+        for backend in loops:
+            row[f"dense_over_{backend}"] = row["dense_s"] / row[f"{backend}_s"]  # > 1: the loop is faster
+    for backend in backends:
+        row[f"{backend}_over_conv2d"] = row[f"{backend}_s"] / row["conv2d_s"]
+    times = [row[f"{name}_s"] for name in (*backends, "conv2d", "build")]
+    ratios = [row[f"dense_over_{name}"] for name in loops if "dense" in backends]
     print(
-        f"{resolution:>5} {density:>7.4f} {num:>7} {row['gather_s']:>9.4f} {row['dense_s']:>9.4f} "
-        f"{row['conv2d_s']:>9.4f} {row['build_s']:>9.4f} {row['dense_over_gather']:>9.2f}"
+        f"{resolution:>5} {density:>7.4f} {num:>7} "
+        + " ".join([*(f"{t:>9.4f}" for t in times), *(f"{r:>9.2f}" for r in ratios)])
     )
     return row
 
@@ -94,30 +109,40 @@ def main(args: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--warmup", type=int, default=1)
     parser.add_argument("--out", default=str(Path(__file__).parent / "results"))
+    parser.add_argument(
+        "--backends",
+        nargs="+",
+        choices=BACKENDS,
+        help="sparse backends to time (default: gather and dense, plus triton on CUDA when installed)",
+    )
     add_device_options(parser)
     options = parser.parse_args(args)
     device = select_device(options)
-    header = ("res", "density", "N", "gather s", "dense s", "conv2d s", "build s", "d/g")
-    print(" ".join(f"{name:>{width}}" for name, width in zip(header, (5, 7, 7, 9, 9, 9, 9, 9), strict=True)))
+    options.backends = options.backends or default_backends(device)
+    backends = [name for name in BACKENDS if name in options.backends]
+    loops = [name for name in backends if name != "dense"] if "dense" in backends else []
+    header = ["res", "density", "N", *(f"{name} s" for name in backends), "conv2d s", "build s"]
+    header += [f"d/{name[0]}" for name in loops]
+    print(" ".join(f"{name:>{9 if i > 2 else (5, 7, 7)[i]}}" for i, name in enumerate(header)))
     rows = [measure(r, d, options, device) for r in options.resolutions for d in options.densities]
-    # The largest density at which the gather loop beats the dense backend at every resolution measured.
-    wins = [
-        d
-        for d in sorted(options.densities)
-        if all(r["dense_over_gather"] > 1 for r in rows if r["density"] == d)
-    ]
-    crossover = max(
-        (d for d in wins if all(w in wins for w in sorted(options.densities) if w <= d)), default=0.0
-    )
-    report = {
+    report: dict[str, Any] = {
         "benchmark": "sparse_conv",
         "settings": {key: value for key, value in vars(options).items() if key != "out"},
         "statistic": "minimum over --repeats single runs of forward + backward, after --warmup runs",
         "device": device_info(device),
-        "gather_wins_up_to_density": crossover,
-        "auto_threshold_in_code": GATHER_MAX_DENSITY.get(device.type),
-        "rows": rows,
     }
+    for name in loops:
+        # The largest density up to which this loop beats the dense backend at every resolution measured.
+        wins = [
+            d
+            for d in sorted(options.densities)
+            if all(r[f"dense_over_{name}"] > 1 for r in rows if r["density"] == d)
+        ]
+        report[f"{name}_wins_up_to_density"] = max(
+            (d for d in wins if all(w in wins for w in sorted(options.densities) if w <= d)), default=0.0
+        )
+    report["auto_threshold_in_code"] = GATHER_MAX_DENSITY.get(device.type)
+    report["rows"] = rows
     return write_report(report, options.out, f"sparse_conv_{device.type}.json")
 
 

@@ -199,7 +199,7 @@ def test_auto_picks_by_density_and_device_and_can_be_overridden() -> None:
     assert choose_backend(cpu, "cpu") == "gather"
     assert choose_backend(cpu * 1.01, "cpu") == "dense"
     assert choose_backend(1.0, "cpu") == "dense" and choose_backend(1.0, "cuda") == "dense"
-    assert choose_backend(GATHER_MAX_DENSITY["cuda"], "cuda") == "gather"
+    assert choose_backend(GATHER_MAX_DENSITY["cuda"], "cuda") in ("gather", "triton")  # triton: if installed
     x = torch.randn(1, 8, 3, requires_grad=True)
     weight = torch.randn(3, 3, 3)
     sparse = build_neighbours(random_index(1, 32, 32, 8), 32, 3)  # density 1/128

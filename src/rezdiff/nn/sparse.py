@@ -11,21 +11,26 @@ their number, the point itself included. Out-of-image neighbours are absent, as 
 padding plus count normalisation). No TorchSparse, no hash table: the points lie on a known grid, so the
 neighbour table comes from scattering point ids into a padded index grid (:func:`build_neighbours`).
 
-Two interchangeable backends compute the same numbers:
+Interchangeable backends compute the same numbers:
 
 * ``"gather"``: a loop over the ``K²`` offsets that never materialises the ``[B, N, K², C]`` gather. Its
   backward (a custom autograd Function) uses the symmetry of the neighbour relation — ``m`` is the
   neighbour of ``n`` at offset ``d`` exactly when ``n`` is the neighbour of ``m`` at ``-d`` — so the input
   gradient is the same gather with the flipped kernel applied to ``G · K²/count`` (no atomics, no
   scatter), and the same gathered rows give the weight gradient: K² gathers forward, K² backward.
+* ``"triton"`` (CUDA, optional): the same loop and backward fused into Triton kernels, one program per tile
+  of points x channels (:mod:`rezdiff.nn.sparse_triton`); the regular (non-depthwise) weight runs the
+  ``"gather"`` loop. Checked against ``"gather"`` and ``"dense"`` in Triton's interpreter on CPU.
 * ``"dense"``: scatter the points onto a zero canvas ``[B, C, H, W]``, run ``conv2d``, read the points back.
 
 ``"auto"`` picks by density ``N / (H W)`` and device (:func:`choose_backend`, thresholds measured by
-``benchmarks/sparse_conv.py``). A Triton kernel for the gather loop is left for a GPU session.
+``benchmarks/sparse_conv.py``); on CUDA with Triton installed, the gather loop runs as ``"triton"``.
 """
 
 from __future__ import annotations
 
+import functools
+import importlib.util
 import math
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -36,7 +41,7 @@ from torch import Tensor, nn
 
 from rezdiff.data.coords import Resolution, as_hw, gather_pixels, scatter_pixels
 
-Backend = Literal["auto", "gather", "dense"]
+Backend = Literal["auto", "gather", "dense", "triton"]
 
 # Largest density N / (H W) at which "auto" picks the gather loop (it is a speed rule; see below for memory).
 # CPU: measured with benchmarks/sparse_conv.py (results/sparse_conv_cpu.json, 64 channels, 7x7, batch 4, one
@@ -45,8 +50,9 @@ Backend = Literal["auto", "gather", "dense"]
 # an earlier one, so the threshold stays at 1/8. CUDA: not measured (no GPU was available).
 # Unfused, the loop makes 2·K² gathers of [N, C] rows (memory-bound, ~3 kernel launches per offset) while
 # cuDNN's depthwise conv2d reads the canvas once per tile, so the loop is kept to 1/16 until a GPU run of the
-# benchmark (or a fused Triton kernel) says otherwise. Memory differs too: the dense path keeps [B, C, H, W]
-# canvases for backward, so the memory savings of subsampling (paper Table 5) need backend="gather".
+# benchmark says otherwise; the fused "triton" kernel that "auto" runs there has not been timed on a GPU yet.
+# Memory differs too: the dense path keeps [B, C, H, W] canvases for backward, so the memory savings of
+# subsampling (paper Table 5) need backend="gather" (or "triton").
 GATHER_MAX_DENSITY = {"cpu": 1 / 8, "cuda": 1 / 16}
 
 
@@ -147,10 +153,26 @@ def build_neighbours(index: Tensor, resolution: Resolution, kernel_size: int) ->
     return Neighbours(index=index, resolution=(height, width), kernel_size=kernel_size, counts=counts)
 
 
-def choose_backend(density: float, device: torch.device | str) -> Literal["gather", "dense"]:
-    """What ``"auto"`` runs: the gather loop at densities up to :data:`GATHER_MAX_DENSITY`, else dense."""
+@functools.cache
+def _triton_installed() -> bool:
+    """Whether the optional ``triton`` package can be found (looked up once, without importing it)."""
+    return importlib.util.find_spec("triton") is not None
+
+
+def choose_backend(density: float, device: torch.device | str) -> Literal["gather", "dense", "triton"]:
+    """What ``"auto"`` runs: the gather loop at densities up to :data:`GATHER_MAX_DENSITY`, else dense.
+
+    On CUDA the gather loop is the fused Triton kernel when Triton is installed (CPU never picks it).
+    """
     kind = torch.device(device).type
-    return "gather" if density <= GATHER_MAX_DENSITY.get(kind, GATHER_MAX_DENSITY["cuda"]) else "dense"
+    if density > GATHER_MAX_DENSITY.get(kind, GATHER_MAX_DENSITY["cuda"]):
+        return "dense"
+    if kind == "cuda" and _triton_installed():
+        from rezdiff.nn.sparse_triton import triton_available
+
+        if triton_available(device):
+            return "triton"
+    return "gather"
 
 
 def _offset_rows(x_pad: Tensor, table: Tensor, k: int, base: Tensor) -> Tensor:
@@ -239,7 +261,8 @@ def sparse_depthwise_conv(
     """``x [B, N, C]`` -> ``[B, N, C_out]``: ``(K²/count) Σ_k W[k] ⊙ x[neighbour k]`` (see module docstring).
 
     ``weight [C, K, K]`` is depthwise (the paper's operator); ``[C_out, C_in, K, K]`` is the regular
-    convolution of the Table 2 ablation.
+    convolution of the Table 2 ablation. ``backend="triton"`` raises a ``RuntimeError`` (saying what to do)
+    without Triton or on a CPU tensor outside Triton's interpreter.
     """
     _check_conv_inputs(x, weight, neighbours)
     if backend == "auto":
@@ -247,6 +270,13 @@ def sparse_depthwise_conv(
     kernel_size = neighbours.kernel_size
     weight = weight.to(x.dtype)
     factor = (kernel_size**2 / neighbours.counts.to(x.dtype)).unsqueeze(-1)  # [B, N, 1]
+    if backend == "triton":
+        from rezdiff.nn.sparse_triton import TritonGatherConv, check_available
+
+        check_available(x.device)
+        if weight.ndim == 3:  # the kernel is depthwise; the regular convolution runs the PyTorch loop
+            return TritonGatherConv.apply(x, weight.flatten(-2), neighbours.table, factor)
+        backend = "gather"
     if backend == "gather":
         return _GatherConv.apply(x, weight.flatten(-2), neighbours.table, factor)
     if backend == "dense":
@@ -259,7 +289,7 @@ def sparse_depthwise_conv(
             groups=x.shape[2] if depthwise else 1,
         )
         return gather_pixels(out, neighbours.index) * factor
-    raise ValueError(f"backend must be 'auto', 'gather' or 'dense', got {backend!r}")
+    raise ValueError(f"backend must be 'auto', 'gather', 'dense' or 'triton', got {backend!r}")
 
 
 def resized_kernel_size(kernel_size: int, scale: float) -> int:

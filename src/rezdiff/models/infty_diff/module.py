@@ -24,9 +24,9 @@ from rezdiff.data.batch import FieldBatch
 from rezdiff.data.coords import Resolution, as_hw, gather_pixels
 from rezdiff.models.base import DiffusionModule, resolution_or, step_generator
 from rezdiff.models.infty_diff.network import InftyDiffEncoder, InftyDiffNet
+from rezdiff.nn.sparse import Backend
 
 Sampler = Literal["ddim", "ddpm"]
-Backend = Literal["auto", "gather", "dense"]
 
 __all__ = ["InftyDiff"]
 

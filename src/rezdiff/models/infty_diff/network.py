@@ -12,8 +12,6 @@ kernels for sampling at a resolution ``R`` other than the training one ``R0`` (t
 
 from __future__ import annotations
 
-from typing import Literal
-
 import torch
 from diffusers.models.embeddings import TimestepEmbedding, Timesteps
 from diffusers.models.unets.unet_2d_blocks import UNetMidBlock2D, get_down_block, get_up_block
@@ -279,7 +277,7 @@ class InftyDiffNet(_SparseEnds):
         dropout: float = 0.1,
         latent_dim: int | None = None,
         depthwise: bool = True,
-        backend: Literal["auto", "gather", "dense"] = "auto",
+        backend: Backend = "auto",
         knn: int = 3,
         dropout_resolution: int = 16,
         attention_head_dim: int = 64,
@@ -375,7 +373,7 @@ class InftyDiffEncoder(_SparseEnds):
         dropout: float = 0.1,
         latent_dim: int = 1024,
         depthwise: bool = True,
-        backend: Literal["auto", "gather", "dense"] = "auto",
+        backend: Backend = "auto",
         knn: int = 3,
         dropout_resolution: int = 16,
         attention_head_dim: int = 64,
