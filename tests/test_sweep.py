@@ -200,3 +200,20 @@ def test_real_sweep_of_two_tiny_families(tmp_path: Path) -> None:
         assert {"fid@16", "fid@32", "swd@16", "swd@32", "test/loss"} <= set(row)
     metrics = json.loads((tmp_path / "sweep" / "family=dvdp,seed=0" / "metrics.json").read_text())
     assert metrics["model"].endswith("DVDP")
+
+
+@pytest.mark.parametrize("file", sorted((REPO / "configs" / "sweeps").glob("*.yaml")), ids=lambda p: p.stem)
+def test_shipped_sweeps_expand_into_runs_the_cli_accepts(
+    file: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Every run (and prepare stage) of a shipped sweep is a config that ``rezdiff fit`` parses and checks."""
+    monkeypatch.chdir(REPO)  # sweep files name their configs relative to the repository root
+    sweep = Sweep.load(file, out=tmp_path / file.stem)
+    assert sweep.runs
+    for run in [*sweep.stages, *sweep.runs]:
+        files = prepare(run)
+        with pytest.raises(SystemExit) as exit_info:
+            main(["fit", *[a for f in files for a in ("-c", str(f))], "--print_config"])
+        assert exit_info.value.code in (0, None), run.name
+        config = yaml.safe_load(capsys.readouterr().out)
+        assert "${prepare." not in json.dumps(config), run.name
