@@ -76,6 +76,7 @@ PAPER: dict[str, Any] = {
         "512/128": {"2": 1.43, "4": 2.00, "8": 2.44, "16": 2.73},
         "512/256": {"2": 1.32, "4": 1.67, "8": 1.90, "16": 2.03},
     },
+    "table3_fid_clip": {"1": 3.15, "2": 4.12, "4": 4.75, "8": 6.48},
     "table3_speedup": {"1": 1.0, "2": 1.0, "4": 1.3, "8": 1.6},
     "table3": "FFHQ 128 training speed-up beside FID_CLIP; inner grid, batch and mode not stated",
     "text_256_4x_speedup": 1.4,

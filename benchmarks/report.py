@@ -32,27 +32,8 @@ PAPER: dict[str, dict[str, Any]] = {
         "source": "none for the operator alone: the paper's Tables 4-5 measure whole training steps "
         "(see ∞-Diff subsampling)",
     },
-    "infty_diff_subsampling": {
+    "infty_diff_subsampling": {  # its figures travel in each result file ("paper", from the script)
         "source": "∞-Diff App. C (one A100 80GB, mixed precision) and Table 3 (FFHQ 128)",
-        # keys "<data>/<inner grid>", then the subsampling rate; ratios vs the full grid
-        "table5_memory_reduction_batch16": {
-            "128/32": {"2": 1.56, "4": 2.44, "8": 3.27, "16": 3.90},
-            "128/64": {"2": 1.44, "4": 2.02, "8": 2.46, "16": 2.75},
-            "256/64": {"2": 1.42, "4": 1.99, "8": 2.44, "16": 2.73},
-            "256/128": {"2": 1.52, "4": 1.66, "8": 1.88, "16": 2.01},
-            "512/128": {"2": 1.43, "4": 2.00, "8": 2.44, "16": 2.73},
-            "512/256": {"2": 1.32, "4": 1.67, "8": 1.90, "16": 2.03},
-        },
-        "table4_speedup_10gb": {
-            "128/32": {"2": 1.00, "4": 1.64, "8": 2.65, "16": 2.89},
-            "128/64": {"2": 1.00, "4": 1.53, "8": 2.17, "16": 2.49},
-            "256/64": {"2": 1.00, "4": 1.97, "8": 3.51, "16": 4.57},
-            "256/128": {"2": 1.00, "4": 2.08, "8": 3.18, "16": 3.83},
-            "512/128": {"2": 1.00, "4": 3.61, "8": 7.98, "16": 11.78},
-            "512/256": {"2": "∞", "4": "∞", "8": "∞", "16": "∞"},
-        },
-        "table3_fid_clip": {"1": 3.15, "2": 4.12, "4": 4.75, "8": 6.48},
-        "table3_speedup": {"1": 1.0, "2": 1.0, "4": 1.3, "8": 1.6},
     },
     "infd_rendering": {
         "source": "none: INFD reports no rendering time or memory. Its patch FIDs (authors' README, FFHQ, "
@@ -263,10 +244,10 @@ def families_quickstart(results: list[dict[str, Any]]) -> str:
 
 def infty_diff_subsampling(results: list[dict[str, Any]]) -> str:
     """One row per (data, inner grid, rate): fixed batch (Table 5) and fixed memory (Table 4) vs the paper."""
-    paper = PAPER["infty_diff_subsampling"]
     rows = []
     notes = []
     for result in results:
+        paper = result["paper"]
         for row in result["rows"]:
             key, rate = f"{row['resolution']}/{row['inner']}", str(row["rate"])
             peak = row.get("peak_bytes")
@@ -279,12 +260,12 @@ def infty_diff_subsampling(results: list[dict[str, Any]]) -> str:
                     row.get("s_per_step"),
                     None if peak is None else round(peak / 2**20),
                     row.get("memory_reduction"),
-                    paper["table5_memory_reduction_batch16"].get(key, {}).get(rate),
+                    paper["table5_memory_reduction_fixed_batch"].get(key, {}).get(rate),
                     row.get("speedup"),
                     row.get("fixed_memory_batch"),
                     row.get("fixed_memory_images_per_s"),
                     row.get("fixed_memory_speedup"),
-                    paper["table4_speedup_10gb"].get(key, {}).get(rate),
+                    paper["table4_speedup_fixed_memory"].get(key, {}).get(rate),
                 ]
             )
         settings = result.get("settings", {})
@@ -300,6 +281,7 @@ def infty_diff_subsampling(results: list[dict[str, Any]]) -> str:
         "data / inner, rate", "device", "date", "batch", "s/step", "peak MiB", "memory ×", "paper T5 ×",
         "speed-up ×", "fixed-memory batch", "images/s", "speed-up ×", "paper T4 ×",
     ]  # fmt: skip
+    paper = results[0]["paper"]
     t3 = ", ".join(
         f"{r}× → {fid} ({paper['table3_speedup'][r]}× faster)" for r, fid in paper["table3_fid_clip"].items()
     )
