@@ -457,7 +457,7 @@ def updated_readme(text: str, tables: str) -> str:
 
 
 def import_sweep(folder: Path, device: str | None) -> Path:
-    """Copy a sweep's results into ``results/<sweep>_<device>.json`` (+ the .md and .csv next to it)."""
+    """Copy a sweep's results into ``results/<sweep>_<device>.json`` (+ its .md, .csv and .png beside it)."""
     sys.path.insert(0, str(HERE))
     import torch
     from common import device_info, write_report
@@ -470,8 +470,9 @@ def import_sweep(folder: Path, device: str | None) -> Path:
     if note.is_file():
         report["note"] = note.read_text().strip()
     write_report(report, RESULTS, f"{name}_{tag}.json")
-    for suffix in (".md", ".csv"):
-        shutil.copyfile(folder / f"results{suffix}", RESULTS / f"{name}_{tag}{suffix}")
+    for suffix in (".md", ".csv", ".png"):  # the plot only when matplotlib drew one
+        if (folder / f"results{suffix}").is_file():
+            shutil.copyfile(folder / f"results{suffix}", RESULTS / f"{name}_{tag}{suffix}")
     return RESULTS / f"{name}_{tag}.json"
 
 
