@@ -68,17 +68,21 @@ def versions() -> dict[str, str]:
     }
 
 
+def sync(device: torch.device) -> None:
+    """Wait for the device's queued work (CUDA); a no-op on the CPU. Every timer brackets its region so."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
 def timed(fn: Callable[[int], None], repeats: int, device: torch.device, first: int = 0) -> float:
     """Mean seconds of ``fn(first) .. fn(first + repeats - 1)``, CUDA-synchronised (0 for no repeats)."""
     if repeats <= 0:
         return 0.0
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
+    sync(device)
     start = time.perf_counter()
     for index in range(first, first + repeats):
         fn(index)
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
+    sync(device)
     return (time.perf_counter() - start) / repeats
 
 

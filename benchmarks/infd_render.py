@@ -42,7 +42,7 @@ import torch
 from torch import Tensor
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import PeakMemory, add_device_options, device_info, select_device, write_report  # noqa: E402
+from common import PeakMemory, add_device_options, device_info, select_device, sync, write_report  # noqa: E402
 
 from rezdiff.evaluation import Evaluate  # noqa: E402
 from rezdiff.metrics.fid import frechet_distance, gaussian_stats  # noqa: E402
@@ -84,11 +84,6 @@ class ResidentPeak:
     def __exit__(self, *exc: object) -> None:
         high = _status_bytes("VmHWM")
         self.peak = None if self.start is None or high is None else max(0, high - self.start)
-
-
-def sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 def measure(fn: Callable[[], Tensor], device: torch.device, repeats: int, warmup: int) -> dict[str, Any]:

@@ -43,7 +43,7 @@ from typing import Any
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import PeakMemory, add_device_options, device_info, select_device, timed, write_report  # noqa: E402
+from common import PeakMemory, add_device_options, device_info, select_device, sync, timed, write_report  # noqa: E402
 
 from rezdiff.data import FieldBatch, RandomPixels, Synthetic  # noqa: E402
 from rezdiff.models import InftyDiff  # noqa: E402
@@ -205,11 +205,11 @@ class Trainer:
                 if self.steps_taken == 0:
                     step(0)  # the optimiser's state exists from the first step on
                 if self.device.type == "cuda":
-                    torch.cuda.synchronize(self.device)
+                    sync(self.device)
                     torch.cuda.reset_peak_memory_stats(self.device)
                     static = torch.cuda.memory_allocated(self.device)
                     step(0)
-                    torch.cuda.synchronize(self.device)
+                    sync(self.device)
                     peak: int | None = torch.cuda.max_memory_allocated(self.device)
                 else:
                     state = [

@@ -43,6 +43,11 @@ def default_backends(device: torch.device) -> list[str]:
     return ["gather", "dense"] + (["triton"] if device.type == "cuda" and triton_available(device) else [])
 
 
+def loops_against_dense(backends: list[str]) -> list[str]:
+    """The loop backends (gather, triton) whose time is compared with the dense backend's, when it ran."""
+    return [name for name in backends if name != "dense"] if "dense" in backends else []
+
+
 def measure(
     resolution: int, density: float, options: argparse.Namespace, device: torch.device
 ) -> dict[str, Any]:
@@ -76,7 +81,7 @@ def measure(
         out.backward(torch.ones_like(out))
 
     row: dict[str, Any] = {"resolution": resolution, "density": density, "points_per_example": num}
-    backends = [name for name in BACKENDS if name in options.backends]
+    backends, loops = options.backends, loops_against_dense(options.backends)
     for name, fn in (
         *((f"{backend}_s", step(backend)) for backend in backends),
         ("conv2d_s", conv2d),
@@ -84,14 +89,12 @@ def measure(
     ):
         timed(fn, options.warmup, device)
         row[name] = timed(fn, options.repeats, device)
-    loops = [backend for backend in backends if backend != "dense"]
-    if "dense" in backends:
-        for backend in loops:
-            row[f"dense_over_{backend}"] = row["dense_s"] / row[f"{backend}_s"]  # > 1: the loop is faster
+    for backend in loops:
+        row[f"dense_over_{backend}"] = row["dense_s"] / row[f"{backend}_s"]  # > 1: the loop is faster
     for backend in backends:
         row[f"{backend}_over_conv2d"] = row[f"{backend}_s"] / row["conv2d_s"]
     times = [row[f"{name}_s"] for name in (*backends, "conv2d", "build")]
-    ratios = [row[f"dense_over_{name}"] for name in loops if "dense" in backends]
+    ratios = [row[f"dense_over_{name}"] for name in loops]
     print(
         f"{resolution:>5} {density:>7.4f} {num:>7} "
         + " ".join([*(f"{t:>9.4f}" for t in times), *(f"{r:>9.2f}" for r in ratios)])
@@ -118,9 +121,9 @@ def main(args: list[str] | None = None) -> dict[str, Any]:
     add_device_options(parser)
     options = parser.parse_args(args)
     device = select_device(options)
-    options.backends = options.backends or default_backends(device)
-    backends = [name for name in BACKENDS if name in options.backends]
-    loops = [name for name in backends if name != "dense"] if "dense" in backends else []
+    chosen = options.backends or default_backends(device)
+    options.backends = backends = [name for name in BACKENDS if name in chosen]  # in column order
+    loops = loops_against_dense(backends)
     header = ["res", "density", "N", *(f"{name} s" for name in backends), "conv2d s", "build s"]
     header += [f"d/{name[0]}" for name in loops]
     print(" ".join(f"{name:>{9 if i > 2 else (5, 7, 7)[i]}}" for i, name in enumerate(header)))

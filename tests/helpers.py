@@ -72,6 +72,12 @@ def loss_before_and_after(model: DiffusionModule, batch: FieldBatch, steps: int)
     return before, after
 
 
+def random_index(batch: int, height: int, width: int, num: int, seed: int = 0) -> torch.Tensor:
+    """``[batch, num]`` distinct random pixel ids of a ``height x width`` grid, one draw per example."""
+    generator = torch.Generator().manual_seed(seed)
+    return torch.stack([torch.randperm(height * width, generator=generator)[:num] for _ in range(batch)])
+
+
 def quickstart_swd(config: str, root: Path, **sample_options: Any) -> dict[int, tuple[float, float]]:
     """Train ``configs/quickstart/<config>.yaml`` into ``root``; return, at 32 and 64, the multi-scale SWD
     of 64 samples to 64 held-out images for the trained model and for the same model untrained."""

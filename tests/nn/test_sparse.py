@@ -19,11 +19,7 @@ from rezdiff.nn.sparse import (
     resized_kernel_size,
     sparse_depthwise_conv,
 )
-
-
-def random_index(batch: int, height: int, width: int, num: int, seed: int = 0) -> torch.Tensor:
-    generator = torch.Generator().manual_seed(seed)
-    return torch.stack([torch.randperm(height * width, generator=generator)[:num] for _ in range(batch)])
+from tests.helpers import random_index
 
 
 def brute_force(

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from rezdiff.nn import sparse, sparse_triton
+from rezdiff.nn import sparse_triton
 from rezdiff.nn.sparse import (
     GATHER_MAX_DENSITY,
     SparseDepthwiseConv,
@@ -25,14 +25,9 @@ from rezdiff.nn.sparse import (
     choose_backend,
     sparse_depthwise_conv,
 )
+from tests.helpers import REPO, random_index
 
-ROOT = Path(__file__).resolve().parents[2]
 CHECK = Path(__file__).with_name("triton_interpreter_check.py")
-
-
-def random_index(batch: int, height: int, width: int, num: int, seed: int = 0) -> torch.Tensor:
-    generator = torch.Generator().manual_seed(seed)
-    return torch.stack([torch.randperm(height * width, generator=generator)[:num] for _ in range(batch)])
 
 
 def test_interpreter_matches_gather_and_dense_forward_and_backward() -> None:
@@ -40,7 +35,7 @@ def test_interpreter_matches_gather_and_dense_forward_and_backward() -> None:
     pytest.importorskip("triton")
     env = {**os.environ, "TRITON_INTERPRET": "1", "OMP_NUM_THREADS": "1"}
     result = subprocess.run(
-        [sys.executable, str(CHECK)], capture_output=True, text=True, env=env, cwd=ROOT, timeout=300
+        [sys.executable, str(CHECK)], capture_output=True, text=True, env=env, cwd=REPO, timeout=300
     )
     checks = [json.loads(line) for line in result.stdout.splitlines() if line.startswith("{")]
     failed = [check for check in checks if not check["ok"]]
@@ -76,7 +71,6 @@ def test_missing_triton_says_how_to_install(monkeypatch: pytest.MonkeyPatch) -> 
 
 
 def test_auto_picks_triton_only_for_cuda_gather_densities(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(sparse, "_triton_installed", lambda: True)
     monkeypatch.setattr(sparse_triton, "triton_available", lambda device: True)
     threshold = GATHER_MAX_DENSITY["cuda"]
     assert choose_backend(threshold, "cuda") == "triton"

@@ -29,8 +29,6 @@ Interchangeable backends compute the same numbers:
 
 from __future__ import annotations
 
-import functools
-import importlib.util
 import math
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -153,12 +151,6 @@ def build_neighbours(index: Tensor, resolution: Resolution, kernel_size: int) ->
     return Neighbours(index=index, resolution=(height, width), kernel_size=kernel_size, counts=counts)
 
 
-@functools.cache
-def _triton_installed() -> bool:
-    """Whether the optional ``triton`` package can be found (looked up once, without importing it)."""
-    return importlib.util.find_spec("triton") is not None
-
-
 def choose_backend(density: float, device: torch.device | str) -> Literal["gather", "dense", "triton"]:
     """What ``"auto"`` runs: the gather loop at densities up to :data:`GATHER_MAX_DENSITY`, else dense.
 
@@ -167,8 +159,8 @@ def choose_backend(density: float, device: torch.device | str) -> Literal["gathe
     kind = torch.device(device).type
     if density > GATHER_MAX_DENSITY.get(kind, GATHER_MAX_DENSITY["cuda"]):
         return "dense"
-    if kind == "cuda" and _triton_installed():
-        from rezdiff.nn.sparse_triton import triton_available
+    if kind == "cuda":
+        from rezdiff.nn.sparse_triton import triton_available  # imports without triton, then says False
 
         if triton_available(device):
             return "triton"
