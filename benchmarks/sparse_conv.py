@@ -131,7 +131,7 @@ def main(args: list[str] | None = None) -> dict[str, Any]:
     report: dict[str, Any] = {
         "benchmark": "sparse_conv",
         "settings": {key: value for key, value in vars(options).items() if key != "out"},
-        "statistic": "minimum over --repeats single runs of forward + backward, after --warmup runs",
+        "statistic": "mean over --repeats runs of forward + backward, after --warmup runs (common.timed)",
         "device": device_info(device),
     }
     for name in loops:
