@@ -15,7 +15,7 @@ import rezdiff
 from rezdiff.callbacks import ResolutionSchedule
 from rezdiff.cli import main
 from rezdiff.core.operators import InverseLaplacian, Matern, WhiteNoise
-from rezdiff.data import FieldBatch, RandomPixels, Synthetic
+from rezdiff.data import FieldBatch, Levels, RandomPixels, Synthetic, fourier_resize
 from rezdiff.models import MultilevelSDE
 from rezdiff.models.multilevel import build_covariance, covariance_spec
 from tests.helpers import REPO, loss_before_and_after, synthetic_batch
@@ -87,6 +87,35 @@ def test_train_resolution_downsamples_the_batch() -> None:
     model.train_resolution = 64
     with pytest.raises(ValueError, match="finest resolution"):
         model.loss(batch, torch.Generator().manual_seed(0))
+
+
+@pytest.mark.parametrize("boundary", ["periodic", "reflect"])
+def test_coarse_levels_are_resized_in_the_prior_basis(boundary: str) -> None:
+    """With a tiny beta the forward marginal is x_0 to 1e-6, so the network's input is the coarse data:
+    it must be ``fourier_resize`` with the prior's boundary (reflect was once silently periodic)."""
+    model = MultilevelSDE(
+        **TINY, prior=Matern(boundary=boundary), beta_min=1e-12, beta_max=1e-12, ema_decay=0.0
+    )
+    inputs = []
+    forward = model.network.forward
+    model.network.forward = lambda x, t: inputs.append(x) or forward(x, t)  # type: ignore[method-assign]
+    batch = synthetic_batch(2, 32)
+    model.train_resolution = 16
+    model.loss(batch, torch.Generator().manual_seed(0))
+    expected = fourier_resize(batch.image, 16, boundary)
+    other = fourier_resize(batch.image, 16, "periodic" if boundary == "reflect" else "reflect")
+    assert model.boundary == boundary
+    torch.testing.assert_close(inputs[0], expected, atol=1e-5, rtol=0)
+    assert float((inputs[0] - other).abs().max()) > 0.05
+
+
+def test_levels_boundary_must_match_the_prior(fit_tiny) -> None:
+    model = MultilevelSDE(**TINY, prior=Matern(boundary="reflect"))
+    model.check_levels(Levels([16, 32], boundary="reflect"))
+    with pytest.raises(ValueError, match=r"Levels\(boundary='periodic'\) disagrees with the prior's"):
+        model.check_levels(Levels([16, 32]))
+    with pytest.raises(ValueError, match=r"Levels\(boundary='reflect'\) disagrees.*boundary: periodic"):
+        fit_tiny("--data.init_args.sampler.init_args.boundary", "reflect", config=TINY_MULTILEVEL)
 
 
 def test_the_schedule_is_a_function_of_the_counter() -> None:

@@ -128,6 +128,8 @@ class Levels(FieldSampler):
     device (Fourier truncation, :func:`rezdiff.data.images.fourier_resize`). Keeping the level choice out
     of the data pipeline makes it a function of the training step alone, so DataLoader workers, DDP ranks
     and resumed runs never disagree about it (see :class:`rezdiff.callbacks.ResolutionSchedule`).
+    ``boundary`` names the basis of the resize; ``MultilevelSDE`` resizes in its prior's basis and raises a
+    ValueError at setup when this boundary is not the prior's.
     """
 
     def __init__(

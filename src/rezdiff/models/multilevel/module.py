@@ -13,7 +13,7 @@ import torch
 from torch import Tensor
 
 from rezdiff.core.gaussian import predict_x0, randn, vp_sample
-from rezdiff.core.operators import Covariance, Matern
+from rezdiff.core.operators import Boundary, Covariance, Matern
 from rezdiff.core.schedules import vp_marginal
 from rezdiff.data.batch import FieldBatch
 from rezdiff.data.coords import Resolution
@@ -77,8 +77,10 @@ class MultilevelSDE(DiffusionModule):
 
     **Training data.** Full grids (``FullGrid``) or ``Levels``: a batch is trained at
     ``train_resolution`` (set per step by :class:`rezdiff.callbacks.ResolutionSchedule`; ``None`` = the
-    batch's size), Fourier-downsampled on the device. Validation logs ``val/loss_<R>`` at every level of a
-    ``Levels`` sampler with the same ``t`` and noise draws, and ``val/loss`` at the finest.
+    batch's size), Fourier-downsampled on the device in the prior's basis (``prior.boundary``: Fourier
+    for ``"periodic"``, cosine for ``"reflect"``); a ``Levels`` sampler with another boundary is an
+    error. Validation logs ``val/loss_<R>`` at every level of a ``Levels`` sampler with the same ``t``
+    and noise draws, and ``val/loss`` at the finest.
 
     **Sampling** at any even resolution: a prior draw on that grid, then the reverse SDE (Euler-Maruyama
     with prior-correlated noise) or the probability-flow ODE (Euler or Heun) from ``t = 1`` to
@@ -200,7 +202,7 @@ class MultilevelSDE(DiffusionModule):
         """Noise-prediction DSM at ``resolution`` (default ``train_resolution``, else the batch's size).
 
         ``t ~ U(train_t_min, 1)``, ``xi`` white noise on the grid, target ``C^{1/2} xi``; the batch is
-        Fourier-downsampled (periodic) to the level first.
+        Fourier-downsampled to the level first, in the prior's basis (:attr:`boundary`).
         """
         x0 = self._image(batch)
         size = resolution or self.train_resolution
@@ -210,7 +212,7 @@ class MultilevelSDE(DiffusionModule):
                     f"cannot train at {size}x{size} on {tuple(x0.shape[-2:])} data: Levels' finest "
                     "resolution must be the largest level of the schedule"
                 )
-            x0 = fourier_resize(x0, size)
+            x0 = fourier_resize(x0, size, self.boundary)
         self.check_size(x0.shape[-2], x0.shape[-1])
         draw = torch.rand(x0.shape[0], generator=generator, device=generator.device, dtype=torch.float64)
         t = (self.train_t_min + (1 - self.train_t_min) * draw).to(x0.device)
@@ -220,9 +222,25 @@ class MultilevelSDE(DiffusionModule):
         x_t = mean.to(x0.dtype).view(shape) * x0 + std.to(x0.dtype).view(shape) * noise
         return (self.eps(x_t, t) - noise).square().mean()
 
+    @property
+    def boundary(self) -> Boundary:
+        """The basis of levels and noise: the prior's boundary, the one source of truth for both."""
+        return self.prior.boundary
+
+    def check_levels(self, sampler: object) -> None:
+        """Raise a ValueError if ``sampler`` is a ``Levels`` whose boundary is not the prior's."""
+        if isinstance(sampler, Levels) and sampler.boundary != self.boundary:
+            raise ValueError(
+                f"Levels(boundary={sampler.boundary!r}) disagrees with the prior's boundary "
+                f"{self.boundary!r} (the model resizes levels in the prior's basis); set the sampler's "
+                f"boundary: {self.boundary} or build the prior with boundary: {sampler.boundary}"
+            )
+
     def setup(self, stage: str) -> None:
-        """Take the validation levels from the data module's ``Levels`` sampler, if it has one."""
+        """Check the data module's ``Levels`` samplers against the prior; take the validation levels."""
         datamodule = getattr(self.trainer, "datamodule", None)
+        for name in ("sampler", "val_sampler"):
+            self.check_levels(getattr(datamodule, name, None))
         sampler = getattr(datamodule, "val_sampler", None)
         self.levels = sampler.resolutions if isinstance(sampler, Levels) else None
 
