@@ -238,12 +238,18 @@ def test_sqrt_is_the_matrix_function_of_the_5_point_stencil(boundary: str, size:
     lap = stencil_laplacian(h, w, boundary)
     cases = [
         (
-            InverseLaplacian(0.55, 1.7, "lowest", boundary=boundary),
+            InverseLaplacian(0.55, 1.7, "lowest", "five_point", boundary=boundary),
             _matrix_power(lap, 0.0, 0.55, "lowest") * 1.7,
         ),
-        (InverseLaplacian(0.8, zero_mode="drop", boundary=boundary), _matrix_power(lap, 0.0, 0.8, "drop")),
-        (Matern(8.0, 0.55, boundary=boundary), _matrix_power(lap, 8.0, 0.55, None)),
-        (Matern(100.0, 0.7, 0.5, boundary=boundary), 0.5 * _matrix_power(lap, 100.0, 0.7, None)),
+        (
+            InverseLaplacian(0.8, zero_mode="drop", laplacian="five_point", boundary=boundary),
+            _matrix_power(lap, 0.0, 0.8, "drop"),
+        ),
+        (Matern(8.0, 0.55, laplacian="five_point", boundary=boundary), _matrix_power(lap, 8.0, 0.55, None)),
+        (
+            Matern(100.0, 0.7, 0.5, "five_point", boundary=boundary),
+            0.5 * _matrix_power(lap, 100.0, 0.7, None),
+        ),
         (WhiteNoise(0.3, boundary=boundary), 0.3 * torch.eye(h * w, dtype=F64)),
     ]
     for cov, expected in cases:
@@ -253,21 +259,24 @@ def test_sqrt_is_the_matrix_function_of_the_5_point_stencil(boundary: str, size:
 
 def test_zero_mode_and_spectrum_closed_forms() -> None:
     lam = laplacian_eigenvalues(16, 12)
-    lowest = InverseLaplacian(0.55, 2.0).sqrt_spectrum(16, 12)
-    drop = InverseLaplacian(0.55, 2.0, zero_mode="drop").sqrt_spectrum(16, 12)
+    lowest = InverseLaplacian(0.55, 2.0, laplacian="five_point").sqrt_spectrum(16, 12)
+    drop = InverseLaplacian(0.55, 2.0, zero_mode="drop", laplacian="five_point").sqrt_spectrum(16, 12)
     torch.testing.assert_close(lowest.flatten()[1:], 2.0 * lam.flatten()[1:] ** -0.55)
     assert float(drop[0, 0]) == 0.0 and float(lowest[0, 0]) == pytest.approx(float(lowest.max()))
     assert float(lowest[0, 0]) == pytest.approx(2.0 * (4 * 12**2 * math.sin(math.pi / 12) ** 2) ** -0.55)
     for boundary, first in [("periodic", 4 * math.pi**2), ("reflect", math.pi**2)]:
         s = InverseLaplacian(laplacian="spectral", boundary=boundary).sqrt_spectrum(8, 8)
         assert float(s[0, 0]) == pytest.approx(first**-0.55)
-    torch.testing.assert_close(Matern(8.0).spectrum(16, 12), (8.0 + lam) ** -1.1)
+    torch.testing.assert_close(Matern(8.0, laplacian="five_point").spectrum(16, 12), (8.0 + lam) ** -1.1)
+    exact = laplacian_eigenvalues(16, 12, laplacian="spectral")
+    torch.testing.assert_close(Matern(8.0).spectrum(16, 12), (8.0 + exact) ** -1.1)  # the default
     torch.testing.assert_close(WhiteNoise(0.5).spectrum(3, 5), torch.full((3, 5), 0.25, dtype=F64))
 
 
 COVARIANCES = [
     WhiteNoise(0.7),
     InverseLaplacian(),
+    InverseLaplacian(laplacian="five_point"),
     InverseLaplacian(zero_mode="drop", laplacian="spectral"),
     Matern(100.0),
     FNOPrior(2, seed=3),
@@ -379,6 +388,8 @@ def test_white_noise_is_not_trace_class() -> None:
 LAW_CASES = [
     InverseLaplacian(laplacian="spectral"),
     Matern(100.0, laplacian="spectral"),
+    Matern(),
+    Matern(boundary="reflect"),
     FNOPrior(6, seed=1),
     InverseLaplacian(laplacian="spectral") + FNOPrior(4),
     InverseLaplacian(laplacian="spectral", boundary="reflect"),
@@ -411,7 +422,7 @@ def test_five_point_law_consistency_improves_with_resolution(boundary: str) -> N
     """With the paper's 5-point stencil the low modes of an ``n`` and a ``4n`` grid differ by the stencil's
     O((k/n)^2) error (a few % at n = 32 for |k| <= 4), shrinking about 4x per doubling of ``n``."""
     low = _coarse_band(9, boundary)
-    cov = InverseLaplacian(boundary=boundary)
+    cov = InverseLaplacian(laplacian="five_point", boundary=boundary)
     errors = [
         float((_on_band(cov.spectrum(4 * n, 4 * n), low) / _on_band(cov.spectrum(n, n), low) - 1).abs().max())
         for n in (32, 64, 128)
@@ -419,7 +430,45 @@ def test_five_point_law_consistency_improves_with_resolution(boundary: str) -> N
     assert 0.01 < errors[0] < 0.08 and errors[1] < errors[0] / 3.5 and errors[2] < errors[1] / 3.5, errors
 
 
-@pytest.mark.parametrize("cov", [LAW_CASES[0], LAW_CASES[2], LAW_CASES[4]], ids=repr)
+def _up_to_nyquist(n: int, boundary: str) -> torch.Tensor:
+    """Every wave number of an ``n``-grid, the even periodic grid's Nyquist ``-n/2`` included."""
+    if boundary == "periodic":
+        return torch.arange(-(n // 2), (n - 1) // 2 + 1)
+    return torch.arange(n)
+
+
+def _coarse_to_fine_ratios(cov: Covariance, n: int, band: torch.Tensor, fine: int = 128) -> torch.Tensor:
+    """Variance of each mode of ``band`` on the ``n``-grid over its variance on the ``fine`` grid."""
+    return _on_band(cov.spectrum(n, n), band) / _on_band(cov.spectrum(fine, fine), band)
+
+
+@pytest.mark.parametrize("boundary", ["periodic", "reflect"])
+@pytest.mark.parametrize("kind", [Matern, InverseLaplacian])
+def test_default_priors_are_law_consistent_up_to_the_coarse_nyquist(boundary: str, kind: type) -> None:
+    """Every mode a 16², 32² or 64² grid holds, Nyquist included, has the variance it has on 128² with
+    the default (spectral) Laplacian; the paper's 5-point stencil misses by > 2x near the coarse Nyquist."""
+    for n in (16, 32, 64):
+        band = _up_to_nyquist(n, boundary)
+        default = _coarse_to_fine_ratios(kind(boundary=boundary), n, band)
+        assert float((default - 1).abs().max()) < 1e-9
+        five_point = _coarse_to_fine_ratios(kind(laplacian="five_point", boundary=boundary), n, band)
+        assert float(five_point.max()) > 2.0 and float(five_point.min()) >= 1.0 - 1e-12
+
+
+def test_five_point_matern_error_as_documented() -> None:
+    """The figures in ``core/operators.py`` and the multilevel README: ``Matern(8)`` with the 5-point
+    stencil, coarse grid against 128², over the modes strictly inside the coarse band."""
+    cov = Matern(8.0, laplacian="five_point")
+    fine = cov.spectrum(128, 128)
+    expected = {16: (2.074, 0.107), 32: (2.252, 0.086), 64: (2.033, 0.058)}
+    for n, (worst, excess) in expected.items():
+        band = _coarse_band(n, "periodic")
+        assert float(_coarse_to_fine_ratios(cov, n, band).max()) == pytest.approx(worst, abs=1e-3)
+        total = _on_band(cov.spectrum(n, n), band).sum() / _on_band(fine, band).sum()
+        assert float(total) - 1 == pytest.approx(excess, abs=1e-3)
+
+
+@pytest.mark.parametrize("cov", [LAW_CASES[0], LAW_CASES[4], LAW_CASES[6]], ids=repr)
 def test_law_consistency_monte_carlo(cov: Covariance) -> None:
     """Low-mode coefficients of 128^2 and 32^2 samples have the variances of the (same) 32^2 spectrum."""
     band = _coarse_band(7, cov.boundary)
