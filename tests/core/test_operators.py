@@ -17,6 +17,8 @@ import torch
 
 from rezdiff.core.gaussian import q_sample, vp_reverse_step
 from rezdiff.core.operators import (
+    AuthorsFNOPrior,
+    CombinedCovariance,
     Covariance,
     FNOPrior,
     GaussianMollifier,
@@ -284,6 +286,8 @@ COVARIANCES = [
     InverseLaplacian(boundary="reflect"),
     Matern(boundary="reflect", laplacian="spectral"),
     FNOPrior(3, boundary="reflect"),
+    AuthorsFNOPrior(2, 2, seed=1),
+    CombinedCovariance((InverseLaplacian(zero_mode="drop"), AuthorsFNOPrior(2, 2, scale=0.3))),
 ]
 
 
@@ -394,6 +398,7 @@ LAW_CASES = [
     InverseLaplacian(laplacian="spectral") + FNOPrior(4),
     InverseLaplacian(laplacian="spectral", boundary="reflect"),
     FNOPrior(6, boundary="reflect"),
+    CombinedCovariance((InverseLaplacian(scale=10.0, zero_mode="drop"), AuthorsFNOPrior(10, 10, scale=0.5))),
 ]
 
 
@@ -519,6 +524,76 @@ def test_sum_covariance() -> None:
         a + InverseLaplacian(boundary="reflect")
     with pytest.raises(TypeError):
         a + 1.0  # type: ignore[operator]
+
+
+def _authors_spectral_conv(x: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    """The authors' ``SpectralConv2d(1, 1, m1, m2).forward`` on ``[B, H, W]``, rewritten from their code."""
+    w1, w2 = weights
+    m1, m2 = w1.shape
+    x_ft = torch.fft.rfft2(x)
+    out = torch.zeros_like(x_ft)
+    out[:, :m1, :m2] = x_ft[:, :m1, :m2] * w1
+    out[:, -m1:, :m2] = x_ft[:, -m1:, :m2] * w2
+    return torch.fft.irfft2(out, s=x.shape[-2:])
+
+
+def _authors_inverse_laplacian(x: torch.Tensor, power: float = 0.55) -> torch.Tensor:
+    """The authors' ``compConv(x, 1 / x**power)`` on a square ``[B, n, n]``: the 5-point stencil's
+    symbol by FFT, its modulus to ``-power``, the constant mode (``inf``) set to 0."""
+    n = x.shape[-1]
+    kernel = torch.zeros(n, n, dtype=x.dtype)
+    kernel[0, 0] = 4.0 * n**2
+    kernel[1, 0] = kernel[-1, 0] = kernel[0, 1] = kernel[0, -1] = -float(n**2)
+    lam = torch.fft.rfft2(kernel).abs() ** -power
+    lam[torch.isinf(lam)] = 0.0
+    return torch.fft.irfft2(torch.fft.rfft2(x) * lam, s=(n, n))
+
+
+def test_authors_fno_prior_and_combined_prior_match_the_authors_operators() -> None:
+    """Dense oracle: the authors' ``CombinedConv`` ``Q = s L^-0.55 + s2 K`` and ``FNOprior`` ``K`` on a
+    10² grid (which holds their whole mode set), as explicit matrices. rezdiff's value convention needs
+    ``scale = s / n`` to reproduce them, and then ``apply`` is ``Q Q^T`` exactly."""
+    n, m1, m2, seed = 10, 4, 3, 5
+    fno = AuthorsFNOPrior(m1, m2, seed=seed, scale=0.5 / n)
+    weights = fno.weights()
+    assert float(weights.real.min()) >= 0.2 and float(weights.imag.max()) < 0.8
+    authors_fno = operator_matrix(lambda v: _authors_spectral_conv(v, weights), n, n)
+    lap = operator_matrix(_authors_inverse_laplacian, n, n)
+    combined = CombinedCovariance(
+        (InverseLaplacian(scale=10.0 / n, zero_mode="drop", laplacian="five_point"), fno)
+    )
+    authors_q = 10.0 * lap + 0.5 * authors_fno
+    torch.testing.assert_close(operator_matrix(combined.apply, n, n), authors_q @ authors_q.T)
+    torch.testing.assert_close(operator_matrix(fno.apply, n, n), 0.25 * authors_fno @ authors_fno.T)
+    # a sum of covariances (independent draws) is a different law: no cross terms
+    summed = combined.parts[0] + combined.parts[1]
+    assert not torch.allclose(operator_matrix(summed.apply, n, n), authors_q @ authors_q.T)
+    # the mode set: k1 in [-m1, m1), k2 in [0, m2) and mirrors, nothing else
+    held = fno.sqrt_spectrum(n, n) > 0
+    k = torch.fft.fftfreq(n, 1.0 / n).long()
+    k1, k2 = k[:, None], k[None, :]
+
+    def in_half(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        return (a >= -m1) & (a < m1) & (b >= 0) & (b < m2)
+
+    mirrored = in_half(k1, k2) | in_half(-k1, -k2)
+    assert torch.equal(held, mirrored) and int(held.sum()) == 2 * m1 * m2 + 2 * m1 * (m2 - 1) + 1
+
+
+def test_authors_fno_prior_coarse_grids_hold_the_same_function() -> None:
+    prior = AuthorsFNOPrior(6, 4, seed=2)
+    for n in (8, 12):  # coarser than the mode set: the modes the grid holds in full, nothing aliased
+        band = _coarse_band(n, "periodic")
+        torch.testing.assert_close(
+            _on_band(prior.sqrt_spectrum(n, n), band), _on_band(prior.sqrt_spectrum(64, 64), band)
+        )
+        assert float(prior.sqrt_spectrum(n, n)[n // 2].abs().max()) == 0.0  # the even grid's Nyquist row
+    with pytest.raises(ValueError, match="periodic"):
+        AuthorsFNOPrior(boundary="reflect")
+    with pytest.raises(ValueError, match="modes1 and modes2"):
+        AuthorsFNOPrior(0, 3)
+    with pytest.raises(ValueError, match="CombinedCovariance"):
+        CombinedCovariance((Matern(), Matern(boundary="reflect")))
 
 
 # --------------------------------------------------------------------------------------------------------

@@ -57,7 +57,9 @@ ZeroMode = Literal["drop", "lowest"]
 LaplacianKind = Literal["five_point", "spectral"]
 
 __all__ = [
+    "AuthorsFNOPrior",
     "Boundary",
+    "CombinedCovariance",
     "Covariance",
     "FNOPrior",
     "GaussianMollifier",
@@ -284,6 +286,15 @@ class Covariance(ABC):
     def sqrt_spectrum(self, height: int, width: int) -> Tensor:
         """Eigenvalues ``sigma_k`` of ``C^{1/2}`` on the grid's modes: ``[H, W]`` float64, basis layout."""
 
+    def root_multiplier(self, height: int, width: int) -> Tensor:
+        """The multiplier of the square root this prior is built from, ``[H, W]`` in the basis layout.
+
+        For self-adjoint roots it is :meth:`sqrt_spectrum`; a prior built from a normal but not
+        self-adjoint operator (:class:`AuthorsFNOPrior`) returns its complex multiplier, whose modulus is
+        ``sigma``. :class:`CombinedCovariance` adds these, as the authors' ``CombinedConv`` adds operators.
+        """
+        return self.sqrt_spectrum(height, width)
+
     def spectrum(self, height: int, width: int) -> Tensor:
         """Eigenvalues ``lambda_k = sigma_k^2`` of ``C`` on the grid's modes, ``[H, W]`` float64."""
         return self.sqrt_spectrum(height, width) ** 2
@@ -450,21 +461,97 @@ class FNOPrior(Covariance):
 
 
 @dataclass(frozen=True)
+class AuthorsFNOPrior(Covariance):
+    """The authors' FNO prior: ``C^{1/2} = scale K``, ``K`` one fixed random 1-channel FNO spectral
+    convolution as their ``SpectralConv2d(1, 1, modes1, modes2, rand=False)`` builds it (periodic only).
+
+    ``K`` multiplies the real FFT's half spectrum ``k1 in [-modes1, modes1)``, ``k2 in [0, modes2)`` by
+    complex weights ``W`` with real parts uniform in ``[0.2, 1)`` and imaginary parts in ``[0, 0.8)``
+    (their ``0.2 + 0.8 torch.rand(cfloat)``; ``weights1`` for ``k1 >= 0``, ``weights2`` for ``k1 < 0``)
+    and zeroes every other mode. On a real field that makes mode ``k`` (``k2 > 0``) times ``W_k``, its
+    mirror ``-k`` times ``conj W_k``, and, because the inverse real FFT keeps the Hermitian part of the
+    ``k2 = 0`` column, ``(k1, 0)`` times ``(W_(k1,0) + conj W_(-k1,0)) / 2``. ``K`` is normal, so ``K xi``
+    has the law of ``|K| xi``: ``sigma_k = scale |m_k|``; :meth:`root_multiplier` is ``scale m``.
+
+    Differences from the authors' code: the weights come from a generator seeded with ``seed`` (theirs
+    from the global RNG); ``scale`` is in rezdiff's value convention (``sqrt = sqrt(HW) F* diag(sigma) F``,
+    so ``scale = s / n`` reproduces their ``s K`` on an ``n x n`` grid, and their noise on other grids
+    is not the same random function); a grid keeps only the modes it holds in full (``|k| < n / 2``), so
+    coarse grids hold the band-limited projection of the same function and an even grid drops its Nyquist
+    row/column (theirs aliases, or fails for ``n < modes1``).
+    """
+
+    modes1: int = 32
+    modes2: int = 16
+    seed: int = 0
+    scale: float = 1.0
+    boundary: Boundary = "periodic"
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.boundary != "periodic":
+            raise ValueError(
+                f"AuthorsFNOPrior is an FFT convolution: boundary must be 'periodic', got {self.boundary!r}; "
+                "use FNOPrior(boundary='reflect') for cosine modes"
+            )
+        if self.modes1 < 1 or self.modes2 < 1:
+            raise ValueError(f"modes1 and modes2 must be >= 1, got {self.modes1}, {self.modes2}")
+
+    def weights(self) -> Tensor:
+        """The authors' ``(weights1, weights2)`` as one ``[2, modes1, modes2]`` complex128 tensor."""
+        generator = torch.Generator().manual_seed(self.seed)
+        u = torch.rand(2, 2, self.modes1, self.modes2, generator=generator, dtype=torch.float64)
+        return torch.complex(0.2 + 0.8 * u[:, 0], 0.8 * u[:, 1])
+
+    def root_multiplier(self, height: int, width: int) -> Tensor:
+        weights1, weights2 = self.weights()
+        table = torch.cat([weights2, weights1])  # row r holds wave number k1 = r - modes1
+        m1, m2 = self.modes1, self.modes2
+        k1 = _wave_numbers(height, "periodic").long()[:, None].expand(height, width)
+        k2 = _wave_numbers(width, "periodic").long()[None, :].expand(height, width)
+
+        def half(a: Tensor, b: Tensor) -> Tensor:
+            """``W`` at wave numbers ``(a, b)`` of the half spectrum, 0 outside the mode set."""
+            inside = (a >= -m1) & (a < m1) & (b >= 0) & (b < m2)
+            value = table[(a + m1).clamp(0, 2 * m1 - 1), b.clamp(0, m2 - 1)]
+            return torch.where(inside, value, torch.zeros_like(value))
+
+        multiplier = torch.where(
+            k2 > 0,
+            half(k1, k2),
+            torch.where(k2 < 0, half(-k1, -k2).conj(), (half(k1, k2) + half(-k1, k2).conj()) / 2),
+        )
+        held = (2 * k1.abs() < height) & (2 * k2.abs() < width)  # no even grid's Nyquist mode
+        return self.scale * multiplier * held
+
+    def sqrt_spectrum(self, height: int, width: int) -> Tensor:
+        return self.root_multiplier(height, width).abs()
+
+
+def _common_boundary(kind: str, parts: tuple[Covariance, ...]) -> None:
+    if not parts:
+        raise ValueError(f"{kind} needs at least one covariance")
+    boundaries = sorted({p.boundary for p in parts})
+    if len(boundaries) > 1:
+        raise ValueError(
+            f"cannot combine covariances with boundaries {boundaries} in a {kind}: their eigenbases "
+            "(Fourier vs cosine) differ; build every part with the same boundary"
+        )
+
+
+@dataclass(frozen=True)
 class SumCovariance(Covariance):
-    """``C = C_1 + ... + C_n`` (same eigenbasis, so ``sigma = sqrt(sum sigma_i^2)``); build it with ``+``."""
+    """``C = C_1 + ... + C_n`` (same eigenbasis, so ``sigma = sqrt(sum sigma_i^2)``); build it with ``+``.
+
+    The noise is the sum of independent draws of the parts. The authors' ``CombinedConv`` instead adds
+    the square roots applied to one draw: that is :class:`CombinedCovariance`.
+    """
 
     parts: tuple[Covariance, ...]
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "parts", tuple(self.parts))
-        if not self.parts:
-            raise ValueError("SumCovariance needs at least one covariance")
-        boundaries = sorted({p.boundary for p in self.parts})
-        if len(boundaries) > 1:
-            raise ValueError(
-                f"cannot add covariances with boundaries {boundaries}: their eigenbases (Fourier vs cosine) "
-                "differ, so the sum has no common square root; build every part with the same boundary"
-            )
+        _common_boundary("SumCovariance", self.parts)
 
     @property
     def boundary(self) -> Boundary:  # type: ignore[override]
@@ -472,3 +559,32 @@ class SumCovariance(Covariance):
 
     def sqrt_spectrum(self, height: int, width: int) -> Tensor:
         return sum(p.spectrum(height, width) for p in self.parts).sqrt()
+
+
+@dataclass(frozen=True)
+class CombinedCovariance(Covariance):
+    """``C^{1/2} = C_1^{1/2} + ... + C_n^{1/2}`` applied to one white draw: the authors' ``CombinedConv``.
+
+    Their warm-start prior is ``CombinedConv(k1=10, k2=10, scale=10, scale2=0.5)``, i.e.
+    ``10 (-Δ_h)^-0.55 + 0.5 K`` (constant mode of the Laplacian part dropped, ``K`` an
+    :class:`AuthorsFNOPrior`). The roots share an eigenbasis, so ``sigma = |sum m_i|`` with ``m_i`` each
+    part's :meth:`~Covariance.root_multiplier` (complex for :class:`AuthorsFNOPrior`). ``C`` is not the sum
+    of the parts' covariances (that is :class:`SumCovariance`): it has the cross terms
+    ``2 Re(m_i conj m_j)``.
+    """
+
+    parts: tuple[Covariance, ...]
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "parts", tuple(self.parts))
+        _common_boundary("CombinedCovariance", self.parts)
+
+    @property
+    def boundary(self) -> Boundary:  # type: ignore[override]
+        return self.parts[0].boundary
+
+    def root_multiplier(self, height: int, width: int) -> Tensor:
+        return sum(p.root_multiplier(height, width) for p in self.parts)
+
+    def sqrt_spectrum(self, height: int, width: int) -> Tensor:
+        return self.root_multiplier(height, width).abs()
