@@ -14,7 +14,7 @@ import torch
 import rezdiff
 from rezdiff.callbacks import ResolutionSchedule
 from rezdiff.cli import main
-from rezdiff.core.operators import InverseLaplacian, Matern, WhiteNoise
+from rezdiff.core.operators import AuthorsFNOPrior, CombinedCovariance, InverseLaplacian, Matern, WhiteNoise
 from rezdiff.data import FieldBatch, Levels, RandomPixels, Synthetic, fourier_resize
 from rezdiff.models import MultilevelSDE
 from rezdiff.models.multilevel import build_covariance, covariance_spec
@@ -259,7 +259,16 @@ def test_paper_configs_train_on_an_image_folder(config: str, tmp_path: Path) -> 
         + ["--trainer.callbacks", callbacks, "--trainer.enable_progress_bar", "false"]
     )
     model = rezdiff.load(root / "checkpoints" / "last.ckpt")
-    assert model.hparams["modes"] == 14 and model.hparams["width"] == 32 and model.prior == Matern(tau=8.0)
+    assert model.hparams["modes"] == 14 and model.hparams["width"] == 32
+    if config == "multilevel_warmstart":  # the authors' CombinedConv(k1=10, k2=10, scale=10, scale2=0.5)
+        assert model.prior == CombinedCovariance(
+            (
+                InverseLaplacian(scale=20 / 64, zero_mode="drop", laplacian="spectral"),
+                AuthorsFNOPrior(10, 10, scale=1 / 64),
+            )
+        )
+    else:
+        assert model.prior == Matern(tau=8.0, laplacian="spectral")
     if config == "multilevel_warmstart":
         assert scalars(root, "train/resolution") == [
             48.0
