@@ -38,7 +38,8 @@ def test_multilevel_warmstart_records_complete_results(tmp_path: Path) -> None:
         ]
         + ["--sample-steps", "2", "--sample-batch", "2", "--device", "cpu", "--out", str(tmp_path)]
     )
-    assert json.loads((tmp_path / "multilevel_warmstart_16_cpu.json").read_text()) == report
+    assert json.loads((tmp_path / "multilevel_warmstart_16_cpu_combined.json").read_text()) == report
+    assert report["settings"]["prior"] == "combined"
     assert report["versions"]["torch"] and report["device"]["type"] == "cpu"
     assert [row["step"] for row in report["fine_only"]["curve"]] == [2, 4]
     assert report["coarse_to_fine"]["curve"][0]["resolution"] == 8

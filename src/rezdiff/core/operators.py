@@ -419,7 +419,9 @@ class FNOPrior(Covariance):
     and imaginary parts uniform in ``[0, 1)`` as in FNO's initialisation, ``|R_k| = |R_-k|`` so samples are
     real). The table depends on ``seed`` only and is normalised to ``trace C = scale^2``. Finite rank: the
     same eigenvalues at every grid that resolves the modes (``n > 2 modes`` periodic, ``n > modes`` reflect);
-    coarser grids keep the modes they resolve (never an even grid's Nyquist mode).
+    coarser grids keep the modes they resolve (never an even grid's Nyquist mode). This is rezdiff's
+    symmetric variant; the authors' ``FNOprior`` (other weight law, half-spectrum mode set, no
+    normalisation) is :class:`AuthorsFNOPrior`.
     """
 
     modes: int = 14
