@@ -4,6 +4,7 @@ against dense matrices built from T, and the exact denoiser of a one-point data 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import pytest
 import torch
@@ -18,6 +19,7 @@ from rezdiff.core.mollified import (
     mollified_sample,
     resolution_factor,
 )
+from rezdiff.core.operators import dct2, idct2
 from rezdiff.core.schedules import timestep_subsequence
 
 H, W = 4, 5  # 20 pixels: dense 20 x 20 covariance matrices
@@ -94,6 +96,58 @@ def test_finer_grid_noise_is_the_same_random_field() -> None:
     assert variances[2] == pytest.approx(variances[0], rel=0.05)
 
 
+def pixel_variance(operator: Callable[[Tensor], Tensor], size: int) -> Tensor:
+    """Exact per-pixel variance ``diag(L L^T)`` of a DCT-diagonal operator ``L`` on ``size x size`` grids.
+
+    Reads ``L``'s DCT multiplier off ``L`` itself (``dct2(L(idct2(1)))``), checks on a random input that
+    ``L`` is that multiplier, then sums ``multiplier^2 psi_u(i)^2 psi_v(j)^2`` over the modes."""
+    ones = torch.ones(1, 1, size, size, dtype=torch.float64)
+    multiplier = dct2(operator(idct2(ones)))[0, 0]
+    z = torch.randn(2, 1, size, size, generator=gen(11), dtype=torch.float64)
+    torch.testing.assert_close(operator(z), idct2(multiplier * dct2(z)))
+    u = torch.arange(size, dtype=torch.float64)[:, None]
+    centres = (torch.arange(size, dtype=torch.float64)[None] + 0.5) / size
+    psi2 = torch.where(u == 0, 1.0, 2.0) / size * torch.cos(math.pi * u * centres) ** 2  # [mode, pixel]
+    return psi2.T @ multiplier**2 @ psi2
+
+
+@pytest.mark.parametrize("factor", [4.0, 2.0, 1.0, 0.5, 0.25])
+def test_noise_is_the_same_random_field_at_every_resolution(factor: float) -> None:
+    """The noise operator on a grid f = R / R0 times finer gives every pixel farther than 4 training pixels
+    from the border the per-pixel variance of the continuum field T eps, 1 / (4 pi std^2), to 1e-4 (the
+    border pixels see their mirror images); below 1x too, where the plain T'(f eps) loses 5% (0.5x) and
+    46% (0.25x) of it."""
+    base_size = 64
+    size = int(base_size * factor)
+    operator = mollified_noise_operator(GaussianMollifier(1.0).scaled(factor), factor)
+    variance = pixel_variance(operator, size)
+    margin = math.ceil(4 * factor)
+    interior = variance[margin:-margin, margin:-margin]
+    # rtol: at f >= 1 the field is band-limited to the grid, which drops m^2 <= exp(-pi^2) ~ 5e-5 at 1x
+    torch.testing.assert_close(interior, torch.full_like(interior, 1 / (4 * math.pi)), rtol=1e-4, atol=0)
+
+
+def covariance_of(operator: Callable[[Tensor], Tensor], size: int) -> Tensor:
+    """``L L^T``, ``[size^2, size^2]``, from ``L`` applied to every pixel indicator."""
+    eye = torch.eye(size * size, dtype=torch.float64).reshape(-1, 1, size, size)
+    columns = operator(eye).reshape(size * size, -1)
+    return columns.T @ columns
+
+
+@pytest.mark.parametrize(("train", "odd"), [(8, 3), (16, 5)])
+def test_coarse_noise_is_the_finer_field_read_at_its_pixel_centres(train: int, odd: int) -> None:
+    """Below 1x the noise is the restriction of the fine one: the covariance of a 4x4 grid (0.5x of 8,
+    0.25x of 16) equals that of a grid ``odd`` times finer (1.5x, 1.25x: plain band-limited T'(f eps)) read
+    at the fine pixels whose centres are the coarse ones (``odd * i + odd // 2``)."""
+    base = GaussianMollifier(1.0)
+    coarse, fine = 4, 4 * odd
+    cov_coarse = covariance_of(mollified_noise_operator(base.scaled(coarse / train), coarse / train), coarse)
+    cov_fine = covariance_of(mollified_noise_operator(base.scaled(fine / train), fine / train), fine)
+    keep = torch.arange(coarse) * odd + odd // 2
+    rows = (keep[:, None] * fine + keep[None, :]).flatten()
+    torch.testing.assert_close(cov_coarse, cov_fine[rows][:, rows], rtol=0, atol=1e-8)
+
+
 @pytest.mark.parametrize("t", [3, 400])
 def test_posterior_matches_the_chain(x0: Tensor, t: int) -> None:
     """Simulate x_{t-1} ~ q(.|x0), x_t ~ N(sqrt(a_t) x_{t-1}, beta_t T T*); the residual of x_{t-1} after
@@ -128,8 +182,9 @@ def test_posterior_matches_the_chain(x0: Tensor, t: int) -> None:
 
 def test_gaussian_data_eps_is_the_conditional_mean() -> None:
     """For x0 ~ N(mu, s^2 I): target - E[target | x_t] has mean 0 and is uncorrelated with x_t (the
-    orthogonality that characterises the conditional mean of jointly Gaussian variables); also at 2x."""
-    for factor in (1.0, 2.0):
+    orthogonality that characterises the conditional mean of jointly Gaussian variables); also at 2x and at
+    0.5x, where the noise is folded and the conditioning runs per DCT mode."""
+    for factor in (1.0, 2.0, 0.5):
         mollifier = GaussianMollifier(1.0).scaled(factor)
         mu = torch.linspace(-0.5, 0.5, H * W, dtype=torch.float64).reshape(1, 1, H, W)
         x0 = mu + 0.4 * torch.randn(N, 1, H, W, generator=gen(4), dtype=torch.float64)
@@ -144,11 +199,30 @@ def test_gaussian_data_eps_is_the_conditional_mean() -> None:
         )  # it explains something
 
 
+@pytest.mark.parametrize("factor", [1.0, 0.5, 0.25])
+def test_gaussian_data_eps_equals_dense_gaussian_conditioning(factor: float) -> None:
+    """E[n | x_t] = C_nx C_xx^{-1} (x_t - sqrt(ab) T mu) with the dense matrices of T and of the noise
+    operator L (C_nx = sqrt(1 - ab) L L^T, C_xx = ab s^2 T T^T + (1 - ab) L L^T). (Above 1x, C_xx is too
+    ill-conditioned on a 4x5 grid for a dense inverse; there the gain is a scalar anyway.)"""
+    mollifier = GaussianMollifier(1.0).scaled(factor)
+    tm = matrix(mollifier)
+    operator = mollified_noise_operator(mollifier, factor)
+    eye = torch.eye(H * W, dtype=torch.float64).reshape(-1, 1, H, W)
+    lm = operator(eye).reshape(H * W, -1).T
+    ab, std = float(AB[300]), 0.4
+    mu = torch.linspace(-0.5, 0.5, H * W, dtype=torch.float64).reshape(1, 1, H, W)
+    x_t = torch.randn(3, 1, H, W, generator=gen(12), dtype=torch.float64)
+    noise_cov = lm @ lm.T
+    gain = math.sqrt(1 - ab) * noise_cov @ torch.linalg.inv(ab * std**2 * tm @ tm.T + (1 - ab) * noise_cov)
+    dense = (flat(x_t) - math.sqrt(ab) * (tm @ mu.flatten())) @ gain.T
+    torch.testing.assert_close(flat(gaussian_data_eps(x_t, AB[300], mollifier, mu, std, factor)), dense)
+
+
 @pytest.mark.parametrize("sampler", ["ddim", "ddpm"])
-@pytest.mark.parametrize("factor", [1, 2])
-def test_exact_denoiser_of_one_point_recovers_t_x0(sampler: str, factor: int) -> None:
-    """DDIM (eta = 0) and ancestral sampling with the exact denoiser of {x0} end at T x0, at 1x and 2x."""
-    size = 8 * factor
+@pytest.mark.parametrize("factor", [1.0, 2.0, 0.5])
+def test_exact_denoiser_of_one_point_recovers_t_x0(sampler: str, factor: float) -> None:
+    """DDIM (eta = 0) and ancestral sampling with the exact denoiser of {x0} end at T x0, at 1x, 2x, 0.5x."""
+    size = int(8 * factor)
     mollifier = GaussianMollifier(1.0).scaled(factor)
     x0 = torch.linspace(-1, 1, size, dtype=torch.float64).outer(torch.ones(size, dtype=torch.float64))
     x0 = torch.stack([x0, x0.T]).unsqueeze(0).expand(3, -1, -1, -1)  # [3, 2, size, size]
@@ -163,6 +237,10 @@ def test_exact_denoiser_of_one_point_recovers_t_x0(sampler: str, factor: int) ->
 
 
 def test_noise_operator_and_errors() -> None:
+    with pytest.raises(ValueError, match="std > 0"):
+        GaussianMollifier(0.0).folded_multiplier(4, 4)
+    white = torch.randn(1, 1, 4, 4, generator=gen(9))  # std = 0: f z, the pixel average of white noise
+    torch.testing.assert_close(mollified_noise_operator(GaussianMollifier(0.0), 0.5)(white), 0.5 * white)
     mollifier = GaussianMollifier(1.0).scaled(2.0)
     z = torch.randn(1, 1, 8, 8, generator=gen(8))
     torch.testing.assert_close(mollified_noise_operator(mollifier, 2.0)(z), mollifier(2 * z))

@@ -12,6 +12,7 @@ import rezdiff
 from rezdiff.cli import main
 from rezdiff.data import FieldBatch, FullGrid, RandomPixels, Synthetic
 from rezdiff.models import InftyDiff, InftyDiffLatent
+from rezdiff.models.infty_diff import module
 from tests.helpers import REPO, TINY_INFTY_DIFF, loss_before_and_after
 
 TINY_CONFIG = REPO / "tests" / "configs" / "tiny_infty_diff.yaml"
@@ -56,6 +57,49 @@ def test_sampling_at_one_and_two_times_the_training_resolution() -> None:
     torch.testing.assert_close(first, again, rtol=0, atol=0)
     mollified = model.sample(1, 16, generator=torch.Generator().manual_seed(1), deblur=False, eta=1.0)
     assert mollified.shape == (1, 3, 16, 16) and model.training
+
+
+def test_sampling_below_the_training_resolution_starts_from_the_folded_noise(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """At R = R0 / 2 the sampler starts from the point values of the same noise field (the folded operator),
+    the blur is half a pixel wide and the kernels shrink to 3."""
+    model = InftyDiff(**TINY)
+    starts = []
+    initial_state = module.mollified_initial_state
+
+    def spy(shape, mollifier, factor, generator=None, device=None, dtype=torch.float32):  # type: ignore[no-untyped-def]
+        before = generator.get_state()
+        x_T = initial_state(shape, mollifier, factor, generator, device, dtype)
+        starts.append((mollifier, factor, x_T, before))
+        return x_T
+
+    monkeypatch.setattr(module, "mollified_initial_state", spy)
+    images = model.sample(2, 8, steps=2, generator=torch.Generator().manual_seed(3))
+    assert images.shape == (2, 3, 8, 8) and torch.isfinite(images).all()
+    ((mollifier, factor, x_T, before),) = starts
+    assert factor == 0.5 and mollifier.std == 0.5
+    replay = torch.Generator()
+    replay.set_state(before)
+    white = torch.randn(x_T.shape, generator=replay)
+    torch.testing.assert_close(x_T, mollifier.noise(white, 0.5))
+    assert model.network.denoiser.kernel_size_for(factor) == 3
+
+
+def test_latent_conditioning_option_and_checkpoint_mismatch() -> None:
+    """``latent_conditioning`` reaches the network and the hyperparameters; weights of the other form are
+    refused with the fix named."""
+    authors = InftyDiff(**TINY, latent_dim=8)
+    embedded = InftyDiff(**TINY, latent_dim=8, latent_conditioning="embedding")
+    assert authors.hparams.latent_conditioning == "scale" and authors.network.denoiser.unet.latent_dim == 8
+    assert embedded.hparams.latent_conditioning == "embedding"
+    assert embedded.network.denoiser.latent_embedding is not None
+    with pytest.raises(ValueError, match="latent_conditioning='embedding'"):
+        authors.load_state_dict(embedded.state_dict())
+    with pytest.raises(ValueError, match="latent_conditioning='scale'"):
+        embedded.load_state_dict(authors.state_dict())
+    with pytest.raises(ValueError, match="latent_conditioning"):
+        InftyDiff(**TINY, latent_dim=8, latent_conditioning="sum")  # type: ignore[arg-type]
 
 
 def test_kernel_scale_and_mollifier_follow_the_resolution(monkeypatch: pytest.MonkeyPatch) -> None:

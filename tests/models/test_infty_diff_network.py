@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import pytest
 import torch
+import torch.nn.functional as F
+from diffusers.models.resnet import ResnetBlock2D
 
-from rezdiff.models.infty_diff.network import InftyDiffEncoder, InftyDiffNet
+from rezdiff.models.infty_diff.network import InftyDiffEncoder, InftyDiffNet, _LatentScaledTimeProjection
 
 TINY = dict(
     channels=3,
@@ -163,3 +165,77 @@ def test_clear_errors() -> None:
         net(x, index, RES, torch.tensor([1, 2, 3]), torch.randn(2, 6))
     with pytest.raises(ValueError, match="divisible by 2"):
         InftyDiffNet(**{**TINY, "inner_resolution": 9})
+
+
+def test_latent_scale_is_the_authors_conv_block_modulation() -> None:
+    """Every inner U-Net resnet of a "scale" network computes, by hand from its own weights, the authors'
+    ConvBlock order: conv1(act(norm1 x)) -> norm2 -> (1 + s) h + b (time) -> h (1 + W2 gelu(W1 z + c1) + c2)
+    (latent) -> conv2(act(h)) -> + shortcut(x)."""
+    torch.manual_seed(1)
+    net = tiny_net(latent_dim=6)
+    resnets = net.unet.resnets()
+    assert len(resnets) == sum(isinstance(m, ResnetBlock2D) for m in net.unet.modules())
+    time_dim = net.time_embedding.linear_2.out_features
+    for resnet in resnets:
+        assert resnet.upsample is None and resnet.downsample is None
+        projection = resnet.time_emb_proj
+        assert isinstance(projection, _LatentScaledTimeProjection)
+        first, last = projection.latent[0], projection.latent[2]
+        torch.nn.init.normal_(last.weight, std=0.3)  # the default init is small; make the scale matter
+        x = torch.randn(2, resnet.conv1.in_channels, 8, 8)
+        emb, z = torch.randn(2, time_dim), torch.randn(2, 6)
+        with torch.no_grad():
+            h = resnet.conv1(F.silu(resnet.norm1(x)))
+            scale, shift = projection.proj(F.silu(emb))[:, :, None, None].chunk(2, dim=1)
+            h = resnet.norm2(h) * (1 + scale) + shift
+            gain = 1 + F.linear(F.gelu(F.linear(z, first.weight, first.bias)), last.weight, last.bias)
+            h = resnet.conv2(F.silu(h * gain[:, :, None, None]))
+            shortcut = x if resnet.conv_shortcut is None else resnet.conv_shortcut(x)
+            expected = (shortcut + h) / resnet.output_scale_factor
+            torch.testing.assert_close(resnet(x, torch.cat((emb, z), dim=1)), expected)
+
+
+def _unconditioned_copy(net: InftyDiffNet) -> InftyDiffNet:
+    """The network without latent_dim, with ``net``'s weights (all latent parts left out)."""
+    plain = tiny_net()
+    state = {
+        key.replace("time_emb_proj.proj.", "time_emb_proj."): value
+        for key, value in net.state_dict().items()
+        if ".latent." not in key and not key.startswith("latent_embedding")
+    }
+    plain.load_state_dict(state)
+    return plain
+
+
+@pytest.mark.parametrize("conditioning", ["scale", "embedding"])
+def test_latent_conditioning_with_neutral_z_is_the_unconditioned_network(conditioning: str) -> None:
+    """With every latent map's output layer zeroed (gain 1, nothing added), both forms equal the network
+    built without latent_dim; un-zeroing only the U-Net's part makes the output depend on z."""
+    net = tiny_net(latent_dim=6, latent_conditioning=conditioning)
+    index, x, t = subset(2, 80, seed=4), torch.randn(2, 80, 3), torch.tensor([7, 500])
+    z1, z2 = torch.randn(2, 6), torch.randn(2, 6)
+    unet_maps = (
+        [resnet.time_emb_proj.latent[2] for resnet in net.unet.resnets()]
+        if conditioning == "scale"
+        else [net.latent_embedding]
+    )
+    sparse_maps = [block.latent[i][2] for block in (*net.down, *net.up) for i in range(2)]
+    with torch.no_grad():
+        for layer in (*unet_maps, *sparse_maps):
+            layer.weight.zero_()
+            layer.bias.zero_()
+        expected = _unconditioned_copy(net)(x, index, RES, t)
+        torch.testing.assert_close(net(x, index, RES, t, z1), expected)
+        for layer in unet_maps:
+            torch.nn.init.normal_(layer.weight, std=0.3)
+        assert (net(x, index, RES, t, z1) - net(x, index, RES, t, z2)).abs().max() > 1e-3
+
+
+def test_latent_conditioning_default_and_errors() -> None:
+    net = tiny_net(latent_dim=6)
+    assert net.latent_conditioning == "scale" and net.latent_embedding is None
+    assert tiny_net(latent_dim=6, latent_conditioning="embedding").unet.latent_dim is None
+    with pytest.raises(ValueError, match="latent_conditioning"):
+        tiny_net(latent_dim=6, latent_conditioning="add")
+    with pytest.raises(ValueError, match="pass z"):
+        net.unet(torch.randn(1, 16, 8, 8), torch.randn(1, 64))

@@ -137,14 +137,17 @@ def test_full_density_is_conv2d_times_k2_over_count(backend: str) -> None:
 
 
 def test_resized_kernel_size_rule() -> None:
+    # The authors' 2 * round((K * scale - 1) / 2) + 1, Python's round (half to even): ties go to 1 mod 4.
     assert resized_kernel_size(7, 1.0) == 7
-    assert resized_kernel_size(7, 2.0) == 13  # 14 is a tie between 13 and 15: the smaller
+    assert resized_kernel_size(7, 2.0) == 13  # 14: tie between 13 and 15, round(6.5) = 6
     assert resized_kernel_size(7, 15 / 7) == 15
-    assert resized_kernel_size(7, 4.0) == 27  # 28: tie -> 27
+    assert resized_kernel_size(7, 4.0) == 29  # 28: tie, round(13.5) = 14
+    assert resized_kernel_size(7, 8.0) == 57  # 56: tie, round(27.5) = 28
+    assert resized_kernel_size(5, 4.0) == 21  # 20: tie, round(9.5) = 10 (the quickstart's 4x kernels)
     assert resized_kernel_size(7, 1.3) == 9  # 9.1
-    assert resized_kernel_size(7, 0.5) == 3  # 3.5: tie -> 3
+    assert resized_kernel_size(7, 0.5) == 3  # 3.5: tie, round(1.25) = 1
     assert resized_kernel_size(7, 0.25) == 3  # at least 3
-    assert resized_kernel_size(5, 1.5) == 7  # 7.5: tie -> 7
+    assert resized_kernel_size(5, 1.5) == 7  # 7.5: tie, round(3.25) = 3
     with pytest.raises(ValueError, match="positive"):
         resized_kernel_size(7, 0.0)
 

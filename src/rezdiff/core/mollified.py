@@ -8,10 +8,16 @@ global operator) and only then read at the sampled pixels. The network predicts 
 ``noise_operator`` = the mollifier; this module adds what is specific to ∞-Diff:
 
 * **Other resolutions.** A grid ``f = R / R0`` times finer than the training grid holds the same functions:
-  the blur becomes ``std * f`` pixels (:meth:`GaussianMollifier.scaled`) and the white noise is multiplied
-  by ``f``, so ``T'(f eps)`` is the same random field as ``T eps`` (per-pixel variance
-  ``1 / (4 pi std^2)`` at every resolution). Every function here takes the already scaled mollifier and
-  the factor ``f``.
+  the blur becomes ``std * f`` pixels (:meth:`GaussianMollifier.scaled`). For ``f >= 1`` the white noise is
+  multiplied by ``f``, so ``T'(f eps)`` is the same random field as ``T eps`` (per-pixel variance
+  ``1 / (4 pi std^2)``). Below the training resolution that is false: the blur of ``std * f < 1`` pixel no
+  longer band-limits the field within the coarse grid's band, and ``T'(f eps)`` loses the variance beyond
+  it (exact per-pixel variance away from the borders 0.0755 at 0.5x and 0.0430 at 0.25x instead of
+  0.0796 for ``std = 1``). So for
+  ``f < 1`` the noise is the *point values* of the same continuum field at the coarse pixel centres (its
+  spectrum folded onto the grid, :meth:`GaussianMollifier.noise_multiplier`); sampling below ``R0`` thus
+  means drawing the model's continuous image at fewer, sparser points (the network's kernels shrink to
+  ``>= 3`` taps). Every function here takes the already scaled mollifier and the factor ``f``.
 * **Reference denoisers.** :func:`gaussian_data_eps` is the exact ``E[T(f eps) | x_t]`` for Gaussian data
   (a one-point data set when ``std = 0``): the closed form that tests of the samplers and of the inverse
   problems run against.
@@ -37,7 +43,7 @@ from rezdiff.core.gaussian import (
     q_sample,
     randn,
 )
-from rezdiff.core.operators import GaussianMollifier
+from rezdiff.core.operators import GaussianMollifier, dct2, idct2
 
 MollifiedSampler = Literal["ddim", "ddpm"]
 
@@ -73,12 +79,15 @@ def resolution_factor(train_resolution: int | Sequence[int], resolution: int | S
 def mollified_noise_operator(mollifier: GaussianMollifier, factor: float = 1.0) -> Operator:
     """``z -> T(f z)``: the noise of the mollified process on a grid ``f`` times finer than training.
 
-    ``mollifier`` is the one of that grid (``base.scaled(f)``). Pass it as ``noise_operator`` to the
-    steps of :mod:`rezdiff.core.gaussian`.
+    ``mollifier`` is the one of that grid (``base.scaled(f)``). For ``f < 1`` the operator is the folded
+    one (:meth:`GaussianMollifier.noise`): point values of the same field, not ``T(f z)``. Pass it as
+    ``noise_operator`` to the steps of :mod:`rezdiff.core.gaussian`.
     """
     if factor == 1.0:
         return mollifier
-    return lambda z: mollifier(z * factor)
+    if factor > 1.0:
+        return lambda z: mollifier(z * factor)
+    return lambda z: mollifier.noise(z, factor)
 
 
 def mollified_marginal(
@@ -88,8 +97,10 @@ def mollified_marginal(
     T(f eps)`` (what the network predicts). ``x0``, ``noise``: ``[B, C, H, W]``; one DCT pass for both."""
     if x0.shape != noise.shape:
         raise ValueError(f"x0 {tuple(x0.shape)} and noise {tuple(noise.shape)} must have the same shape")
-    blurred = mollifier(torch.cat([x0, noise * factor]))
-    t_x0, target = blurred.split(x0.shape[0])
+    if factor < 1.0:  # the noise is folded, not T(f eps): two passes
+        t_x0, target = mollifier(x0), mollified_noise_operator(mollifier, factor)(noise)
+    else:
+        t_x0, target = mollifier(torch.cat([x0, noise * factor])).split(x0.shape[0])
     return q_sample(t_x0, target, alpha_bar), target
 
 
@@ -118,11 +129,21 @@ def gaussian_data_eps(
     With ``y = T^{-1} x_t = sqrt(ab) x_0 + sqrt(1 - ab) f eps`` (pixel-wise independent), Gaussian
     conditioning gives ``E[f eps | y] = sqrt(1 - ab) f^2 (y - sqrt(ab) mean) / (ab std^2 + (1 - ab) f^2)``;
     ``T`` is linear, so no inverse blur is needed. ``std = 0`` is a one-point data set ``{mean}``, for which
-    every sampler must return ``T mean`` exactly.
+    every sampler must return ``T mean`` exactly. For ``f < 1`` (folded noise, multiplier ``n`` against
+    ``T``'s ``m``) the same conditioning runs per DCT mode: gain ``sqrt(1 - ab) n^2 / (ab m^2 std^2 +
+    (1 - ab) n^2)``.
     """
     ab = _f64(alpha_bar)
-    gain = (1 - ab).sqrt() * factor**2 / (ab * std**2 + (1 - ab) * factor**2)
-    return expand_like(gain, x_t) * (x_t - expand_like(ab.sqrt(), x_t) * mollifier(mean.to(x_t)))
+    residual = x_t - expand_like(ab.sqrt(), x_t) * mollifier(mean.to(x_t))
+    if factor >= 1.0 or std == 0:
+        gain = (1 - ab).sqrt() * factor**2 / (ab * std**2 + (1 - ab) * factor**2)
+        return expand_like(gain, x_t) * residual
+    height, width = x_t.shape[-2:]
+    m2 = mollifier.multiplier(height, width).to(x_t.device) ** 2
+    n2 = mollifier.noise_multiplier(height, width, factor).to(x_t.device) ** 2
+    ab = expand_like(ab.to(x_t.device), x_t)
+    gain = (1 - ab).sqrt() * n2 / (ab * m2 * std**2 + (1 - ab) * n2)
+    return idct2(gain.to(x_t.dtype) * dct2(residual))
 
 
 def mollified_sample(

@@ -258,11 +258,59 @@ class GaussianMollifier:
     def scaled(self, factor: float) -> GaussianMollifier:
         """The same physical blur on a grid ``factor`` times finer: ``std * R / R0`` for ``factor = R / R0``.
 
-        To keep ``T eps`` the same random field, multiply the white noise by ``factor`` as well (∞-Diff's
-        sampling at other resolutions): that keeps the per-pixel variance ``1 / (4 pi std^2)``.
+        The noise of the same random field on that grid is :meth:`noise_multiplier` ``(H, W, factor)``: for
+        ``factor >= 1`` it is ``T'(factor * eps)`` (∞-Diff's sampling at other resolutions), which keeps the
+        per-pixel variance ``1 / (4 pi std^2)``; below 1 that alone would lose the variance beyond the
+        coarse grid's band, and the spectrum is folded instead (:meth:`folded_multiplier`).
         """
         _check_positive("factor", factor)
         return dataclasses.replace(self, std=self.std * factor)
+
+    def folded_multiplier(self, height: int, width: int) -> Tensor:
+        """DCT-II multiplier ``sqrt(sum over aliases of m^2)``: the continuum's ``T eps`` at pixel centres.
+
+        ``T`` applied to white noise on the continuum is a field with a cosine mode for *every* integer wave
+        number; read at the pixel centres of an ``n``-point grid, the mode ``u' = 2kn +- u`` equals
+        ``+-`` the grid's mode ``u`` (and ``u' = (2k+1)n`` vanishes there). So the point values have, per
+        grid mode, the variance summed over its aliases (weight 2 for the aliases of the constant mode, whose
+        continuum modes have twice its mean square on the grid). With this multiplier in place of
+        :meth:`multiplier`, blurred white noise is that point-sample law exactly; they differ only by the
+        spectrum beyond the grid's band, negligible once ``std >= 1`` pixel (``m^2 <= exp(-pi^2)`` there).
+        Separable: ``[H, W]`` float64. ``std = 0`` (no blur) has no point values and raises.
+        """
+        if self.std <= 0:
+            raise ValueError("folded_multiplier needs std > 0: white noise (std=0) has no point values")
+
+        def axis(n: int) -> Tensor:
+            u = torch.arange(n, dtype=torch.float64)
+            # Aliases beyond |u'| = (2k - 1) n have m^2 < exp(-pi^2 std^2 (2k - 1)^2) <= exp(-50): dropped.
+            k_max = math.ceil((math.sqrt(50.0) / (math.pi * self.std) + 1) / 2)
+            k = torch.arange(1, k_max + 1, dtype=torch.float64)[:, None]
+
+            def power(w: Tensor) -> Tensor:
+                return torch.exp(-((math.pi * self.std * w / n) ** 2))
+
+            folded = power(u) + (power(2 * k * n - u) + power(2 * k * n + u)).sum(0)
+            folded[0] = power(u[:1]) + 2 * power(2 * k[:, 0] * n).sum()  # 2kn - 0 and 2kn + 0: one mode
+            return folded.sqrt()
+
+        return axis(height)[:, None] * axis(width)[None, :]
+
+    def noise_multiplier(self, height: int, width: int, factor: float = 1.0) -> Tensor:
+        """DCT-II multiplier of the mollified noise ``z -> T'(f z)`` on a grid ``f = factor`` times finer
+        than training (``self`` is that grid's mollifier), so that the output is the same random field at
+        every ``f``: ``f m`` for ``f >= 1`` (the band-limited field, as in training), ``f`` times
+        :meth:`folded_multiplier` for ``f < 1`` (its exact point values: the per-pixel variance stays
+        ``1 / (4 pi std_0^2)`` instead of dropping, by 46% at 0.25x). With ``std = 0`` the field is white
+        noise, and ``f z`` is its average over a pixel. ``[H, W]`` float64."""
+        _check_positive("factor", factor)
+        if factor >= 1 or self.std == 0:
+            return factor * self.multiplier(height, width)
+        return factor * self.folded_multiplier(height, width)
+
+    def noise(self, z: Tensor, factor: float = 1.0) -> Tensor:
+        """``z`` white on the grid -> the mollified noise of :meth:`noise_multiplier` (dtype kept)."""
+        return _multiply(z, self.noise_multiplier(*z.shape[-2:], factor), "reflect")
 
 
 # --------------------------------------------------------------------------------------------------------

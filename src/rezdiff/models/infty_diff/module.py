@@ -23,7 +23,7 @@ from rezdiff.core.schedules import alphas_cumprod, cosine_betas, timestep_subseq
 from rezdiff.data.batch import FieldBatch
 from rezdiff.data.coords import Resolution, as_hw, gather_pixels
 from rezdiff.models.base import DiffusionModule, resolution_or, step_generator
-from rezdiff.models.infty_diff.network import InftyDiffEncoder, InftyDiffNet
+from rezdiff.models.infty_diff.network import InftyDiffEncoder, InftyDiffNet, LatentConditioning
 from rezdiff.nn.sparse import Backend
 
 Sampler = Literal["ddim", "ddpm"]
@@ -69,10 +69,13 @@ class InftyDiff(DiffusionModule):
     (``T`` = Gaussian blur of ``mollifier_std`` pixels at ``train_resolution``, DCT, reflecting borders),
     noised, and read at the batch's pixels; MSE to ``T eps`` there. With ``latent_dim`` the model is the
     paper's diffusion autoencoder: an encoder reads the *clean* image on its own random subset of pixels
-    (as many as the batch's, drawn from the step's generator) and its code modulates the denoiser.
+    (as many as the batch's, drawn from the step's generator) and its code modulates the denoiser
+    (``latent_conditioning``: ``"scale"``, the authors' ``1 + mlp(z)`` in every sparse block and U-Net
+    resnet, or ``"embedding"``, z added to the U-Net's time embedding; :class:`.network.InftyDiffNet`).
 
     Sampling (``sample``) runs on every pixel of any grid: a grid ``f = R / R0`` times finer starts from
-    ``T'(f eps)`` with ``T'`` the blur of ``std * f`` pixels, and the network's kernels are resized by ``f``.
+    ``T'(f eps)`` with ``T'`` the blur of ``std * f`` pixels (below 1x the point values of that field,
+    :func:`~rezdiff.core.mollified.mollified_noise_operator`), and the network's kernels are resized by ``f``.
     It returns the Wiener-deblurred estimate of ``x_0`` (inverse SNR ``wiener_inverse_snr``, the images the
     paper shows) in [-1, 1], or the mollified sample ``T x_0`` itself with ``deblur=False``.
 
@@ -102,6 +105,7 @@ class InftyDiff(DiffusionModule):
         attention_head_dim: int = 64,
         norm_num_groups: int = 32,
         latent_dim: int | None = None,
+        latent_conditioning: LatentConditioning = "scale",
         mollifier_std: float = 1.0,
         wiener_inverse_snr: float = 0.05,
         num_train_steps: int = 1000,
@@ -159,6 +163,7 @@ class InftyDiff(DiffusionModule):
             attention_head_dim=attention_head_dim,
             norm_num_groups=norm_num_groups,
             latent_dim=latent_dim,
+            latent_conditioning=latent_conditioning,
         )
         encoder = None if latent_dim is None else InftyDiffEncoder(**_accepted(InftyDiffEncoder, arguments))
         self.network = InftyDiffNetworks(InftyDiffNet(**arguments), encoder)
@@ -179,6 +184,17 @@ class InftyDiff(DiffusionModule):
         self.setup_ema()
 
     # ----------------------------------------------------------------- resolution
+    def load_state_dict(self, state_dict: Any, strict: bool = True, assign: bool = False) -> Any:
+        """``nn.Module.load_state_dict``, with a clear error for weights of the other latent conditioning."""
+        embedded = "network.denoiser.latent_embedding.weight" in state_dict
+        if embedded != (self.network.denoiser.latent_embedding is not None) and self.latent_dim is not None:
+            wanted = "embedding" if embedded else "scale"
+            raise ValueError(
+                f"these weights condition the U-Net on z the {wanted!r} way: build InftyDiff with "
+                f"latent_conditioning={wanted!r} (checkpoints from before that option are 'embedding')"
+            )
+        return super().load_state_dict(state_dict, strict=strict, assign=assign)
+
     def process_at(self, resolution: Resolution) -> tuple[GaussianMollifier, float]:
         """``(T', f)``: the mollifier of a grid ``f = R / R0`` times finer than training, and ``f``."""
         factor = resolution_factor(self.train_resolution, as_hw(resolution))

@@ -12,6 +12,8 @@ kernels for sampling at a resolution ``R`` other than the training one ``R0`` (t
 
 from __future__ import annotations
 
+from typing import Literal
+
 import torch
 from diffusers.models.embeddings import TimestepEmbedding, Timesteps
 from diffusers.models.unets.unet_2d_blocks import UNetMidBlock2D, get_down_block, get_up_block
@@ -21,7 +23,12 @@ from rezdiff.data.coords import Resolution, as_hw, index_to_coord
 from rezdiff.nn.interpolate import grid_to_points, points_to_grid
 from rezdiff.nn.sparse import Backend, Neighbours, SparseDepthwiseConv, build_neighbours, resized_kernel_size
 
-__all__ = ["InftyDiffEncoder", "InftyDiffNet", "InnerUNet", "SparseResBlock"]
+__all__ = ["InftyDiffEncoder", "InftyDiffNet", "InnerUNet", "LatentConditioning", "SparseResBlock"]
+
+# How the code z enters the inner U-Net (the sparse blocks always scale by (1 + mlp(z))): "scale" is the
+# authors' (every U-Net resnet scales its time-modulated hidden state), "embedding" adds Linear(z) to the
+# time embedding (rezdiff's first form, diffusers' class-embedding route).
+LatentConditioning = Literal["scale", "embedding"]
 
 
 class SparseResBlock(nn.Module):
@@ -84,13 +91,37 @@ class SparseResBlock(nn.Module):
         return x + self.mlp(self._modulate(x, 1, emb, z))
 
 
+class _LatentScaledTimeProjection(nn.Module):
+    """A U-Net resnet's time projection that also applies the authors' latent scale ``(1 + mlp(z))``.
+
+    diffusers' ``ResnetBlock2D`` (``scale_shift``) computes ``norm(h) (1 + s) + b`` from ``[s, b] =
+    proj(act(temb))``; the authors' ConvBlock then multiplies by ``1 + mlp(z)``. With this module in place of
+    ``proj`` (and the resnet's own activation of ``temb`` switched off), ``temb = [emb, z]`` and it returns
+    ``[(1 + s)(1 + g) - 1, b (1 + g)]``, so the resnet computes ``(norm(h) (1 + s) + b)(1 + g)`` exactly.
+    ``mlp`` = Linear(latent_dim, C) -> GELU -> Linear(C, C), the authors' ``z_mlp``.
+    """
+
+    def __init__(self, proj: nn.Linear, act: nn.Module, time_dim: int, latent_dim: int) -> None:
+        super().__init__()
+        self.proj, self.act, self.time_dim = proj, act, time_dim
+        width = proj.out_features // 2
+        self.latent = nn.Sequential(nn.Linear(latent_dim, width), nn.GELU(), nn.Linear(width, width))
+
+    def forward(self, packed: Tensor) -> Tensor:
+        emb, z = packed[:, : self.time_dim], packed[:, self.time_dim :]
+        scale, shift = self.proj(self.act(emb)).chunk(2, dim=1)
+        gain = 1 + self.latent(z)
+        return torch.cat(((1 + scale) * gain - 1, shift * gain), dim=1)
+
+
 class InnerUNet(nn.Module):
     """ADM-style U-Net on the fixed inner grid, from diffusers' blocks: ``[B, C, r, r] -> [B, C, r, r]``.
 
     Built here rather than through ``UNet2DModel`` because ∞-Diff needs what that class does not expose:
     an external time embedding (shared with the sparse blocks), dropout only at resolutions
     ``<= dropout_resolution`` (paper App. A), and the down path + middle alone for the encoder
-    (``decoder=False``; :meth:`encode`).
+    (``decoder=False``; :meth:`encode`). ``latent_dim`` gives every resnet the authors' latent scale
+    (:class:`_LatentScaledTimeProjection`); ``z`` is then required by :meth:`forward`.
     """
 
     def __init__(
@@ -106,8 +137,11 @@ class InnerUNet(nn.Module):
         attention_head_dim: int = 64,
         norm_num_groups: int = 32,
         decoder: bool = True,
+        latent_dim: int | None = None,
     ) -> None:
         super().__init__()
+        if latent_dim is not None and time_dim is None:
+            raise ValueError("InnerUNet: latent_dim needs time_dim (z scales the time-modulated resnets)")
         levels = len(multipliers)
         if resolution % 2 ** (levels - 1):
             raise ValueError(
@@ -172,9 +206,33 @@ class InnerUNet(nn.Module):
             self.norm_out = nn.GroupNorm(norm_num_groups, widths[0], eps=1e-5)
             self.conv_out = nn.Conv2d(widths[0], channels, kernel_size=3, padding=1)
         self.out_channels = widths[-1]
+        self.latent_dim = latent_dim
+        if latent_dim is not None:
+            for resnet in self.resnets():
+                resnet.time_emb_proj = _LatentScaledTimeProjection(
+                    resnet.time_emb_proj, resnet.nonlinearity, time_dim, latent_dim
+                )
+                resnet.skip_time_act = True  # the projection activates the time part itself, not z
 
-    def encode(self, x: Tensor, emb: Tensor | None) -> tuple[Tensor, tuple[Tensor, ...]]:
+    def resnets(self) -> list[nn.Module]:
+        """Every resnet of the down path, the middle and the up path (the modules z scales)."""
+        blocks = [*self.down_blocks, self.mid_block, *self.up_blocks]
+        return [resnet for block in blocks for resnet in block.resnets]
+
+    def _temb(self, emb: Tensor | None, z: Tensor | None) -> Tensor | None:
+        if self.latent_dim is None:
+            if z is not None:
+                raise ValueError("InnerUNet: z was given but the U-Net was built with latent_dim=None")
+            return emb
+        if z is None:
+            raise ValueError("InnerUNet: this U-Net is scaled by a latent z [B, latent_dim]: pass z")
+        return torch.cat((emb, z.to(emb.dtype)), dim=-1)
+
+    def encode(
+        self, x: Tensor, emb: Tensor | None, z: Tensor | None = None
+    ) -> tuple[Tensor, tuple[Tensor, ...]]:
         """Down path and middle: the bottleneck ``[B, C·m_last, r', r']`` and the skips for the up path."""
+        emb = self._temb(emb, z)
         h = self.conv_in(x)
         skips: tuple[Tensor, ...] = (h,)
         for block in self.down_blocks:
@@ -182,8 +240,9 @@ class InnerUNet(nn.Module):
             skips += residuals
         return self.mid_block(h, emb), skips
 
-    def forward(self, x: Tensor, emb: Tensor | None) -> Tensor:
-        h, skips = self.encode(x, emb)
+    def forward(self, x: Tensor, emb: Tensor | None, z: Tensor | None = None) -> Tensor:
+        h, skips = self.encode(x, emb, z)
+        emb = self._temb(emb, z)
         for block in self.up_blocks:
             count = len(block.resnets)
             h, skips = block(h, skips[-count:], emb), skips[:-count]
@@ -258,8 +317,12 @@ class InftyDiffNet(_SparseEnds):
     """``forward(x [B, N, C], index [B, N], resolution, t [B], z=None, kernel_scale=1.0) -> [B, N, C]``.
 
     Defaults are the paper's 256² configuration (REFERENCES.md). ``latent_dim`` adds the diffusion
-    autoencoder's conditioning on ``z [B, latent_dim]`` (then required). ``depthwise=False`` is the regular
-    sparse convolution of the Table 2 ablation. ``backend`` picks the sparse convolution's implementation.
+    autoencoder's conditioning on ``z [B, latent_dim]`` (then required): every sparse block scales its two
+    modulated LayerNorms by ``1 + mlp(z)``, and ``latent_conditioning`` says how z enters the inner U-Net:
+    ``"scale"`` (default, the authors' code for the paper's runs) scales every resnet's time-modulated
+    hidden state by ``1 + mlp(z)`` as well; ``"embedding"`` adds ``Linear(z)`` to the U-Net's time embedding
+    (rezdiff's earlier form). ``depthwise=False`` is the regular sparse convolution of the Table 2 ablation.
+    ``backend`` picks the sparse convolution's implementation.
     """
 
     def __init__(
@@ -282,18 +345,24 @@ class InftyDiffNet(_SparseEnds):
         dropout_resolution: int = 16,
         attention_head_dim: int = 64,
         norm_num_groups: int = 32,
+        latent_conditioning: LatentConditioning = "scale",
     ) -> None:
         super().__init__()
+        if latent_conditioning not in ("scale", "embedding"):
+            raise ValueError(
+                f"unknown latent_conditioning {latent_conditioning!r}; expected 'scale' (the authors') or "
+                "'embedding'"
+            )
         time_dim = 4 * inner_channels
         self._setup(
             channels, sparse_width, sparse_blocks, kernel_size, mlp_ratio, inner_resolution, inner_channels,
             knn, depthwise, backend, time_dim, latent_dim,
         )  # fmt: skip
-        self.latent_dim = latent_dim
+        self.latent_dim, self.latent_conditioning = latent_dim, latent_conditioning
         self.time_proj = Timesteps(inner_channels, flip_sin_to_cos=True, downscale_freq_shift=0)
         self.time_embedding = TimestepEmbedding(inner_channels, time_dim)
-        # z also conditions the U-Net, added to its time embedding (diffusers' class-embedding route).
-        self.latent_embedding = nn.Linear(latent_dim, time_dim) if latent_dim is not None else None
+        embedded = latent_dim is not None and latent_conditioning == "embedding"
+        self.latent_embedding = nn.Linear(latent_dim, time_dim) if embedded else None
         self.unet = InnerUNet(
             inner_channels,
             inner_resolution,
@@ -305,6 +374,7 @@ class InftyDiffNet(_SparseEnds):
             dropout_resolution=dropout_resolution,
             attention_head_dim=attention_head_dim,
             norm_num_groups=norm_num_groups,
+            latent_dim=latent_dim if latent_conditioning == "scale" else None,
         )
         self.from_inner = nn.Linear(inner_channels, sparse_width)
         self.up = nn.ModuleList(
@@ -343,8 +413,11 @@ class InftyDiffNet(_SparseEnds):
             raise ValueError(f"z must be [B, {self.latent_dim}], got {tuple(z.shape)}")
         emb = self.embed_time(torch.as_tensor(t, device=x.device), x.shape[0])
         h, skips, grid, neighbours, coords = self._down(x, index, resolution, emb, z, kernel_scale)
-        unet_emb = emb if self.latent_embedding is None else emb + self.latent_embedding(z)
-        h = self.from_inner(grid_to_points(self.unet(grid, unet_emb), coords))
+        if self.latent_embedding is not None:
+            inner = self.unet(grid, emb + self.latent_embedding(z))
+        else:
+            inner = self.unet(grid, emb, z if self.unet.latent_dim is not None else None)
+        h = self.from_inner(grid_to_points(inner, coords))
         for block in self.up:
             h = block(h, neighbours, emb, z, skip=skips.pop(), scale=kernel_scale)
         return self.linear_out(h)
