@@ -57,6 +57,13 @@ def parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--num", type=int, default=16, help="samples per resolution (unconditional, guided)")
     parser.add_argument("--steps", type=int, default=None, help="sampler steps (default: the model's)")
+    parser.add_argument(
+        "--spacing",
+        choices=["trailing", "linspace", "leading"],
+        default=None,
+        help="which timesteps strided sampling visits (default: the model's; 'leading' does not start at "
+        "T-1, where the initial pure noise belongs)",
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--out", default="samples", help="output folder")
@@ -113,6 +120,11 @@ def sample_main(args: list[str]) -> list[Path]:
 
     device = ("cuda" if torch.cuda.is_available() else "cpu") if options.device == "auto" else options.device
     model = load(options.ckpt, map_location=device)
+    if options.spacing and "spacing" not in inspect.signature(model.sample).parameters:
+        raise SystemExit(
+            f"rezdiff sample: {type(model).__name__} has no --spacing option (it fixes its own time grid); "
+            "drop --spacing"
+        )
     out = Path(options.out)
     if options.inpaint or options.super_resolve:
         try:
@@ -165,12 +177,14 @@ def _unconditional(
             batches = []
             for start in range(0, options.num, options.batch_size):
                 count = min(options.batch_size, options.num - start)
+                spacing = {"spacing": options.spacing} if options.spacing else {}
                 batch = model.sample(
                     count,
                     resolution,
                     steps=options.steps,
                     generator=generator,
                     use_ema=not options.no_ema,
+                    **spacing,
                     **guidance,
                 )
                 batches.append(batch.cpu())
@@ -215,7 +229,7 @@ def _image_to_image(model: Any, options: argparse.Namespace, out: Path) -> list[
     images = [load_image(path, channels=pixel_model.channels) for path in paths]
     names = [path.stem for path in paths]
     written: list[Path] = []
-    common = {"steps": options.steps, "use_ema": not options.no_ema}
+    common = {"steps": options.steps, "use_ema": not options.no_ema, "spacing": options.spacing}
     if options.super_resolve:
         for resolution in options.resolution:
             generator = torch.Generator(device=pixel_model.device).manual_seed(options.seed)

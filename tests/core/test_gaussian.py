@@ -224,6 +224,43 @@ def test_ddim_step_matches_diffusers(schedule: str, eta: float, clip: bool, spac
         torch.testing.assert_close(ours, expected, rtol=1e-12, atol=1e-12, msg=f"t={t}")
 
 
+def test_ddim_eps_after_clip_by_hand() -> None:
+    """Issue 14, item 13: after clipping x0, "from_x0" re-derives eps (OpenAI's _predict_eps_from_xstart),
+    "network" keeps the network's eps (diffusers). ab_t = 0.25, ab_prev = 0.64, eta = 0, clip at 1."""
+    x_t = torch.tensor([[2.0, -0.5, 0.1]], dtype=torch.float64)
+    eps = torch.tensor([[0.1, 0.3, 0.2]], dtype=torch.float64)
+    s = 0.75**0.5
+    x0 = (x_t - s * eps) / 0.5  # [3.8268, -1.5196, -0.1464]: the first two are clipped to +1 / -1
+    clipped = x0.clamp(-1, 1)
+    rederived = (x_t - 0.5 * clipped) / s  # [1.5 / s, 0, 0.2]: the unclipped entry keeps its eps
+    torch.testing.assert_close(rederived[0, 2], eps[0, 2])
+    by_hand = {"network": 0.8 * clipped + 0.6 * eps, "from_x0": 0.8 * clipped + 0.6 * rederived}
+    torch.testing.assert_close(
+        by_hand["from_x0"], torch.tensor([[0.8 + 0.9 / s, -0.8, 0.8 * x0[0, 2] + 0.12]], dtype=torch.float64)
+    )
+    for mode, expected in by_hand.items():
+        ours = ddim_step(x_t, eps, 0.25, 0.64, clip_x0=1.0, eps_after_clip=mode)  # type: ignore[arg-type]
+        torch.testing.assert_close(ours, expected, rtol=1e-12, atol=1e-12, msg=mode)
+    # without clipping both are plain DDIM; an unknown mode is named
+    plain = ddim_step(x_t, eps, 0.25, 0.64)
+    torch.testing.assert_close(ddim_step(x_t, eps, 0.25, 0.64, eps_after_clip="from_x0"), plain)
+    with pytest.raises(ValueError, match="eps_after_clip"):
+        ddim_step(x_t, eps, 0.25, 0.64, clip_x0=1.0, eps_after_clip="clipped")  # type: ignore[arg-type]
+
+
+def test_ddim_from_x0_with_eta_one_is_the_ancestral_step_where_clipping_acts() -> None:
+    """With eps re-derived from the clipped x0, DDIM (eta = 1) is DDPM's ancestral step exactly -- the
+    reason DVDP and OpenAI's code use it; with the network's eps it is not."""
+    x_t = torch.tensor([[2.0, -0.5, 0.1]], dtype=torch.float64)
+    eps = torch.tensor([[0.1, 0.3, 0.2]], dtype=torch.float64)
+    noise = torch.tensor([[0.3, -1.2, 0.7]], dtype=torch.float64)
+    ancestral = ddpm_step(x_t, eps, 0.25, 0.64, noise, clip_x0=1.0)
+    consistent = ddim_step(x_t, eps, 0.25, 0.64, noise, eta=1.0, clip_x0=1.0, eps_after_clip="from_x0")
+    torch.testing.assert_close(consistent, ancestral, rtol=1e-12, atol=1e-12)
+    kept = ddim_step(x_t, eps, 0.25, 0.64, noise, eta=1.0, clip_x0=1.0, eps_after_clip="network")
+    assert (kept - ancestral).abs().max() > 0.1
+
+
 def fake_eps(x: Tensor, t: Tensor) -> Tensor:
     """A fixed network stand-in: linear in x_t (with channel/pixel mixing) and in t."""
     tt = (t.to(x.dtype) / 1000).view(-1, *([1] * (x.ndim - 1)))

@@ -17,7 +17,7 @@ from tests.helpers import TINY_INFTY_DIFF
 
 AB = alphas_cumprod(cosine_betas(1000))
 S = 16
-STEPS = timestep_subsequence(1000, 30)
+STEPS = timestep_subsequence(1000, 30, "linspace")  # the paper configs' spacing (the authors')
 
 
 def gen(seed: int) -> torch.Generator:
@@ -132,7 +132,8 @@ def test_inpaint_and_super_resolve_with_a_tiny_model() -> None:
     again = torch.cat(
         [super_resolve(autoencoder, low[i : i + 1], 32, steps=3, generator=gen(1)) for i in range(2)]
     )
-    torch.testing.assert_close(high[:1], again[:1])
+    # (float32: batch-size-dependent rounding of eps, divided by sqrt(ab) ~ 1e-3 at the first step, t = T - 1)
+    torch.testing.assert_close(high[:1], again[:1], rtol=1e-4, atol=1e-4)
     direct = autoencoder.sample(2, 32, z=autoencoder.encode(low), steps=3, generator=gen(1))
     torch.testing.assert_close(high, direct)
     assert not torch.allclose(high[0], super_resolve(autoencoder, -low[:1], 32, steps=3, generator=gen(1))[0])

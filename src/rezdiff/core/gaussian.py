@@ -41,9 +41,13 @@ from rezdiff.core.schedules import vp_beta, vp_marginal
 Coeff = float | Tensor
 Operator = Callable[[Tensor], Tensor]
 EpsFn = Callable[[Tensor, Tensor], Tensor]
+# What DDIM's direction term uses once ``clip_x0`` clipped the predicted x_0: the network's eps (diffusers)
+# or eps re-derived from the clipped x_0 (OpenAI's guided/improved-diffusion, ∞-Diff's and DVDP's code).
+EpsAfterClip = Literal["network", "from_x0"]
 
 __all__ = [
     "Coeff",
+    "EpsAfterClip",
     "EpsFn",
     "Operator",
     "ddim_sample",
@@ -277,16 +281,24 @@ def ddim_step(
     *,
     eta: float = 0.0,
     clip_x0: float | None = None,
+    eps_after_clip: EpsAfterClip = "network",
     noise_operator: Operator | None = None,
 ) -> Tensor:
     """One DDIM step (Song et al. 2021, Eq. 12): ``sqrt(ab_prev) x_0 + sqrt(1 - ab_prev - s^2) eps + s z``.
 
     ``s = eta * sqrt((1 - ab_prev) / (1 - ab_t) * (1 - ab_t / ab_prev))``: ``eta = 0`` is deterministic,
-    ``eta = 1`` has DDPM's posterior variance. As in diffusers, ``eps`` is the network's output even when
-    ``clip_x0`` clipped the predicted ``x_0``. ``noise`` (``z``, mapped by ``noise_operator``) is needed
-    only when ``eta > 0``.
+    ``eta = 1`` has DDPM's posterior variance. When ``clip_x0`` clips the predicted ``x_0``,
+    ``eps_after_clip`` says which ``eps`` the direction term uses: ``"network"`` keeps the network's output
+    (diffusers), ``"from_x0"`` re-derives ``eps = (x_t - sqrt(ab_t) x_0) / sqrt(1 - ab_t)`` from the
+    clipped ``x_0`` (OpenAI's ``_predict_eps_from_xstart``), so that the step stays on the line through
+    ``x_t`` and the clipped ``x_0``. Without ``clip_x0`` the two agree. ``noise`` (``z``, mapped by
+    ``noise_operator``) is needed only when ``eta > 0``.
     """
+    if eps_after_clip not in ("network", "from_x0"):
+        raise ValueError(f"unknown eps_after_clip {eps_after_clip!r}; expected 'network' or 'from_x0'")
     x0 = _x0_from_eps(x_t, eps, alpha_bar_t, clip_x0)
+    if clip_x0 is not None and eps_after_clip == "from_x0":
+        eps = predict_eps(x_t, x0, alpha_bar_t)
     ab_t, ab_prev = _f64(alpha_bar_t), _f64(alpha_bar_prev)
     sigma = eta * ((1 - ab_prev) / (1 - ab_t) * (1 - ab_t / ab_prev)).clamp(min=0).sqrt()
     direction = (1 - ab_prev - sigma**2).clamp(min=0).sqrt()
@@ -328,6 +340,7 @@ def ddim_sample(
     eta: float = 0.0,
     generator: torch.Generator | None = None,
     clip_x0: float | None = None,
+    eps_after_clip: EpsAfterClip = "network",
     noise_operator: Operator | None = None,
     final_alpha_bar: float = 1.0,
     progress: bool = False,
@@ -338,7 +351,9 @@ def ddim_sample(
     the next timestep of the list; the last one to ``final_alpha_bar`` (1.0 = diffusers'
     ``set_alpha_to_one=True``). With ``eta > 0`` noise is drawn by :func:`randn_like` at every step (also
     the last, where it is multiplied by 0), as diffusers does, so a generator in the same state gives the
-    same samples. ``x_T`` must already carry any operator (∞-Diff starts from ``T eps``).
+    same samples. ``x_T`` must already carry any operator (∞-Diff starts from ``T eps``); pure noise is
+    the law of ``x_{T-1}`` only, so ``timesteps`` should start at ``T - 1`` (``"trailing"`` or
+    ``"linspace"`` spacing). ``clip_x0``/``eps_after_clip``: see :func:`ddim_step`.
     """
     ts = _timestep_list(timesteps, alphas_cumprod.shape[0])
     x = x_T
@@ -349,7 +364,15 @@ def ddim_sample(
         ab_prev = alphas_cumprod[ts[i + 1]] if i + 1 < len(ts) else final_alpha_bar
         noise = randn_like(x, generator) if eta > 0 else None
         x = ddim_step(
-            x, eps, alphas_cumprod[t], ab_prev, noise, eta=eta, clip_x0=clip_x0, noise_operator=noise_operator
+            x,
+            eps,
+            alphas_cumprod[t],
+            ab_prev,
+            noise,
+            eta=eta,
+            clip_x0=clip_x0,
+            eps_after_clip=eps_after_clip,
+            noise_operator=noise_operator,
         )
     return x
 
@@ -369,7 +392,8 @@ def ddpm_sample(
     """Ancestral sampling from ``x_T`` over ``timesteps`` (default: every step, ``T - 1`` down to 0).
 
     Each step jumps to the next timestep of the list (``beta`` of the jump is ``1 - ab_t / ab_prev``), the
-    last one to ``alpha_bar = 1``, where no noise is added. Noise is drawn by :func:`randn_like` for every
+    last one to ``alpha_bar = 1``, where no noise is added. ``x_T`` is taken as a draw of the state at the
+    first timestep: pure noise is that law only at ``T - 1``. Noise is drawn by :func:`randn_like` for every
     step but the last, which matches diffusers' ``DDPMScheduler`` whenever the last timestep is 0.
     """
     num_train = alphas_cumprod.shape[0]

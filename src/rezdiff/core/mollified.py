@@ -34,6 +34,7 @@ from torch import Tensor
 
 from rezdiff.core.gaussian import (
     Coeff,
+    EpsAfterClip,
     EpsFn,
     Operator,
     _f64,
@@ -158,6 +159,7 @@ def mollified_sample(
     eta: float = 0.0,
     generator: torch.Generator | None = None,
     clip_x0: float | None = None,
+    eps_after_clip: EpsAfterClip = "network",
     progress: bool = False,
 ) -> Tensor:
     """Reverse the mollified process from ``x_T`` (:func:`mollified_initial_state`); returns ``T x_0``.
@@ -165,7 +167,9 @@ def mollified_sample(
     ``eps_fn(x_t, t)`` predicts ``T(f eps)``. ``"ddim"`` runs DDIM over ``timesteps`` (Eq. 6 in the T-space;
     ``eta > 0`` adds ``T(f z)``); ``"ddpm"`` runs ancestral steps (posterior covariance ``beta_tilde T T*``,
     Eq. 10) over ``timesteps``. ``clip_x0`` clips the predicted ``T x_0`` (a blur of an image in [-1, 1] stays
-    in [-1, 1]). Deblurring the result (``mollifier.deblur``) is the caller's choice.
+    in [-1, 1]); ``eps_after_clip`` is DDIM's ε after that clip (:func:`~rezdiff.core.gaussian.ddim_step`;
+    the ancestral step reads only ``T x_0``). Deblurring the result (``mollifier.deblur``) is the caller's
+    choice.
     """
     noise_operator = mollified_noise_operator(mollifier, factor)
     if sampler == "ddim":
@@ -177,6 +181,7 @@ def mollified_sample(
             eta=eta,
             generator=generator,
             clip_x0=clip_x0,
+            eps_after_clip=eps_after_clip,
             noise_operator=noise_operator,
             progress=progress,
         )

@@ -97,9 +97,13 @@ def alphas_cumprod(betas: Tensor) -> Tensor:
 
 
 def timestep_subsequence(
-    num_train_steps: int, num_steps: int, spacing: TimestepSpacing = "leading", offset: int = 0
+    num_train_steps: int, num_steps: int, spacing: TimestepSpacing = "trailing", offset: int = 0
 ) -> Tensor:
     """``num_steps`` descending integer timesteps out of ``range(num_train_steps)`` for strided sampling.
+
+    The default, ``"trailing"``, starts at ``T - 1``: sampling starts from pure noise, which is the law of
+    ``x_{T-1}`` alone (Lin et al. 2023). ``"leading"`` (diffusers' old default) starts at
+    ``T - T // n`` (990/960/900 for 100/25/10 steps of 1000), where the signal is not yet gone.
 
     Identical to diffusers' ``DDIMScheduler.set_timesteps`` (and ``DDPMScheduler``'s) for each spacing of
     Lin et al. (2023), Table 2 -- including its floating-point rounding -- so checkpoints trained with

@@ -28,10 +28,18 @@ from typing import TYPE_CHECKING
 import torch
 from torch import Tensor
 
-from rezdiff.core.gaussian import EpsFn, _timestep_list, ddim_step, predict_x0, progress_bar, randn_like
+from rezdiff.core.gaussian import (
+    EpsAfterClip,
+    EpsFn,
+    _timestep_list,
+    ddim_step,
+    predict_x0,
+    progress_bar,
+    randn_like,
+)
 from rezdiff.core.mollified import mollified_initial_state, mollified_noise_operator
 from rezdiff.core.operators import GaussianMollifier
-from rezdiff.core.schedules import timestep_subsequence
+from rezdiff.core.schedules import TimestepSpacing, timestep_subsequence
 from rezdiff.data.coords import Resolution, as_hw
 
 if TYPE_CHECKING:
@@ -90,6 +98,7 @@ def guided_inpaint_sample(
     eta: float = 0.0,
     generator: torch.Generator | None = None,
     clip_x0: float | None = None,
+    eps_after_clip: EpsAfterClip = "network",
     progress: bool = False,
 ) -> Tensor:
     """DDIM over ``timesteps`` in the T-space with reconstruction guidance towards ``target`` (= ``T x`` on
@@ -97,7 +106,8 @@ def guided_inpaint_sample(
 
     Every step: ``eps = eps_fn(x_t, t)`` with gradients, ``mu_0 = predict_x0(x_t, eps)``, the ordinary DDIM
     step (noise ``T(f z)`` when ``eta > 0``), then ``- w sqrt(ab_t ab_prev) grad_{x_t} 1/2 ||m (mu_0 -
-    target)||^2`` (module docstring). ``guidance_scale = 0`` is plain DDIM, draw for draw.
+    target)||^2`` (module docstring). ``guidance_scale = 0`` is plain DDIM, draw for draw. ``clip_x0`` and
+    ``eps_after_clip`` act in the DDIM step as in :func:`rezdiff.core.gaussian.ddim_step`.
     """
     ts = _timestep_list(timesteps, alphas_cumprod.shape[0])
     noise_operator = mollified_noise_operator(mollifier, factor)
@@ -116,7 +126,15 @@ def guided_inpaint_sample(
                 (grad,) = torch.autograd.grad(error, x_in)
         noise = randn_like(x, generator) if eta > 0 else None
         x = ddim_step(
-            x, eps.detach(), ab_t, ab_prev, noise, eta=eta, clip_x0=clip_x0, noise_operator=noise_operator
+            x,
+            eps.detach(),
+            ab_t,
+            ab_prev,
+            noise,
+            eta=eta,
+            clip_x0=clip_x0,
+            eps_after_clip=eps_after_clip,
+            noise_operator=noise_operator,
         )
         if grad is not None:
             step = guidance_scale * float((ab_t * ab_prev).sqrt())
@@ -135,17 +153,20 @@ def inpaint(
     use_ema: bool = True,
     z: Tensor | None = None,
     eta: float | None = None,
+    spacing: TimestepSpacing | None = None,
     deblur: bool | None = None,
     paste_known: bool = False,
     progress: bool = False,
 ) -> Tensor:
     """Fill the unknown pixels of ``images [B, C, H, W]`` (in [-1, 1], any resolution) where ``mask`` is 0.
 
-    DDIM with ``steps`` (default: the model's ``sample_steps``) and reconstruction guidance of strength
-    ``guidance_scale`` (1 = the full correction of the known pixels of the ``x_0`` estimate at every step;
-    see the module docstring). A diffusion autoencoder is conditioned on ``z`` if given, else on the code of
-    the *known pixels alone* (its encoder reads any point set). Returns images in [-1, 1], deblurred unless
-    ``deblur=False`` (default: the model's ``deblur``); ``paste_known`` copies the known pixels back in.
+    DDIM with ``steps`` (default: the model's ``sample_steps``) spaced by ``spacing`` (default: the model's;
+    every spacing but ``"leading"`` starts from the pure noise at ``T - 1``) and reconstruction guidance of
+    strength ``guidance_scale`` (1 = the full correction of the known pixels of the ``x_0`` estimate at every
+    step; see the module docstring). A diffusion autoencoder is conditioned on ``z`` if given, else on the
+    code of the *known pixels alone* (its encoder reads any point set). Returns images in [-1, 1], deblurred
+    unless ``deblur=False`` (default: the model's ``deblur``); ``paste_known`` copies the known pixels
+    back in.
     """
     model = _require_model(model)
     if images.dim() != 4 or images.shape[1] != model.channels:
@@ -157,7 +178,9 @@ def inpaint(
     if model.latent_dim is not None and z is None:
         z = model.encode_known(images, mask, use_ema=use_ema)
     target = blurred_known(images, mask, mollifier)
-    timesteps = timestep_subsequence(model.num_train_steps, steps or model.sample_steps)
+    timesteps = timestep_subsequence(
+        model.num_train_steps, steps or model.sample_steps, spacing or model.spacing
+    )
     x_T = mollified_initial_state(images.shape, mollifier, factor, generator, model.device)
     eps_fn = model.denoiser(resolution, z=z, use_ema=use_ema)
     with model.eval_mode():
@@ -174,6 +197,7 @@ def inpaint(
             eta=model.eta if eta is None else eta,
             generator=generator,
             clip_x0=1.0 if model.clip_denoised else None,
+            eps_after_clip=model.eps_after_clip,
             progress=progress,
         )
     out = model.finish(out, mollifier, deblur)
@@ -190,6 +214,7 @@ def super_resolve(
     generator: torch.Generator | None = None,
     use_ema: bool = True,
     eta: float | None = None,
+    spacing: TimestepSpacing | None = None,
     deblur: bool | None = None,
     progress: bool = False,
 ) -> Tensor:
@@ -210,6 +235,7 @@ def super_resolve(
         use_ema=use_ema,
         z=z,
         eta=eta,
+        spacing=spacing,
         deblur=deblur,
         progress=progress,
     )

@@ -8,8 +8,16 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from rezdiff.core.gaussian import ddim_sample, ddpm_sample, q_sample, randn, randn_like, sample_timesteps
-from rezdiff.core.schedules import alphas_cumprod, make_betas, timestep_subsequence
+from rezdiff.core.gaussian import (
+    EpsAfterClip,
+    ddim_sample,
+    ddpm_sample,
+    q_sample,
+    randn,
+    randn_like,
+    sample_timesteps,
+)
+from rezdiff.core.schedules import TimestepSpacing, alphas_cumprod, make_betas, timestep_subsequence
 from rezdiff.data.batch import FieldBatch
 from rezdiff.data.coords import Resolution
 from rezdiff.models.base import DiffusionModule, resolution_or
@@ -21,6 +29,9 @@ class DDPM(DiffusionModule):
 
     Sampling at a resolution other than ``image_size`` enlarges the initial noise and runs the same
     fully convolutional network on it: the naive baseline the resolution-agnostic papers compare with.
+    Strided sampling visits ``spacing``'s timesteps (default ``"trailing"``: the first is ``T - 1``, the
+    only one whose law is the pure noise it starts from); ``eps_after_clip`` is DDIM's choice of ε once
+    ``clip_denoised`` clipped x̂₀ (``"from_x0"``, OpenAI's and DVDP's convention, or diffusers' ``"network"``).
     """
 
     def __init__(
@@ -39,8 +50,10 @@ class DDPM(DiffusionModule):
         beta_end: float = 0.02,
         sampler: Literal["ddpm", "ddim"] = "ddim",
         sample_steps: int = 100,
+        spacing: TimestepSpacing = "trailing",
         eta: float = 0.0,
         clip_denoised: bool = True,
+        eps_after_clip: EpsAfterClip = "from_x0",
         lr: float = 2e-4,
         adam_betas: tuple[float, float] = (0.9, 0.999),
         weight_decay: float = 0.0,
@@ -75,8 +88,13 @@ class DDPM(DiffusionModule):
         self.num_train_steps = num_train_steps
         self.sampler = sampler
         self.sample_steps = sample_steps
+        timestep_subsequence(num_train_steps, sample_steps, spacing)  # a bad spacing or count fails here
+        self.spacing: TimestepSpacing = spacing
         self.eta = eta
         self.clip_denoised = clip_denoised
+        if eps_after_clip not in ("network", "from_x0"):
+            raise ValueError(f"unknown eps_after_clip {eps_after_clip!r}; expected 'network' or 'from_x0'")
+        self.eps_after_clip: EpsAfterClip = eps_after_clip
         betas = make_betas(schedule, num_train_steps, beta_start, beta_end)
         self.register_buffer("alphas_cumprod", alphas_cumprod(betas), persistent=False)
         self.setup_ema()
@@ -100,13 +118,16 @@ class DDPM(DiffusionModule):
         generator: torch.Generator | None = None,
         sampler: Literal["ddpm", "ddim"] | None = None,
         eta: float | None = None,
+        spacing: TimestepSpacing | None = None,
+        eps_after_clip: EpsAfterClip | None = None,
         use_ema: bool = True,
         progress: bool = False,
     ) -> Tensor:
         """``num`` images at ``resolution`` (default ``image_size``) by DDIM (``steps``, ``eta``) or DDPM.
 
-        ``sampler="ddpm"`` runs ancestral sampling over ``steps`` evenly spaced timesteps (all 1000 by
-        default); ``"ddim"`` defaults to ``sample_steps``.
+        ``sampler="ddpm"`` runs ancestral sampling over ``steps`` timesteps (all 1000 by default);
+        ``"ddim"`` defaults to ``sample_steps``. ``spacing`` and ``eps_after_clip`` (DDIM only) override
+        the model's settings for this call.
         """
         height, width = resolution_or(self.image_size, resolution)
         network = self.sampling_network(use_ema)
@@ -115,8 +136,11 @@ class DDPM(DiffusionModule):
         x_T = randn((num, self.channels, height, width), generator, self.device)
         clip = 1.0 if self.clip_denoised else None
         with self.eval_mode():
+            spacing = spacing or self.spacing
             if sampler == "ddpm":
-                timesteps = None if steps is None else timestep_subsequence(self.num_train_steps, steps)
+                timesteps = (
+                    None if steps is None else timestep_subsequence(self.num_train_steps, steps, spacing)
+                )
                 x0 = ddpm_sample(
                     network,
                     x_T,
@@ -127,7 +151,7 @@ class DDPM(DiffusionModule):
                     progress=progress,
                 )
             else:
-                timesteps = timestep_subsequence(self.num_train_steps, steps or self.sample_steps)
+                timesteps = timestep_subsequence(self.num_train_steps, steps or self.sample_steps, spacing)
                 x0 = ddim_sample(
                     network,
                     x_T,
@@ -136,6 +160,7 @@ class DDPM(DiffusionModule):
                     eta=self.eta if eta is None else eta,
                     generator=generator,
                     clip_x0=clip,
+                    eps_after_clip=eps_after_clip or self.eps_after_clip,
                     progress=progress,
                 )
         return x0.clamp(-1, 1)

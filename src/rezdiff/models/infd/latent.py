@@ -35,7 +35,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from rezdiff.core.gaussian import ddim_sample, q_sample, randn, randn_like, sample_timesteps
-from rezdiff.core.schedules import alphas_cumprod, make_betas, timestep_subsequence
+from rezdiff.core.schedules import TimestepSpacing, alphas_cumprod, make_betas, timestep_subsequence
 from rezdiff.data.batch import FieldBatch
 from rezdiff.data.coords import Resolution
 from rezdiff.data.datasets import FieldDataset
@@ -115,7 +115,8 @@ class INFD(DiffusionModule):
     Defaults are the paper's (Appendix H): ADM U-Net with 224 base channels, multipliers (1, 2, 3, 4), two
     residual blocks, attention at 32², 16², 8² of the 64² latent (levels 1, 2, 3) with 32 channels per
     head; linear betas 0.0015 → 0.0195 over 1000 steps; AdamW lr 9.6e-5, weight decay 0.01; EMA 0.9999
-    (no warm-up, as the authors); 200 DDIM steps with η = 1. ``latent_scale`` multiplies latents before
+    (no warm-up, as the authors); 200 DDIM steps with η = 1, from ``t = T - 1`` (``spacing="trailing"``; the
+    authors' ``"ddim200"`` stride is ``"leading"``'s, from 995). ``latent_scale`` multiplies latents before
     diffusion (1.0 = raw latents as in the paper; ``None`` = ``1 / std`` of the cached latents, fixed at
     the first fit and stored in the checkpoint).
     """
@@ -140,6 +141,7 @@ class INFD(DiffusionModule):
         beta_start: float = 0.0015,
         beta_end: float = 0.0195,
         sample_steps: int = 200,
+        spacing: TimestepSpacing = "trailing",
         eta: float = 1.0,
         lr: float = 9.6e-5,
         adam_betas: tuple[float, float] = (0.9, 0.999),
@@ -192,6 +194,8 @@ class INFD(DiffusionModule):
         self.encode_batch_size = encode_batch_size
         self.num_train_steps = num_train_steps
         self.sample_steps = sample_steps
+        timestep_subsequence(num_train_steps, sample_steps, spacing)  # a bad spacing or count fails here
+        self.spacing: TimestepSpacing = spacing
         self.eta = eta
         self.register_buffer(
             "latent_scale_value", torch.tensor(1.0 if latent_scale is None else latent_scale)
@@ -316,17 +320,21 @@ class INFD(DiffusionModule):
         generator: torch.Generator | None = None,
         use_ema: bool = True,
         eta: float | None = None,
+        spacing: TimestepSpacing | None = None,
         guidance: list[Any] | None = None,
         guidance_scale: float = 1.0,
         guidance_normalize: bool = True,
         progress: bool = False,
     ) -> Tensor:
-        """Scaled latents ``[num, C, h, w]`` by DDIM (``steps``, ``eta``), DPS-guided if ``guidance``."""
+        """Scaled latents ``[num, C, h, w]`` by DDIM (``steps``, ``eta``, ``spacing``: default the model's,
+        ``"trailing"`` = from ``T - 1``), DPS-guided if ``guidance``."""
         from rezdiff.inverse.guidance import conditions_loss, dps_ddim_sample
 
         network = self.sampling_network(use_ema)
         x_T = randn((num, *self.latent_shape), generator, self.device)
-        timesteps = timestep_subsequence(self.num_train_steps, steps or self.sample_steps)
+        timesteps = timestep_subsequence(
+            self.num_train_steps, steps or self.sample_steps, spacing or self.spacing
+        )
         eta = self.eta if eta is None else eta
         with self.eval_mode():
             if not guidance:
@@ -369,15 +377,16 @@ class INFD(DiffusionModule):
         tile: int | None = 256,
         pad: int = 8,
         eta: float | None = None,
+        spacing: TimestepSpacing | None = None,
         guidance: list[Any] | None = None,
         guidance_scale: float = 1.0,
         guidance_normalize: bool = True,
         progress: bool = False,
     ) -> Tensor:
         """``num`` images at ``resolution`` (default ``encoder_resolution``), any size: latent DDIM
-        (``steps``, ``eta``) → VQ + decoder → render, tiled by ``tile`` px with ``pad`` px context
-        (``tile=None``: whole). ``guidance``: a list of :class:`rezdiff.inverse.guidance.Condition` for
-        DPS box guidance with step ``guidance_scale`` (see that module)."""
+        (``steps``, ``eta``, ``spacing``) → VQ + decoder → render, tiled by ``tile`` px with ``pad`` px
+        context (``tile=None``: whole). ``guidance``: a list of :class:`rezdiff.inverse.guidance.Condition`
+        for DPS box guidance with step ``guidance_scale`` (see that module)."""
         height, width = resolution_or(self.encoder_resolution, resolution)
         latents = self.sample_latents(
             num,
@@ -385,6 +394,7 @@ class INFD(DiffusionModule):
             generator=generator,
             use_ema=use_ema,
             eta=eta,
+            spacing=spacing,
             guidance=guidance,
             guidance_scale=guidance_scale,
             guidance_normalize=guidance_normalize,

@@ -23,8 +23,8 @@ import torch.nn.functional as F
 from diffusers.models.embeddings import get_timestep_embedding
 from torch import Tensor, nn
 
-from rezdiff.core.gaussian import ddim_sample, q_sample, randn, randn_like, sample_timesteps
-from rezdiff.core.schedules import alphas_cumprod, make_betas, timestep_subsequence
+from rezdiff.core.gaussian import EpsAfterClip, ddim_sample, q_sample, randn, randn_like, sample_timesteps
+from rezdiff.core.schedules import TimestepSpacing, alphas_cumprod, make_betas, timestep_subsequence
 from rezdiff.data.batch import FieldBatch
 from rezdiff.data.coords import Resolution
 from rezdiff.models.base import DiffusionModule
@@ -146,6 +146,7 @@ class InftyDiffLatent(DiffusionModule):
         schedule: LatentSchedule = "constant",
         beta: float = 0.008,
         sample_steps: int = 100,
+        spacing: TimestepSpacing = "trailing",
         eta: float = 0.0,
         flip: bool = True,
         stats_max_images: int | None = None,
@@ -176,6 +177,8 @@ class InftyDiffLatent(DiffusionModule):
         self.network = MLPSkipNet(self.latent_dim, hidden_dim, num_layers, time_embed_dim, dropout)
         self.num_train_steps = num_train_steps
         self.sample_steps = sample_steps
+        timestep_subsequence(num_train_steps, sample_steps, spacing)  # a bad spacing or count fails here
+        self.spacing: TimestepSpacing = spacing
         self.eta = eta
         self.flip = flip
         self.stats_max_images = stats_max_images
@@ -268,11 +271,15 @@ class InftyDiffLatent(DiffusionModule):
         generator: torch.Generator | None = None,
         use_ema: bool = True,
         eta: float | None = None,
+        spacing: TimestepSpacing | None = None,
         progress: bool = False,
     ) -> Tensor:
-        """``num`` codes ``[num, latent_dim]`` by latent DDIM, in stage 1's (unstandardised) units."""
+        """``num`` codes ``[num, latent_dim]`` by latent DDIM, in stage 1's (unstandardised) units; the
+        timesteps follow ``spacing`` (default: the model's, ``"trailing"`` = from ``T - 1``)."""
         network = self.sampling_network(use_ema)
-        timesteps = timestep_subsequence(self.num_train_steps, steps or self.sample_steps)
+        timesteps = timestep_subsequence(
+            self.num_train_steps, steps or self.sample_steps, spacing or self.spacing
+        )
         z_T = randn((num, self.latent_dim), generator, self.device)
         with self.eval_mode():
             z = ddim_sample(
@@ -296,16 +303,24 @@ class InftyDiffLatent(DiffusionModule):
         generator: torch.Generator | None = None,
         use_ema: bool = True,
         latent_steps: int | None = None,
+        latent_spacing: TimestepSpacing | None = None,
         sampler: Literal["ddim", "ddpm"] | None = None,
         eta: float | None = None,
+        spacing: TimestepSpacing | None = None,
+        eps_after_clip: EpsAfterClip | None = None,
         deblur: bool | None = None,
         progress: bool = False,
     ) -> Tensor:
-        """Unconditional samples: codes from the latent model (``latent_steps``, EMA weights unless
-        ``use_ema=False``), then stage 1's pixel sampler at ``resolution`` (``steps``, ``sampler``, ``eta``,
-        ``deblur`` as in :meth:`InftyDiff.sample`)."""
+        """Unconditional samples: codes from the latent model (``latent_steps``, ``latent_spacing``, EMA
+        weights unless ``use_ema=False``), then stage 1's pixel sampler at ``resolution`` (``steps``,
+        ``sampler``, ``eta``, ``spacing``, ``eps_after_clip``, ``deblur`` as in :meth:`InftyDiff.sample`)."""
         z = self.sample_latents(
-            num, steps=latent_steps, generator=generator, use_ema=use_ema, progress=progress
+            num,
+            steps=latent_steps,
+            generator=generator,
+            use_ema=use_ema,
+            spacing=latent_spacing,
+            progress=progress,
         )
         return self.stage1.sample(
             num,
@@ -315,6 +330,8 @@ class InftyDiffLatent(DiffusionModule):
             z=z,
             sampler=sampler,
             eta=eta,
+            spacing=spacing,
+            eps_after_clip=eps_after_clip,
             deblur=deblur,
             progress=progress,
         )

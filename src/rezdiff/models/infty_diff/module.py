@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from rezdiff.core.gaussian import EpsFn, randn_like, sample_timesteps
+from rezdiff.core.gaussian import EpsAfterClip, EpsFn, randn_like, sample_timesteps
 from rezdiff.core.mollified import (
     mollified_initial_state,
     mollified_marginal,
@@ -19,7 +19,7 @@ from rezdiff.core.mollified import (
     resolution_factor,
 )
 from rezdiff.core.operators import GaussianMollifier
-from rezdiff.core.schedules import alphas_cumprod, cosine_betas, timestep_subsequence
+from rezdiff.core.schedules import TimestepSpacing, alphas_cumprod, cosine_betas, timestep_subsequence
 from rezdiff.data.batch import FieldBatch
 from rezdiff.data.coords import Resolution, as_hw, gather_pixels
 from rezdiff.models.base import DiffusionModule, resolution_or, step_generator
@@ -80,8 +80,10 @@ class InftyDiff(DiffusionModule):
     paper shows) in [-1, 1], or the mollified sample ``T x_0`` itself with ``deblur=False``.
 
     Defaults are the paper's (Appendix A): cosine schedule with 1000 steps, DDIM with 100 steps and
-    ``eta = 0``, Adam with lr 5e-5 and betas (0.9, 0.99), EMA 0.995 every 10 steps (started as an exact copy
-    of the network); gradient clipping (1.0) is trainer configuration.
+    ``eta = 0`` from ``t = T - 1`` (``spacing="trailing"``; the authors' timesteps, set by the paper configs,
+    are ``"linspace"``'s), ε re-derived from the clipped ``T x_0`` (``eps_after_clip="from_x0"``, the
+    authors' code), Adam with lr 5e-5 and betas (0.9, 0.99), EMA 0.995 every 10 steps (started as an exact
+    copy of the network); gradient clipping (1.0) is trainer configuration.
     """
 
     def __init__(
@@ -111,8 +113,10 @@ class InftyDiff(DiffusionModule):
         num_train_steps: int = 1000,
         sampler: Sampler = "ddim",
         sample_steps: int = 100,
+        spacing: TimestepSpacing = "trailing",
         eta: float = 0.0,
         clip_denoised: bool = True,
+        eps_after_clip: EpsAfterClip = "from_x0",
         deblur: bool = True,
         lr: float = 5e-5,
         adam_betas: tuple[float, float] = (0.9, 0.99),
@@ -144,6 +148,9 @@ class InftyDiff(DiffusionModule):
             raise ValueError(
                 f"sample_steps must be in [1, num_train_steps={num_train_steps}], got {sample_steps}"
             )
+        timestep_subsequence(num_train_steps, sample_steps, spacing)  # an unknown spacing fails here
+        if eps_after_clip not in ("network", "from_x0"):
+            raise ValueError(f"unknown eps_after_clip {eps_after_clip!r}; expected 'network' or 'from_x0'")
         arguments = dict(
             channels=channels,
             sparse_width=sparse_width,
@@ -174,8 +181,10 @@ class InftyDiff(DiffusionModule):
         self.num_train_steps = num_train_steps
         self.sampler = sampler
         self.sample_steps = sample_steps
+        self.spacing: TimestepSpacing = spacing
         self.eta = eta
         self.clip_denoised = clip_denoised
+        self.eps_after_clip: EpsAfterClip = eps_after_clip
         self.deblur = deblur
         self.register_buffer(
             "alphas_cumprod", alphas_cumprod(cosine_betas(num_train_steps)), persistent=False
@@ -310,16 +319,19 @@ class InftyDiff(DiffusionModule):
         z: Tensor | None = None,
         sampler: Sampler | None = None,
         eta: float | None = None,
+        spacing: TimestepSpacing | None = None,
+        eps_after_clip: EpsAfterClip | None = None,
         deblur: bool | None = None,
         progress: bool = False,
     ) -> Tensor:
         """``num`` images ``[num, C, H, W]`` in [-1, 1] at ``resolution`` (default ``train_resolution``).
 
-        ``sampler``: ``"ddim"`` (``steps`` default ``sample_steps``, ``eta``) or ``"ddpm"`` (ancestral,
-        every training step unless ``steps``). A diffusion autoencoder needs its codes ``z [num,
+        ``sampler``: ``"ddim"`` (``steps`` default ``sample_steps``, ``eta``) or ``"ddpm"`` (ancestral, every
+        training step unless ``steps``); ``spacing``/``eps_after_clip`` override the model's settings for this
+        call (see :func:`rezdiff.core.gaussian.ddim_step`). A diffusion autoencoder needs its codes ``z [num,
         latent_dim]`` (from :meth:`encode`, or :class:`InftyDiffLatent` for unconditional samples); without
-        ``z`` during or right after training it reconstructs the last training images (what the sample
-        grids of a stage-1 run show). ``deblur=False`` returns the mollified samples ``T x_0``.
+        ``z`` during or right after training it reconstructs the last training images (what the sample grids
+        of a stage-1 run show). ``deblur=False`` returns the mollified samples ``T x_0``.
         """
         height, width = resolution_or(self.train_resolution, resolution)
         sampler = sampler or self.sampler
@@ -332,10 +344,8 @@ class InftyDiff(DiffusionModule):
             raise ValueError(f"got {z.shape[0]} codes for {num} samples")
         z = None if z is None else z.to(self.device)
         mollifier, factor = self.process_at((height, width))
-        if sampler == "ddim":
-            timesteps = timestep_subsequence(self.num_train_steps, steps or self.sample_steps)
-        else:
-            timesteps = timestep_subsequence(self.num_train_steps, steps or self.num_train_steps)
+        count = steps or (self.sample_steps if sampler == "ddim" else self.num_train_steps)
+        timesteps = timestep_subsequence(self.num_train_steps, count, spacing or self.spacing)
         x_T = mollified_initial_state(
             (num, self.channels, height, width), mollifier, factor, generator, self.device
         )
@@ -351,6 +361,7 @@ class InftyDiff(DiffusionModule):
                 eta=self.eta if eta is None else eta,
                 generator=generator,
                 clip_x0=1.0 if self.clip_denoised else None,
+                eps_after_clip=eps_after_clip or self.eps_after_clip,
                 progress=progress,
             )
         return self.finish(x0, mollifier, deblur)
