@@ -5,6 +5,7 @@
     rezdiff sample --ckpt CKPT --inpaint a.png --mask known.png                   # ∞-Diff: white = known
     rezdiff sample --ckpt CKPT --super-resolve low.png --resolution 128 256       # ∞-Diff autoencoder
     rezdiff sample --ckpt CKPT --guide box=-1,-1,0,0,loss=color,mean=1,-1,-1 --guidance-scale 20  # INFD
+    rezdiff sample --ckpt CKPT --resolution 1024 --tile 256 --pad 8 --tile-norm tile  # INFD tiled render
 
 Unconditional and guided runs write ``<out>/<H>x<W>/sample_#####.png`` and ``<out>/grid_<H>x<W>.png``;
 inpainting and super-resolution write ``<out>/<H>x<W>/<input name>.png`` (inpainting also
@@ -69,6 +70,15 @@ def parser() -> argparse.ArgumentParser:
     parser.add_argument("--out", default="samples", help="output folder")
     parser.add_argument("--device", default="auto", help="cpu, cuda, cuda:1, ... (auto: cuda if present)")
     parser.add_argument("--no-ema", action="store_true", help="sample with the raw weights, not the EMA")
+    render = parser.add_argument_group("INFD rendering (tiles of large outputs)")
+    render.add_argument("--tile", type=int, default=None, help="tile size in pixels, 0 = one whole render")
+    render.add_argument("--pad", type=int, default=None, help="context pixels around each tile")
+    render.add_argument(
+        "--tile-norm",
+        choices=("global", "tile"),
+        default=None,
+        help="GroupNorm statistics of tiled renders: whole image (exact) or per tile (the authors')",
+    )
     inverse = parser.add_argument_group("inverse problems (one of --inpaint, --super-resolve, --guide)")
     task = inverse.add_mutually_exclusive_group()
     task.add_argument("--inpaint", nargs="+", metavar="IMAGE", help="∞-Diff: fill the unknown pixels")
@@ -145,7 +155,22 @@ def sample_main(args: list[str]) -> list[Path]:
             "guidance_scale": options.guidance_scale,
             "guidance_normalize": not options.guide_raw,
         }
-    return _unconditional(model, options, out, guidance)
+    rendering = _render_options(options)
+    if rendering and "norm" not in inspect.signature(model.sample).parameters:
+        parser_.error(f"--tile, --pad, --tile-norm are INFD options; {type(model).__name__} has no renderer")
+    return _unconditional(model, options, out, {**guidance, **rendering})
+
+
+def _render_options(options: argparse.Namespace) -> dict[str, Any]:
+    """INFD's render keywords that were given on the command line (``--tile 0`` = untiled)."""
+    rendering: dict[str, Any] = {}
+    if options.tile is not None:
+        rendering["tile"] = options.tile or None
+    if options.pad is not None:
+        rendering["pad"] = options.pad
+    if options.tile_norm is not None:
+        rendering["norm"] = options.tile_norm
+    return rendering
 
 
 def _save(images: Tensor, names: list[str], folder: Path, grid: Path | None) -> list[Path]:

@@ -141,3 +141,84 @@ def test_fits_with_a_lightning_trainer(val_fraction):
         assert len(model.val_sums) == 4 and model.val_sums[:2] == model.val_sums[2:]
     else:
         assert model.val_sums == []
+
+
+def _folder(tmp_path, names):
+    from rezdiff.data.images import save_image
+
+    for name in names:
+        save_image(torch.zeros(3, 4, 4), tmp_path / "images" / name)
+    return tmp_path / "images"
+
+
+def test_split_file_fixes_the_split_by_relative_paths(tmp_path):
+    import gzip
+
+    from rezdiff.data.datasets import ImageFolder
+
+    root = _folder(tmp_path, ["a.png", "b.png", "sub/c.png", "d.png", "unlisted.png"])
+    dataset = ImageFolder(str(root))
+    assert dataset.relative_paths() == ["a.png", "b.png", "d.png", "sub/c.png", "unlisted.png"]
+    text = "# provenance\n[train]\nd.png\na.png\n\n[val]\nsub/c.png\n[train]\nb.png\n"
+    plain = tmp_path / "split.txt"
+    plain.write_text(text)
+    packed = tmp_path / "split.txt.gz"
+    packed.write_bytes(gzip.compress(text.encode()))
+    for split_file in (plain, packed):
+        module = FieldDataModule(dataset, FullGrid(4), val_fraction=0.5, split_file=str(split_file))
+        assert module.split() == ([0, 1, 2], [3])  # listed images only; val_fraction is not used
+        assert module.val_dataset().indices == [3]
+
+
+@pytest.mark.parametrize(
+    ("text", "match"),
+    [
+        ("[train]\na.png\nmissing.png\n", r"1 of the 2 images listed .* \(first: 'missing.png'\); point"),
+        ("[test]\na.png\n", r"unknown split \[test\]"),
+        ("a.png\n", "before any"),
+        ("[train]\na.png\n[val]\na.png\n", "listed twice"),
+        ("# nothing\n", "lists no images"),
+    ],
+)
+def test_split_file_errors_are_one_line(tmp_path, text, match):
+    from rezdiff.data.datasets import ImageFolder
+
+    split_file = tmp_path / "split.txt"
+    split_file.write_text(text)
+    module = FieldDataModule(
+        ImageFolder(str(_folder(tmp_path, ["a.png"]))), FullGrid(4), split_file=str(split_file)
+    )
+    with pytest.raises(ValueError, match=match) as error:
+        module.split()
+    assert "\n" not in str(error.value)
+
+
+def test_split_file_needs_named_images():
+    with pytest.raises(ValueError, match="relative_paths"):
+        _module(split_file="unused.txt").split()
+    with pytest.raises(FileNotFoundError, match="split file"):
+        FieldDataModule(_folder_free_dataset(), FullGrid(4), split_file="/no/such/split.txt").split()
+
+
+def _folder_free_dataset():
+    class Named(Synthetic):
+        def relative_paths(self):
+            return [f"{i:05d}.png" for i in range(len(self))]
+
+    return Named(num_images=3, resolution=4)
+
+
+def test_ffhq_configs_use_the_ldm_split_file():
+    import yaml
+
+    from rezdiff.data.datasets import read_split_file
+    from tests.helpers import REPO
+
+    for name in ("infd_ffhq.yaml", "infd_ffhq_latent.yaml"):
+        data = yaml.safe_load((REPO / "configs" / name).read_text())["data"]["init_args"]
+        assert data["split_file"] == "configs/splits/ffhq_ldm.txt.gz", name
+    splits = read_split_file(REPO / "configs" / "splits" / "ffhq_ldm.txt.gz")
+    assert (len(splits["train"]), len(splits["val"])) == (60000, 10000)
+    assert sorted(splits["train"] + splits["val"]) == [f"{i:05d}.png" for i in range(70000)]
+    # the LDM list is a fixed random partition, not 00000-59999 / 60000-69999
+    assert {"00000.png", "00007.png", "00014.png"} <= set(splits["val"]) and "00001.png" in splits["train"]

@@ -151,3 +151,85 @@ def test_fit_through_the_cli_then_load_and_reconstruct(fit_tiny, tmp_path: Path)
     assert sorted(p.name for p in (root / "reconstructions").iterdir())  # validation saved reconstructions
     state = torch.load(root / "checkpoints" / "last.ckpt", weights_only=True)
     assert len(state["optimizer_states"]) == 2
+
+
+class _GanLog(pl.Callback):
+    """Per training iteration: the logged critic loss and whether the generator's GAN term was on."""
+
+    def __init__(self) -> None:
+        self.d: list[float] = []
+        self.g_on: list[bool] = []
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:  # noqa: ANN001
+        self.d.append(float(trainer.callback_metrics["train/d"]))
+        self.g_on.append("train/g" in trainer.callback_metrics)
+
+
+def test_disc_start_counts_iterations_not_global_steps(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    model = INFDAutoencoder(**{**TINY, "disc_start": 2})
+    disc_before = [p.detach().clone() for p in model.discriminator.parameters()]
+    log = _GanLog()
+    first_on = []
+
+    class Watch(pl.Callback):
+        def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:  # noqa: ANN001
+            now = pl_module.discriminator.parameters()
+            moved = any(not torch.equal(a, b) for a, b in zip(disc_before, now, strict=True))
+            first_on.append(moved)
+
+    trainer = pl.Trainer(
+        max_steps=2 * 4,  # 4 iterations, global steps 0..7
+        accelerator="cpu",
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        callbacks=[log, Watch()],
+        default_root_dir=tmp_path,
+    )
+    trainer.fit(model.train(), datamodule=_data())
+    assert model.iteration == 4 and trainer.global_step == 8
+    # iterations 0 and 1 (global steps 0-3): no adversarial term, the critic does not move
+    assert log.d[:2] == [0.0, 0.0] and log.g_on[:2] == [False, False] and first_on[:2] == [False, False]
+    # iterations 2 and 3 (global steps 4-7): both GAN terms on
+    assert all(d > 0 for d in log.d[2:]) and log.g_on[2:] == [True, True] and first_on[2:] == [True, True]
+    with pytest.raises(ValueError, match="disc_start"):
+        INFDAutoencoder(**{**TINY, "disc_start": -1})
+
+
+def test_quickstart_config_turns_the_gan_on_for_part_of_the_run() -> None:
+    import yaml
+
+    config = yaml.safe_load((REPO / "configs" / "quickstart" / "infd.yaml").read_text())
+    data = config["data"]["init_args"]
+    train_images = round(data["dataset"]["init_args"]["num_images"] * (1 - data["val_fraction"]))
+    iterations = config["trainer"]["max_epochs"] * (train_images // data["batch_size"])
+    disc_start = config["model"]["init_args"]["disc_start"]
+    assert iterations == 600
+    assert disc_start <= iterations // 2, (disc_start, iterations)  # the critic acts for >= half the run
+
+
+def test_feature_map_is_the_raw_decoder_activation_as_the_authors_give_pre_end() -> None:
+    torch.manual_seed(0)
+    model = INFDAutoencoder(**TINY).eval()
+    assert not any(k.startswith("decoder.decoder.conv_norm_out") for k in model.state_dict())  # no norm_out
+    captured: list[torch.Tensor] = []
+    last_up = model.decoder.decoder.up_blocks[-1]
+    handle = last_up.register_forward_hook(lambda module, args, out: captured.append(out))
+    z = model.encode(torch.rand(2, 3, 16, 16) * 2 - 1)
+    phi = model.decode(z)
+    handle.remove()
+    assert torch.equal(phi, captured[-1])
+    assert phi.min() < -0.05  # not a SiLU output (bounded below by -0.279, rarely this low for raw h)
+    # the option: SiLU(GroupNorm(h)), with the norm's parameters in the state_dict
+    normed = INFDAutoencoder(**{**TINY, "feature_norm": True}).eval()
+    normed.load_state_dict(model.state_dict(), strict=False)
+    captured.clear()
+    last_up = normed.decoder.decoder.up_blocks[-1]
+    handle = last_up.register_forward_hook(lambda module, args, out: captured.append(out))
+    phi_normed = normed.decode(z)
+    handle.remove()
+    norm = normed.decoder.decoder.conv_norm_out
+    assert "decoder.decoder.conv_norm_out.weight" in normed.state_dict()
+    torch.testing.assert_close(phi_normed, torch.nn.functional.silu(norm(captured[-1])))

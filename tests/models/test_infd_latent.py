@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import functools
 import shutil
 from pathlib import Path
 
+import lightning.pytorch as pl
 import pytest
 import torch
 
 import rezdiff
 from rezdiff.cli import main
-from rezdiff.data import FieldBatch, FullGrid, Synthetic
+from rezdiff.data import FieldBatch, FieldDataModule, FullGrid, Synthetic
 from rezdiff.metrics import render_scale_consistency
 from rezdiff.models import INFD
 from rezdiff.models.infd import CachedLatents
@@ -137,3 +139,101 @@ def test_scale_consistency_of_trained_stage1_beats_untrained(stage1: Path) -> No
             assert all(torch.isfinite(torch.tensor(v)) for v in figures[name].values())
         assert figures["trained"]["psnr"] > figures["untrained"]["psnr"] + 1.0, figures
         assert figures["trained"]["l1"] < figures["untrained"]["l1"], figures
+
+
+def _trainer(root: Path, **options: object) -> pl.Trainer:
+    return pl.Trainer(
+        accelerator="cpu",
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        default_root_dir=root,
+        **options,  # type: ignore[arg-type]
+    )
+
+
+def test_estimated_latent_scale_is_fixed_at_the_first_fit(stage1: Path, tmp_path: Path) -> None:
+    """latent_scale=None: 1/std of the first fit's latents, then never re-estimated (validate on other
+    data, rezdiff.load, --ckpt_path resume): the scale and the seeded samples stay the same."""
+    torch.manual_seed(0)
+    model = INFD(str(stage1), **{**TINY, "latent_scale": None, "ema_decay": 0.0})
+    assert not bool(model.latent_scale_set)
+    data = FieldDataModule(_dataset(), CachedLatents(), batch_size=4, val_fraction=0.25)
+    trainer = _trainer(tmp_path / "fit", max_steps=2)
+    trainer.fit(model, datamodule=data)
+    scale = float(model.latent_scale_value)
+    assert bool(model.latent_scale_set)
+    assert abs(scale * float(model.encode_dataset(_dataset()).std()) - 1) < 1e-5
+    ckpt = tmp_path / "stage2.ckpt"
+    trainer.save_checkpoint(ckpt)
+    model.eval()
+
+    def samples(m: INFD) -> torch.Tensor:
+        return m.sample(2, 32, steps=3, generator=torch.Generator().manual_seed(0))
+
+    before = samples(model)
+
+    def other() -> FieldDataModule:  # different images: a re-estimate would give another scale
+        dataset = Synthetic(num_images=8, resolution=48, seed=7)
+        return FieldDataModule(dataset, CachedLatents(), batch_size=4, val_fraction=0.5)
+
+    assert abs(float(INFD(str(stage1), **TINY).encode_dataset(other().dataset).std()) * scale - 1) > 1e-3
+    _trainer(tmp_path / "val").validate(model, datamodule=other())
+    assert float(model.latent_scale_value) == scale
+    torch.testing.assert_close(samples(model), before, rtol=0, atol=0)
+    loaded = rezdiff.load(ckpt)
+    assert bool(loaded.latent_scale_set) and float(loaded.latent_scale_value) == scale
+    _trainer(tmp_path / "val2").validate(loaded, datamodule=other())
+    assert float(loaded.latent_scale_value) == scale
+    torch.testing.assert_close(samples(loaded.eval()), before, rtol=0, atol=0)
+    # resume on other data: the checkpoint's scale, not a new estimate
+    resumed = INFD(str(stage1), **{**TINY, "latent_scale": None, "ema_decay": 0.0})
+    _trainer(tmp_path / "resume", max_steps=3).fit(resumed, datamodule=other(), ckpt_path=str(ckpt))
+    assert float(resumed.latent_scale_value) == scale
+    # a checkpoint written before the flag existed holds a fitted scale: it loads as set
+    state = torch.load(ckpt, weights_only=True)["state_dict"]
+    del state["latent_scale_set"]
+    fresh = INFD(str(stage1), **{**TINY, "latent_scale": None, "ema_decay": 0.0})
+    fresh.load_state_dict(state)
+    assert bool(fresh.latent_scale_set) and float(fresh.latent_scale_value) == scale
+
+
+def test_tile_norm_reaches_sample_and_the_command_line(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    from rezdiff.nn.clif import render_field
+
+    torch.manual_seed(0)
+    model = INFD("unused.ckpt", autoencoder_config=_tiny_autoencoder_config(), **TINY).eval()
+
+    def seeded() -> torch.Generator:
+        return torch.Generator().manual_seed(0)
+
+    whole = model.sample(1, 64, steps=2, tile=None, generator=seeded())
+    exact = model.sample(1, 64, steps=2, tile=32, pad=8, norm="global", generator=seeded())
+    per_tile = model.sample(1, 64, steps=2, tile=32, pad=8, norm="tile", generator=seeded())
+    torch.testing.assert_close(exact, whole, rtol=0, atol=2e-5)
+    assert (per_tile - whole).abs().max() > 1e-3  # per-tile statistics: another image (seams)
+    with torch.no_grad():
+        features = model.decode(model.sample_latents(1, steps=2, generator=seeded()))
+        expected = render_field(model.autoencoder.renderer, features, 64, tile=32, pad=8, norm="tile")
+    torch.testing.assert_close(per_tile, expected.clamp(-1, 1))
+    with pytest.raises(ValueError, match="'global' .* or 'tile'"):
+        model.sample(1, 64, norm="tiles")  # type: ignore[arg-type]
+    # rezdiff sample --tile/--pad/--tile-norm reach INFD.sample (--tile 0: one whole render)
+    calls: list[dict] = []
+    original = model.sample
+
+    @functools.wraps(original)  # keeps the signature that rezdiff sample inspects
+    def recording(*args: object, **kwargs: object) -> torch.Tensor:
+        calls.append(kwargs)
+        return original(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(model, "sample", recording)
+    monkeypatch.setattr("rezdiff.loading.load", lambda *a, **k: model)
+    base = ["sample", "--ckpt", "x.ckpt", "--resolution", "32", "--num", "1", "--steps", "2"]
+    main([*base, "--out", str(tmp_path / "a"), "--tile", "16", "--pad", "7", "--tile-norm", "tile"])
+    main([*base, "--out", str(tmp_path / "b"), "--tile", "0"])
+    assert (calls[0]["tile"], calls[0]["pad"], calls[0]["norm"]) == (16, 7, "tile")
+    assert calls[1]["tile"] is None and "norm" not in calls[1]

@@ -9,7 +9,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, RandomSampler
 
 from rezdiff.data.batch import FieldBatch
-from rezdiff.data.datasets import FieldDataset, stable_seed
+from rezdiff.data.datasets import FieldDataset, read_split_file, stable_seed
 from rezdiff.data.samplers import FieldSampler
 
 
@@ -68,6 +68,10 @@ class FieldDataModule(pl.LightningDataModule):
     (:class:`EpochShuffle`); training examples are random (global RNG, seeded per worker by torch);
     validation examples are fixed by ``(seed, index)``. ``val_sampler`` and ``val_batch_size`` default to
     the training ones. Test and predict use the validation split.
+    ``split_file`` replaces the random split (and ``val_fraction``) by fixed lists of images
+    (:func:`rezdiff.data.datasets.read_split_file`: relative paths per split, matched against the dataset's
+    ``relative_paths()``, e.g. :class:`~rezdiff.data.ImageFolder`); images the file does not list are used
+    by neither split, and a listed image missing from the dataset is an error.
     Hyperparameters are not saved here: the CLI records the whole config.
     """
 
@@ -81,6 +85,7 @@ class FieldDataModule(pl.LightningDataModule):
         seed: int = 0,
         val_sampler: FieldSampler | None = None,
         val_batch_size: int | None = None,
+        split_file: str | None = None,
     ) -> None:
         super().__init__()
         if batch_size < 1:
@@ -99,6 +104,7 @@ class FieldDataModule(pl.LightningDataModule):
         self.seed = seed
         self.val_sampler = val_sampler if val_sampler is not None else sampler
         self.val_batch_size = val_batch_size if val_batch_size is not None else batch_size
+        self.split_file = split_file
         self._split: tuple[list[int], list[int]] | None = None
 
     @property
@@ -106,7 +112,10 @@ class FieldDataModule(pl.LightningDataModule):
         return self.dataset.channels
 
     def split(self) -> tuple[list[int], list[int]]:
-        """``(train_indices, val_indices)``, each sorted, disjoint, together every index of the dataset."""
+        """``(train_indices, val_indices)``, each sorted and disjoint; together every index of the dataset,
+        unless ``split_file`` lists only some of its images."""
+        if self._split is None and self.split_file is not None:
+            self._split = self._listed_split(self.split_file)
         if self._split is None:
             length = len(self.dataset)
             num_val = 0
@@ -115,6 +124,26 @@ class FieldDataModule(pl.LightningDataModule):
             order = torch.randperm(length, generator=torch.Generator().manual_seed(self.seed)).tolist()
             self._split = (sorted(order[num_val:]), sorted(order[:num_val]))
         return self._split
+
+    def _listed_split(self, split_file: str) -> tuple[list[int], list[int]]:
+        relative_paths = getattr(self.dataset, "relative_paths", None)
+        if relative_paths is None:
+            raise ValueError(
+                f"split_file needs a dataset with relative_paths() (e.g. ImageFolder), got "
+                f"{type(self.dataset).__name__}; remove split_file to split by val_fraction"
+            )
+        position = {path: index for index, path in enumerate(relative_paths())}
+        listed = read_split_file(split_file)
+        missing = [path for paths in listed.values() for path in paths if path not in position]
+        if missing:
+            total = sum(len(paths) for paths in listed.values())
+            root = getattr(self.dataset, "root", "the dataset")
+            raise ValueError(
+                f"{len(missing)} of the {total} images listed in {split_file} are not in {str(root)!r} "
+                f"(first: {missing[0]!r}); point the dataset's root at the folder holding them by these names"
+            )
+        train, val = (sorted(position[path] for path in listed[name]) for name in ("train", "val"))
+        return train, val
 
     def setup(self, stage: str | None = None) -> None:
         self.split()

@@ -7,6 +7,7 @@ Every dataset returns ``[C, H, W]`` float tensors in ``[-1, 1]`` at the image's 
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 import logging
 import math
@@ -152,6 +153,11 @@ class ImageFolder(FieldDataset):
         if on_error == "skip":
             paths = self._drop_unreadable(paths, max_images)
         self.paths: list[Path] = paths[:max_images] if max_images is not None else paths
+
+    def relative_paths(self) -> list[str]:
+        """Each image's path relative to ``root`` (POSIX separators), in index order: the names a split file
+        (:func:`read_split_file`) lists."""
+        return [path.relative_to(self.root).as_posix() for path in self.paths]
 
     def _scan(self) -> list[Path]:
         found: list[tuple[str, Path]] = []
@@ -441,3 +447,45 @@ class Bundled(FieldDataset):
 
     def __repr__(self) -> str:
         return f"Bundled(name={self.name!r}, channels={self.channels})"
+
+
+SPLITS = ("train", "val")
+
+
+def read_split_file(path: str | os.PathLike[str]) -> dict[str, list[str]]:
+    """A split file's image lists, ``{"train": [...], "val": [...]}``, paths relative to a dataset's root.
+
+    Format (plain text, or gzip-compressed when the name ends in ``.gz``): a line ``[train]`` or ``[val]``
+    starts that split's section, every other non-empty line is one relative path (POSIX separators) of that
+    split; lines starting with ``#`` are comments (e.g. where the list came from). A path may appear once.
+    """
+    file = Path(path).expanduser()
+    if not file.is_file():
+        raise FileNotFoundError(
+            f"split file {str(file)!r} does not exist; set split_file to a list of images"
+        )
+    with (
+        gzip.open(file, "rt", encoding="utf-8") if file.suffix == ".gz" else file.open(encoding="utf-8")
+    ) as f:
+        lines = f.read().splitlines()
+    splits: dict[str, list[str]] = {name: [] for name in SPLITS}
+    current: str | None = None
+    seen: set[str] = set()
+    for number, raw in enumerate(lines, start=1):
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        if line.startswith("[") and line.endswith("]"):
+            current = line[1:-1].strip()
+            if current not in splits:
+                raise ValueError(f"{file}:{number}: unknown split [{current}]; use [train] or [val]")
+            continue
+        if current is None:
+            raise ValueError(f"{file}:{number}: path {line!r} before any [train] or [val] header")
+        if line in seen:
+            raise ValueError(f"{file}:{number}: {line!r} is listed twice; each image belongs to one split")
+        seen.add(line)
+        splits[current].append(line)
+    if not seen:
+        raise ValueError(f"split file {str(file)!r} lists no images")
+    return splits

@@ -8,8 +8,10 @@ they are written here rather than reused:
 
 - INFD puts the vector quantiser at the *start of the decoder* (``decode(z)`` quantises), so the latent
   diffusion of stage 2 is trained on the raw pre-VQ encoder output;
-- the decoder ends *without its RGB layer*: ``conv_out`` is removed and the output is the 128-channel
-  feature map ``phi = SiLU(GroupNorm(h))`` at 4x the latent size that the neural-field renderer reads.
+- the decoder ends *before its output head*: as the authors' LDM decoder with ``give_pre_end=True``, the
+  output GroupNorm, SiLU and RGB convolution are removed and ``phi`` is the raw 128-channel activation ``h``
+  of the last up block (4x the latent size) that the neural-field renderer reads. ``out_norm=True`` keeps
+  the GroupNorm + SiLU (``phi = SiLU(GroupNorm(h))``, rezdiff's earlier layout).
 
 The quantiser is our own (diffusers' ``VectorQuantizer`` keeps taming's "legacy" loss that puts ``beta`` on
 the codebook term instead of the commitment term, and has no usage statistics).
@@ -69,7 +71,12 @@ class LatentEncoder(nn.Module):
 
 class FeatureDecoder(nn.Module):
     """``z_q [B, latent_channels, h, w] -> phi [B, base_channels, f*h, f*w]``: LDM's ``post_quant_conv`` and
-    decoder with its final RGB convolution removed (INFD), so the output is a feature map."""
+    decoder stopped before its output head (INFD's ``give_pre_end=True``), so the output is a feature map.
+
+    ``out_norm=False`` (default, the authors'): no ``conv_norm_out`` submodule, ``phi`` = the last up block's
+    output, so the authors' decoder weights map one to one onto this module's. ``out_norm=True``: the
+    decoder's output GroupNorm and SiLU are kept and ``phi = SiLU(GroupNorm(h))``.
+    """
 
     def __init__(
         self,
@@ -78,6 +85,7 @@ class FeatureDecoder(nn.Module):
         channel_mult: tuple[int, ...] = (1, 2, 4),
         num_res_blocks: int = 2,
         norm_num_groups: int = 32,
+        out_norm: bool = False,
     ) -> None:
         super().__init__()
         widths = _widths(base_channels, tuple(channel_mult), norm_num_groups)
@@ -92,6 +100,10 @@ class FeatureDecoder(nn.Module):
             act_fn="silu",
         )
         self.decoder.conv_out = nn.Identity()  # INFD: no RGB layer; the renderer reads the features
+        if not out_norm:  # give_pre_end: no output norm or activation either (and no norm parameters)
+            self.decoder.conv_norm_out = nn.Identity()
+            self.decoder.conv_act = nn.Identity()
+        self.out_norm = out_norm
         self.out_channels = widths[0]
         self.upsample_factor = 2 ** (len(widths) - 1)
 

@@ -47,7 +47,11 @@ class INFDAutoencoder(DiffusionModule):
     API used by stage 2: ``encode(images) -> z`` (pre-VQ latents), ``decode(z) -> phi``,
     ``render(phi, resolution, tile=, pad=, box=, norm=)``, ``reconstruct(images, resolution)``.
     Training needs ``MultiScalePatches`` batches (``cond``, ``coords``, ``cell``). ``trainer.global_step``
-    counts optimiser steps of both optimisers, i.e. two per training iteration (``max_steps`` accordingly).
+    counts optimiser steps of both optimisers, i.e. two per training iteration (``max_steps`` accordingly);
+    ``disc_start`` counts *iterations* (the paper's ``gan_start_after_iters``): the adversarial terms are on
+    from iteration ``disc_start`` (0-based), i.e. global step ``2 * disc_start``. ``feature_norm``: ``False``
+    (the authors' ``give_pre_end=True``) makes ``phi`` the decoder's raw last activation, ``True`` applies
+    the decoder's output GroupNorm + SiLU first (see :class:`rezdiff.nn.autoencoder.FeatureDecoder`).
     """
 
     def __init__(
@@ -59,6 +63,7 @@ class INFDAutoencoder(DiffusionModule):
         channel_mult: tuple[int, ...] = (1, 2, 4),
         num_res_blocks: int = 2,
         norm_num_groups: int = 32,
+        feature_norm: bool = False,
         num_codes: int = 8192,
         vq_beta: float = 0.25,
         renderer: Literal["clif", "liif"] = "clif",
@@ -96,6 +101,8 @@ class INFDAutoencoder(DiffusionModule):
         self.automatic_optimization = False
         if perceptual == "lpips_vgg" and not vgg_weights:
             raise ValueError(f"perceptual='lpips_vgg' needs vgg_weights. {VGG_HINT}")
+        if disc_start < 0:
+            raise ValueError(f"disc_start counts training iterations and must be >= 0, got {disc_start}")
         if perceptual not in ("lpips_vgg", "lap_l1", "none"):
             raise ValueError(f"perceptual must be 'lpips_vgg', 'lap_l1' or 'none', got {perceptual!r}")
         self.encoder_resolution = encoder_resolution
@@ -112,7 +119,7 @@ class INFDAutoencoder(DiffusionModule):
         self.latent_size = encoder_resolution // self.encoder.downsample_factor
         self.quantizer = VectorQuantizer(num_codes, latent_channels, vq_beta)
         self.decoder = FeatureDecoder(
-            latent_channels, base_channels, tuple(channel_mult), num_res_blocks, norm_num_groups
+            latent_channels, base_channels, tuple(channel_mult), num_res_blocks, norm_num_groups, feature_norm
         )
         self.renderer: Renderer
         if renderer == "clif":
@@ -165,6 +172,11 @@ class INFDAutoencoder(DiffusionModule):
         if images.shape[-2:] != (self.encoder_resolution, self.encoder_resolution):
             images = resize(images, self.encoder_resolution, "lanczos")
         return self.encoder(images)
+
+    @property
+    def iteration(self) -> int:
+        """Training iterations done (each steps the autoencoder and the critic once): ``global_step // 2``."""
+        return self.global_step // 2
 
     def decode(self, z: Tensor) -> Tensor:
         """Latents ``z`` -> feature map ``phi [B, 128, 4h, 4w]`` (vector quantisation, straight-through)."""
@@ -245,15 +257,14 @@ class INFDAutoencoder(DiffusionModule):
             finite = self.trainer.strategy.reduce_boolean_decision(finite, all=True)
         if not finite:
             raise NonFiniteLossError(
-                f"non-finite {what} loss ({loss.item()}) at iteration {self.global_step // 2} (global step "
+                f"non-finite {what} loss ({loss.item()}) at iteration {self.iteration} (global step "
                 f"{self.global_step}), epoch {self.current_epoch}, batch {batch_idx} on some rank; training "
                 "stopped before the optimiser step. Lower the learning rate or check the data."
             )
 
     def training_step(self, batch: FieldBatch, batch_idx: int) -> Tensor:
         opt_g, opt_d = self.optimizers()  # type: ignore[misc]
-        iteration = self.global_step // 2  # both optimisers step every iteration
-        gan_on = 1.0 if iteration >= self.disc_start else 0.0
+        gan_on = 1.0 if self.iteration >= self.disc_start else 0.0  # disc_start is in iterations
 
         self.toggle_optimizer(opt_g)
         prediction, vq_loss, codes = self._render_batch(batch)

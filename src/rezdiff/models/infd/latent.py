@@ -41,6 +41,7 @@ from rezdiff.data.coords import Resolution
 from rezdiff.data.datasets import FieldDataset
 from rezdiff.data.samplers import FieldSampler
 from rezdiff.models.base import DiffusionModule, resolution_or, step_generator
+from rezdiff.nn.clif import NormMode
 from rezdiff.nn.unet import UNet
 
 # Stage-1 arguments replaced when the autoencoder is rebuilt for inference inside stage 2: the perceptual
@@ -109,6 +110,12 @@ def build_autoencoder(config: dict[str, Any]) -> nn.Module:
     return autoencoder
 
 
+def _mark_old_checkpoint_scale_set(state_dict: dict[str, Any], prefix: str, *args: Any) -> None:
+    """Checkpoints written before ``latent_scale_set`` existed hold a fitted scale: mark it set."""
+    if prefix + "latent_scale_value" in state_dict and prefix + "latent_scale_set" not in state_dict:
+        state_dict[prefix + "latent_scale_set"] = torch.tensor(True)
+
+
 class INFD(DiffusionModule):
     """Latent ε-prediction diffusion on a frozen INFD autoencoder; samples render at any resolution.
 
@@ -117,11 +124,14 @@ class INFD(DiffusionModule):
     head; linear betas 0.0015 → 0.0195 over 1000 steps; AdamW lr 9.6e-5, weight decay 0.01; EMA 0.9999
     (no warm-up, as the authors); 200 DDIM steps with η = 1, from ``t = T - 1`` (``spacing="trailing"``; the
     authors' ``"ddim200"`` stride is ``"leading"``'s, from 995). ``latent_scale`` multiplies latents before
-    diffusion (1.0 = raw latents as in the paper; ``None`` = ``1 / std`` of the cached latents, fixed at
-    the first fit and stored in the checkpoint).
+    diffusion (1.0 = raw latents as in the paper; ``None`` = ``1 / std`` of the cached latents, estimated
+    once, at the start of the first ``fit``, and stored in the checkpoint: the persistent buffers
+    ``latent_scale_value`` and ``latent_scale_set`` travel with ``rezdiff.load`` and ``--ckpt_path`` resume,
+    and a set scale is never re-estimated, whatever data a later validate/test/fit sees).
     """
 
     latent_scale_value: Tensor
+    latent_scale_set: Tensor
 
     def __init__(
         self,
@@ -200,6 +210,9 @@ class INFD(DiffusionModule):
         self.register_buffer(
             "latent_scale_value", torch.tensor(1.0 if latent_scale is None else latent_scale)
         )
+        # True once latent_scale_value holds the model's scale (at once for a given latent_scale).
+        self.register_buffer("latent_scale_set", torch.tensor(latent_scale is not None))
+        self._register_load_state_dict_pre_hook(_mark_old_checkpoint_scale_set)
         betas = make_betas(schedule, num_train_steps, beta_start, beta_end)
         self.register_buffer("alphas_cumprod", alphas_cumprod(betas), persistent=False)
         self.setup_ema()
@@ -221,12 +234,22 @@ class INFD(DiffusionModule):
         return self.autoencoder.decode(latents / self.latent_scale_value)
 
     def render(
-        self, features: Tensor, resolution: Resolution, *, tile: int | None = 256, pad: int = 8
+        self,
+        features: Tensor,
+        resolution: Resolution,
+        *,
+        tile: int | None = 256,
+        pad: int = 8,
+        norm: NormMode = "global",
     ) -> Tensor:
-        """φ -> images at ``resolution``, one sample at a time (peak memory ~ one image's tiles)."""
+        """φ -> images at ``resolution``, one sample at a time (peak memory ~ one image's tiles); ``norm``:
+        GroupNorm statistics of a tiled render, whole-image (``"global"``) or per tile (``"tile"``, the
+        authors'), see :func:`rezdiff.nn.clif.render_field`."""
+        if norm not in ("global", "tile"):
+            raise ValueError(f"norm must be 'global' (whole-image statistics) or 'tile', got {norm!r}")
         return torch.cat(
             [
-                self.autoencoder.render(features[i : i + 1], resolution, tile=tile, pad=pad)
+                self.autoencoder.render(features[i : i + 1], resolution, tile=tile, pad=pad, norm=norm)
                 for i in range(len(features))
             ]
         )
@@ -271,7 +294,7 @@ class INFD(DiffusionModule):
         return stored["latents"], key
 
     def prepare_latents(self) -> None:
-        """Fill the data module's :class:`CachedLatents` samplers (once per key); estimate the scale."""
+        """Fill the data module's :class:`CachedLatents` samplers (once per key)."""
         datamodule = getattr(self.trainer, "datamodule", None)
         samplers = [getattr(datamodule, name, None) for name in ("sampler", "val_sampler")]
         if datamodule is None or not isinstance(samplers[0], CachedLatents):
@@ -286,11 +309,19 @@ class INFD(DiffusionModule):
         latents, key = self._cached_latents(datamodule.dataset, root)
         for sampler in todo:
             sampler.fill(latents, key)
-        if self.latent_scale is None:
-            self.latent_scale_value.fill_(1.0 / float(latents.std()))
+
+    def estimate_latent_scale(self, latents: Tensor) -> None:
+        """Set ``latent_scale_value = 1 / std(latents)`` if no scale is set yet; a set scale is kept."""
+        if bool(self.latent_scale_set):
+            return
+        self.latent_scale_value.fill_(1.0 / float(latents.std()))
+        self.latent_scale_set.fill_(True)
 
     def on_fit_start(self) -> None:
         self.prepare_latents()
+        if not bool(self.latent_scale_set):  # first fit only: later runs read the checkpoint's scale
+            sampler = self.trainer.datamodule.sampler  # type: ignore[attr-defined]
+            self.estimate_latent_scale(sampler.latents)
 
     def on_validation_start(self) -> None:
         self.prepare_latents()
@@ -376,6 +407,7 @@ class INFD(DiffusionModule):
         use_ema: bool = True,
         tile: int | None = 256,
         pad: int = 8,
+        norm: NormMode = "global",
         eta: float | None = None,
         spacing: TimestepSpacing | None = None,
         guidance: list[Any] | None = None,
@@ -385,9 +417,13 @@ class INFD(DiffusionModule):
     ) -> Tensor:
         """``num`` images at ``resolution`` (default ``encoder_resolution``), any size: latent DDIM
         (``steps``, ``eta``, ``spacing``) → VQ + decoder → render, tiled by ``tile`` px with ``pad`` px
-        context (``tile=None``: whole). ``guidance``: a list of :class:`rezdiff.inverse.guidance.Condition`
-        for DPS box guidance with step ``guidance_scale`` (see that module)."""
+        context (``tile=None``: whole) and GroupNorm statistics ``norm`` (``"global"``: of the whole image, the
+        tiled render equals the whole one; ``"tile"``: of each padded tile, the authors' mode). ``guidance``:
+        a list of :class:`rezdiff.inverse.guidance.Condition` for DPS box guidance with step
+        ``guidance_scale`` (see that module)."""
         height, width = resolution_or(self.encoder_resolution, resolution)
+        if norm not in ("global", "tile"):  # checked before the (long) latent sampling
+            raise ValueError(f"norm must be 'global' (whole-image statistics) or 'tile', got {norm!r}")
         latents = self.sample_latents(
             num,
             steps=steps,
@@ -401,7 +437,7 @@ class INFD(DiffusionModule):
             progress=progress,
         )
         with self.eval_mode():
-            images = self.render(self.decode(latents), (height, width), tile=tile, pad=pad)
+            images = self.render(self.decode(latents), (height, width), tile=tile, pad=pad, norm=norm)
         return images.clamp(-1, 1)
 
     def predict_step(self, batch: FieldBatch, batch_idx: int) -> Tensor:
