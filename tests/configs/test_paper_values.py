@@ -150,10 +150,18 @@ ROWS = [
     ),
 ]
 
-# DDPM/DVDP at 1024²: the DVDP paper's Table 2 model has 105M parameters in a shallower U-Net; rezdiff's twins
-# share one 6-level U-Net (models/dvdp/README.md deviations, "FFHQ 1024") of 73.9M. Not asserted against 105M.
+DVDP_1024_DEVIATION = (
+    "rezdiff deviation, models/dvdp/README.md 'FFHQ 1024': one U-Net for both twins "
+    f"({DVDP} Table 2: a shallower 105M-parameter U-Net for DVDP)"
+)
+ROWS += [
+    Row("dvdp_cifar10", "derived.network_params", 35.7e6, f"{HO}: 35.7M; {DVDP} §5.2: DDPM*'s", rel=2e-3),
+    Row("dvdp_ffhq256", "derived.network_params", 114e6, f"{HO}: 114M; {DVDP} §5.2: DDPM*'s", rel=5e-3),
+    *[Row(c, "derived.network_params", 73_892_739, DVDP_1024_DEVIATION) for c in FFHQ1024],
+]
 
 # --- ∞-Diff (the 256² recipe; the CelebA-HQ 64 network is rezdiff's choice, declared in its README).
+INFTY_64_DEVIATION = "rezdiff choice, models/infty_diff/README.md deviations ('The CelebA-HQ 64 network')"
 INFTY_IMAGE = ("infty_diff_ffhq256", "infty_diff_celebahq64")
 ROWS += rows_for(
     INFTY_IMAGE,
@@ -191,6 +199,14 @@ ROWS += [
         "model.init_args.inner_multipliers",
         [1, 2, 4, 8, 8],
         f"{INFTY}: channels doubled up to a factor of 8; {INFTY_CODE}: uno_mults",
+    ),
+    *rows_for(
+        ("infty_diff_celebahq64",),
+        [
+            ("model.init_args.train_resolution", 64, f"{INFTY} Table 1: CelebA-HQ 64 x 64"),
+            ("model.init_args.inner_resolution", 32, INFTY_64_DEVIATION),
+            ("model.init_args.inner_multipliers", [1, 2, 4, 4], INFTY_64_DEVIATION),
+        ],
     ),
 ]
 INFTY_LATENT = ("infty_diff_ffhq256_latent", "infty_diff_celebahq64_latent")
