@@ -7,9 +7,15 @@ see ``DERIVED``): a parameter count of the network built on the meta device, cha
 resolutions where attention runs. Where a config departs from its source on purpose, the row asserts the
 config's value and its source names the family README's deviation.
 
-Values still moving in parallel work and not asserted here (add after those merges): the DDIM timestep
-spacing, the INFD decoder's parameter count (its output norm is being removed) and ``disc_start`` units, the
-∞-Diff latent-conditioning parameters and the multilevel prior classes.
+Values still moving in parallel work, not asserted here; add them after those merges:
+- DDIM timestep spacing. ∞-Diff: the authors' ``space_timesteps(1000, "100")`` takes round(i·999/99), i.e.
+  0, 10, …, 999 (first step t = 999). INFD: ``"ddim200"`` takes range(0, 1000, 5), first step t = 995.
+- INFD decoder parameters: 32,957,068 (yinboc/infd ``decoder_vqf4`` with ``give_pre_end=True`` builds no
+  output norm or conv; counted on the meta device); ``disc_start``: the authors' ``gan_start_after_iters: 0``.
+- ∞-Diff image-model parameters (latent conditioning): the authors' ``SparseUNet``/``SparseEncoder`` of
+  configs/ffhq_256_config.py count 321,512,564 / 122,028,337 (``torch_dense`` backend, meta device).
+- Multilevel prior classes: the authors' main.py default is ``lap_conv`` (ImplicitConv, scale 20, power
+  0.55); ``bessel`` is BesselConv(scale 8, power 0.55).
 """
 
 from __future__ import annotations
@@ -210,6 +216,10 @@ ROWS += [
     ),
 ]
 INFTY_LATENT = ("infty_diff_ffhq256_latent", "infty_diff_celebahq64_latent")
+LATENT_COUNTED = (
+    f"{DIFFAE}: MLPSkipNet(1024, 2048, 10 layers, time_emb_channels=64), counted on the meta device from "
+    "samb-t/infty-diff models/latent_model.py"
+)
 ROWS += rows_for(
     INFTY_LATENT,
     [
@@ -226,6 +236,7 @@ ROWS += rows_for(
         ("model.init_args.ema_decay", 0.995, f"{INFTY_LATENT_CODE}: ema_decay 0.995"),
         ("model.init_args.ema_update_every", 10, f"{INFTY_LATENT_CODE}: ema_update_every 10"),
         ("derived.stage1_latent_dim", 1024, f"{INFTY}: latent size 1024"),
+        ("derived.network_params", 75_639_808, LATENT_COUNTED),
     ],
 )
 
@@ -271,7 +282,27 @@ ROWS += rows_for(
         ),
     ],
 )
+# Parameter counts of the authors' modules, built on the meta device from yinboc/infd: models/vqgan/utils.py
+# (encoder_vqf4: LDM Encoder + 1x1 conv), quantizer.py (8192 x 3 codebook), model.py SimpleRendererNet
+# (132 -> 256 channels), discriminator.py NLayerDiscriminator(3, 64, 3) and diffusion/utils.py
+# make_openai_unet. The decoder is left out: see the module docstring.
+INFD_COUNTED = "yinboc/infd {}, counted on the meta device"
+ROWS += rows_for(
+    INFD_STAGE1,
+    [
+        ("derived.encoder_params", 22_337_423, INFD_COUNTED.format("models/vqgan/utils.py encoder_vqf4")),
+        ("derived.quantizer_params", 24_576, INFD_COUNTED.format("VectorQuantizer(8192, 3)")),
+        ("derived.renderer_params", 2_674_179, INFD_COUNTED.format("SimpleRendererNet(132, 256)")),
+        ("derived.discriminator_params", 2_765_633, INFD_COUNTED.format("NLayerDiscriminator(3, 64, 3)")),
+    ],
+)
 ROWS += [
+    Row(
+        "infd_ffhq_latent",
+        "derived.network_params",
+        274_056_163,
+        INFD_COUNTED.format("diffusion/utils.py make_openai_unet (ADM UNetModel)"),
+    ),
     Row(
         "infd_ffhq6k_mix",
         "data.init_args.sampler.init_args.high_res_prob",
@@ -411,6 +442,10 @@ def multipliers(channels: list[int]) -> list[float]:
 
 DERIVED: dict[str, Callable[[str], Any]] = {
     "network_params": lambda c: count(build(c).network),
+    "encoder_params": lambda c: count(build(c).encoder),
+    "quantizer_params": lambda c: count(build(c).quantizer),
+    "renderer_params": lambda c: count(build(c).renderer),
+    "discriminator_params": lambda c: count(build(c).discriminator),
     "num_train_steps": lambda c: num_train_steps(build(c)),
     "base_channels": lambda c: init_args(c)["block_out_channels"][0],
     "channel_multipliers": lambda c: multipliers(init_args(c)["block_out_channels"]),
@@ -481,6 +516,7 @@ MUTATIONS = [
     ("infd_ffhq_latent", "model.init_args.ema_decay", 0.999),
     ("infty_diff_ffhq256", "model.init_args.ema_decay", 0.9999),
     ("multilevel_mnist_like", "model.init_args.sample_steps", 500),
+    ("infd_ffhq", "model.init_args.disc_layers", 4),  # only the discriminator's parameter count sees it
 ]
 
 
