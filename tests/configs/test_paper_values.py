@@ -357,6 +357,16 @@ ROWS += rows_for(
         ("model.init_args.ema_decay", 0.999, ML_DEVIATION + "; authors' code: no EMA"),
     ],
 )
+ML_WARM = ML_CODE.format("main_warmstart.py: ")
+ROWS += [
+    Row("multilevel_warmstart", "model.init_args.image_size", 64, ML_WARM + "MNIST Resize(64)"),
+    Row(
+        "multilevel_warmstart",
+        "trainer.callbacks.0.init_args.milestones",
+        [[0, 32], [50, 64]],
+        ML_WARM + "epochs < n_epochs // 2 = 50 on 32² Fourier-downsampled data, then 64²",
+    ),
+]
 
 
 # --------------------------------------------------------------------------------------------------- reading
@@ -366,11 +376,15 @@ def load(config: str) -> dict[str, Any]:
 
 
 def lookup(tree: dict[str, Any], key: str) -> Any:
+    """``tree[a][b]...`` for the key ``a.b...``; a numeric part indexes a list (``trainer.callbacks.0``)."""
     node: Any = tree
     for part in key.split("."):
-        if not isinstance(node, dict) or part not in node:
+        if isinstance(node, list) and part.isdigit() and int(part) < len(node):
+            node = node[int(part)]
+        elif isinstance(node, dict) and part in node:
+            node = node[part]
+        else:
             raise KeyError(f"{key} (missing at {part!r})")
-        node = node[part]
     return node
 
 
