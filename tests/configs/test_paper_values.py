@@ -194,7 +194,8 @@ ROWS += rows_for(
         ("model.init_args.inner_attention_resolutions", [16, 8], f"{INFTY}: attention at 16 and 8"),
         ("model.init_args.dropout", 0.1, f"{INFTY_CODE}: uno_dropout 0.1"),
         ("derived.point_fraction", 0.25, f"{INFTY_CODE}: mc_integral.q_sample = img_size² // 4"),
-        ("trainer.precision", "bf16-mixed", f"{INFTY}: automatic mixed precision"),
+        ("derived.mixed_precision", True, f"{INFTY}: automatic mixed precision"),
+        ("trainer.gradient_clip_val", 1.0, "samb-t/infty-diff train_inf_ae_diffusion.py: clip 1.0"),
     ],
 )
 ROWS += [
@@ -236,6 +237,7 @@ ROWS += rows_for(
         ("model.init_args.ema_decay", 0.995, f"{INFTY_LATENT_CODE}: ema_decay 0.995"),
         ("model.init_args.ema_update_every", 10, f"{INFTY_LATENT_CODE}: ema_update_every 10"),
         ("derived.stage1_latent_dim", 1024, f"{INFTY}: latent size 1024"),
+        ("trainer.gradient_clip_val", 1.0, "samb-t/infty-diff train_latent_diffusion.py: clip 1.0"),
         ("derived.network_params", 75_639_808, LATENT_COUNTED),
     ],
 )
@@ -467,6 +469,7 @@ DERIVED: dict[str, Callable[[str], Any]] = {
         network_input_size(c) // 2**level for level in init_args(c)["attention_levels"]
     ],
     "global_batch_8_gpus": lambda c: 8 * lookup(load(c), "data.init_args.batch_size"),
+    "mixed_precision": lambda c: str(lookup(load(c), "trainer.precision")).endswith("-mixed"),
     "point_fraction": lambda c: lookup(load(c), "data.init_args.sampler.init_args.fraction"),
     "time_embed_dim": lambda c: build(c).network.time_embed_dim,
     "stage1_latent_dim": lambda c: build(c).latent_dim,
