@@ -262,6 +262,7 @@ ROWS += rows_for(
         ("model.init_args.adam_betas", [0.5, 0.9], f"{INFD} H.2: Adam betas (0.5, 0.9)"),
         ("data.init_args.batch_size", 8, f"{INFD} H.2: batch size 8"),
         ("derived.iterations", 1_000_000, f"{INFD} H.2: 1M iterations (global_step counts two optimisers)"),
+        ("derived.mixed_precision", False, "yinboc/infd trainers: float32, no autocast"),
         (
             "data.init_args.sampler.init_args.min_scale",
             256,
@@ -336,6 +337,7 @@ ROWS += [
             ),
             ("data.init_args.batch_size", 48, f"{INFD} H.2: batch size 48"),
             ("trainer.max_steps", 600_000, f"{INFD} H.2: 600K iterations on FFHQ"),
+            ("derived.mixed_precision", False, "yinboc/infd trainers: float32, no autocast"),
         ],
     ),
 ]
@@ -469,7 +471,7 @@ DERIVED: dict[str, Callable[[str], Any]] = {
         network_input_size(c) // 2**level for level in init_args(c)["attention_levels"]
     ],
     "global_batch_8_gpus": lambda c: 8 * lookup(load(c), "data.init_args.batch_size"),
-    "mixed_precision": lambda c: str(lookup(load(c), "trainer.precision")).endswith("-mixed"),
+    "mixed_precision": lambda c: str(load(c)["trainer"].get("precision", "32")).endswith("-mixed"),
     "point_fraction": lambda c: lookup(load(c), "data.init_args.sampler.init_args.fraction"),
     "time_embed_dim": lambda c: build(c).network.time_embed_dim,
     "stage1_latent_dim": lambda c: build(c).latent_dim,
