@@ -113,7 +113,7 @@ ROWS = [
     *rows_for(CIFAR + FFHQ256 + FFHQ1024, DDPM_PROCESS),
     *rows_for(CIFAR + FFHQ256, DDPM_NETWORK),
     *rows_for(("ddpm_cifar10", "ddpm_ffhq256"), DDPM_SAMPLER),
-    *rows_for(("dvdp_cifar10", "dvdp_ffhq256", "dvdp_ffhq1024"), DVDP_SAMPLER),
+    *rows_for(("dvdp_cifar10", "dvdp_ffhq256", "dvdp_ffhq1024", "ddpm_ffhq1024"), DVDP_SAMPLER),
     *rows_for(
         CIFAR,
         [
