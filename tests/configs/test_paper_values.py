@@ -113,7 +113,7 @@ ROWS = [
     *rows_for(CIFAR + FFHQ256 + FFHQ1024, DDPM_PROCESS),
     *rows_for(CIFAR + FFHQ256, DDPM_NETWORK),
     *rows_for(("ddpm_cifar10", "ddpm_ffhq256"), DDPM_SAMPLER),
-    *rows_for(("dvdp_cifar10", "dvdp_ffhq256", "dvdp_ffhq1024"), DVDP_SAMPLER),
+    *rows_for(("dvdp_cifar10", "dvdp_ffhq256", "dvdp_ffhq1024", "ddpm_ffhq1024"), DVDP_SAMPLER),
     *rows_for(
         CIFAR,
         [
@@ -194,7 +194,8 @@ ROWS += rows_for(
         ("model.init_args.inner_attention_resolutions", [16, 8], f"{INFTY}: attention at 16 and 8"),
         ("model.init_args.dropout", 0.1, f"{INFTY_CODE}: uno_dropout 0.1"),
         ("derived.point_fraction", 0.25, f"{INFTY_CODE}: mc_integral.q_sample = img_size² // 4"),
-        ("trainer.precision", "bf16-mixed", f"{INFTY}: automatic mixed precision"),
+        ("derived.mixed_precision", True, f"{INFTY}: automatic mixed precision"),
+        ("trainer.gradient_clip_val", 1.0, "samb-t/infty-diff train_inf_ae_diffusion.py: clip 1.0"),
     ],
 )
 ROWS += [
@@ -236,6 +237,7 @@ ROWS += rows_for(
         ("model.init_args.ema_decay", 0.995, f"{INFTY_LATENT_CODE}: ema_decay 0.995"),
         ("model.init_args.ema_update_every", 10, f"{INFTY_LATENT_CODE}: ema_update_every 10"),
         ("derived.stage1_latent_dim", 1024, f"{INFTY}: latent size 1024"),
+        ("trainer.gradient_clip_val", 1.0, "samb-t/infty-diff train_latent_diffusion.py: clip 1.0"),
         ("derived.network_params", 75_639_808, LATENT_COUNTED),
     ],
 )
@@ -260,6 +262,7 @@ ROWS += rows_for(
         ("model.init_args.adam_betas", [0.5, 0.9], f"{INFD} H.2: Adam betas (0.5, 0.9)"),
         ("data.init_args.batch_size", 8, f"{INFD} H.2: batch size 8"),
         ("derived.iterations", 1_000_000, f"{INFD} H.2: 1M iterations (global_step counts two optimisers)"),
+        ("derived.mixed_precision", False, "yinboc/infd trainers: float32, no autocast"),
         (
             "data.init_args.sampler.init_args.min_scale",
             256,
@@ -334,6 +337,7 @@ ROWS += [
             ),
             ("data.init_args.batch_size", 48, f"{INFD} H.2: batch size 48"),
             ("trainer.max_steps", 600_000, f"{INFD} H.2: 600K iterations on FFHQ"),
+            ("derived.mixed_precision", False, "yinboc/infd trainers: float32, no autocast"),
         ],
     ),
 ]
@@ -357,6 +361,16 @@ ROWS += rows_for(
         ("model.init_args.ema_decay", 0.999, ML_DEVIATION + "; authors' code: no EMA"),
     ],
 )
+ML_WARM = ML_CODE.format("main_warmstart.py: ")
+ROWS += [
+    Row("multilevel_warmstart", "model.init_args.image_size", 64, ML_WARM + "MNIST Resize(64)"),
+    Row(
+        "multilevel_warmstart",
+        "trainer.callbacks.0.init_args.milestones",
+        [[0, 32], [50, 64]],
+        ML_WARM + "epochs < n_epochs // 2 = 50 on 32² Fourier-downsampled data, then 64²",
+    ),
+]
 
 
 # --------------------------------------------------------------------------------------------------- reading
@@ -366,11 +380,15 @@ def load(config: str) -> dict[str, Any]:
 
 
 def lookup(tree: dict[str, Any], key: str) -> Any:
+    """``tree[a][b]...`` for the key ``a.b...``; a numeric part indexes a list (``trainer.callbacks.0``)."""
     node: Any = tree
     for part in key.split("."):
-        if not isinstance(node, dict) or part not in node:
+        if isinstance(node, list) and part.isdigit() and int(part) < len(node):
+            node = node[int(part)]
+        elif isinstance(node, dict) and part in node:
+            node = node[part]
+        else:
             raise KeyError(f"{key} (missing at {part!r})")
-        node = node[part]
     return node
 
 
@@ -453,6 +471,7 @@ DERIVED: dict[str, Callable[[str], Any]] = {
         network_input_size(c) // 2**level for level in init_args(c)["attention_levels"]
     ],
     "global_batch_8_gpus": lambda c: 8 * lookup(load(c), "data.init_args.batch_size"),
+    "mixed_precision": lambda c: str(load(c)["trainer"].get("precision", "32")).endswith("-mixed"),
     "point_fraction": lambda c: lookup(load(c), "data.init_args.sampler.init_args.fraction"),
     "time_embed_dim": lambda c: build(c).network.time_embed_dim,
     "stage1_latent_dim": lambda c: build(c).latent_dim,
