@@ -19,7 +19,7 @@ from rezdiff.nn.sparse import (
     resized_kernel_size,
     sparse_depthwise_conv,
 )
-from tests.helpers import random_index
+from tests.helpers import CONFIGS, random_index
 
 
 def brute_force(
@@ -150,6 +150,19 @@ def test_resized_kernel_size_rule() -> None:
     assert resized_kernel_size(5, 1.5) == 7  # 7.5: tie, round(3.25) = 3
     with pytest.raises(ValueError, match="positive"):
         resized_kernel_size(7, 0.0)
+
+
+@pytest.mark.parametrize("name", ["infty_diff.yaml", "infty_diff_ae.yaml"])
+def test_quickstart_comment_names_the_kernel_size_it_gets(name: str) -> None:
+    """The quickstarts' 4x sample grid says "kernels of 21x21 on 128x128": true for their kernel and R0."""
+    import re
+
+    import yaml
+
+    text = (CONFIGS / "quickstart" / name).read_text()
+    model = yaml.safe_load(text)["model"]["init_args"]
+    size, resolution = map(int, re.search(r"kernels of (\d+)x\d+ on (\d+)x\d+", text).groups())
+    assert resized_kernel_size(model["kernel_size"], resolution / model["train_resolution"]) == size == 21
 
 
 def test_resize_at_scale_one_is_identity_and_box_stays_box() -> None:

@@ -283,7 +283,7 @@ class GaussianMollifier:
 
         def axis(n: int) -> Tensor:
             u = torch.arange(n, dtype=torch.float64)
-            # Aliases beyond |u'| = (2k - 1) n have m^2 < exp(-pi^2 std^2 (2k - 1)^2) <= exp(-50): dropped.
+            # Aliases of k > k_max lie beyond |u'| = (2 k_max + 1) n, where m^2 < exp(-50): dropped.
             k_max = math.ceil((math.sqrt(50.0) / (math.pi * self.std) + 1) / 2)
             k = torch.arange(1, k_max + 1, dtype=torch.float64)[:, None]
 
