@@ -233,3 +233,16 @@ def test_feature_map_is_the_raw_decoder_activation_as_the_authors_give_pre_end()
     norm = normed.decoder.decoder.conv_norm_out
     assert "decoder.decoder.conv_norm_out.weight" in normed.state_dict()
     torch.testing.assert_close(phi_normed, torch.nn.functional.silu(norm(captured[-1])))
+
+
+def test_weights_of_the_earlier_normed_layout_are_named_not_mixed_up() -> None:
+    from rezdiff.models.infd.latent import build_autoencoder
+
+    old = INFDAutoencoder(**{**TINY, "feature_norm": True})
+    with pytest.raises(ValueError, match="feature_norm=True"):
+        INFDAutoencoder(**TINY).load_state_dict(old.state_dict())
+    # a stage-2 record written before feature_norm existed rebuilds the normed layout
+    args = {k: v for k, v in old.hparams.items() if k != "feature_norm"}
+    rebuilt = build_autoencoder({"class_path": "rezdiff.models.INFDAutoencoder", "init_args": args})
+    assert rebuilt.decoder.out_norm
+    rebuilt.load_state_dict({k: v for k, v in old.state_dict().items() if not k.startswith("discriminator")})
