@@ -72,7 +72,9 @@ def test_training_lowers_the_loss_and_steps_both_optimisers(tmp_path: Path) -> N
     assert trainer.global_step == 50  # two optimiser steps per iteration
     with torch.no_grad():
         after = model.eval().loss(fixed).item()
-    assert after < 0.7 * before, (before, after)
+    # phi is the raw decoder activation (the authors' layout): 0.682 -> 0.498 here (x0.73; x < 0.7 with the
+    # earlier SiLU(GroupNorm(h)) layout); a broken optimiser step stays near x1.0
+    assert after < 0.8 * before, (before, after)
     moved = [
         not torch.equal(a, b) for a, b in zip(disc_before, model.discriminator.parameters(), strict=True)
     ]

@@ -253,12 +253,10 @@ class INFD(DiffusionModule):
         authors'), see :func:`rezdiff.nn.clif.render_field`."""
         if norm not in ("global", "tile"):
             raise ValueError(f"norm must be 'global' (whole-image statistics) or 'tile', got {norm!r}")
-        return torch.cat(
-            [
-                self.autoencoder.render(features[i : i + 1], resolution, tile=tile, pad=pad, norm=norm)
-                for i in range(len(features))
-            ]
-        )
+        # norm is passed only when not the default, so stage-1 stand-ins whose render has no norm still work
+        options: dict[str, Any] = {"tile": tile, "pad": pad} | ({"norm": norm} if norm != "global" else {})
+        render = self.autoencoder.render
+        return torch.cat([render(features[i : i + 1], resolution, **options) for i in range(len(features))])
 
     # ----------------------------------------------------------------- latent cache
     def _cache_key(self, dataset: FieldDataset) -> str:
