@@ -72,7 +72,9 @@ def test_training_lowers_the_loss_and_steps_both_optimisers(tmp_path: Path) -> N
     assert trainer.global_step == 50  # two optimiser steps per iteration
     with torch.no_grad():
         after = model.eval().loss(fixed).item()
-    assert after < 0.7 * before, (before, after)
+    # phi is the raw decoder activation (the authors' layout): 0.682 -> 0.498 here (x0.73; x < 0.7 with the
+    # earlier SiLU(GroupNorm(h)) layout); a broken optimiser step stays near x1.0
+    assert after < 0.8 * before, (before, after)
     moved = [
         not torch.equal(a, b) for a, b in zip(disc_before, model.discriminator.parameters(), strict=True)
     ]
@@ -233,3 +235,16 @@ def test_feature_map_is_the_raw_decoder_activation_as_the_authors_give_pre_end()
     norm = normed.decoder.decoder.conv_norm_out
     assert "decoder.decoder.conv_norm_out.weight" in normed.state_dict()
     torch.testing.assert_close(phi_normed, torch.nn.functional.silu(norm(captured[-1])))
+
+
+def test_weights_of_the_earlier_normed_layout_are_named_not_mixed_up() -> None:
+    from rezdiff.models.infd.latent import build_autoencoder
+
+    old = INFDAutoencoder(**{**TINY, "feature_norm": True})
+    with pytest.raises(ValueError, match="feature_norm=True"):
+        INFDAutoencoder(**TINY).load_state_dict(old.state_dict())
+    # a stage-2 record written before feature_norm existed rebuilds the normed layout
+    args = {k: v for k, v in old.hparams.items() if k != "feature_norm"}
+    rebuilt = build_autoencoder({"class_path": "rezdiff.models.INFDAutoencoder", "init_args": args})
+    assert rebuilt.decoder.out_norm
+    rebuilt.load_state_dict({k: v for k, v in old.state_dict().items() if not k.startswith("discriminator")})

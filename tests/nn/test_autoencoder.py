@@ -16,7 +16,10 @@ def test_encoder_and_decoder_shapes() -> None:
     assert z.shape == (2, 3, 8, 8)
     phi = decoder(z)
     assert phi.shape == (2, 16, 32, 32) and decoder.out_channels == 16
-    assert (phi >= -0.2785).all()  # the output is SiLU(GroupNorm(h)): SiLU's minimum is -0.2785
+    # default (the authors' give_pre_end): phi is the raw last activation, not bounded below by SiLU's -0.2785
+    assert not hasattr(decoder.decoder.conv_norm_out, "weight") and phi.min() < -0.2785
+    normed = FeatureDecoder(3, **SMALL, out_norm=True)
+    assert (normed(z) >= -0.2785).all()  # SiLU(GroupNorm(h)): SiLU's minimum is -0.2785
 
 
 def test_quantiser_picks_the_nearest_code_and_passes_gradients_straight_through() -> None:

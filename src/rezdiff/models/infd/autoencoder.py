@@ -121,6 +121,7 @@ class INFDAutoencoder(DiffusionModule):
         self.decoder = FeatureDecoder(
             latent_channels, base_channels, tuple(channel_mult), num_res_blocks, norm_num_groups, feature_norm
         )
+        self._register_load_state_dict_pre_hook(self._check_feature_norm)
         self.renderer: Renderer
         if renderer == "clif":
             self.renderer = CLIF(
@@ -149,6 +150,15 @@ class INFDAutoencoder(DiffusionModule):
         self.val_render_resolutions = tuple(val_render_resolutions)
         self.val_render_num = val_render_num
         self._val_images: Tensor | None = None
+
+    def _check_feature_norm(self, state_dict: dict[str, Tensor], prefix: str, *args: Any) -> None:
+        """Weights with the decoder's output GroupNorm (rezdiff before ``feature_norm``) need that layout."""
+        has_norm = any(k.startswith(prefix + "decoder.decoder.conv_norm_out.") for k in state_dict)
+        if has_norm and not self.decoder.out_norm:
+            raise ValueError(
+                "these INFDAutoencoder weights have the decoder's output norm (phi = SiLU(GroupNorm(h)); "
+                "the layout before feature_norm existed): build the model with feature_norm=True"
+            )
 
     # ------------------------------------------------------------------ the API stage 2 uses
     @property

@@ -97,13 +97,23 @@ def read_autoencoder_config(path: str | os.PathLike[str]) -> tuple[dict[str, Any
         raise ValueError(f"{path} is not a rezdiff checkpoint (no 'rezdiff' entry naming the model class)")
     args = {k: v for k, v in checkpoint.get("hyper_parameters", {}).items() if not k.startswith("_")}
     args.update({k: v for k, v in INFERENCE_OVERRIDES.items() if k in args})
-    return {"class_path": info["class_path"], "init_args": args}, checkpoint["state_dict"]
+    config = {"class_path": info["class_path"], "init_args": args}
+    return _with_feature_norm_recorded(config), checkpoint["state_dict"]
+
+
+def _with_feature_norm_recorded(config: dict[str, Any]) -> dict[str, Any]:
+    """An INFDAutoencoder config written before ``feature_norm`` existed had the decoder's output norm."""
+    args = config["init_args"]
+    if config["class_path"].endswith("INFDAutoencoder") and "feature_norm" not in args:
+        return {**config, "init_args": {**args, "feature_norm": True}}
+    return config
 
 
 def build_autoencoder(config: dict[str, Any]) -> nn.Module:
     """The stage-1 module described by ``config`` (weights uninitialised), without training-only parts."""
     from rezdiff.loading import build  # lazy: rezdiff.loading imports the models package
 
+    config = _with_feature_norm_recorded(config)
     autoencoder = build(config["class_path"], config["init_args"])
     if hasattr(autoencoder, "discriminator"):
         autoencoder.discriminator = None  # adversarial training only; not needed to encode/decode/render
@@ -247,12 +257,10 @@ class INFD(DiffusionModule):
         authors'), see :func:`rezdiff.nn.clif.render_field`."""
         if norm not in ("global", "tile"):
             raise ValueError(f"norm must be 'global' (whole-image statistics) or 'tile', got {norm!r}")
-        return torch.cat(
-            [
-                self.autoencoder.render(features[i : i + 1], resolution, tile=tile, pad=pad, norm=norm)
-                for i in range(len(features))
-            ]
-        )
+        # norm is passed only when not the default, so stage-1 stand-ins whose render has no norm still work
+        options: dict[str, Any] = {"tile": tile, "pad": pad} | ({"norm": norm} if norm != "global" else {})
+        render = self.autoencoder.render
+        return torch.cat([render(features[i : i + 1], resolution, **options) for i in range(len(features))])
 
     # ----------------------------------------------------------------- latent cache
     def _cache_key(self, dataset: FieldDataset) -> str:
