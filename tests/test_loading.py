@@ -69,3 +69,33 @@ def test_checkpoint_cannot_carry_code(tmp_path: Path) -> None:
     path = save_like_lightning(model, tmp_path / "evil.ckpt", extra=Path("/etc/passwd"))
     with pytest.raises(CheckpointError, match="cannot read checkpoint"):
         rezdiff.load(path)
+
+
+def _saved_without(model: rezdiff.DiffusionModule, key: str, path: Path) -> Path:
+    """``model`` saved as a checkpoint written before hyperparameter ``key`` existed."""
+    checkpoint = {"state_dict": model.state_dict(), "hyper_parameters": dict(model.hparams)}
+    model.on_save_checkpoint(checkpoint)
+    del checkpoint["hyper_parameters"][key]
+    torch.save(checkpoint, path)
+    return path
+
+
+def test_checkpoints_from_before_an_option_rebuild_as_they_were_trained(tmp_path: Path) -> None:
+    """A hyperparameter added later with a new default: an older checkpoint keeps the old behaviour."""
+    from tests.helpers import TINY_INFTY_DIFF
+    from tests.models.test_infd_autoencoder import TINY as TINY_AE
+
+    old_ae = rezdiff.INFDAutoencoder(**{**TINY_AE, "feature_norm": True})
+    loaded = rezdiff.load(_saved_without(old_ae, "feature_norm", tmp_path / "ae.ckpt"))
+    assert loaded.hparams["feature_norm"] is True and loaded.decoder.out_norm
+
+    settings = {**TINY_INFTY_DIFF, "latent_dim": 8}
+    old = rezdiff.InftyDiff(**settings, latent_conditioning="embedding")
+    loaded = rezdiff.load(_saved_without(old, "latent_conditioning", tmp_path / "infty.ckpt"))
+    assert loaded.hparams["latent_conditioning"] == "embedding"
+    # a checkpoint that records its choice keeps it: the fill-in never overrides a recorded value
+    new = rezdiff.InftyDiff(**settings)
+    checkpoint = {"state_dict": new.state_dict(), "hyper_parameters": dict(new.hparams)}
+    new.on_save_checkpoint(checkpoint)
+    torch.save(checkpoint, tmp_path / "new.ckpt")
+    assert rezdiff.load(tmp_path / "new.ckpt").hparams["latent_conditioning"] == "scale"

@@ -28,12 +28,15 @@ def _import_class(class_path: str) -> type:
 def build(class_path: str, init_args: dict[str, Any]) -> Any:
     """``class_path(**init_args)``, recording its own hyperparameters even when called while LightningCLI
     builds an outer module (the CLI's context would otherwise hand the outer module's hyperparameters to
-    every ``save_hyperparameters()`` call): how a family builds the frozen stage it wraps."""
+    every ``save_hyperparameters()`` call): how a family builds the frozen stage it wraps. ``init_args`` are
+    recorded ones: a hyperparameter they lack takes the class's ``recorded_defaults`` value, if any."""
     from lightning.pytorch.core.mixins.hparams_mixin import _given_hyperparameters
 
+    cls = _import_class(class_path)
+    init_args = {**getattr(cls, "recorded_defaults", {}), **init_args}
     token = _given_hyperparameters.set(None)
     try:
-        return _import_class(class_path)(**init_args)
+        return cls(**init_args)
     finally:
         _given_hyperparameters.reset(token)
 

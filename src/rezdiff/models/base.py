@@ -14,7 +14,7 @@ import warnings
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, ClassVar
 
 import lightning.pytorch as pl
 import torch
@@ -49,6 +49,10 @@ class DiffusionModule(pl.LightningModule, ABC):
 
     network: nn.Module
     ema: EMA | None
+    #: Hyperparameters added after checkpoints of this class were first written, with the value that
+    #: reproduces those checkpoints' behaviour. ``rezdiff.loading.build`` fills them into records that lack
+    #: them, so an older checkpoint rebuilds as it was trained rather than with today's default.
+    recorded_defaults: ClassVar[dict[str, Any]] = {}
 
     def __init__(
         self,

@@ -10,7 +10,7 @@ manual optimisation.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import torch
 import torch.nn.functional as F
@@ -53,6 +53,9 @@ class INFDAutoencoder(DiffusionModule):
     (the authors' ``give_pre_end=True``) makes ``phi`` the decoder's raw last activation, ``True`` applies
     the decoder's output GroupNorm + SiLU first (see :class:`rezdiff.nn.autoencoder.FeatureDecoder`).
     """
+
+    # checkpoints from before feature_norm had the decoder's output GroupNorm (φ = SiLU(GN(h)))
+    recorded_defaults: ClassVar[dict[str, Any]] = {"feature_norm": True}
 
     def __init__(
         self,

@@ -98,22 +98,13 @@ def read_autoencoder_config(path: str | os.PathLike[str]) -> tuple[dict[str, Any
     args = {k: v for k, v in checkpoint.get("hyper_parameters", {}).items() if not k.startswith("_")}
     args.update({k: v for k, v in INFERENCE_OVERRIDES.items() if k in args})
     config = {"class_path": info["class_path"], "init_args": args}
-    return _with_feature_norm_recorded(config), checkpoint["state_dict"]
-
-
-def _with_feature_norm_recorded(config: dict[str, Any]) -> dict[str, Any]:
-    """An INFDAutoencoder config written before ``feature_norm`` existed had the decoder's output norm."""
-    args = config["init_args"]
-    if config["class_path"].endswith("INFDAutoencoder") and "feature_norm" not in args:
-        return {**config, "init_args": {**args, "feature_norm": True}}
-    return config
+    return config, checkpoint["state_dict"]
 
 
 def build_autoencoder(config: dict[str, Any]) -> nn.Module:
     """The stage-1 module described by ``config`` (weights uninitialised), without training-only parts."""
     from rezdiff.loading import build  # lazy: rezdiff.loading imports the models package
 
-    config = _with_feature_norm_recorded(config)
     autoencoder = build(config["class_path"], config["init_args"])
     if hasattr(autoencoder, "discriminator"):
         autoencoder.discriminator = None  # adversarial training only; not needed to encode/decode/render

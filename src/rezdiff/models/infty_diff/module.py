@@ -5,7 +5,7 @@ and results in this folder's README."""
 from __future__ import annotations
 
 import inspect
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import torch
 import torch.nn.functional as F
@@ -85,6 +85,9 @@ class InftyDiff(DiffusionModule):
     authors' code), Adam with lr 5e-5 and betas (0.9, 0.99), EMA 0.995 every 10 steps (started as an exact
     copy of the network); gradient clipping (1.0) is trainer configuration.
     """
+
+    # checkpoints from before latent_conditioning added Linear(z) to the time embedding
+    recorded_defaults: ClassVar[dict[str, Any]] = {"latent_conditioning": "embedding"}
 
     def __init__(
         self,
