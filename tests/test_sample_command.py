@@ -44,7 +44,10 @@ def _known_error(out: Path, inputs: list[Path], mask: torch.Tensor) -> float:
 
 def test_inpaint_from_files_follows_the_known_pixels(autoencoder: Path, tmp_path: Path) -> None:
     inputs = _images(tmp_path)
+    # "leading" (75, 50, 25, 0 of T = 100): with 4 steps from t = T - 1 the briefly trained tiny model's
+    # guidance overshoots (guided known-pixel error 1.11 vs 0.95 unguided; issue 14 follow-up)
     common = ["sample", "--ckpt", str(autoencoder), "--inpaint", *map(str, inputs), "--steps", "4"]
+    common += ["--spacing", "leading"]
     guided = main([*common, "--hole=-0.5,-0.5,0.5,0.5", "--out", str(tmp_path / "guided")])
     names = sorted(p.relative_to(tmp_path / "guided").as_posix() for p in guided)
     assert names == sorted(
@@ -94,10 +97,25 @@ def test_super_resolve_from_files_and_errors(autoencoder: Path, tmp_path: Path) 
         main(["sample", "--ckpt", str(autoencoder), "--guide", "box=0,0,1,1,loss=color,mean=1,1,1"])
 
 
-def test_inverse_problems_name_the_model_they_need(tmp_path: Path, fit_tiny) -> None:
+def test_inverse_problems_name_the_model_they_need(
+    tmp_path: Path, fit_tiny, monkeypatch: pytest.MonkeyPatch
+) -> None:
     fit_tiny("--trainer.max_epochs", "1")  # a DDPM
     ckpt = str(tmp_path / "run" / "checkpoints" / "last.ckpt")
     [image] = _images(tmp_path, num=1)
+    # --spacing reaches the model's sampler (and is left to the model's setting without it)
+    seen = []
+    original = rezdiff.models.DDPM.sample
+
+    def spy(self, *args, spacing=None, **kwargs):  # type: ignore[no-untyped-def]
+        seen.append(spacing)
+        return original(self, *args, spacing=spacing, **kwargs)
+
+    monkeypatch.setattr(rezdiff.models.DDPM, "sample", spy)
+    for extra in (["--spacing", "leading"], []):
+        main(["sample", "--ckpt", ckpt, "--num", "1", "--steps", "2", "--out", str(tmp_path / "s"), *extra])
+    assert seen == ["leading", None]
+    monkeypatch.undo()
     with pytest.raises(SystemExit, match="need an ∞-Diff checkpoint, got DDPM"):
         main(["sample", "--ckpt", ckpt, "--inpaint", str(image), "--hole", "0,0,1,1"])
     assert isinstance(rezdiff.load(ckpt), rezdiff.models.DDPM)

@@ -196,3 +196,27 @@ def test_spacing_is_validated_at_construction() -> None:
         DDPM(**TINY_UNET, eps_after_clip="clipped")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="eps_after_clip"):
         InftyDiff(**TINY_INFTY_DIFF, eps_after_clip="clipped")  # type: ignore[arg-type]
+
+
+def test_eps_after_clip_defaults_and_overrides_reach_the_ddim_loop(monkeypatch: pytest.MonkeyPatch) -> None:
+    """DDPM and ∞-Diff re-derive eps from the clipped x0 by default (the authors' / OpenAI's way, item 13);
+    ``sample(eps_after_clip=...)`` and ``spacing`` override the model's settings."""
+    import rezdiff.models.ddpm.module as ddpm_module
+    import rezdiff.models.infty_diff.module as infty_module
+
+    seen: list[tuple[str, list[int]]] = []
+
+    def spy(
+        eps_fn: Any, x_T: Tensor, alphas_cumprod: Tensor, timesteps: Tensor, *a: Any, **kw: Any
+    ) -> Tensor:
+        seen.append((kw["eps_after_clip"], timesteps.tolist()))
+        return x_T
+
+    monkeypatch.setattr(ddpm_module, "ddim_sample", spy)
+    monkeypatch.setattr(infty_module, "mollified_sample", spy)
+    for model in (DDPM(**TINY_UNET), InftyDiff(**TINY_INFTY_DIFF)):
+        assert model.eps_after_clip == "from_x0"
+        model.sample(1, steps=4)
+        model.sample(1, steps=4, eps_after_clip="network", spacing="leading")
+    trailing, leading = [99, 74, 49, 24], [75, 50, 25, 0]  # T = 100
+    assert seen == [("from_x0", trailing), ("network", leading)] * 2
