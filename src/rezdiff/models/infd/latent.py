@@ -416,9 +416,9 @@ class INFD(DiffusionModule):
     ) -> Tensor:
         """``num`` images at ``resolution`` (default ``encoder_resolution``), any size: latent DDIM
         (``steps``, ``eta``, ``spacing``) → VQ + decoder → render, tiled by ``tile`` px with ``pad`` px
-        context (``tile=None``: whole) and GroupNorm statistics ``norm`` (``"global"``: of the whole image, the
-        tiled render equals the whole one; ``"tile"``: of each padded tile, the authors' mode). ``guidance``:
-        a list of :class:`rezdiff.inverse.guidance.Condition` for DPS box guidance with step
+        context (``tile=None``: whole) and GroupNorm statistics ``norm`` (``"global"``: of the whole image,
+        the tiled render equals the whole one; ``"tile"``: of each padded tile, the authors' mode).
+        ``guidance``: a list of :class:`rezdiff.inverse.guidance.Condition` for DPS box guidance with step
         ``guidance_scale`` (see that module)."""
         height, width = resolution_or(self.encoder_resolution, resolution)
         if norm not in ("global", "tile"):  # checked before the (long) latent sampling
