@@ -7,6 +7,8 @@ reported speed-ups above the ideal pixel-cost bound. These tests count what the 
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from tests.test_benchmarks import load_script
@@ -58,3 +60,18 @@ def test_stratified_keys_follow_the_mix_for_any_batch() -> None:
     assert [sum(c[k] for c in counts) for k in range(4)] == [15, 15, 15, 15]
     assert all(max(c) - min(c) <= 1 for c in counts)  # every step is itself as close to the mix as it can be
     assert len(set(keys)) == len(keys)
+
+
+def test_results_record_the_ideal_bound_beside_every_ratio() -> None:
+    import json
+
+    from tests.helpers import REPO
+
+    for path in Path(REPO / "benchmarks" / "results").glob("dvdp_speedup_*.json"):
+        for row in json.loads(path.read_text())["rows"]:
+            for what in ("train", "sample"):
+                assert row[f"ideal_{what}_speedup"] > 0 and row[f"ideal_{what}_speedup_flops"] > 0, path
+            if row["K"]:
+                total = sum(row["train_examples_per_stage"])
+                mix = [n / total for n in row["train_examples_per_stage"]]
+                assert mix == pytest.approx(row["expected_stage_mix"], abs=1e-12), path
