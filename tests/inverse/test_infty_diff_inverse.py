@@ -132,8 +132,10 @@ def test_inpaint_and_super_resolve_with_a_tiny_model() -> None:
     again = torch.cat(
         [super_resolve(autoencoder, low[i : i + 1], 32, steps=3, generator=gen(1)) for i in range(2)]
     )
-    # (float32: batch-size-dependent rounding of eps, divided by sqrt(ab) ~ 1e-3 at the first step, t = T - 1)
-    torch.testing.assert_close(high[:1], again[:1], rtol=1e-4, atol=1e-4)
+    # float32: the network's batch-size-dependent rounding (~1e-7) is divided by sqrt(ab) ~ 1e-3 at the first
+    # step (t = T - 1) and carried through the steps; measured up to 2.1e-4. Mixing up the batch's codes would
+    # change the result by O(0.1) (the -low check below), so 1e-3 still tells the two apart.
+    torch.testing.assert_close(high[:1], again[:1], rtol=0, atol=1e-3)
     direct = autoencoder.sample(2, 32, z=autoencoder.encode(low), steps=3, generator=gen(1))
     torch.testing.assert_close(high, direct)
     assert not torch.allclose(high[0], super_resolve(autoencoder, -low[:1], 32, steps=3, generator=gen(1))[0])
