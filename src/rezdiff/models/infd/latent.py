@@ -97,8 +97,7 @@ def read_autoencoder_config(path: str | os.PathLike[str]) -> tuple[dict[str, Any
         raise ValueError(f"{path} is not a rezdiff checkpoint (no 'rezdiff' entry naming the model class)")
     args = {k: v for k, v in checkpoint.get("hyper_parameters", {}).items() if not k.startswith("_")}
     args.update({k: v for k, v in INFERENCE_OVERRIDES.items() if k in args})
-    config = {"class_path": info["class_path"], "init_args": args}
-    return config, checkpoint["state_dict"]
+    return {"class_path": info["class_path"], "init_args": args}, checkpoint["state_dict"]
 
 
 def build_autoencoder(config: dict[str, Any]) -> nn.Module:
