@@ -18,11 +18,12 @@ from __future__ import annotations
 import argparse
 import inspect
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 import torch
 from torch import Tensor
 
+from rezdiff.core.schedules import TimestepSpacing
 from rezdiff.data.coords import Resolution, as_hw
 
 __all__ = ["sample_main"]
@@ -60,7 +61,7 @@ def parser() -> argparse.ArgumentParser:
     parser.add_argument("--steps", type=int, default=None, help="sampler steps (default: the model's)")
     parser.add_argument(
         "--spacing",
-        choices=["trailing", "linspace", "leading"],
+        choices=get_args(TimestepSpacing),
         default=None,
         help="which timesteps strided sampling visits (default: the model's; 'leading' does not start at "
         "T-1, where the initial pure noise belongs)",

@@ -49,6 +49,7 @@ __all__ = [
     "Coeff",
     "EpsAfterClip",
     "EpsFn",
+    "check_eps_after_clip",
     "Operator",
     "ddim_sample",
     "ddim_step",
@@ -272,6 +273,12 @@ def ddpm_step(
     return _add_noise(mean, std, noise, noise_operator, "ddpm_step")
 
 
+def check_eps_after_clip(eps_after_clip: str) -> None:
+    """Raise the ValueError that names the two choices if ``eps_after_clip`` is neither."""
+    if eps_after_clip not in ("network", "from_x0"):
+        raise ValueError(f"unknown eps_after_clip {eps_after_clip!r}; expected 'network' or 'from_x0'")
+
+
 def ddim_step(
     x_t: Tensor,
     eps: Tensor,
@@ -294,8 +301,7 @@ def ddim_step(
     ``x_t`` and the clipped ``x_0``. Without ``clip_x0`` the two agree. ``noise`` (``z``, mapped by
     ``noise_operator``) is needed only when ``eta > 0``.
     """
-    if eps_after_clip not in ("network", "from_x0"):
-        raise ValueError(f"unknown eps_after_clip {eps_after_clip!r}; expected 'network' or 'from_x0'")
+    check_eps_after_clip(eps_after_clip)
     x0 = _x0_from_eps(x_t, eps, alpha_bar_t, clip_x0)
     if clip_x0 is not None and eps_after_clip == "from_x0":
         eps = predict_eps(x_t, x0, alpha_bar_t)

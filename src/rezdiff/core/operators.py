@@ -578,41 +578,43 @@ class AuthorsFNOPrior(Covariance):
         return self.root_multiplier(height, width).abs()
 
 
-def _common_boundary(kind: str, parts: tuple[Covariance, ...]) -> None:
-    if not parts:
-        raise ValueError(f"{kind} needs at least one covariance")
-    boundaries = sorted({p.boundary for p in parts})
-    if len(boundaries) > 1:
-        raise ValueError(
-            f"cannot combine covariances with boundaries {boundaries} in a {kind}: their eigenbases "
-            "(Fourier vs cosine) differ; build every part with the same boundary"
-        )
+@dataclass(frozen=True)
+class _CompositeCovariance(Covariance):
+    """Covariances built from ``parts`` on one eigenbasis (the parts' common boundary)."""
+
+    parts: tuple[Covariance, ...]
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "parts", tuple(self.parts))
+        kind = type(self).__name__
+        if not self.parts:
+            raise ValueError(f"{kind} needs at least one covariance")
+        boundaries = sorted({p.boundary for p in self.parts})
+        if len(boundaries) > 1:
+            raise ValueError(
+                f"cannot combine covariances with boundaries {boundaries} in a {kind}: their eigenbases "
+                "(Fourier vs cosine) differ; build every part with the same boundary"
+            )
+
+    @property
+    def boundary(self) -> Boundary:  # type: ignore[override]
+        return self.parts[0].boundary
 
 
 @dataclass(frozen=True)
-class SumCovariance(Covariance):
+class SumCovariance(_CompositeCovariance):
     """``C = C_1 + ... + C_n`` (same eigenbasis, so ``sigma = sqrt(sum sigma_i^2)``); build it with ``+``.
 
     The noise is the sum of independent draws of the parts. The authors' ``CombinedConv`` instead adds
     the square roots applied to one draw: that is :class:`CombinedCovariance`.
     """
 
-    parts: tuple[Covariance, ...]
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "parts", tuple(self.parts))
-        _common_boundary("SumCovariance", self.parts)
-
-    @property
-    def boundary(self) -> Boundary:  # type: ignore[override]
-        return self.parts[0].boundary
-
     def sqrt_spectrum(self, height: int, width: int) -> Tensor:
         return sum(p.spectrum(height, width) for p in self.parts).sqrt()
 
 
 @dataclass(frozen=True)
-class CombinedCovariance(Covariance):
+class CombinedCovariance(_CompositeCovariance):
     """``C^{1/2} = C_1^{1/2} + ... + C_n^{1/2}`` applied to one white draw: the authors' ``CombinedConv``.
 
     Their warm-start prior is ``CombinedConv(k1=10, k2=10, scale=10, scale2=0.5)``, i.e.
@@ -622,16 +624,6 @@ class CombinedCovariance(Covariance):
     of the parts' covariances (that is :class:`SumCovariance`): it has the cross terms
     ``2 Re(m_i conj m_j)``.
     """
-
-    parts: tuple[Covariance, ...]
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "parts", tuple(self.parts))
-        _common_boundary("CombinedCovariance", self.parts)
-
-    @property
-    def boundary(self) -> Boundary:  # type: ignore[override]
-        return self.parts[0].boundary
 
     def root_multiplier(self, height: int, width: int) -> Tensor:
         return sum(p.root_multiplier(height, width) for p in self.parts)

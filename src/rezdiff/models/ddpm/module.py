@@ -10,6 +10,7 @@ from torch import Tensor
 
 from rezdiff.core.gaussian import (
     EpsAfterClip,
+    check_eps_after_clip,
     ddim_sample,
     ddpm_sample,
     q_sample,
@@ -92,8 +93,7 @@ class DDPM(DiffusionModule):
         self.spacing: TimestepSpacing = spacing
         self.eta = eta
         self.clip_denoised = clip_denoised
-        if eps_after_clip not in ("network", "from_x0"):
-            raise ValueError(f"unknown eps_after_clip {eps_after_clip!r}; expected 'network' or 'from_x0'")
+        check_eps_after_clip(eps_after_clip)
         self.eps_after_clip: EpsAfterClip = eps_after_clip
         betas = make_betas(schedule, num_train_steps, beta_start, beta_end)
         self.register_buffer("alphas_cumprod", alphas_cumprod(betas), persistent=False)

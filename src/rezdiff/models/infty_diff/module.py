@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from rezdiff.core.gaussian import EpsAfterClip, EpsFn, randn_like, sample_timesteps
+from rezdiff.core.gaussian import EpsAfterClip, EpsFn, check_eps_after_clip, randn_like, sample_timesteps
 from rezdiff.core.mollified import (
     mollified_initial_state,
     mollified_marginal,
@@ -152,8 +152,7 @@ class InftyDiff(DiffusionModule):
                 f"sample_steps must be in [1, num_train_steps={num_train_steps}], got {sample_steps}"
             )
         timestep_subsequence(num_train_steps, sample_steps, spacing)  # an unknown spacing fails here
-        if eps_after_clip not in ("network", "from_x0"):
-            raise ValueError(f"unknown eps_after_clip {eps_after_clip!r}; expected 'network' or 'from_x0'")
+        check_eps_after_clip(eps_after_clip)
         arguments = dict(
             channels=channels,
             sparse_width=sparse_width,
