@@ -44,10 +44,8 @@ def _known_error(out: Path, inputs: list[Path], mask: torch.Tensor) -> float:
 
 def test_inpaint_from_files_follows_the_known_pixels(autoencoder: Path, tmp_path: Path) -> None:
     inputs = _images(tmp_path)
-    # "leading" (75, 50, 25, 0 of T = 100): with 4 steps from t = T - 1 the briefly trained tiny model's
-    # guidance overshoots (guided known-pixel error 1.11 vs 0.95 unguided; issue 14 follow-up)
+    # inpainting's own default spacing (linspace: 99, 66, 33, 0 of T = 100)
     common = ["sample", "--ckpt", str(autoencoder), "--inpaint", *map(str, inputs), "--steps", "4"]
-    common += ["--spacing", "leading"]
     guided = main([*common, "--hole=-0.5,-0.5,0.5,0.5", "--out", str(tmp_path / "guided")])
     names = sorted(p.relative_to(tmp_path / "guided").as_posix() for p in guided)
     assert names == sorted(

@@ -63,8 +63,8 @@ def parser() -> argparse.ArgumentParser:
         "--spacing",
         choices=get_args(TimestepSpacing),
         default=None,
-        help="which timesteps strided sampling visits (default: the model's; 'leading' does not start at "
-        "T-1, where the initial pure noise belongs)",
+        help="which timesteps strided sampling visits (default: the model's; inpainting: linspace; 'leading' "
+        "does not start at T-1, where the initial pure noise belongs)",
     )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--batch-size", type=int, default=16)

@@ -15,7 +15,12 @@ followed by the paper's reconstruction-guidance move (after Ho et al. 2022)
 Ho et al.'s weight ``w ab_t^{1/2}`` on the ``x_0`` estimate, carried into ``x_{t-1}`` by DDIM's
 ``sqrt(ab_{t-1})``. With a denoiser whose Jacobian is the identity, ``w = 1`` moves the known part of the
 estimate all the way onto the data, so ``guidance_scale`` is a fraction, not a resolution- or
-step-dependent number. ``T x_known`` is the *normalised* blur of the known pixels, ``T(m x) / T(m)``, so the
+step-dependent number. Two choices the paper leaves open, both measured with the exact Gaussian denoiser and
+a briefly trained model (``models/infty_diff/README.md``): no guidance at ``t = T - 1`` (the state is pure
+noise; the exact correction there is nil, while a trained network's error in ``mu_0`` is amplified by
+``1 / sqrt(ab_{T-1})``), and ``"linspace"`` spacing by default (it starts at ``T - 1`` *and* ends with a
+step at ``t = 0``, the only step where the correction is complete; few ``"trailing"`` steps end at
+``t = T / n`` and leave the known region partly uncorrected). ``T x_known`` is the *normalised* blur of the known pixels, ``T(m x) / T(m)``, so the
 pixels outside the mask are never read (the paper blurs the whole image, which lets whatever the unknown
 region holds leak in near the mask's border).
 """
@@ -45,7 +50,10 @@ from rezdiff.data.coords import Resolution, as_hw
 if TYPE_CHECKING:
     from rezdiff.models.infty_diff import InftyDiff
 
-__all__ = ["blurred_known", "guided_inpaint_sample", "inpaint", "super_resolve"]
+__all__ = ["INPAINT_SPACING", "blurred_known", "guided_inpaint_sample", "inpaint", "super_resolve"]
+
+INPAINT_SPACING: TimestepSpacing = "linspace"
+"""Inpainting's default time grid: it starts at ``T - 1`` and ends at ``t = 0`` (module docstring)."""
 
 
 def _require_model(model: object) -> InftyDiff:
@@ -105,11 +113,12 @@ def guided_inpaint_sample(
     the known pixels, ``mask`` 1 = known); returns the final state (an estimate of ``T x_0``).
 
     Every step: ``eps = eps_fn(x_t, t)`` with gradients, ``mu_0 = predict_x0(x_t, eps)``, the ordinary DDIM
-    step (noise ``T(f z)`` when ``eta > 0``), then ``- w sqrt(ab_t ab_prev) grad_{x_t} 1/2 ||m (mu_0 -
-    target)||^2`` (module docstring). ``guidance_scale = 0`` is plain DDIM, draw for draw. ``clip_x0`` and
+    step (noise ``T(f z)`` when ``eta > 0``), then, except at ``t = T - 1``, ``- w sqrt(ab_t ab_prev)
+    grad_{x_t} 1/2 ||m (mu_0 - target)||^2`` (module docstring). ``guidance_scale = 0`` is plain DDIM, draw for draw. ``clip_x0`` and
     ``eps_after_clip`` act in the DDIM step as in :func:`rezdiff.core.gaussian.ddim_step`.
     """
     ts = _timestep_list(timesteps, alphas_cumprod.shape[0])
+    last = alphas_cumprod.shape[0] - 1
     noise_operator = mollified_noise_operator(mollifier, factor)
     x = x_T.detach()
     batch = x.shape[0]
@@ -117,11 +126,12 @@ def guided_inpaint_sample(
         t = ts[i]
         ab_t = alphas_cumprod[t]
         ab_prev = alphas_cumprod[ts[i + 1]] if i + 1 < len(ts) else alphas_cumprod.new_ones(())
+        guided = guidance_scale != 0 and t != last  # nothing to correct in pure noise (module docstring)
         with torch.enable_grad():
-            x_in = x.detach().requires_grad_(guidance_scale != 0)
+            x_in = x.detach().requires_grad_(guided)
             eps = eps_fn(x_in, torch.full((batch,), t, dtype=torch.long, device=x.device))
             grad = None
-            if guidance_scale != 0:
+            if guided:
                 error = 0.5 * (mask * (predict_x0(x_in, eps, ab_t) - target)).square().sum()
                 (grad,) = torch.autograd.grad(error, x_in)
         noise = randn_like(x, generator) if eta > 0 else None
@@ -160,8 +170,9 @@ def inpaint(
 ) -> Tensor:
     """Fill the unknown pixels of ``images [B, C, H, W]`` (in [-1, 1], any resolution) where ``mask`` is 0.
 
-    DDIM with ``steps`` (default: the model's ``sample_steps``) spaced by ``spacing`` (default: the model's;
-    every spacing but ``"leading"`` starts from the pure noise at ``T - 1``) and reconstruction guidance of
+    DDIM with ``steps`` (default: the model's ``sample_steps``) spaced by ``spacing`` (default
+    ``"linspace"``: from the pure noise at ``T - 1`` to a last step at ``t = 0``, where the guidance completes
+    its correction; module docstring) and reconstruction guidance of
     strength ``guidance_scale`` (1 = the full correction of the known pixels of the ``x_0`` estimate at every
     step; see the module docstring). A diffusion autoencoder is conditioned on ``z`` if given, else on the
     code of the *known pixels alone* (its encoder reads any point set). Returns images in [-1, 1], deblurred
@@ -179,7 +190,7 @@ def inpaint(
         z = model.encode_known(images, mask, use_ema=use_ema)
     target = blurred_known(images, mask, mollifier)
     timesteps = timestep_subsequence(
-        model.num_train_steps, steps or model.sample_steps, spacing or model.spacing
+        model.num_train_steps, steps or model.sample_steps, spacing or INPAINT_SPACING
     )
     x_T = mollified_initial_state(images.shape, mollifier, factor, generator, model.device)
     eps_fn = model.denoiser(resolution, z=z, use_ema=use_ema)
