@@ -33,25 +33,46 @@ def device_info(device: torch.device) -> dict[str, Any]:
         "type": device.type,
         "cpu": cpu_name(),
         "threads": torch.get_num_threads(),
+        "clock": "cpu" if _clock is CLOCKS["cpu"] else "wall",
     }
     if device.type == "cuda":
         info["name"] = torch.cuda.get_device_name(device)
     return info
 
 
+CLOCKS: dict[str, Callable[[], float]] = {"wall": time.perf_counter, "cpu": time.process_time}
+"""What :func:`timed` reads: wall-clock seconds, or the process's CPU seconds (``--clock cpu``: on a shared
+CPU with one thread, what the process itself spent, insensitive to other processes' load)."""
+_clock = CLOCKS["wall"]
+
+
 def add_device_options(parser: argparse.ArgumentParser) -> None:
-    """``--device auto|cpu|cuda`` and ``--threads N``, read back by :func:`select_device`."""
+    """``--device auto|cpu|cuda``, ``--threads N`` and ``--clock wall|cpu``, read back by
+    :func:`select_device`."""
     parser.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
+    parser.add_argument(
+        "--clock",
+        choices=sorted(CLOCKS),
+        default="wall",
+        help="what timers read: wall seconds, or the process's CPU seconds (cpu: for a loaded shared CPU)",
+    )
 
 
 def select_device(options: argparse.Namespace) -> torch.device:
-    """Apply ``--threads`` (on a shared CPU one thread avoids OpenMP spin-waits); resolve ``--device``."""
+    """Apply ``--threads`` (on a shared CPU one thread avoids OpenMP spin-waits) and ``--clock``; resolve
+    ``--device``."""
+    global _clock
     if options.threads:
         torch.set_num_threads(options.threads)
-    if options.device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(options.device)
+    device = torch.device(
+        ("cuda" if torch.cuda.is_available() else "cpu") if options.device == "auto" else options.device
+    )
+    clock = getattr(options, "clock", "wall")
+    if clock == "cpu" and device.type != "cpu":
+        raise ValueError("--clock cpu times CPU work only; use --clock wall on a GPU")
+    _clock = CLOCKS[clock]
+    return device
 
 
 def versions() -> dict[str, str]:
@@ -75,15 +96,16 @@ def sync(device: torch.device) -> None:
 
 
 def timed(fn: Callable[[int], None], repeats: int, device: torch.device, first: int = 0) -> float:
-    """Mean seconds of ``fn(first) .. fn(first + repeats - 1)``, CUDA-synchronised (0 for no repeats)."""
+    """Mean seconds of ``fn(first) .. fn(first + repeats - 1)`` on the ``--clock`` (wall by default),
+    CUDA-synchronised (0 for no repeats)."""
     if repeats <= 0:
         return 0.0
     sync(device)
-    start = time.perf_counter()
+    start = _clock()
     for index in range(first, first + repeats):
         fn(index)
     sync(device)
-    return (time.perf_counter() - start) / repeats
+    return (_clock() - start) / repeats
 
 
 def write_report(report: dict[str, Any], out: str | Path, name: str) -> dict[str, Any]:

@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import argparse
 import importlib.util
 import json
+import time
 from pathlib import Path
+
+import pytest
+import torch
 
 from tests.helpers import REPO, TINY_DDPM
 
@@ -66,3 +71,21 @@ def test_peak_memory_counts_live_storages_once() -> None:
         z.add_(1)  # in place: no new storage
         w = z * 3  # y was freed: still 2 MB
     assert tracker.peak == 2 * x.nbytes and view.numel() == w.numel()
+
+
+def test_cpu_clock_times_the_process_not_the_wall(monkeypatch) -> None:
+    """``--clock cpu`` reads CPU seconds: a sleep costs nothing on it and its full length on the wall clock
+    (a benchmark on a loaded shared CPU then measures its own work); refused on a GPU."""
+    common = load_script("common")
+    parser = argparse.ArgumentParser()
+    common.add_device_options(parser)
+    seconds = {}
+    for clock in ("wall", "cpu"):
+        device = common.select_device(parser.parse_args(["--device", "cpu", "--clock", clock]))
+        seconds[clock] = common.timed(lambda _: time.sleep(0.05), 2, device)
+        assert common.device_info(device)["clock"] == clock
+    assert seconds["wall"] >= 0.05 and seconds["cpu"] < 0.01, seconds
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    with pytest.raises(ValueError, match="--clock cpu times CPU work only"):
+        common.select_device(parser.parse_args(["--clock", "cpu"]))
+    common.select_device(parser.parse_args(["--device", "cpu"]))  # back to the wall clock
