@@ -18,7 +18,7 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import LightningCLI
 from lightning.pytorch.loggers import CSVLogger, Logger, TensorBoardLogger
 
-from rezdiff.callbacks.checkpoint import AtomicCheckpoints
+from rezdiff.callbacks.checkpoint import AtomicCheckpoints, CheckpointWriteError
 from rezdiff.data.datamodule import FieldDataModule
 from rezdiff.evaluation import Evaluate
 from rezdiff.models.base import DiffusionModule
@@ -149,15 +149,18 @@ def main(args: list[str] | None = None) -> Any:
 def _friendly(command: str, run: Any) -> Any:
     try:
         return run()
-    except (ValueError, FileNotFoundError) as error:
-        # A missing dataset folder or weights file may reach us wrapped by jsonargparse: say just that.
-        cause = _first_cause(error, FileNotFoundError)
+    except (ValueError, FileNotFoundError, CheckpointWriteError) as error:
+        # A missing dataset folder or weights file may reach us wrapped by jsonargparse, a full disk through
+        # Lightning: say just that.
+        cause = _first_cause(error, (FileNotFoundError, CheckpointWriteError))
         if cause is None:
             raise
         raise SystemExit(f"rezdiff {command}: error: {cause}") from error
 
 
-def _first_cause(error: BaseException, kind: type[BaseException]) -> BaseException | None:
+def _first_cause(
+    error: BaseException, kind: type[BaseException] | tuple[type[BaseException], ...]
+) -> BaseException | None:
     while error is not None and not isinstance(error, kind):
         error = error.__cause__ or error.__context__  # type: ignore[assignment]
     return error
