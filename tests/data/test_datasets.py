@@ -56,6 +56,31 @@ def test_image_folder_recursive_sorted_mixed_sizes(tmp_path):
         dataset[5]
 
 
+def test_symbolic_link_loops_end_and_read_each_folder_once(tmp_path, caplog):
+    """A self-loop (``loop -> .``) and a deeper loop (``b/deep/up -> b``) used to hang the scan or repeat
+    every image once per level; a link to a folder outside the root is still followed."""
+    root = tmp_path / "root"
+    root.mkdir()
+    _write_folder(root)
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    save_image(torch.zeros(3, 4, 4), outside / "g.png")
+    (root / "loop").symlink_to(root, target_is_directory=True)
+    (root / "b" / "deep" / "up").symlink_to(root / "b", target_is_directory=True)
+    (root / "more").symlink_to(outside, target_is_directory=True)
+    with caplog.at_level(logging.WARNING):
+        dataset = ImageFolder(str(root))
+    assert [p.relative_to(root).as_posix() for p in dataset.paths] == [
+        "a.png",
+        "b/c.JPG",
+        "b/deep/d.webp",
+        "e.bmp",
+        "f.jpeg",
+        "more/g.png",
+    ]
+    assert "2 linked folder(s)" in caplog.text and "symbolic-link loop" in caplog.text
+
+
 def test_image_folder_center_crop(tmp_path):
     image = torch.zeros(3, 10, 30)
     image[:, :, 10:20] = 1.0  # a white centre square in a black strip

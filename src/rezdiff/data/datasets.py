@@ -160,13 +160,32 @@ class ImageFolder(FieldDataset):
         return [path.relative_to(self.root).as_posix() for path in self.paths]
 
     def _scan(self) -> list[Path]:
+        """Every image under ``root``, following symbolic links to folders but reading each real folder
+        once: a link loop (``a/b -> a``) would otherwise never end, and a link back to a parent would
+        repeat its images once per level of the walk."""
         found: list[tuple[str, Path]] = []
+        seen: set[tuple[int, int]] = set()
+        repeated: list[str] = []
         for directory, subdirs, files in os.walk(self.root, followlinks=True):
-            subdirs[:] = [d for d in subdirs if not d.startswith(".")]
+            status = os.stat(directory)
+            if (status.st_dev, status.st_ino) in seen:
+                subdirs[:] = []
+                repeated.append(Path(directory).relative_to(self.root).as_posix())
+                continue
+            seen.add((status.st_dev, status.st_ino))
+            subdirs[:] = sorted(d for d in subdirs if not d.startswith("."))
             for name in files:
                 if not name.startswith(".") and os.path.splitext(name)[1].lower() in self.extensions:
                     path = Path(directory, name)
                     found.append((path.relative_to(self.root).as_posix(), path))
+        if repeated:
+            logger.warning(
+                "ImageFolder: %d linked folder(s) under %s lead to folders already read and were skipped "
+                "(symbolic-link loop or second link), e.g. %s",
+                len(repeated),
+                self.root,
+                repeated[0],
+            )
         return [path for _, path in sorted(found)]
 
     def _drop_unreadable(self, paths: list[Path], max_images: int | None) -> list[Path]:
