@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+import ast
 import re
+import sys
+
+import pytest
 
 from tests.helpers import REPO
+
+tomllib = pytest.importorskip("tomllib")  # Python >= 3.11
 
 
 def readme_commands() -> list[str]:
@@ -41,3 +47,35 @@ def test_every_config_parses(tmp_path) -> None:
         with pytest.raises(SystemExit) as exit_info:
             main(["fit", "--config", str(config), "--print_config"])
         assert exit_info.value.code in (0, None), config
+
+
+# distribution name -> the module it provides, where the two differ
+IMPORT_NAMES = {
+    "pillow": "PIL",
+    "scikit-image": "skimage",
+    "scikit-learn": "sklearn",
+    "neuraloperator": "neuralop",
+    "pyyaml": "yaml",
+}
+OPTIONAL_IMPORTS = {"triton"}  # the `triton` extra: imported only where it is installed
+USED_INDIRECTLY = {"jsonargparse"}  # LightningCLI's parser: lightning imports it but does not require it
+
+
+def test_declared_dependencies_are_the_imported_ones() -> None:
+    """Every runtime dependency is imported by the package and every third-party import is declared (an
+    unused einops and an undeclared matplotlib were found this way)."""
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    declared = set()
+    for requirement in project["dependencies"]:
+        name = re.split(r"[\[<>=; ]", requirement, maxsplit=1)[0].lower()
+        declared.add(IMPORT_NAMES.get(name, name))
+    imported = set()
+    for path in (REPO / "src" / "rezdiff").rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                imported.update(alias.name.split(".")[0] for alias in node.names)
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                imported.add(node.module.split(".")[0])
+    third_party = imported - set(sys.stdlib_module_names) - {"rezdiff", "__future__"} - OPTIONAL_IMPORTS
+    assert declared - imported - USED_INDIRECTLY == set(), "declared but never imported"
+    assert third_party - declared == set(), "imported but not declared"
