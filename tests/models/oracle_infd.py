@@ -91,14 +91,15 @@ def clif_by_hand(renderer: nn.Module, query: Tensor) -> Tensor:
 
 def clif_query_by_hand(phi: Tensor, points: Tensor, cell: Tensor) -> Tensor:
     """CLIF's input at query ``points [H, W, 2]`` ((x, y) in [-1, 1]) with cell ``[2]``, by brute force:
-    the feature whose cell centre ``((2j + 1)/w - 1, (2i + 1)/h - 1)`` is nearest in the max-norm (the
-    cell containing the point), the offset from that centre times ``(w, h)``, the cell times ``(w, h)``."""
+    the feature of the cell containing the point (column = number of cell borders ``2m/w - 1``, m = 1..w-1,
+    at or left of x: a point on a border belongs to the cell after it), the offset from that cell's centre
+    ``((2j + 1)/w - 1, (2i + 1)/h - 1)`` times ``(w, h)``, and the cell size times ``(w, h)``."""
     batch, channels, h, w = phi.shape
     xs = (2 * torch.arange(w, dtype=torch.float64) + 1) / w - 1
     ys = (2 * torch.arange(h, dtype=torch.float64) + 1) / h - 1
     flat = points.reshape(-1, 2).double()
-    col = (flat[:, :1] - xs[None]).abs().argmin(1)
-    row = (flat[:, 1:] - ys[None]).abs().argmin(1)
+    col = (flat[:, :1] >= (2 * torch.arange(1, w, dtype=torch.float64) / w - 1)[None]).sum(1)
+    row = (flat[:, 1:] >= (2 * torch.arange(1, h, dtype=torch.float64) / h - 1)[None]).sum(1)
     features = phi[:, :, row, col]  # [B, C, N]
     rel = torch.stack(((flat[:, 0] - xs[col]) * w, (flat[:, 1] - ys[row]) * h))
     rel_cell = (cell.double() * torch.tensor((w, h), dtype=torch.float64))[:, None].expand(2, flat.shape[0])
