@@ -218,6 +218,24 @@ def test_lpips_vgg_is_the_perceptual_network_frozen_and_outside_the_checkpoint(
     torch.testing.assert_close(network(x, y), expected, rtol=3e-3, atol=1e-6)
 
 
+def test_reconstruct_renders_the_decoded_nearest_codes_of_the_encoding(single_thread) -> None:
+    """Stage 1's render path (its ``sample`` raises): ``reconstruct(x, R)`` = CLIF by hand on
+    ``decoder(codebook[nearest(encoder(x))])`` queried at the R x R pixel centres."""
+    model = model_with_spread_codes().eval()
+    images = torch.rand(2, 3, 16, 16) * 2 - 1
+    with torch.no_grad():
+        out = model.reconstruct(images, 32)
+        z = model.encoder(images)
+        codebook = model.quantizer.codebook.weight
+        phi = model.decoder(codebook[nearest_codes(z, codebook)].permute(0, 3, 1, 2))
+        centres = (2 * torch.arange(32, dtype=torch.float64) + 1) / 32 - 1
+        points = torch.stack(torch.meshgrid(centres, centres, indexing="xy"), -1).float()
+        expected = clif_by_hand(
+            model.renderer, clif_query_by_hand(phi, points, torch.tensor([2 / 32, 2 / 32]))
+        )
+    torch.testing.assert_close(out, expected, rtol=1e-5, atol=1e-5)
+
+
 # ------------------------------------------------------------------------------------------ training step
 
 
