@@ -75,7 +75,11 @@ class RezdiffCLI(LightningCLI):
         callbacks = list(config.get("callbacks") or [])
         extra: list[Any] = [AtomicCheckpoints()]
         if not any(isinstance(callback, ModelCheckpoint) for callback in callbacks):
-            extra.append(ModelCheckpoint(dirpath=str(Path(root) / "checkpoints"), save_last=True))
+            # last.ckpt only: a top-k file per epoch would duplicate it (and outlive the run it came from)
+            checkpoints = ModelCheckpoint(
+                dirpath=str(Path(root) / "checkpoints"), save_last=True, save_top_k=0
+            )
+            extra.append(checkpoints)
         if self.subcommand == "test":
             evaluate = self.config_init["test"].get("evaluate")
             if isinstance(evaluate, Evaluate) and evaluate.metrics != []:  # `metrics: []` turns it off
@@ -151,11 +155,33 @@ def _friendly(command: str, run: Any) -> Any:
         return run()
     except (ValueError, FileNotFoundError, CheckpointWriteError) as error:
         # A missing dataset folder or weights file may reach us wrapped by jsonargparse, a full disk through
-        # Lightning: say just that.
+        # Lightning, a constructor's check inside jsonargparse's "Does not validate against any of the Union
+        # subtypes": say just that.
         cause = _first_cause(error, (FileNotFoundError, CheckpointWriteError))
-        if cause is None:
+        if cause is not None:
+            raise SystemExit(f"rezdiff {command}: error: {cause}") from error
+        check = _rezdiff_check(error)
+        if check is None:
             raise
-        raise SystemExit(f"rezdiff {command}: error: {cause}") from error
+        raise SystemExit(f"rezdiff {command}: error: {check}") from error
+
+
+def _rezdiff_check(error: BaseException) -> str | None:
+    """The message of the innermost ValueError that rezdiff's own code raised in ``error``'s
+    chain, prefixed by the class whose constructor raised it (``FieldDataModule: batch_size must be ...``);
+    None when the error is not one of rezdiff's checks (a bug: keep the traceback)."""
+    package = str(Path(__file__).parent)
+    found = None
+    while error is not None:
+        frame = None
+        traceback = error.__traceback__
+        while traceback is not None:
+            frame, traceback = traceback.tb_frame, traceback.tb_next
+        if isinstance(error, ValueError) and frame and frame.f_code.co_filename.startswith(package):
+            owner = frame.f_locals.get("self") if frame.f_code.co_name == "__init__" else None
+            found = f"{type(owner).__name__}: {error}" if owner is not None else str(error)
+        error = error.__cause__ or error.__context__  # type: ignore[assignment]
+    return found
 
 
 def _first_cause(

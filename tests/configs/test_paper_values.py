@@ -397,6 +397,21 @@ ROWS.append(
     )
 )
 
+# --- Random horizontal flips of the training images (issue 17 item 17).
+ROWS += rows_for(
+    CIFAR + FFHQ256 + FFHQ1024, [("derived.hflip", 0.5, HO_CODE.format("cifar, celebahq") + ": randflip=1")]
+)
+ROWS += rows_for(INFTY_IMAGE, [("derived.hflip", 0.5, "samb-t/infty-diff utils.get_data_loader: flip_p=0.5")])
+ROWS += rows_for(
+    ("infty_diff_ffhq256_latent", "infty_diff_celebahq64_latent"),
+    [("derived.hflip", 0.0, "the latent stage mirrors its own batches (model flip: true); images unflipped")],
+)
+ROWS += rows_for(
+    INFD_STAGE1 + ("infd_ffhq_latent",),
+    [("derived.hflip", 0.0, "yinboc/infd datasets/wrapper_cae.py, ffhq.py: no flip")],
+)
+ROWS += rows_for(MULTILEVEL, [("derived.hflip", 0.0, ML_CODE.format("main.py: MNIST ToTensor, no flip"))])
+
 
 # --------------------------------------------------------------------------------------------------- reading
 @cache
@@ -499,6 +514,7 @@ DERIVED: dict[str, Callable[[str], Any]] = {
     "global_batch_8_gpus": lambda c: 8 * lookup(load(c), "data.init_args.batch_size"),
     "mixed_precision": lambda c: str(load(c)["trainer"].get("precision", "32")).endswith("-mixed"),
     "point_fraction": lambda c: lookup(load(c), "data.init_args.sampler.init_args.fraction"),
+    "hflip": lambda c: load(c)["data"]["init_args"].get("hflip", 0.0),  # FieldDataModule's default: 0
     "time_embed_dim": lambda c: build(c).network.time_embed_dim,
     "stage1_latent_dim": lambda c: build(c).latent_dim,
     "iterations": lambda c: lookup(load(c), "trainer.max_steps") // 2,

@@ -222,3 +222,24 @@ def test_ffhq_configs_use_the_ldm_split_file():
     assert sorted(splits["train"] + splits["val"]) == [f"{i:05d}.png" for i in range(70000)]
     # the LDM list is a fixed random partition, not 00000-59999 / 60000-69999
     assert {"00000.png", "00007.png", "00014.png"} <= set(splits["val"]) and "00001.png" in splits["train"]
+
+
+def test_hflip_draws_training_examples_from_the_mirror_image():
+    """hflip=1 mirrors every training example (through rendering samplers too: the pixels RandomPixels picks
+    are those of the mirror image), hflip=0.5 about half of them, validation never; out of range is an
+    error naming the option."""
+    dataset = Synthetic(num_images=8, resolution=16, seed=3)
+    assert not torch.equal(dataset[0], dataset[0].flip(-1))
+    for sampler in (FullGrid(16), RandomPixels(16, fraction=0.25)):
+        module = FieldDataModule(dataset, sampler, batch_size=4, val_fraction=0.25, hflip=1.0)
+        train = module.train_dataset()
+        for position, index in enumerate(train.indices):
+            torch.testing.assert_close(train[position].image, dataset.render(index, 16).flip(-1))
+        val = module.val_dataset()
+        torch.testing.assert_close(val[0].image, dataset.render(val.indices[0], 16))
+    half = FieldDataModule(dataset, FullGrid(16), val_fraction=0.0, hflip=0.5).train_dataset()
+    torch.manual_seed(0)
+    flips = [torch.equal(half[0].image, dataset[half.indices[0]].flip(-1)) for _ in range(200)]
+    assert abs(sum(flips) - 100) < 29  # 4 standard deviations of Binomial(200, 1/2)
+    with pytest.raises(ValueError, match=r"hflip is a probability in \[0, 1\], got 1.5"):
+        FieldDataModule(dataset, FullGrid(16), hflip=1.5)

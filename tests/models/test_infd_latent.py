@@ -79,6 +79,11 @@ def test_wrong_sampler_is_named() -> None:
         INFD(str(REPO / "no_such.ckpt"), **TINY)
     with pytest.raises(RuntimeError, match="filled by rezdiff.models.INFD"):
         CachedLatents()(_dataset(), 0)
+    # a random flip cannot reach latents cached once per image: an error, not a silent no-op
+    flipping = FieldDataModule(_dataset(), CachedLatents(), hflip=0.5)
+    trainer = type("Trainer", (), {"datamodule": flipping, "default_root_dir": "unused"})()
+    with pytest.raises(ValueError, match="set the data module's hflip: 0"):
+        INFD.prepare_latents(type("Stub", (), {"trainer": trainer})())  # type: ignore[arg-type]
 
 
 def _tiny_autoencoder_config() -> dict:

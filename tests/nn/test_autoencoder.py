@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 import torch.nn.functional as F
 
@@ -46,6 +47,37 @@ def test_quantiser_picks_the_nearest_code_and_passes_gradients_straight_through(
     loss.backward()
     torch.testing.assert_close(z.grad, 0.25 * 2 * (z.detach() - e) / z.numel())  # commitment pulls z
     assert vq.codebook.weight.grad.abs().sum() > 0  # codebook term moves the codes
+
+
+@pytest.mark.parametrize("legacy", [False, True])
+def test_quantiser_equals_diffusers_non_legacy_vector_quantizer(legacy: bool) -> None:
+    """diffusers' VectorQuantizer(legacy=False) is an independent reference: same codes, z_q, loss and
+    gradients; its default legacy=True (taming's beta on the codebook term) has the same loss value but other
+    gradients, which is how the test tells the two placements apart."""
+    from diffusers.models.autoencoders.vae import VectorQuantizer as DiffusersVQ
+
+    torch.manual_seed(1)
+    ours = VectorQuantizer(num_codes=64, dim=3, beta=0.25)
+    theirs = DiffusersVQ(64, 3, beta=0.25, legacy=legacy)
+    with torch.no_grad():
+        ours.codebook.weight.normal_()
+        theirs.embedding.weight.copy_(ours.codebook.weight)
+    z = torch.randn(2, 3, 6, 5)
+    results = []
+    for module in (ours, theirs):
+        z_in = z.clone().requires_grad_(True)
+        z_q, loss, extra = module(z_in)
+        codes = extra if module is ours else extra[2]
+        weights = torch.linspace(-1, 1, z.numel()).view_as(z)
+        (loss + (z_q * weights).sum()).backward()
+        codebook = ours.codebook.weight if module is ours else theirs.embedding.weight
+        results.append((codes.flatten(), z_q.detach(), loss.detach(), z_in.grad, codebook.grad))
+    (codes, z_q, loss, grad_z, grad_e), reference = results
+    assert torch.equal(codes, reference[0].flatten())
+    torch.testing.assert_close(z_q, reference[1])
+    torch.testing.assert_close(loss, reference[2])
+    same_gradients = torch.allclose(grad_z, reference[3]) and torch.allclose(grad_e, reference[4])
+    assert same_gradients is not legacy
 
 
 def test_code_usage_perplexity() -> None:

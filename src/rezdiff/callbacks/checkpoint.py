@@ -13,6 +13,7 @@ from typing import Any
 import lightning.pytorch as pl
 import torch
 from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
+from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.utilities import rank_zero_info
 
 FULL_DISK_BYTES = 64 * 2**20
@@ -81,14 +82,19 @@ def stale_temporaries(folder: Path) -> list[Path]:
 
 
 class AtomicCheckpoints(pl.Callback):
-    """Install :class:`AtomicCheckpointIO` on the trainer's strategy unless a custom IO is configured, and
-    at the start of ``fit`` remove the partial checkpoints an earlier killed run left in this run's
-    checkpoint folders (each as large as a checkpoint)."""
+    """Install :class:`AtomicCheckpointIO` on the trainer's strategy unless a custom IO is configured, turn
+    off ``save_last`` under ``fast_dev_run`` (Lightning 2.6 still writes ``last.ckpt`` at the end of a dry
+    run, over a real run's), and at the start of ``fit`` remove the partial checkpoints an earlier killed
+    run left in this run's checkpoint folders (each as large as a checkpoint)."""
 
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         strategy = trainer.strategy
         if type(strategy.checkpoint_io) is TorchCheckpointIO:
             strategy.checkpoint_io = AtomicCheckpointIO()
+        if trainer.fast_dev_run:  # a dry run writes no checkpoint; Lightning's on_train_end forgets that
+            for callback in trainer.checkpoint_callbacks:
+                if isinstance(callback, ModelCheckpoint):
+                    callback.save_last = False
 
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if not trainer.is_global_zero:

@@ -3,31 +3,63 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import lightning.pytorch as pl
 import torch
+from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, RandomSampler
 
+from rezdiff.data import coords
 from rezdiff.data.batch import FieldBatch
 from rezdiff.data.datasets import FieldDataset, read_split_file, stable_seed
 from rezdiff.data.samplers import FieldSampler
 
 
-class SampledDataset(Dataset[FieldBatch]):
-    """The examples that ``sampler`` makes from ``dataset[indices]``.
+class Mirrored:
+    """``dataset`` seen in a mirror: every image and every rendering flipped left to right (the field
+    ``f(-x, y)``), so a sampler that renders or crops it draws from the mirror image."""
 
-    With ``seed=None`` the sampler draws from the global torch RNG (training: a fresh example each epoch);
-    with a seed, example ``k`` always uses a generator seeded from ``(seed, indices[k])``, so it is the
-    same in every epoch, worker and rank (validation).
+    def __init__(self, dataset: FieldDataset) -> None:
+        self.dataset = dataset
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.dataset, name)
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, index: int) -> Tensor:
+        return self.dataset[index].flip(-1)
+
+    def render(self, index: int, resolution: coords.Resolution) -> Tensor:
+        return self.dataset.render(index, resolution).flip(-1)
+
+
+class SampledDataset(Dataset[FieldBatch]):
+    """The examples that ``sampler`` makes from ``dataset[indices]``, each from the mirror image with
+    probability ``hflip``.
+
+    With ``seed=None`` the sampler (and the mirror draw) use the global torch RNG (training: a fresh example
+    each epoch); with a seed, example ``k`` always uses a generator seeded from ``(seed, indices[k])``, so it
+    is the same in every epoch, worker and rank (validation).
     """
 
     def __init__(
-        self, dataset: FieldDataset, indices: Sequence[int], sampler: FieldSampler, seed: int | None = None
+        self,
+        dataset: FieldDataset,
+        indices: Sequence[int],
+        sampler: FieldSampler,
+        seed: int | None = None,
+        hflip: float = 0.0,
     ) -> None:
+        if not 0.0 <= hflip <= 1.0:
+            raise ValueError(f"hflip is a probability in [0, 1], got {hflip}")
         self.dataset = dataset
         self.indices = [int(i) for i in indices]
         self.sampler = sampler.restricted_to(self.indices)
         self.seed = seed
+        self.hflip = hflip
 
     def __len__(self) -> int:
         return len(self.indices)
@@ -37,7 +69,10 @@ class SampledDataset(Dataset[FieldBatch]):
         generator = None
         if self.seed is not None:
             generator = torch.Generator().manual_seed(stable_seed(self.seed, index))
-        return self.sampler(self.dataset, index, generator)
+        dataset: Any = self.dataset
+        if self.hflip > 0 and float(torch.rand((), generator=generator)) < self.hflip:
+            dataset = Mirrored(self.dataset)
+        return self.sampler(dataset, index, generator)
 
 
 class EpochShuffle(RandomSampler):
@@ -72,6 +107,8 @@ class FieldDataModule(pl.LightningDataModule):
     (:func:`rezdiff.data.datasets.read_split_file`: relative paths per split, matched against the dataset's
     ``relative_paths()``, e.g. :class:`~rezdiff.data.ImageFolder`); images the file does not list are used
     by neither split, and a listed image missing from the dataset is an error.
+    ``hflip`` is the probability that a training example is drawn from the image's mirror image (the
+    papers' random horizontal flip; validation, test and predict never flip).
     Hyperparameters are not saved here: the CLI records the whole config.
     """
 
@@ -86,8 +123,11 @@ class FieldDataModule(pl.LightningDataModule):
         val_sampler: FieldSampler | None = None,
         val_batch_size: int | None = None,
         split_file: str | None = None,
+        hflip: float = 0.0,
     ) -> None:
         super().__init__()
+        if not 0.0 <= hflip <= 1.0:
+            raise ValueError(f"hflip is a probability in [0, 1], got {hflip} (0.5: the papers' random flip)")
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         if val_batch_size is not None and val_batch_size < 1:
@@ -105,6 +145,7 @@ class FieldDataModule(pl.LightningDataModule):
         self.val_sampler = val_sampler if val_sampler is not None else sampler
         self.val_batch_size = val_batch_size if val_batch_size is not None else batch_size
         self.split_file = split_file
+        self.hflip = hflip
         self._split: tuple[list[int], list[int]] | None = None
 
     @property
@@ -149,7 +190,7 @@ class FieldDataModule(pl.LightningDataModule):
         self.split()
 
     def train_dataset(self) -> SampledDataset:
-        return SampledDataset(self.dataset, self.split()[0], self.sampler, seed=None)
+        return SampledDataset(self.dataset, self.split()[0], self.sampler, seed=None, hflip=self.hflip)
 
     def val_dataset(self) -> SampledDataset:
         return SampledDataset(self.dataset, self.split()[1], self.val_sampler, seed=self.seed)

@@ -20,9 +20,9 @@ a briefly trained model (``models/infty_diff/README.md``): no guidance at ``t = 
 noise; the exact correction there is nil, while a trained network's error in ``mu_0`` is amplified by
 ``1 / sqrt(ab_{T-1})``), and ``"linspace"`` spacing by default (it starts at ``T - 1`` *and* ends with a
 step at ``t = 0``, the only step where the correction is complete; few ``"trailing"`` steps end at
-``t = T / n`` and leave the known region partly uncorrected). ``T x_known`` is the *normalised* blur of the known pixels, ``T(m x) / T(m)``, so the
-pixels outside the mask are never read (the paper blurs the whole image, which lets whatever the unknown
-region holds leak in near the mask's border).
+``t = T / n`` and leave the known region partly uncorrected). ``T x_known`` is the *normalised* blur of
+the known pixels, ``T(m x) / T(m)``, so the pixels outside the mask are never read (the paper blurs the
+whole image, which lets whatever the unknown region holds leak in near the mask's border).
 """
 
 from __future__ import annotations
@@ -114,8 +114,9 @@ def guided_inpaint_sample(
 
     Every step: ``eps = eps_fn(x_t, t)`` with gradients, ``mu_0 = predict_x0(x_t, eps)``, the ordinary DDIM
     step (noise ``T(f z)`` when ``eta > 0``), then, except at ``t = T - 1``, ``- w sqrt(ab_t ab_prev)
-    grad_{x_t} 1/2 ||m (mu_0 - target)||^2`` (module docstring). ``guidance_scale = 0`` is plain DDIM, draw for draw. ``clip_x0`` and
-    ``eps_after_clip`` act in the DDIM step as in :func:`rezdiff.core.gaussian.ddim_step`.
+    grad_{x_t} 1/2 ||m (mu_0 - target)||^2`` (module docstring). ``guidance_scale = 0`` is plain DDIM, draw
+    for draw. ``clip_x0`` and ``eps_after_clip`` act in the DDIM step as in
+    :func:`rezdiff.core.gaussian.ddim_step`.
     """
     ts = _timestep_list(timesteps, alphas_cumprod.shape[0])
     last = alphas_cumprod.shape[0] - 1

@@ -13,8 +13,10 @@ they are written here rather than reused:
   of the last up block (4x the latent size) that the neural-field renderer reads. ``out_norm=True`` keeps
   the GroupNorm + SiLU (``phi = SiLU(GroupNorm(h))``, rezdiff's earlier layout).
 
-The quantiser is our own (diffusers' ``VectorQuantizer`` keeps taming's "legacy" loss that puts ``beta`` on
-the codebook term instead of the commitment term, and has no usage statistics).
+The quantiser is our own, though diffusers' ``VectorQuantizer(legacy=False)`` gives the same codes, loss and
+gradients (tested; its default ``legacy=True`` is taming's loss with ``beta`` on the codebook term): ours
+searches the 8192 codes in chunks instead of one ``[N, 8192]`` distance table, returns the codes as
+``[B, h, w]`` and looks them up on their own (stage 2 decodes codes it did not encode).
 """
 
 from __future__ import annotations

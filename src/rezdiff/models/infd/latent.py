@@ -300,6 +300,11 @@ class INFD(DiffusionModule):
                 "INFD trains on cached stage-1 latents: configure the data module with "
                 "`sampler: rezdiff.models.infd.CachedLatents` (a FieldDataModule over the image dataset)"
             )
+        if getattr(datamodule, "hflip", 0.0) > 0:
+            raise ValueError(
+                "INFD trains on latents cached once per image, which a random flip cannot reach (the INFD "
+                "paper's runs do not flip): set the data module's hflip: 0"
+            )
         todo = [s for s in samplers if isinstance(s, CachedLatents)]
         if all(s.latents is not None for s in todo):
             return  # the autoencoder is frozen: a filled cache stays valid for the whole run
