@@ -4,8 +4,10 @@ plugged in as the module's network, and the module's own ``sample()`` and ``loss
 
 * Sampling: every sampler step is affine plus Gaussian noise, so what ``sample()`` returns has an exact
   Gaussian law (``sampler_law``). At few steps the module's samples must match it to Monte-Carlo precision
-  (2048 samples: each whitened mode's variance to +-3 %), for the default prior (periodic Matérn) and the
-  cosine-basis Matérn, with every sampler, at the training grid, twice it and half of it. As the steps
+  (2048 samples: each whitened mode's variance to +-3 %), for the default prior (periodic Matérn), a
+  cosine-basis Matérn, the inverse Laplacian and a sum of covariances, with every sampler, at the
+  training grid, twice it and half of it. The Euler-Maruyama sampler forgets x_T (its first 10-step update
+  multiplies it by ~0.02), so the x_T law is checked by the ODE samplers. As the steps
   grow, that law converges to the law of ``E[x_0 | x_{t_min}]`` (``tweedie_law``) at the order of the
   scheme (measured below), which is the data law up to the posterior covariance at ``t_min``.
 * Loss: with the exact network the loss equals the analytic minimum ``tr V / d`` at the drawn ``t`` (and
