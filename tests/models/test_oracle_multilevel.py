@@ -1,0 +1,270 @@
+"""Exact-denoiser oracle for MultilevelSDE: Gaussian random functions as data, the closed-form noise
+predictor (``oracle_multilevel.MultilevelOracle``, written from the README with dense float64 matrices)
+plugged in as the module's network, and the module's own ``sample()`` and ``loss()`` run on it.
+
+* Sampling: every sampler step is affine plus Gaussian noise, so what ``sample()`` returns has an exact
+  Gaussian law (``sampler_law``). At few steps the module's samples must match it to Monte-Carlo precision
+  (2048 samples: each whitened mode's variance to +-3 %), for the default prior (periodic Matérn), a
+  cosine-basis Matérn, the inverse Laplacian and a sum of covariances, with every sampler, at the
+  training grid, twice it and half of it. The Euler-Maruyama sampler forgets x_T (its first 10-step update
+  multiplies it by ~0.02), so the x_T law is checked by the ODE samplers. As the steps
+  grow, that law converges to the law of ``E[x_0 | x_{t_min}]`` (``tweedie_law``) at the order of the
+  scheme (measured below), which is the data law up to the posterior covariance at ``t_min``.
+* Loss: with the exact network the loss equals the analytic minimum ``tr V / d`` at the drawn ``t`` (and
+  its average over ``t ~ U(train_t_min, 1)``), at the native grid and at a coarse level of finer data,
+  whose law is the band-limited projection of the fine law in the prior's basis; with a network off by a
+  known offset or scale it is larger by the known amount.
+
+Data: ``oracle_multilevel.function_law``, 2 channels (1 for the cross-resolution runs), anisotropic
+spectrum plus a non-stationary rank-one part, non-zero smooth mean; tiny grids (4², 8², 16²).
+"""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from rezdiff.core.operators import Covariance, InverseLaplacian, Matern
+from rezdiff.data.batch import FieldBatch
+from rezdiff.models import MultilevelSDE
+from tests.models.oracle import whitened_statistics
+from tests.models.oracle_multilevel import (
+    MultilevelOracle,
+    data_batch,
+    function_law,
+    inverse_laplacian_root,
+    matern_root,
+    resize_matrix,
+    sampler_law,
+    sampler_law_dense,
+    tweedie_law,
+    vp_coefficients,
+)
+
+pytestmark = pytest.mark.usefixtures("single_thread")
+
+NETWORK = dict(modes=2, width=4, n_layers=1, projection=4, time_embedding=8)  # replaced by the oracle
+SAMPLES = 2048  # Monte-Carlo size of a sampling test (each whitened mode's variance to +-3 %)
+BATCH = 4096  # examples in a loss test
+T_MIN = 0.02  # sample_t_min of the few-step tests: large enough that the final Tweedie step matters
+STEPS = {"sde": 10, "ode_euler": 10, "ode_heun": 5}
+# name: (the library's prior or None for the default, its basis, the same prior written from the README)
+PRIORS: dict[str, tuple[Covariance | None, str, object]] = {
+    "matern": (None, "periodic", matern_root()),
+    # scaled so that data and noise are comparable on some modes (whitened data/noise ratio 0.1-1), as
+    # with real data; the default prior's noise dominates every mode of this data law
+    "matern_reflect": (
+        Matern(boundary="reflect", scale=0.25),
+        "reflect",
+        matern_root(scale=0.25, boundary="reflect"),
+    ),
+    "inverse_laplacian": (InverseLaplacian(scale=0.5), "periodic", inverse_laplacian_root(scale=0.5)),
+    # independent draws add: sigma^2 = sigma_1^2 + sigma_2^2
+    "sum": (
+        Matern(scale=0.5) + InverseLaplacian(scale=0.3),
+        "periodic",
+        lambda r, c: (
+            matern_root(scale=0.5)(r, c) ** 2 + inverse_laplacian_root(scale=0.3)(r, c) ** 2
+        ).sqrt(),
+    ),
+}
+
+
+def build(
+    prior: str, channels: int = 2, structure: float = 1.0, **options
+) -> tuple[MultilevelSDE, MultilevelOracle]:
+    """A MultilevelSDE with the prior ``PRIORS[prior]`` whose network is the oracle of ``function_law`` under
+    that prior; EMA off."""
+    library_prior, boundary, root = PRIORS[prior]
+    model = MultilevelSDE(image_size=8, channels=channels, prior=library_prior, **NETWORK, **options)
+    oracle = MultilevelOracle(function_law(boundary, channels, structure), root)
+    model.network = oracle
+    model.ema = None
+    return model, oracle
+
+
+def assert_follows(samples: torch.Tensor, mean: torch.Tensor, cov: torch.Tensor) -> dict[str, float]:
+    """``samples [N, ...]`` are a draw of ``N(mean, cov)``: every statistic within ~5 standard errors."""
+    stats = whitened_statistics(samples.reshape(samples.shape[0], -1), mean, cov)
+    n, d = stats["n"], mean.numel()
+    assert stats["mean_z"] < 5.0, stats
+    assert stats["var_rel_max"] < 5 * math.sqrt(2 / n), stats
+    assert abs(stats["var_rel_avg"]) < 5 * math.sqrt(2 / n / d), stats
+    assert stats["corr_max"] < (5.6 if d <= 128 else 6.0) / math.sqrt(n), stats
+    return stats
+
+
+def relative_errors(
+    mean: torch.Tensor, cov: torch.Tensor, ref: tuple[torch.Tensor, torch.Tensor]
+) -> tuple[float, float]:
+    """Largest whitened mean error and largest relative covariance error of ``(mean, cov)`` w.r.t. ``ref``."""
+    evals, evecs = torch.linalg.eigh(ref[1])
+    white = evecs / evals.sqrt()
+    relative = white.T @ cov @ white - torch.eye(mean.numel(), dtype=torch.float64)
+    return float(((mean - ref[0]) @ white).abs().max()), float(relative.abs().max())
+
+
+# ------------------------------------------------------------------------------------------- the oracle
+
+
+def test_the_two_sampler_laws_agree() -> None:
+    """The modal recursion (used for many steps) is the dense step-by-step law (used to derive it)."""
+    _, oracle = build("matern_reflect")
+    for sampler in STEPS:
+        dense = sampler_law_dense(oracle, 8, 4, sampler, T_MIN)
+        modal = sampler_law(oracle, 8, 4, sampler, T_MIN)
+        torch.testing.assert_close(modal, dense, rtol=1e-9, atol=1e-12)
+
+
+# ------------------------------------------------------------------------------------------- sampling
+
+
+@pytest.mark.parametrize(
+    ("prior", "sampler"),
+    [(p, s) for p in PRIORS for s in STEPS if p != "sum" or s != "ode_euler"],
+)
+def test_samples_follow_the_exact_law_of_the_sampler(prior: str, sampler: str) -> None:
+    """x_T ~ N(0, C) on the grid, the step formulas, the time grid 1 -> sample_t_min, the network's time
+    scale (1000 t) and the final Tweedie step: all change the law by far more than 5 standard errors."""
+    model, oracle = build(prior, sample_t_min=T_MIN)
+    steps = STEPS[sampler]
+    images = model.sample(SAMPLES, steps=steps, sampler=sampler, generator=torch.Generator().manual_seed(0))
+    times = [float(t[0]) for t, _ in oracle.calls]
+    assert len(times) == (2 * steps if sampler == "ode_heun" else steps) + 1  # + the Tweedie step
+    assert times[0] == pytest.approx(1.0) and times[-1] == pytest.approx(T_MIN)
+    assert_follows(images, *sampler_law(oracle, 8, steps, sampler, T_MIN))
+
+
+@pytest.mark.parametrize(
+    ("resolution", "sampler"), [(16, "sde"), (16, "ode_heun"), (4, "sde"), (4, "ode_euler")]
+)
+def test_samples_at_another_resolution_follow_that_grids_law(resolution: int, sampler: str) -> None:
+    """Trained at 8², sampled at 16² and 4²: the prior is drawn on the new grid and the noise operator is the
+    new grid's C^{1/2}, so with the new grid's exact predictor the law is the sampler's law for the data
+    law on that grid (the same random function's values there; see the convergence test)."""
+    model, oracle = build("matern", channels=1, sample_t_min=T_MIN)
+    steps = STEPS[sampler]
+    images = model.sample(
+        SAMPLES, resolution, steps=steps, sampler=sampler, generator=torch.Generator().manual_seed(1)
+    )
+    assert {n for _, n in oracle.calls} == {resolution}
+    assert_follows(images, *sampler_law(oracle, resolution, steps, sampler, T_MIN))
+
+
+# Measured with the default prior and sample_t_min = 1e-3 (largest relative covariance error against the
+# Tweedie law; 8² two channels / 16² one channel): sde 0.067 / 0.031 at 500 / 1000 steps; ode_euler
+# 0.046 / 0.023; ode_heun 0.099 / 0.024 at 100 / 200 steps (second order). The Tweedie law itself is 5.2 %
+# below the data law on the 8² grid's least-varying mode (the posterior variance left at t_min = 1e-3).
+ORDERS = {"sde": (1000, 1), "ode_euler": (1000, 1), "ode_heun": (200, 2)}
+
+
+@pytest.mark.parametrize("resolution", [8, 16])
+@pytest.mark.parametrize("sampler", list(ORDERS))
+def test_sampler_law_converges_to_the_data_law_at_the_schemes_order(sampler: str, resolution: int) -> None:
+    """At the default steps the sampler's law is within 4 % (covariance) of E[x_0 | x_{t_min}]'s law, and
+    halving the step size divides the error by 2^order (+-25 %): the reference is a consistent
+    discretisation of the README's reverse SDE / ODE, at the training grid and at twice it."""
+    _, oracle = build("matern", channels=2 if resolution == 8 else 1)
+    steps, order = ORDERS[sampler]
+    limit = tweedie_law(oracle, resolution, 1e-3)
+    fine = relative_errors(*sampler_law(oracle, resolution, steps, sampler, 1e-3), limit)
+    coarse = relative_errors(*sampler_law(oracle, resolution, steps // 2, sampler, 1e-3), limit)
+    assert fine[0] < 0.01 and fine[1] < 0.04, fine
+    assert 0.75 * 2**order < coarse[1] / fine[1] < 1.25 * 2**order, (coarse, fine)
+    data_mean, data_cov = oracle.grid(resolution).mean, oracle.grid(resolution).cov
+    gap = relative_errors(*limit, (data_mean, data_cov))
+    assert gap[0] < 1e-9 and gap[1] < 0.07, gap  # t_min's posterior variance, not a sampler error
+
+
+# ------------------------------------------------------------------------------------------- loss
+
+
+def level_law(oracle: MultilevelOracle, fine: int, coarse: int, channels: int) -> None:
+    """Tell the oracle that data on the coarse grid is the band-limited projection of the fine law."""
+    mean, cov = oracle.law.on_grid(fine)
+    axis = resize_matrix(fine, coarse, oracle.law.boundary)
+    resize = torch.kron(torch.eye(channels, dtype=torch.float64), torch.kron(axis, axis))
+    oracle.set_law(coarse, resize @ mean, resize @ cov @ resize.T)
+
+
+def run_loss(
+    model: MultilevelSDE, oracle: MultilevelOracle, batch: FieldBatch, seed: int, **kw
+) -> tuple[float, torch.Tensor, int]:
+    """The module's loss with a fresh call log, the ``t`` it drew per example and the grid it trained on."""
+    oracle.calls.clear()
+    loss = float(model.loss(batch, torch.Generator().manual_seed(seed), **kw))
+    assert len(oracle.calls) == 1
+    t, n = oracle.calls[0]
+    return loss, t, n
+
+
+# (prior, data grid, level): the level is set via train_resolution (ResolutionSchedule's way) or, for
+# "arg", via loss(..., resolution=) (validation's way)
+LOSS_CASES = {
+    "native": ("matern", 8, None),
+    "level": ("matern", 16, "schedule"),
+    "reflect_native": ("matern_reflect", 8, None),
+    "reflect_level": ("matern_reflect", 16, "arg"),
+}
+
+
+def loss_setup(name: str) -> tuple[MultilevelSDE, MultilevelOracle, FieldBatch, dict, int]:
+    prior, size, level = LOSS_CASES[name]
+    model, oracle = build(prior, structure=5.0)  # a resize's phase error shifts the mean: make it count
+    law = oracle.law.on_grid(size)
+    batch = FieldBatch(image=data_batch(law, BATCH, 2, size, seed=3))
+    options: dict = {}
+    if level is not None:
+        level_law(oracle, size, 8, 2)
+        if level == "schedule":
+            model.train_resolution = 8
+        else:
+            options["resolution"] = 8
+    return model, oracle, batch, options, 8
+
+
+@pytest.mark.parametrize("name", list(LOSS_CASES))
+def test_loss_of_the_exact_network_is_the_analytic_minimum(name: str) -> None:
+    """Conditional on the drawn t: mean of tr V(t) / d within 5 standard errors; unconditionally: the
+    average over t ~ U(train_t_min, 1) (midpoint rule, 4000 nodes) within the spread of the t draw."""
+    model, oracle, batch, options, level = loss_setup(name)
+    loss, t, n = run_loss(model, oracle, batch, seed=4, **options)
+    assert n == level and t.numel() == BATCH
+    mse, mse_sq = oracle.min_error(level, t)
+    expected, spread = float(mse.mean()), float((2 * mse_sq).sum().sqrt()) / BATCH
+    assert loss == pytest.approx(expected, abs=5 * spread), (loss, expected, spread)
+    t_min = model.train_t_min
+    nodes = t_min + (1 - t_min) * (torch.arange(4000, dtype=torch.float64) + 0.5) / 4000
+    every = oracle.min_error(level, nodes)[0]
+    spread_t = math.sqrt(float(every.var()) / BATCH + spread**2)
+    assert loss == pytest.approx(float(every.mean()), abs=5 * spread_t), (loss, float(every.mean()))
+
+
+@pytest.mark.parametrize("name", ["native", "reflect_level"])
+def test_loss_of_a_known_wrong_network_is_larger_by_the_known_amount(name: str) -> None:
+    """``eps_hat + delta``: + delta^2; ``(1 + gamma) eps_hat``: + gamma^2 tr(C - V) / d (same draws)."""
+    model, oracle, batch, options, level = loss_setup(name)
+    exact, t, _ = run_loss(model, oracle, batch, seed=6, **options)
+    grid = oracle.grid(level)
+    m, s, _ = vp_coefficients(t)
+    r = m[:, None] ** 2 * grid.a / (m[:, None] ** 2 * grid.a + s[:, None] ** 2)  # V = B diag(r) B^T
+    d = grid.a.numel()
+    ones = grid.colour.T @ torch.ones(d, dtype=torch.float64)  # B^T 1
+    delta, gamma = 0.05, 0.2
+    oracle.offset = delta
+    shifted, _, _ = run_loss(model, oracle, batch, seed=6, **options)
+    spread = 2 * delta * float((r @ ones**2).sum().sqrt()) / d / BATCH
+    assert shifted - exact == pytest.approx(delta**2, abs=5 * spread + 1e-6)
+    oracle.offset, oracle.scale = 0.0, 1 + gamma
+    scaled, _, _ = run_loss(model, oracle, batch, seed=6, **options)
+    gram2 = grid.gram**2
+    known = float(((1 - r) @ grid.gram.diagonal()).mean()) / d * gamma**2
+    # per example: (gamma^2 |eps_hat|^2 + 2 gamma eps_hat.(eps_hat - eps)) / d with eps_hat ~ N(0, C - V)
+    # independent of eps_hat - eps ~ N(0, V): variance 2 gamma^4 tr (C - V)^2 + 4 gamma^2 tr (C - V) V
+    variance = (
+        2 * gamma**4 * torch.einsum("bj,jl,bl->b", 1 - r, gram2, 1 - r)
+        + 4 * gamma**2 * torch.einsum("bj,jl,bl->b", 1 - r, gram2, r)
+    ) / d**2
+    assert scaled - exact == pytest.approx(known, abs=5 * float(variance.sum().sqrt()) / BATCH + 1e-6)
