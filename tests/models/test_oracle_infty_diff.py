@@ -424,3 +424,116 @@ def test_latent_loss_of_the_exact_network_is_the_analytic_minimum_and_an_offset_
     wrong = sd * math.sqrt(2 / math.pi) * torch.exp(-(ratio**2) / 2) + delta * (1 - 2 * normal.cdf(-ratio))
     known = float((wrong - math.sqrt(2 / math.pi) * sd).mean())
     assert shifted - loss == pytest.approx(known, abs=5 * delta / math.sqrt(len(t))), (shifted - loss, known)
+
+
+# ------------------------------------------------------------------------------------------- by hand
+
+
+class SpyDenoiser(nn.Module):
+    """A denoiser with a known output, ``0.5 values + mean(z)``, that keeps what it was given."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls: list[tuple[Tensor, Tensor, tuple[int, int], Tensor, Tensor | None]] = []
+
+    def forward(
+        self,
+        values: Tensor,
+        index: Tensor,
+        resolution: tuple[int, int],
+        t: Tensor,
+        z: Tensor | None = None,
+        kernel_scale: float = 1.0,
+    ) -> Tensor:
+        self.calls.append((values.clone(), index.clone(), resolution, t.clone(), z))
+        return 0.5 * values + (0.0 if z is None else z.mean(1)[:, None, None])
+
+
+def test_autoencoder_loss_by_hand() -> None:
+    """The diffusion autoencoder's loss on 3 tiny images: the encoder reads the *clean* image at its own
+    sorted uniform subset of as many pixels (not the batch's), its code goes to the denoiser, which reads
+    x_t at the batch's pixels; the loss is the mean of (prediction - T eps)^2 there, where ``T eps = (x_t -
+    sqrt(ab) T x_0) / sqrt(1 - ab)`` with the dense blur and the cosine schedule written out."""
+    model = InftyDiff(**NET, latent_dim=LATENT)
+    generator = torch.Generator().manual_seed(0)
+    weight = torch.randn(LATENT, 2 * TRAIN * TRAIN, generator=generator, dtype=torch.float64) / 10
+    encoder, denoiser = LinearEncoder(weight), SpyDenoiser()
+    model.network.encoder, model.network.denoiser = encoder, denoiser
+    batch = subset_batch(3, seed=6)
+    loss = float(model.loss(batch, torch.Generator().manual_seed(7)))
+    ((seen, own),) = encoder.calls
+    assert own.shape == batch.index.shape and not torch.equal(own, batch.index)
+    assert bool((own[:, 1:] > own[:, :-1]).all()) and own.min() >= 0 and own.max() < TRAIN * TRAIN
+    flat = batch.image.flatten(2)
+    torch.testing.assert_close(seen, torch.stack([flat[b][:, own[b]].T for b in range(3)]), rtol=0, atol=0)
+    ((values, index, resolution, t, z),) = denoiser.calls
+    assert torch.equal(index, batch.index) and resolution == (TRAIN, TRAIN)
+    canvas = torch.zeros(3, 2, TRAIN * TRAIN, dtype=torch.float64)  # what the encoder read, zeros elsewhere
+    for b in range(3):
+        canvas[b][:, own[b]] = flat[b][:, own[b]].double()
+    torch.testing.assert_close(z.double(), canvas.reshape(3, -1) @ weight.T, rtol=1e-5, atol=1e-6)
+    oracle = MollifiedOracle(2, TRAIN)
+    data = oracle.modes(TRAIN)
+    blur = data.dct.T @ torch.diag(data.m) @ data.dct
+    t_x0 = (batch.image.double().reshape(3, 2, -1) @ blur.T).transpose(1, 2)  # [B, HW, C]
+    ab = oracle.alpha_bar[t][:, None, None]
+    t_x0_s = torch.stack([t_x0[b, batch.index[b]] for b in range(3)])
+    target = (values.double() - ab.sqrt() * t_x0_s) / (1 - ab).sqrt()
+    prediction = 0.5 * values.double() + z.double().mean(1)[:, None, None]
+    assert loss == pytest.approx(float((prediction - target).square().mean()), rel=1e-4)
+    # the target is the mollified noise: per-pixel variance ~1 / (4 pi), not white noise's 1
+    assert float(target.square().mean()) < 0.3
+
+
+def test_latent_loss_by_hand() -> None:
+    """The latent stage's loss on single images: ``|net(z_t, t) - eps|`` averaged, ``z_t = sqrt(ab) z_0 +
+    sqrt(1 - ab) eps`` with ``ab = 0.992^(t+1)`` and ``z_0`` the standardised code of the image or of its
+    mirror image, each with probability 1/2 (``eps`` recovered from ``z_t`` for both candidates; exactly
+    one gives the loss)."""
+    model = latent_model()
+    batch, encoder = latent_batch(1, seed=8, symmetric=False)
+    model.stage1.network.encoder = encoder
+    seen: list[tuple[Tensor, Tensor]] = []
+
+    class Spy(nn.Module):
+        def forward(self, z_t: Tensor, t: Tensor) -> Tensor:
+            seen.append((z_t.clone(), t.clone()))
+            return 0.3 * z_t
+
+    model.network, model.ema = Spy(), None
+    image = batch.image.double().reshape(1, -1)
+    mirror = batch.image.flip(-1).double().reshape(1, -1)
+    codes = [(x @ encoder.weight.T - STAT_MEAN.double()) / STAT_STD.double() for x in (image, mirror)]
+    assert (codes[0] - codes[1]).abs().max() > 0.1
+    flips = []
+    for seed in range(40):
+        loss = float(model.loss(batch, torch.Generator().manual_seed(seed)))
+        z_t, t = seen[-1]
+        ab = 0.992 ** (float(t[0]) + 1)
+        candidates = [
+            float((0.3 * z_t.double() - (z_t.double() - math.sqrt(ab) * z0) / math.sqrt(1 - ab)).abs().mean())
+            for z0 in codes
+        ]
+        match = [abs(loss - c) < 1e-5 * max(1.0, abs(c)) for c in candidates]
+        assert sum(match) == 1, (loss, candidates)
+        flips.append(match[1])
+    assert 5 <= sum(flips) <= 35  # mirrored about half the time
+
+
+def test_latent_statistics_by_hand() -> None:
+    """Per-dimension mean and unbiased std over the codes of the images and their mirror images, at most
+    ``stats_max_images`` images; ``flip=False`` uses the images alone."""
+    batch, encoder = latent_batch(10, seed=9, symmetric=False)
+    for flip, limit in ((True, None), (True, 7), (False, None)):
+        model = latent_model(flip=flip, stats_max_images=limit, stats_batch_size=4)
+        model.stage1.network.encoder = encoder
+        model.latent_count.zero_()
+        model.compute_latent_statistics([batch.image[:6], FieldBatch(image=batch.image[6:])])
+        images = batch.image[: limit or 10].double().reshape(-1, 2 * TRAIN * TRAIN)
+        codes = [images] + (
+            [batch.image[: limit or 10].flip(-1).double().reshape(images.shape)] if flip else []
+        )
+        z = torch.cat(codes) @ encoder.weight.T
+        torch.testing.assert_close(model.latent_mean.double(), z.mean(0), rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(model.latent_std.double(), z.std(0), rtol=1e-5, atol=1e-5)
+        assert int(model.latent_count) == len(z)
