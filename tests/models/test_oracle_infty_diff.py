@@ -237,9 +237,14 @@ def loss_and_errors(
     return loss, v, u
 
 
-def test_infty_diff_loss_of_the_exact_network_is_the_analytic_minimum() -> None:
-    model = InftyDiff(**NET)
+@pytest.mark.parametrize("autoencoder", [False, True])
+def test_infty_diff_loss_of_the_exact_network_is_the_analytic_minimum(autoencoder: bool) -> None:
+    """Also for the diffusion autoencoder, whose code the oracle ignores: its encoder must not disturb x_t."""
+    model = InftyDiff(**NET, latent_dim=LATENT if autoencoder else None)
     oracle = with_oracle(model)
+    if autoencoder:
+        weight = torch.randn(LATENT, 2 * TRAIN * TRAIN, generator=torch.Generator().manual_seed(0))
+        model.network.encoder = LinearEncoder(weight.double())
     batch = subset_batch(BATCH, seed=1)
     loss, v, _ = loss_and_errors(model, oracle, batch, seed=2)
     d = v.shape[1]
