@@ -389,9 +389,8 @@ def latent_batch(num: int, seed: int, symmetric: bool) -> tuple[FieldBatch, Line
     weight = torch.linalg.cholesky(LATENT_COV) @ torch.linalg.inv(torch.linalg.cholesky(base)) @ raw
     white = torch.randn(num, mean.numel(), generator=generator, dtype=torch.float64)
     x0 = mean + white @ torch.linalg.cholesky(cov).T
-    shift = torch.linalg.lstsq(weight, (LATENT_MEAN - weight @ mean)[:, None]).solution[:, 0]
-    if symmetric:
-        shift = (shift + shift.reshape(2, TRAIN, TRAIN).flip(-1).reshape(-1)) / 2
+    # the least-norm image with E shift = LATENT_MEAN - E mu (it lies in E's rows: mirror-symmetric if E is)
+    shift = weight.T @ torch.linalg.solve(weight @ weight.T, LATENT_MEAN - weight @ mean)
     images = (x0 + shift).to(torch.float32).reshape(num, 2, TRAIN, TRAIN)
     return FieldBatch(image=images), LinearEncoder(weight)
 
