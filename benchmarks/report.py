@@ -86,7 +86,10 @@ def device_name(result: dict[str, Any]) -> str:
         return str(device.get("name", "CUDA GPU"))
     threads = device.get("threads")
     unit = "thread" if threads == 1 else "threads"
-    return f"{device.get('cpu', 'CPU')} ({threads} {unit})" if threads else str(device.get("cpu", "CPU"))
+    clock = ", CPU time" if device.get("clock") == "cpu" else ""
+    return (
+        f"{device.get('cpu', 'CPU')} ({threads} {unit}{clock})" if threads else str(device.get("cpu", "CPU"))
+    )
 
 
 def date(result: dict[str, Any]) -> str:
