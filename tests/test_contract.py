@@ -59,18 +59,14 @@ class Family:
     autoencoder: bool = False
 
 
+# ∞-Diff's diffusion autoencoder (the tiny ∞-Diff with a code): the stage the latent model trains on.
+INFTY_DIFF_AE = Stage1("tiny_infty_diff.yaml", "stage1_ckpt", ("--model.init_args.latent_dim=8",))
 FAMILIES = [
     Family("ddpm", DDPM, "tiny_ddpm.yaml", (16, 32)),
     Family("dvdp", DVDP, "tiny_dvdp.yaml", (16, 32)),
     Family("multilevel", MultilevelSDE, "tiny_multilevel.yaml", (32, 64)),
     Family("infty_diff", InftyDiff, "tiny_infty_diff.yaml", (16, 32)),
-    Family(
-        "infty_diff_latent",
-        InftyDiffLatent,
-        "tiny_infty_diff_latent.yaml",
-        (16, 32),
-        Stage1("tiny_infty_diff.yaml", "stage1_ckpt", ("--model.init_args.latent_dim=8",)),
-    ),
+    Family("infty_diff_latent", InftyDiffLatent, "tiny_infty_diff_latent.yaml", (16, 32), INFTY_DIFF_AE),
     Family("infd_autoencoder", INFDAutoencoder, "tiny_infd.yaml", (16, 64), autoencoder=True),
     Family("infd", INFD, "tiny_infd_latent.yaml", (16, 64), Stage1("tiny_infd.yaml", "autoencoder_ckpt")),
 ]

@@ -179,8 +179,9 @@ class INFDAutoencoder(DiffusionModule):
             self.perceptual  # noqa: B018 -- load the weights files now: a missing one stops fit at start
             strategy = self.trainer.strategy
             if isinstance(strategy, DDPStrategy):
-                # each of the two backward passes leaves the other player's weights without a gradient,
-                # which plain DDP refuses; this runs before the strategy wraps the module (private field)
+                # each backward pass leaves weights without a gradient (the generator's in the critic's
+                # pass, the critic's before disc_start), which plain DDP refuses; setup runs before the
+                # strategy wraps the module, so the flag (a private field of DDPStrategy) takes effect
                 strategy._ddp_kwargs["find_unused_parameters"] = True
 
     def encode(self, images: Tensor) -> Tensor:
