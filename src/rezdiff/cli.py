@@ -38,7 +38,8 @@ commands:
   sample     write samples of any checkpoint at several resolutions, or solve an inverse problem:
              rezdiff sample --ckpt run/checkpoints/last.ckpt --resolution 64 128 --num 16 --out samples/
              (∞-Diff: --inpaint IMAGE --hole=X0,Y0,X1,Y1 | --mask IMAGE; --super-resolve IMAGE;
-              INFD: --guide box=X0,Y0,X1,Y1,loss=color,mean=R,G,B --guidance-scale 20)
+              INFD: --guide box=X0,Y0,X1,Y1,loss=color,mean=R,G,B --guidance-scale 20;
+              INFD stage 1: --super-resolve IMAGE renders its reconstruction at --resolution)
   stats      compute and cache the reference features `evaluate:` needs:  rezdiff stats --config CFG
   sweep      fit + test a grid of runs, one results table and plot:
              rezdiff sweep configs/sweeps/families_quickstart.yaml [--print-commands]

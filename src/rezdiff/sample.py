@@ -4,6 +4,7 @@
     rezdiff sample --ckpt CKPT --inpaint a.png b.png --hole=-0.5,-0.5,0.5,0.5    # ∞-Diff: fill a box
     rezdiff sample --ckpt CKPT --inpaint a.png --mask known.png                   # ∞-Diff: white = known
     rezdiff sample --ckpt CKPT --super-resolve low.png --resolution 128 256       # ∞-Diff autoencoder
+    rezdiff sample --ckpt STAGE1 --super-resolve low.png --resolution 256         # INFD stage 1 render
     rezdiff sample --ckpt CKPT --guide box=-1,-1,0,0,loss=color,mean=1,-1,-1 --guidance-scale 20  # INFD
     rezdiff sample --ckpt CKPT --resolution 1024 --tile 256 --pad 8 --tile-norm tile  # INFD tiled render
 
@@ -87,7 +88,8 @@ def parser() -> argparse.ArgumentParser:
         "--super-resolve",
         nargs="+",
         metavar="IMAGE",
-        help="∞-Diff diffusion autoencoder: sample at --resolution conditioned on the code of each image",
+        help="∞-Diff diffusion autoencoder: sample at --resolution conditioned on the code of each image; "
+        "INFD stage 1 (INFDAutoencoder): its reconstruction rendered at --resolution",
     )
     task.add_argument(
         "--guide",
@@ -137,6 +139,8 @@ def sample_main(args: list[str]) -> list[Path]:
             "drop --spacing"
         )
     out = Path(options.out)
+    if options.super_resolve and hasattr(model, "reconstruct"):
+        return _reconstruct(model, options, out)
     if options.inpaint or options.super_resolve:
         try:
             return _image_to_image(model, options, out)
@@ -195,6 +199,11 @@ def _unconditional(
 
     if guidance and "guidance" not in inspect.signature(model.sample).parameters:
         raise SystemExit(f"rezdiff sample: {type(model).__name__} does not support --guide (INFD does)")
+    if hasattr(model, "reconstruct"):
+        raise SystemExit(
+            f"rezdiff sample: {type(model).__name__} is an autoencoder, it cannot sample from noise; render "
+            "reconstructions with --super-resolve IMAGE ... --resolution R, or sample its second stage"
+        )
     written: list[Path] = []
     resolutions = options.resolution or [None]
     with tqdm(total=options.num * len(resolutions), desc="sampling", unit="img") as progress:
@@ -220,6 +229,28 @@ def _unconditional(
             names = [f"sample_{i:05d}" for i in range(len(images))]
             written += _save(images, names, folder, out / f"grid_{folder.name}.png")
     print(f"wrote {options.num} samples per resolution and {len(resolutions)} grid(s) to {out}")
+    return written
+
+
+def _reconstruct(model: Any, options: argparse.Namespace, out: Path) -> list[Path]:
+    """``--super-resolve`` with a stage-1 autoencoder (``model.reconstruct``): encode each image and render
+    its decoding at every ``--resolution``; deterministic, so ``--seed`` and ``--steps`` do not apply."""
+    from rezdiff.data.images import load_image
+
+    paths = [Path(p) for p in options.super_resolve]
+    images = [load_image(path, channels=int(getattr(model, "channels", 3))) for path in paths]
+    written: list[Path] = []
+    with torch.no_grad():
+        for resolution in options.resolution:
+            results = [
+                model.reconstruct(image[None].to(model.device), resolution, **_render_options(options)).cpu()
+                for image in images
+            ]
+            folder = out / "{}x{}".format(*as_hw(resolution))
+            written += _save(
+                torch.cat(results), [p.stem for p in paths], folder, out / f"grid_{folder.name}.png"
+            )
+    print(f"wrote {len(images)} reconstruction(s) per resolution to {out}")
     return written
 
 

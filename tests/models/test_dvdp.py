@@ -1,16 +1,13 @@
-"""DVDP: it learns, samples from low-resolution noise at several resolutions, and runs from the CLI."""
+"""DVDP: it learns and samples from low-resolution noise at several resolutions (its CLI round trip:
+tests/test_contract.py)."""
 
 from __future__ import annotations
-
-from pathlib import Path
 
 import pytest
 import torch
 
-import rezdiff
-from rezdiff.cli import main
 from rezdiff.models import DVDP
-from tests.helpers import REPO, TINY_UNET, loss_before_and_after, synthetic_batch
+from tests.helpers import TINY_UNET, loss_before_and_after, synthetic_batch
 
 TINY = {**TINY_UNET, "turning_points": (50,)}
 
@@ -41,37 +38,6 @@ def test_clear_errors_for_bad_sizes() -> None:
         model.sample(1, 12)  # 12 / 4 = 3 is too small for the two-level U-Net
     with pytest.raises(ValueError, match="Markov|lambda_end"):
         DVDP(**TINY, lambda_end=0.99)
-
-
-def test_cli_fit_then_load_and_sample(tmp_path: Path) -> None:
-    root = tmp_path / "run"
-    main(
-        [
-            "fit",
-            "--config",
-            str(REPO / "tests" / "configs" / "tiny_dvdp.yaml"),
-            "--trainer.default_root_dir",
-            str(root),
-        ]
-    )
-    assert (root / "checkpoints" / "last.ckpt").is_file()
-    assert any("res=32" in p.name for p in (root / "samples").glob("*.png"))
-    model = rezdiff.load(root / "checkpoints" / "last.ckpt")
-    assert isinstance(model, DVDP) and model.schedule.turning_points == (50,)
-    images = model.sample(2, 32, steps=3, generator=torch.Generator().manual_seed(0))
-    assert images.shape == (2, 3, 32, 32)
-    ckpt = str(root / "checkpoints" / "last.ckpt")
-    written = main(
-        ["sample", "--ckpt", ckpt, "--resolution", "16", "32", "--num", "2", "--steps", "3"]
-        + ["--out", str(tmp_path / "samples")]
-    )
-    names = sorted(p.relative_to(tmp_path / "samples").as_posix() for p in written)
-    assert names == ["16x16/sample_00000.png", "16x16/sample_00001.png", "32x32/sample_00000.png"] + [
-        "32x32/sample_00001.png",
-        "grid_16x16.png",
-        "grid_32x32.png",
-    ]
-    assert all(p.is_file() for p in written)
 
 
 def test_per_batch_stage_sampling_draws_one_stage() -> None:

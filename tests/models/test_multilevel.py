@@ -1,11 +1,9 @@
 """MultilevelSDE: it learns, samples at several resolutions with each sampler, trains coarse-to-fine by a
-schedule that survives resume, runs from the CLI, and fails clearly on misconfiguration."""
+schedule that survives resume (tests/test_contract.py), runs from the CLI, and fails clearly on
+misconfiguration."""
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -193,41 +191,6 @@ def test_cli_fit_with_levels_then_load_and_sample(tmp_path: Path, fit_tiny) -> N
         "grid_128x128.png",
         "grid_32x32.png",
     ]
-
-
-def test_resume_continues_the_schedule_and_the_run(tmp_path: Path, fit_tiny) -> None:
-    full = fit_tiny(root=tmp_path / "full", config=TINY_MULTILEVEL)
-    part = tmp_path / "part"
-    fit_tiny("--trainer.max_epochs", "1", root=part, config=TINY_MULTILEVEL)
-    assert scalars(part, "train/resolution") == [16.0]
-    resumed = fit_tiny(
-        "--ckpt_path", str(part / "checkpoints" / "last.ckpt"), root=part, config=TINY_MULTILEVEL
-    )
-    assert scalars(part, "train/resolution") == [32.0]  # epoch 1 of the resumed run is at the fine level
-    expected = full.trainer.lightning_module.state_dict()
-    got = resumed.trainer.lightning_module.state_dict()
-    assert expected.keys() == got.keys()
-    for key in expected:
-        torch.testing.assert_close(got[key], expected[key], rtol=0, atol=1e-6, msg=key)
-
-
-def test_ddp_on_cpu_with_two_processes(tmp_path: Path) -> None:
-    root = tmp_path / "ddp"
-    env = {**os.environ, "PYTHONPATH": str(REPO / "src") + os.pathsep + os.environ.get("PYTHONPATH", "")}
-    command = [sys.executable, "-m", "rezdiff", "fit", "--config", str(TINY_MULTILEVEL)]
-    command += [
-        "--trainer.default_root_dir",
-        str(root),
-        "--trainer.devices",
-        "2",
-        "--trainer.strategy",
-        "ddp",
-    ]
-    result = subprocess.run(command, capture_output=True, text=True, timeout=400, env=env, cwd=tmp_path)
-    assert result.returncode == 0, result.stderr[-3000:]
-    assert scalars(root, "train/resolution") == [16.0, 32.0]
-    assert len(scalars(root, "val/loss_16")) == 2
-    assert isinstance(rezdiff.load(root / "checkpoints" / "last.ckpt"), MultilevelSDE)
 
 
 @pytest.mark.parametrize("config", ["multilevel_mnist_like", "multilevel_warmstart"])

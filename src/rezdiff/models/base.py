@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import random
 import warnings
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
@@ -185,6 +186,16 @@ class DiffusionModule(pl.LightningModule, ABC):
 
         cls = type(self)
         checkpoint["rezdiff"] = {"class_path": f"{cls.__module__}.{cls.__qualname__}", "version": __version__}
+        checkpoint["rezdiff_rng"] = {"torch": torch.get_rng_state(), "python": random.getstate()}
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """A resumed fit continues the global RNG streams where the checkpoint left them: per-example data
+        randomness (``RandomPixels``, ``MultiScalePatches``) and CPU dropout then repeat the uninterrupted
+        run (with ``num_workers=0`` or workers that are not persistent, which torch reseeds from it)."""
+        state = checkpoint.get("rezdiff_rng")
+        if state is not None and self._trainer is not None and self.trainer.state.fn == "fit":
+            torch.set_rng_state(state["torch"])
+            random.setstate(state["python"])
 
 
 def resolution_or(default: Resolution, resolution: Resolution | None) -> tuple[int, int]:

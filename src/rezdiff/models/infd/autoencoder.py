@@ -15,6 +15,7 @@ from typing import Any, ClassVar, Literal
 import torch
 import torch.nn.functional as F
 from lightning.pytorch.loggers import TensorBoardLogger
+from lightning.pytorch.strategies import DDPStrategy
 from torch import Tensor, nn
 
 from rezdiff.data.batch import FieldBatch
@@ -176,6 +177,12 @@ class INFDAutoencoder(DiffusionModule):
     def setup(self, stage: str) -> None:
         if stage == "fit":
             self.perceptual  # noqa: B018 -- load the weights files now: a missing one stops fit at start
+            strategy = self.trainer.strategy
+            if isinstance(strategy, DDPStrategy):
+                # each backward pass leaves weights without a gradient (the generator's in the critic's
+                # pass, the critic's before disc_start), which plain DDP refuses; setup runs before the
+                # strategy wraps the module, so the flag (a private field of DDPStrategy) takes effect
+                strategy._ddp_kwargs["find_unused_parameters"] = True
 
     def encode(self, images: Tensor) -> Tensor:
         """``images [B, C, S, S]`` in [-1, 1] -> pre-VQ latents ``z [B, latent_channels, h, h]``.
@@ -342,9 +349,12 @@ class INFDAutoencoder(DiffusionModule):
         images, self._val_images = self._val_images, None
         if images is None or not self.val_render_resolutions or self._trainer is None:
             return
-        if self.trainer.sanity_checking or not self.trainer.is_global_zero:
+        if self.trainer.sanity_checking:
             return
+        # every rank asks: under DDP trainer.log_dir is a broadcast from rank 0 (rank 0 alone would hang)
         out_dir = Path(self.trainer.log_dir or self.trainer.default_root_dir) / "reconstructions"
+        if not self.trainer.is_global_zero:
+            return
         with torch.no_grad():
             phi = self.decode(self.encoder(images))
             for resolution in self.val_render_resolutions:
