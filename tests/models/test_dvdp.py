@@ -88,3 +88,66 @@ def test_per_batch_stage_sampling_draws_one_stage() -> None:
         assert stages.unique().numel() == 1 and size == 16 >> int(stages[0])
         seen.add(int(stages[0]))
     assert seen == {0, 1}
+
+
+class _WildEps(torch.nn.Module):
+    """A fixed ε-predictor whose x̂₀ leaves [-1, 1], so clipping and the final clamp both matter."""
+
+    def check_size(self, height: int, width: int) -> None:
+        """Any size suits it (the U-Net's check is not under test here)."""
+
+    def forward(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        return -2.5 * x + 0.01 * t.to(x.dtype).reshape(-1, 1, 1, 1)
+
+
+@pytest.mark.parametrize(
+    ("settings", "call", "expected"),
+    [
+        (
+            dict(sampler="ddim", eta=0.5, clip_denoised=True),
+            dict(),
+            dict(sampler="ddim", steps=7, eta=0.5, clip=1.0),
+        ),
+        (
+            dict(sampler="ddpm", eta=0.5, clip_denoised=False),
+            dict(sampler="ddim", steps=4, eta=0.0),
+            dict(sampler="ddim", steps=4, eta=0.0, clip=None),
+        ),
+        (
+            dict(sampler="ddpm", clip_denoised=True),
+            dict(steps=5),
+            dict(sampler="ddpm", steps=5, eta=0.5, clip=1.0),
+        ),
+        (
+            dict(sampler="ddpm", clip_denoised=False, eta=0.0),
+            dict(),
+            dict(sampler="ddpm", steps=None, eta=0.0, clip=None),
+        ),
+    ],
+)
+def test_sample_is_the_core_sampler_with_the_models_settings(settings, call, expected) -> None:
+    """DVDP.sample == core.pyramid.dvdp_sample run with the documented arguments from 4² noise, clamped."""
+    from rezdiff.core.gaussian import randn
+    from rezdiff.core.pyramid import dvdp_sample, sampling_timesteps
+
+    model = DVDP(**{**TINY, "turning_points": (30, 60), "sample_steps": 7, "eta": 0.5, **settings})
+    model.network, model.ema = _WildEps(), None
+    images = model.sample(2, 16, generator=torch.Generator().manual_seed(3), **call)
+
+    generator = torch.Generator().manual_seed(3)
+    x_T = randn((2, 3, 4, 4), generator)
+    timesteps = sampling_timesteps(model.schedule, expected["steps"])
+    raw = dvdp_sample(
+        _WildEps(), x_T, model.schedule, timesteps, sampler=expected["sampler"], eta=expected["eta"],
+        clip_x0=expected["clip"], generator=generator,
+    )  # fmt: skip
+    assert raw.shape == images.shape
+    torch.testing.assert_close(images, raw.clamp(-1, 1), rtol=0, atol=1e-6)
+    if expected["clip"] is None:
+        assert raw.abs().max() > 1.5  # the final clamp is observable
+
+
+def test_sample_records_no_graph_and_restores_grad_mode() -> None:
+    model = DVDP(**TINY)
+    images = model.sample(1, 16, steps=2, generator=torch.Generator().manual_seed(0), use_ema=False)
+    assert not images.requires_grad and torch.is_grad_enabled()
