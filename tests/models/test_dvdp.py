@@ -9,6 +9,7 @@ import torch
 
 import rezdiff
 from rezdiff.cli import main
+from rezdiff.data import FieldBatch
 from rezdiff.models import DVDP
 from tests.helpers import REPO, TINY_UNET, loss_before_and_after, synthetic_batch
 
@@ -151,3 +152,48 @@ def test_sample_records_no_graph_and_restores_grad_mode() -> None:
     model = DVDP(**TINY)
     images = model.sample(1, 16, steps=2, generator=torch.Generator().manual_seed(0), use_ema=False)
     assert not images.requires_grad and torch.is_grad_enabled()
+
+
+def _reference_loss(
+    model: DVDP, x0: torch.Tensor, seed: int, per_batch: bool
+) -> tuple[torch.Tensor, set[int]]:
+    """Eq. 12 written out example by example with the module's draws (timesteps, then noise per stage)."""
+    from rezdiff.core.gaussian import randn, sample_timesteps
+    from rezdiff.core.pyramid import marginal
+
+    generator = torch.Generator().manual_seed(seed)
+    t = sample_timesteps(x0.shape[0], model.num_train_steps, generator=generator)
+    if per_batch:
+        start, stop = model.schedule.stage_bounds(int(model.schedule.stage_of(t[0])))
+        t = torch.randint(start, stop, t.shape, generator=generator)
+    stages = model.schedule.stage_of(t)
+    per_example = torch.zeros(x0.shape[0])
+    for k in range(model.levels + 1):
+        index = [i for i in range(x0.shape[0]) if stages[i] == k]
+        if not index:
+            continue
+        noise = randn((len(index), 3, 16 >> k, 16 >> k), generator)
+        for row, i in enumerate(index):
+            x_t = marginal(x0[i : i + 1], noise[row : row + 1], model.schedule, t[i : i + 1])
+            error = model.network(x_t, t[i : i + 1]) - noise[row : row + 1]
+            per_example[i] = error.square().mean()
+    return per_example.mean(), {int(k) for k in stages}
+
+
+@pytest.mark.parametrize("per_batch", [False, True])
+def test_loss_is_eq_12_written_out_per_example(per_batch: bool) -> None:
+    """Exact reference: each example's mean squared error at its own stage's resolution, then the batch mean.
+
+    Seeds are chosen so a stage is missing from the batch (the loop must skip it and go on) and, per batch,
+    the drawn stage is not the first one.
+    """
+    model = DVDP(
+        **{**TINY, "turning_points": (30, 60)}, stage_sampling="per_batch" if per_batch else "per_example"
+    )
+    model.network = _WildEps()
+    x0 = torch.rand(4, 3, 16, 16, generator=torch.Generator().manual_seed(0)) * 2 - 1
+    seed = 0 if per_batch else 3  # per example: stages 2, 1, 1, 2; per batch: stage 1
+    expected, stages = _reference_loss(model, x0, seed, per_batch)
+    assert 0 not in stages and len(stages) < 3
+    loss = model.loss(FieldBatch(image=x0), torch.Generator().manual_seed(seed))
+    torch.testing.assert_close(loss, expected, rtol=1e-6, atol=0)
