@@ -318,6 +318,39 @@ def markdown(subset: str, date: str, scores: list[ModuleScore], settings: dict[s
     return "\n".join(lines).rstrip() + "\n"
 
 
+def check_mutable(source: str, module: str) -> list[str]:
+    """Names of the functions mutmut will leave alone (decorated ones); raise for what breaks its run.
+
+    mutmut 3 copies each mutated function out of its class; a copied ``__init__`` that calls
+    ``save_hyperparameters()`` records no hyperparameters, and the tests that read them fail before any
+    mutant runs. Such an ``__init__`` needs ``# pragma: no mutate block`` on its ``def`` line's end.
+    Functions with a decorator other than ``staticmethod``/``classmethod`` (e.g. ``@torch.no_grad()``)
+    are not mutated at all: put the context in the body to have them tested.
+    """
+    import ast
+
+    lines = source.splitlines()
+    skipped: list[str] = []
+    for node in ast.walk(ast.parse(source)):
+        if not isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+            continue
+        header = "\n".join(lines[node.lineno - 1 : node.body[0].lineno - 1])
+        calls = {
+            c.func.attr
+            for c in ast.walk(node)
+            if isinstance(c, ast.Call) and isinstance(c.func, ast.Attribute)
+        }
+        if node.name == "__init__" and "save_hyperparameters" in calls and "pragma: no mutate" not in header:
+            raise ValueError(
+                f"{module}:{node.lineno}: __init__ calls save_hyperparameters(), which records nothing in "
+                "mutmut's copy: end its def line with `# pragma: no mutate block`"
+            )
+        plain = {"staticmethod", "classmethod"}
+        if any(not (isinstance(d, ast.Name) and d.id in plain) for d in node.decorator_list):
+            skipped.append(node.name)
+    return skipped
+
+
 # --------------------------------------------------------------------------------------------------------
 # Running mutmut
 # --------------------------------------------------------------------------------------------------------
@@ -450,6 +483,10 @@ def main(args: list[str] | None = None) -> int:
         modules = modules_of(options.modules or SUBSETS[subset])
         tests = sorted({t for m in modules for t in tests_for(m)})
         wall = "not measured (--report-only)"
+        for module in modules:
+            skipped = check_mutable((REPO / "src" / module).read_text(), module)
+            if skipped:
+                print(f"{module}: not mutated (decorated): {', '.join(skipped)}")
         if not options.report_only:
             prepare(WORK / subset, modules, tests)
             start = datetime.now(timezone.utc)

@@ -107,3 +107,25 @@ def test_prepare_writes_the_subset_config(tmp_path: Path) -> None:
     assert config["process_isolation"] == "forkserver"  # the repository's settings carried over
     assert (tmp_path / "src" / "rezdiff" / "core" / "ema.py").exists() and (tmp_path / "setup.cfg").exists()
     assert json.dumps(config)  # plain values only
+
+
+def test_check_mutable_names_decorated_functions_and_rejects_a_trampolined_init() -> None:
+    source = (
+        "class M:\n"
+        "    def __init__(self, a):{pragma}\n"
+        "        self.save_hyperparameters()\n"
+        "\n"
+        "    @torch.no_grad()\n"
+        "    def sample(self):\n"
+        "        return 1\n"
+        "\n"
+        "    @staticmethod\n"
+        "    def plain():\n"
+        "        return 2\n"
+    )
+    assert mutation.check_mutable(source.format(pragma="  # pragma: no mutate block"), "m.py") == ["sample"]
+    with pytest.raises(ValueError, match=r"m.py:2: __init__ .*# pragma: no mutate block"):
+        mutation.check_mutable(source.format(pragma=""), "m.py")
+    # the modules of the subsets already run pass the check
+    for module in mutation.modules_of(mutation.SUBSETS["ddpm_dvdp"] + mutation.SUBSETS["core"]):
+        mutation.check_mutable((REPO / "src" / module).read_text(), module)
