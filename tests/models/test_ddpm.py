@@ -138,3 +138,22 @@ def test_sample_records_no_graph_and_restores_grad_mode() -> None:
     model = DDPM(**TINY)
     images = model.sample(1, 16, steps=2, generator=torch.Generator().manual_seed(0), use_ema=False)
     assert not images.requires_grad and torch.is_grad_enabled()
+
+
+def test_sample_draws_its_noise_on_the_models_device_and_is_silent_by_default(monkeypatch, capsys) -> None:
+    """The starting noise goes to ``self.device`` (a CUDA model samples on CUDA); no progress bar unasked."""
+    import rezdiff.models.ddpm.module as ddpm_module
+
+    devices = []
+    real = ddpm_module.randn
+
+    def recording_randn(shape, generator=None, device=None, dtype=torch.float32):
+        devices.append(device)
+        return real(shape, generator, device, dtype)
+
+    monkeypatch.setattr(ddpm_module, "randn", recording_randn)
+    model = DDPM(**TINY)
+    model.sample(1, 16, steps=1, generator=torch.Generator().manual_seed(0))
+    assert devices == [model.device] and capsys.readouterr().err == ""
+    model.sample(1, 16, steps=1, generator=torch.Generator().manual_seed(0), progress=True)
+    assert "DDIM" in capsys.readouterr().err

@@ -197,3 +197,22 @@ def test_loss_is_eq_12_written_out_per_example(per_batch: bool) -> None:
     assert 0 not in stages and len(stages) < 3
     loss = model.loss(FieldBatch(image=x0), torch.Generator().manual_seed(seed))
     torch.testing.assert_close(loss, expected, rtol=1e-6, atol=0)
+
+
+def test_sample_draws_its_noise_on_the_models_device_and_is_silent_by_default(monkeypatch, capsys) -> None:
+    """The starting noise goes to ``self.device`` (a CUDA model samples on CUDA); no progress bar unasked."""
+    import rezdiff.models.dvdp.module as dvdp_module
+
+    devices = []
+    real = dvdp_module.randn
+
+    def recording_randn(shape, generator=None, device=None, dtype=torch.float32):
+        devices.append(device)
+        return real(shape, generator, device, dtype)
+
+    monkeypatch.setattr(dvdp_module, "randn", recording_randn)
+    model = DVDP(**TINY)
+    model.sample(1, 16, steps=1, generator=torch.Generator().manual_seed(0))
+    assert devices == [model.device] and capsys.readouterr().err == ""
+    model.sample(1, 16, steps=1, generator=torch.Generator().manual_seed(0), progress=True)
+    assert capsys.readouterr().err != ""
