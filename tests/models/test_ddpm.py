@@ -98,9 +98,9 @@ class _WildEps(torch.nn.Module):
         ),
         # ancestral sampling over a strided subsequence, and over every step when steps is None
         (
-            dict(sampler="ddpm", clip_denoised=True, spacing="trailing"),
+            dict(sampler="ddpm", clip_denoised=True, spacing="leading"),
             dict(steps=5),
-            dict(sampler="ddpm", steps=5, clip=1.0, spacing="trailing"),
+            dict(sampler="ddpm", steps=5, clip=1.0, spacing="leading"),
         ),
         (dict(sampler="ddpm", clip_denoised=False), dict(), dict(sampler="ddpm", steps=None, clip=None)),
     ],
@@ -157,3 +157,5 @@ def test_sample_draws_its_noise_on_the_models_device_and_is_silent_by_default(mo
     assert devices == [model.device] and capsys.readouterr().err == ""
     model.sample(1, 16, steps=1, generator=torch.Generator().manual_seed(0), progress=True)
     assert "DDIM" in capsys.readouterr().err
+    model.sample(1, 16, steps=1, generator=torch.Generator().manual_seed(0), sampler="ddpm", progress=True)
+    assert "DDPM" in capsys.readouterr().err

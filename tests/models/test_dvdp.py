@@ -216,3 +216,15 @@ def test_sample_draws_its_noise_on_the_models_device_and_is_silent_by_default(mo
     assert devices == [model.device] and capsys.readouterr().err == ""
     model.sample(1, 16, steps=1, generator=torch.Generator().manual_seed(0), progress=True)
     assert capsys.readouterr().err != ""
+
+
+def test_sample_uses_ema_weights_by_default() -> None:
+    model = DVDP(**TINY, ema_decay=0.5, ema_warmup=False)
+    with torch.no_grad():
+        for p in model.network.parameters():
+            p.add_(0.1 * torch.randn_like(p))  # the raw weights move, the EMA copy does not
+    default = model.sample(1, 16, steps=2, generator=torch.Generator().manual_seed(0))
+    ema = model.sample(1, 16, steps=2, generator=torch.Generator().manual_seed(0), use_ema=True)
+    raw = model.sample(1, 16, steps=2, generator=torch.Generator().manual_seed(0), use_ema=False)
+    torch.testing.assert_close(default, ema, rtol=0, atol=0)
+    assert not torch.allclose(default, raw)
