@@ -411,7 +411,7 @@ def read_results(folder: Path, modules: list[str]) -> tuple[dict[str, dict[str, 
 
 
 def report(
-    subset: str, modules: list[str], tests: list[str], wall: str, out: Path = RESULTS
+    subset: str, modules: list[str], tests: list[str], wall: str, out: Path = RESULTS, note: str = ""
 ) -> list[ModuleScore]:
     """Score the last run of ``subset`` and write ``mutation_<subset>.json`` and ``.md`` into ``out``."""
     from importlib.metadata import version
@@ -431,10 +431,14 @@ def report(
         "rows": [s.row() for s in [*scores, total(scores)]],
         "survivors": [m for s in scores for m in s.survivors],
         "equivalents": [m for s in scores for m in s.equivalents],
+        "note": note,
     }
     out.mkdir(parents=True, exist_ok=True)
     (out / f"mutation_{subset}.json").write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n")
-    (out / f"mutation_{subset}.md").write_text(markdown(subset, date, scores, settings))
+    text = markdown(subset, date, scores, settings)
+    if note:
+        text = text.replace("\n## Surviving mutants", f"\nNote: {note}\n\n## Surviving mutants", 1)
+    (out / f"mutation_{subset}.md").write_text(text)
     print(f"wrote {out / f'mutation_{subset}.json'} and .md")
     return scores
 
@@ -462,6 +466,9 @@ def main(args: list[str] | None = None) -> int:
     parser.add_argument("--nice", type=int, default=15)
     parser.add_argument(
         "--report-only", action="store_true", help="only rebuild the result files from the last run"
+    )
+    parser.add_argument(
+        "--note", default="", help="a remark for the result files (e.g. survivors killed since)"
     )
     parser.add_argument("--list", action="store_true", help="print the subsets with their modules and tests")
     options = parser.parse_args(args)
@@ -498,7 +505,7 @@ def main(args: list[str] | None = None) -> int:
             (WORK / subset / "wall.txt").write_text(wall)
         elif (WORK / subset / "wall.txt").exists():
             wall = (WORK / subset / "wall.txt").read_text()
-        report(subset, modules, tests, wall)
+        report(subset, modules, tests, wall, note=options.note)
     return 0
 
 
