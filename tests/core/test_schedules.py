@@ -123,3 +123,14 @@ def test_vp_marginal_is_a_solution_of_the_sde_moments() -> None:
     dv = (s1**2 - s_1**2) / (2 * h)
     torch.testing.assert_close(dm, -0.5 * vp_beta(t) * m0, rtol=1e-6, atol=1e-8)
     torch.testing.assert_close(dv, vp_beta(t) * (1 - s0**2), rtol=1e-6, atol=1e-8)
+
+
+def test_vp_defaults_are_song_et_al_beta_min_0_1_and_beta_max_20() -> None:
+    """Every VP function defaults to the VP SDE of Song et al. (2021): beta(t) = 0.1 + 19.9 t."""
+    t = torch.tensor([0.0, 0.25, 1.0], dtype=torch.float64)
+    integral = 0.1 * t + 0.5 * 19.9 * t**2
+    torch.testing.assert_close(vp_beta(t), 0.1 + 19.9 * t, rtol=1e-15, atol=0)
+    torch.testing.assert_close(vp_alpha_bar(t), torch.exp(-integral), rtol=1e-14, atol=0)
+    mean, std = vp_marginal(t)
+    torch.testing.assert_close(mean, torch.exp(-0.5 * integral), rtol=1e-14, atol=0)
+    torch.testing.assert_close(std[1:], torch.sqrt(1 - torch.exp(-integral[1:])), rtol=1e-14, atol=0)

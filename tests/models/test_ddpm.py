@@ -69,3 +69,93 @@ def test_trainer_fit_with_random_pixels_batches_still_trains_on_the_grid(tmp_pat
     )
     trainer.fit(DDPM(**TINY), datamodule=data)
     assert trainer.global_step == 2
+
+
+class _WildEps(torch.nn.Module):
+    """A fixed ε-predictor whose x̂₀ leaves [-1, 1], so clipping and the final clamp both matter."""
+
+    def check_size(self, height: int, width: int) -> None:
+        """Any size suits it (the U-Net's check is not under test here)."""
+
+    def forward(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        return -2.5 * x + 0.01 * t.to(x.dtype).reshape(-1, 1, 1, 1)
+
+
+@pytest.mark.parametrize(
+    ("settings", "call", "expected"),
+    [
+        # model settings: DDIM, eta, clip, eps after clip, spacing, sample_steps
+        (
+            dict(sampler="ddim", eta=0.5, clip_denoised=True, eps_after_clip="from_x0", spacing="leading"),
+            dict(),
+            dict(sampler="ddim", steps=7, eta=0.5, clip=1.0, eps_after_clip="from_x0", spacing="leading"),
+        ),
+        # every per-call override wins over the model's settings
+        (
+            dict(sampler="ddpm", eta=0.5, clip_denoised=False, eps_after_clip="from_x0", spacing="leading"),
+            dict(sampler="ddim", steps=4, eta=0.0, spacing="linspace", eps_after_clip="network"),
+            dict(sampler="ddim", steps=4, eta=0.0, clip=None, eps_after_clip="network", spacing="linspace"),
+        ),
+        # ancestral sampling over a strided subsequence, and over every step when steps is None
+        (
+            dict(sampler="ddpm", clip_denoised=True, spacing="leading"),
+            dict(steps=5),
+            dict(sampler="ddpm", steps=5, clip=1.0, spacing="leading"),
+        ),
+        (dict(sampler="ddpm", clip_denoised=False), dict(), dict(sampler="ddpm", steps=None, clip=None)),
+    ],
+)
+def test_sample_is_the_core_sampler_with_the_models_settings(settings, call, expected) -> None:
+    """DDPM.sample == core.ddim_sample / ddpm_sample run with the documented arguments, then clamped."""
+    from rezdiff.core.gaussian import ddim_sample, ddpm_sample, randn
+    from rezdiff.core.schedules import timestep_subsequence
+
+    model = DDPM(**{**TINY, "sample_steps": 7, **settings})
+    model.network, model.ema = _WildEps(), None
+    images = model.sample(2, 16, generator=torch.Generator().manual_seed(3), **call)
+
+    generator = torch.Generator().manual_seed(3)
+    x_T = randn((2, 3, 16, 16), generator)
+    steps, acp = expected["steps"], model.alphas_cumprod
+    timesteps = (
+        None if steps is None else timestep_subsequence(100, steps, expected.get("spacing", "trailing"))
+    )
+    if expected["sampler"] == "ddim":
+        raw = ddim_sample(
+            _WildEps(), x_T, acp, timesteps, eta=expected["eta"], generator=generator,
+            clip_x0=expected["clip"], eps_after_clip=expected["eps_after_clip"],
+        )  # fmt: skip
+    else:
+        raw = ddpm_sample(
+            _WildEps(), x_T, acp, generator=generator, clip_x0=expected["clip"], timesteps=timesteps
+        )
+    torch.testing.assert_close(images, raw.clamp(-1, 1), rtol=0, atol=1e-6)
+    if expected["clip"] is None:
+        assert raw.abs().max() > 1.5  # the final clamp is observable
+
+
+def test_sample_records_no_graph_and_restores_grad_mode() -> None:
+    model = DDPM(**TINY)
+    images = model.sample(1, 16, steps=2, generator=torch.Generator().manual_seed(0), use_ema=False)
+    assert not images.requires_grad and torch.is_grad_enabled()
+
+
+def test_sample_draws_its_noise_on_the_models_device_and_is_silent_by_default(monkeypatch, capsys) -> None:
+    """The starting noise goes to ``self.device`` (a CUDA model samples on CUDA); no progress bar unasked."""
+    import rezdiff.models.ddpm.module as ddpm_module
+
+    devices = []
+    real = ddpm_module.randn
+
+    def recording_randn(shape, generator=None, device=None, dtype=torch.float32):
+        devices.append(device)
+        return real(shape, generator, device, dtype)
+
+    monkeypatch.setattr(ddpm_module, "randn", recording_randn)
+    model = DDPM(**TINY)
+    model.sample(1, 16, steps=1, generator=torch.Generator().manual_seed(0))
+    assert devices == [model.device] and capsys.readouterr().err == ""
+    model.sample(1, 16, steps=1, generator=torch.Generator().manual_seed(0), progress=True)
+    assert "DDIM" in capsys.readouterr().err
+    model.sample(1, 16, steps=1, generator=torch.Generator().manual_seed(0), sampler="ddpm", progress=True)
+    assert "DDPM" in capsys.readouterr().err

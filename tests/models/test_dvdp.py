@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from rezdiff.data import FieldBatch
 from rezdiff.models import DVDP
 from tests.helpers import TINY_UNET, loss_before_and_after, synthetic_batch
 
@@ -54,3 +55,142 @@ def test_per_batch_stage_sampling_draws_one_stage() -> None:
         assert stages.unique().numel() == 1 and size == 16 >> int(stages[0])
         seen.add(int(stages[0]))
     assert seen == {0, 1}
+
+
+class _WildEps(torch.nn.Module):
+    """A fixed ε-predictor whose x̂₀ leaves [-1, 1], so clipping and the final clamp both matter."""
+
+    def check_size(self, height: int, width: int) -> None:
+        """Any size suits it (the U-Net's check is not under test here)."""
+
+    def forward(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        return -2.5 * x + 0.01 * t.to(x.dtype).reshape(-1, 1, 1, 1)
+
+
+@pytest.mark.parametrize(
+    ("settings", "call", "expected"),
+    [
+        (
+            dict(sampler="ddim", eta=0.5, clip_denoised=True),
+            dict(),
+            dict(sampler="ddim", steps=7, eta=0.5, clip=1.0),
+        ),
+        (
+            dict(sampler="ddpm", eta=0.5, clip_denoised=False),
+            dict(sampler="ddim", steps=4, eta=0.0),
+            dict(sampler="ddim", steps=4, eta=0.0, clip=None),
+        ),
+        (
+            dict(sampler="ddpm", clip_denoised=True),
+            dict(steps=5),
+            dict(sampler="ddpm", steps=5, eta=0.5, clip=1.0),
+        ),
+        (
+            dict(sampler="ddpm", clip_denoised=False, eta=0.0),
+            dict(),
+            dict(sampler="ddpm", steps=None, eta=0.0, clip=None),
+        ),
+    ],
+)
+def test_sample_is_the_core_sampler_with_the_models_settings(settings, call, expected) -> None:
+    """DVDP.sample == core.pyramid.dvdp_sample run with the documented arguments from 4² noise, clamped."""
+    from rezdiff.core.gaussian import randn
+    from rezdiff.core.pyramid import dvdp_sample, sampling_timesteps
+
+    model = DVDP(**{**TINY, "turning_points": (30, 60), "sample_steps": 7, "eta": 0.5, **settings})
+    model.network, model.ema = _WildEps(), None
+    images = model.sample(2, 16, generator=torch.Generator().manual_seed(3), **call)
+
+    generator = torch.Generator().manual_seed(3)
+    x_T = randn((2, 3, 4, 4), generator)
+    timesteps = sampling_timesteps(model.schedule, expected["steps"])
+    raw = dvdp_sample(
+        _WildEps(), x_T, model.schedule, timesteps, sampler=expected["sampler"], eta=expected["eta"],
+        clip_x0=expected["clip"], generator=generator,
+    )  # fmt: skip
+    assert raw.shape == images.shape
+    torch.testing.assert_close(images, raw.clamp(-1, 1), rtol=0, atol=1e-6)
+    if expected["clip"] is None:
+        assert raw.abs().max() > 1.5  # the final clamp is observable
+
+
+def test_sample_records_no_graph_and_restores_grad_mode() -> None:
+    model = DVDP(**TINY)
+    images = model.sample(1, 16, steps=2, generator=torch.Generator().manual_seed(0), use_ema=False)
+    assert not images.requires_grad and torch.is_grad_enabled()
+
+
+def _reference_loss(
+    model: DVDP, x0: torch.Tensor, seed: int, per_batch: bool
+) -> tuple[torch.Tensor, set[int]]:
+    """Eq. 12 written out example by example with the module's draws (timesteps, then noise per stage)."""
+    from rezdiff.core.gaussian import randn, sample_timesteps
+    from rezdiff.core.pyramid import marginal
+
+    generator = torch.Generator().manual_seed(seed)
+    t = sample_timesteps(x0.shape[0], model.num_train_steps, generator=generator)
+    if per_batch:
+        start, stop = model.schedule.stage_bounds(int(model.schedule.stage_of(t[0])))
+        t = torch.randint(start, stop, t.shape, generator=generator)
+    stages = model.schedule.stage_of(t)
+    per_example = torch.zeros(x0.shape[0])
+    for k in range(model.levels + 1):
+        index = [i for i in range(x0.shape[0]) if stages[i] == k]
+        if not index:
+            continue
+        noise = randn((len(index), 3, 16 >> k, 16 >> k), generator)
+        for row, i in enumerate(index):
+            x_t = marginal(x0[i : i + 1], noise[row : row + 1], model.schedule, t[i : i + 1])
+            error = model.network(x_t, t[i : i + 1]) - noise[row : row + 1]
+            per_example[i] = error.square().mean()
+    return per_example.mean(), {int(k) for k in stages}
+
+
+@pytest.mark.parametrize("per_batch", [False, True])
+def test_loss_is_eq_12_written_out_per_example(per_batch: bool) -> None:
+    """Exact reference: each example's mean squared error at its own stage's resolution, then the batch mean.
+
+    Seeds are chosen so a stage is missing from the batch (the loop must skip it and go on) and, per batch,
+    the drawn stage is not the first one.
+    """
+    model = DVDP(
+        **{**TINY, "turning_points": (30, 60)}, stage_sampling="per_batch" if per_batch else "per_example"
+    )
+    model.network = _WildEps()
+    x0 = torch.rand(4, 3, 16, 16, generator=torch.Generator().manual_seed(0)) * 2 - 1
+    seed = 0 if per_batch else 3  # per example: stages 2, 1, 1, 2; per batch: stage 1
+    expected, stages = _reference_loss(model, x0, seed, per_batch)
+    assert 0 not in stages and len(stages) < 3
+    loss = model.loss(FieldBatch(image=x0), torch.Generator().manual_seed(seed))
+    torch.testing.assert_close(loss, expected, rtol=1e-6, atol=0)
+
+
+def test_sample_draws_its_noise_on_the_models_device_and_is_silent_by_default(monkeypatch, capsys) -> None:
+    """The starting noise goes to ``self.device`` (a CUDA model samples on CUDA); no progress bar unasked."""
+    import rezdiff.models.dvdp.module as dvdp_module
+
+    devices = []
+    real = dvdp_module.randn
+
+    def recording_randn(shape, generator=None, device=None, dtype=torch.float32):
+        devices.append(device)
+        return real(shape, generator, device, dtype)
+
+    monkeypatch.setattr(dvdp_module, "randn", recording_randn)
+    model = DVDP(**TINY)
+    model.sample(1, 16, steps=1, generator=torch.Generator().manual_seed(0))
+    assert devices == [model.device] and capsys.readouterr().err == ""
+    model.sample(1, 16, steps=1, generator=torch.Generator().manual_seed(0), progress=True)
+    assert capsys.readouterr().err != ""
+
+
+def test_sample_uses_ema_weights_by_default() -> None:
+    model = DVDP(**TINY, ema_decay=0.5, ema_warmup=False)
+    with torch.no_grad():
+        for p in model.network.parameters():
+            p.add_(0.1 * torch.randn_like(p))  # the raw weights move, the EMA copy does not
+    default = model.sample(1, 16, steps=2, generator=torch.Generator().manual_seed(0))
+    ema = model.sample(1, 16, steps=2, generator=torch.Generator().manual_seed(0), use_ema=True)
+    raw = model.sample(1, 16, steps=2, generator=torch.Generator().manual_seed(0), use_ema=False)
+    torch.testing.assert_close(default, ema, rtol=0, atol=0)
+    assert not torch.allclose(default, raw)

@@ -1,0 +1,513 @@
+"""Mutation testing with mutmut on one subset of the package, and its score table.
+
+    python benchmarks/mutation.py core                       # mutmut on core/ with core's fast tests
+    python benchmarks/mutation.py ddpm dvdp                  # several subsets, one after the other
+    python benchmarks/mutation.py core --functions 'rezdiff.core.gaussian.*'   # only these mutants
+    python benchmarks/mutation.py core --report-only         # rebuild the result files from the last run
+    python benchmarks/mutation.py --list                     # the subsets, their modules and tests
+
+Needs the ``dev`` extra (``pip install -c constraints.txt -e ".[dev]"``); not run by CI. Each subset runs
+in its own folder ``build/mutation/<subset>/`` (mutmut keeps its state, ``mutants/``, in the folder it runs
+from, so subsets do not disturb each other and a rerun only tests mutants of functions that changed). That
+folder holds links to ``src`` and ``tests``, a copy of ``setup.cfg`` (the pytest settings) and a
+``pyproject.toml`` whose ``[tool.mutmut]`` is the repository's with ``only_mutate`` set to the subset's
+modules and the test selection set to the union of their test files (:data:`MODULE_TESTS`). mutmut runs
+that selection once to learn which tests call which function, then runs each mutant against only those
+tests. The run is niced (``--nice``, 15 by default) with one worker (``--workers``): the machine is shared.
+
+Afterwards the script writes ``benchmarks/results/mutation_<subset>.json`` and ``.md``: per module the
+mutants, killed, survived (including mutants no selected test reaches), timeouts, the survivors explained as
+equivalent in ``benchmarks/mutation_equivalents.toml``, and the score, with the date and every unexplained
+survivor's diff. An explanation covers a mutant only while its diff is the recorded one: after an edit of
+the function the mutant is counted again until it is re-explained.
+
+Score = detected / (mutants - equivalent), where detected = killed + timeout (a mutant that hangs the tests
+is caught) and mutants that mutmut did not finish ("not checked") are left out and counted apart.
+"""
+
+from __future__ import annotations
+
+import argparse
+import fnmatch
+import json
+import os
+import subprocess
+import sys
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+try:
+    import tomllib
+except ModuleNotFoundError:  # Python 3.10: mutmut itself needs 3.11's tomllib or the toml package
+    import tomli as tomllib  # type: ignore[no-redef]
+
+REPO = Path(__file__).resolve().parents[1]
+RESULTS = REPO / "benchmarks" / "results"
+EQUIVALENTS = REPO / "benchmarks" / "mutation_equivalents.toml"
+WORK = REPO / "build" / "mutation"
+
+# module (relative to src/) -> the fast test files that check it; a module's mutants run only the tests
+# among these that call the mutated function
+MODULE_TESTS: dict[str, list[str]] = {
+    "rezdiff/core/ema.py": ["tests/core/test_ema.py"],
+    "rezdiff/core/gaussian.py": [
+        "tests/core/test_gaussian.py",
+        "tests/core/test_vp_ode.py",
+        "tests/models/test_oracle_ddpm_dvdp.py",
+    ],
+    "rezdiff/core/mollified.py": ["tests/core/test_mollified.py"],
+    "rezdiff/core/operators.py": ["tests/core/test_operators.py"],
+    "rezdiff/core/pyramid.py": ["tests/core/test_pyramid.py", "tests/models/test_oracle_ddpm_dvdp.py"],
+    "rezdiff/core/schedules.py": ["tests/core/test_schedules.py", "tests/core/test_gaussian.py"],
+    # the exact-oracle tests and the wiring tests (sample == core sampler); test_sampling_start.py is left
+    # out to keep a run within an hour on 2 shared cores
+    "rezdiff/models/ddpm/module.py": ["tests/models/test_oracle_ddpm_dvdp.py", "tests/models/test_ddpm.py"],
+    "rezdiff/models/dvdp/module.py": ["tests/models/test_oracle_ddpm_dvdp.py", "tests/models/test_dvdp.py"],
+    "rezdiff/models/multilevel/*.py": [
+        "tests/models/test_multilevel.py",
+        "tests/models/test_multilevel_sanity.py",
+    ],
+    "rezdiff/models/infty_diff/*.py": [
+        "tests/models/test_infty_diff.py",
+        "tests/models/test_infty_diff_network.py",
+    ],
+    "rezdiff/models/infd/*.py": ["tests/models/test_infd_autoencoder.py", "tests/models/test_infd_latent.py"],
+    "rezdiff/inverse/guidance.py": ["tests/inverse/test_guidance.py"],
+    "rezdiff/inverse/infty_diff.py": ["tests/inverse/test_infty_diff_inverse.py"],
+    "rezdiff/nn/sparse.py": ["tests/nn/test_sparse.py"],
+    "rezdiff/nn/clif.py": ["tests/nn/test_clif.py"],
+}
+
+# subset name -> module patterns (keys of MODULE_TESTS or globs over them)
+SUBSETS: dict[str, list[str]] = {
+    "core": ["rezdiff/core/*.py"],
+    "core_maths": [
+        "rezdiff/core/gaussian.py",
+        "rezdiff/core/schedules.py",
+        "rezdiff/core/operators.py",
+        "rezdiff/core/pyramid.py",
+        "rezdiff/core/mollified.py",
+    ],
+    "ddpm": ["rezdiff/models/ddpm/module.py"],
+    "dvdp": ["rezdiff/models/dvdp/module.py"],
+    "ddpm_dvdp": ["rezdiff/models/ddpm/module.py", "rezdiff/models/dvdp/module.py"],  # one stats run for both
+    "multilevel": ["rezdiff/models/multilevel/*.py"],
+    "infty_diff": ["rezdiff/models/infty_diff/*.py"],
+    "infd": ["rezdiff/models/infd/*.py"],
+    "inverse": ["rezdiff/inverse/*.py"],
+    "nn": ["rezdiff/nn/sparse.py", "rezdiff/nn/clif.py"],
+}
+
+# mutmut's exit code of a mutant's test run -> our category (mutmut.stats.status_by_exit_code, grouped)
+STATUS_BY_EXIT_CODE: dict[int | None, str] = {
+    1: "killed",
+    3: "killed",
+    0: "survived",
+    5: "survived",  # no test collected: nothing checks it
+    33: "survived",  # no selected test calls the function
+    34: "skipped",
+    36: "timeout",
+    24: "timeout",
+    -24: "timeout",
+    152: "timeout",
+    255: "timeout",
+    -9: "timeout",  # SIGKILL after the CPU limit
+    -11: "suspicious",
+    35: "suspicious",
+    2: "not checked",
+    None: "not checked",
+}
+
+
+def status_of(exit_code: int | None) -> str:
+    """The category of a mutmut exit code (unknown codes are ``suspicious``, as in mutmut)."""
+    return STATUS_BY_EXIT_CODE.get(exit_code, "suspicious")
+
+
+def modules_of(patterns: list[str]) -> list[str]:
+    """The :data:`MODULE_TESTS` patterns and the source files (relative to src/) a subset's patterns name."""
+    src = REPO / "src"
+    files: list[str] = []
+    for pattern in patterns:
+        matched = sorted(str(p.relative_to(src)) for p in src.glob(pattern) if p.name != "__init__.py")
+        if not matched:
+            raise ValueError(
+                f"subset pattern {pattern!r} matches no file under src/: fix SUBSETS or --modules"
+            )
+        files += [f for f in matched if f not in files]
+    return files
+
+
+def tests_for(module: str) -> list[str]:
+    """The test files of a source file (relative to src/): the first matching :data:`MODULE_TESTS` key's."""
+    for pattern, tests in MODULE_TESTS.items():
+        if fnmatch.fnmatch(module, pattern):
+            return tests
+    raise ValueError(f"no tests mapped for {module}: add it to MODULE_TESTS in benchmarks/mutation.py")
+
+
+# --------------------------------------------------------------------------------------------------------
+# Equivalent mutants and scores (no mutmut needed)
+# --------------------------------------------------------------------------------------------------------
+
+
+def changed_lines(diff: str) -> list[str]:
+    """The removed and added lines of a unified diff, stripped: what identifies a mutation across runs."""
+    return [
+        line[0] + line[1:].strip()
+        for line in diff.splitlines()
+        if line[:1] in "+-" and not line.startswith(("+++", "---"))
+    ]
+
+
+@dataclass
+class Equivalent:
+    """One survivor explained as equivalent: it changes nothing observable, so no test can kill it."""
+
+    mutant: str
+    diff: str
+    reason: str
+
+
+def load_equivalents(path: Path = EQUIVALENTS) -> dict[str, Equivalent]:
+    """``[[mutant]]`` tables with ``name``, ``diff`` and ``reason`` from the equivalents file, by name."""
+    if not path.exists():
+        return {}
+    data = tomllib.loads(path.read_text())
+    found: dict[str, Equivalent] = {}
+    for entry in data.get("mutant", []):
+        missing = [key for key in ("name", "diff", "reason") if not str(entry.get(key, "")).strip()]
+        if missing:
+            raise ValueError(f"{path}: entry {entry.get('name', '?')!r} lacks {', '.join(missing)}: add them")
+        if entry["name"] in found:
+            raise ValueError(f"{path}: mutant {entry['name']!r} is listed twice: keep one entry")
+        found[entry["name"]] = Equivalent(entry["name"], entry["diff"], entry["reason"])
+    return found
+
+
+@dataclass
+class ModuleScore:
+    """Counts of one module's mutants by category; ``score`` excludes the explained equivalents."""
+
+    module: str
+    mutants: int = 0
+    killed: int = 0
+    survived: int = 0
+    timeout: int = 0
+    equivalent: int = 0
+    suspicious: int = 0
+    skipped: int = 0
+    not_checked: int = 0
+    survivors: list[dict[str, str]] = field(default_factory=list)
+    equivalents: list[dict[str, str]] = field(default_factory=list)
+
+    @property
+    def score(self) -> float | None:
+        """Detected (killed + timeout) over the non-equivalent mutants that were checked; None if none."""
+        judged = self.killed + self.timeout + self.survived + self.suspicious
+        return (self.killed + self.timeout) / judged if judged else None
+
+    def row(self) -> dict[str, Any]:
+        score = self.score
+        return {
+            "module": self.module,
+            "mutants": self.mutants,
+            "killed": self.killed,
+            "survived": self.survived,
+            "timeout": self.timeout,
+            "equivalent": self.equivalent,
+            "suspicious": self.suspicious,
+            "not_checked": self.not_checked + self.skipped,
+            "score": None if score is None else round(score, 4),
+        }
+
+
+def score_module(
+    module: str,
+    exit_codes: dict[str, int | None],
+    diffs: dict[str, str],
+    equivalents: dict[str, Equivalent],
+) -> ModuleScore:
+    """Classify one module's mutants; a survivor whose diff matches its explanation counts as equivalent.
+
+    ``diffs`` needs an entry for every survivor (the unified diff mutmut shows for it).
+    """
+    result = ModuleScore(module)
+    for name, code in sorted(exit_codes.items()):
+        status = status_of(code)
+        result.mutants += 1
+        if status == "survived":
+            explained = equivalents.get(name)
+            diff = diffs[name]
+            if explained is not None and changed_lines(explained.diff) == changed_lines(diff):
+                result.equivalent += 1
+                result.equivalents.append({"name": name, "reason": explained.reason})
+            else:
+                result.survived += 1
+                result.survivors.append({"name": name, "diff": diff})
+        elif status == "not checked":
+            result.not_checked += 1
+        else:
+            setattr(result, status, getattr(result, status) + 1)
+    return result
+
+
+def total(scores: list[ModuleScore]) -> ModuleScore:
+    """The sum of several modules' counts (row ``all``)."""
+    out = ModuleScore("all")
+    for s in scores:
+        for key in (
+            "mutants",
+            "killed",
+            "survived",
+            "timeout",
+            "equivalent",
+            "suspicious",
+            "skipped",
+            "not_checked",
+        ):
+            setattr(out, key, getattr(out, key) + getattr(s, key))
+    return out
+
+
+def markdown(subset: str, date: str, scores: list[ModuleScore], settings: dict[str, Any]) -> str:
+    """The score table, the settings and every unexplained survivor's diff, as markdown."""
+    header = [
+        "module",
+        "mutants",
+        "killed",
+        "survived",
+        "timeout",
+        "equivalent",
+        "suspicious",
+        "not checked",
+        "score",
+    ]
+    lines = [
+        f"# Mutation score: {subset}",
+        "",
+        f"Date: {date}. Generated by `python benchmarks/mutation.py {subset}` (mutmut {settings['mutmut']}); "
+        "score = (killed + timeout) / (mutants - equivalent - not checked). Survived includes mutants that "
+        "no "
+        "selected test reaches. Equivalent mutants and why: `benchmarks/mutation_equivalents.toml`.",
+        "",
+        "| " + " | ".join(header) + " |",
+        "| " + " | ".join("---" for _ in header) + " |",
+    ]
+    for s in [*scores, total(scores)]:
+        row = s.row()
+        score = "–" if row["score"] is None else f"{100 * row['score']:.1f}%"
+        cells = [f"`{row['module']}`" if s.module != "all" else "**all**"]
+        cells += [str(row[k]) for k in header[1:-2]] + [str(row["not_checked"]), score]
+        lines.append("| " + " | ".join(cells) + " |")
+    lines += [
+        "",
+        f"Tests: {', '.join(f'`{t}`' for t in settings['tests'])}.",
+        f"Wall time: {settings['wall']}.",
+        "",
+    ]
+    survivors = [m for s in scores for m in s.survivors]
+    lines.append(f"## Surviving mutants ({len(survivors)})")
+    lines.append("")
+    if not survivors:
+        lines.append("None.")
+    for m in survivors:
+        lines += [f"### `{m['name']}`", "", "```diff", m["diff"], "```", ""]
+    return "\n".join(lines).rstrip() + "\n"
+
+
+def check_mutable(source: str, module: str) -> list[str]:
+    """Names of the functions mutmut will leave alone (decorated ones); raise for what breaks its run.
+
+    mutmut 3 copies each mutated function out of its class; a copied ``__init__`` that calls
+    ``save_hyperparameters()`` records no hyperparameters, and the tests that read them fail before any
+    mutant runs. Such an ``__init__`` needs ``# pragma: no mutate block`` on its ``def`` line's end.
+    Functions with a decorator other than ``staticmethod``/``classmethod`` (e.g. ``@torch.no_grad()``)
+    are not mutated at all: put the context in the body to have them tested.
+    """
+    import ast
+
+    lines = source.splitlines()
+    skipped: list[str] = []
+    for node in ast.walk(ast.parse(source)):
+        if not isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+            continue
+        header = "\n".join(lines[node.lineno - 1 : node.body[0].lineno - 1])
+        calls = {
+            c.func.attr
+            for c in ast.walk(node)
+            if isinstance(c, ast.Call) and isinstance(c.func, ast.Attribute)
+        }
+        if node.name == "__init__" and "save_hyperparameters" in calls and "pragma: no mutate" not in header:
+            raise ValueError(
+                f"{module}:{node.lineno}: __init__ calls save_hyperparameters(), which records nothing in "
+                "mutmut's copy: end its def line with `# pragma: no mutate block`"
+            )
+        plain = {"staticmethod", "classmethod"}
+        if any(not (isinstance(d, ast.Name) and d.id in plain) for d in node.decorator_list):
+            skipped.append(node.name)
+    return skipped
+
+
+# --------------------------------------------------------------------------------------------------------
+# Running mutmut
+# --------------------------------------------------------------------------------------------------------
+
+
+def prepare(folder: Path, modules: list[str], tests: list[str]) -> None:
+    """Lay out ``folder`` for mutmut: links to src and tests, setup.cfg, and the subset's pyproject.toml."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for name in ("src", "tests"):
+        link = folder / name
+        if not link.is_symlink():
+            link.symlink_to(os.path.relpath(REPO / name, folder))
+    (folder / "setup.cfg").write_text((REPO / "setup.cfg").read_text())
+    base = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["mutmut"]
+    config = {
+        **base,
+        "only_mutate": [f"src/{m}" for m in modules],
+        "pytest_add_cli_args_test_selection": tests,
+    }
+    body = "\n".join(f"{key} = {json.dumps(value)}" for key, value in config.items())
+    text = f"# written by benchmarks/mutation.py\n[tool.mutmut]\n{body}\n"
+    if not (folder / "pyproject.toml").exists() or (folder / "pyproject.toml").read_text() != text:
+        (folder / "pyproject.toml").write_text(text)
+
+
+def run_mutmut(folder: Path, functions: list[str], workers: int, nice: int) -> None:
+    """``mutmut run`` in ``folder`` (niced); mutmut resumes where an earlier run there stopped."""
+    command = ["nice", "-n", str(nice), sys.executable, "-m", "mutmut", "run", "--max-children", str(workers)]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+    env.pop("PYTHONPATH", None)  # mutmut puts mutants/src first; a path to the real src would shadow it
+    subprocess.run([*command, *functions], cwd=folder, env=env, check=True)
+
+
+def read_results(folder: Path, modules: list[str]) -> tuple[dict[str, dict[str, int | None]], dict[str, str]]:
+    """mutmut's exit codes per module (from its ``.meta`` files) and the diffs of the survivors."""
+    codes: dict[str, dict[str, int | None]] = {}
+    for module in modules:
+        meta = folder / "mutants" / "src" / (module + ".meta")
+        if not meta.exists():
+            raise ValueError(
+                f"{meta} is missing: run `python benchmarks/mutation.py` without --report-only first"
+            )
+        codes[module] = json.loads(meta.read_text())["exit_code_by_key"]
+    survivors = [(m, n) for m, c in codes.items() for n, code in c.items() if status_of(code) == "survived"]
+    diffs: dict[str, str] = {}
+    if survivors:
+        # mutmut reads its config and state relative to the working directory
+        cwd = Path.cwd()
+        os.chdir(folder)
+        try:
+            from mutmut.mutation.diff_apply import get_diff_for_mutant
+
+            for module, name in survivors:
+                diffs[name] = get_diff_for_mutant(name, path=Path("src") / module)
+        finally:
+            os.chdir(cwd)
+    return codes, diffs
+
+
+def report(
+    subset: str, modules: list[str], tests: list[str], wall: str, out: Path = RESULTS, note: str = ""
+) -> list[ModuleScore]:
+    """Score the last run of ``subset`` and write ``mutation_<subset>.json`` and ``.md`` into ``out``."""
+    from importlib.metadata import version
+
+    folder = WORK / subset
+    codes, diffs = read_results(folder, modules)
+    equivalents = load_equivalents()
+    scores = [score_module(m, codes[m], diffs, equivalents) for m in modules]
+    date = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    settings = {"mutmut": version("mutmut"), "tests": tests, "wall": wall, "workers": 1}
+    data = {
+        "benchmark": "mutation",
+        "device": "CPU (mutmut, 1 worker)",
+        "subset": subset,
+        "date": date,
+        "settings": settings,
+        "rows": [s.row() for s in [*scores, total(scores)]],
+        "survivors": [m for s in scores for m in s.survivors],
+        "equivalents": [m for s in scores for m in s.equivalents],
+        "note": note,
+    }
+    out.mkdir(parents=True, exist_ok=True)
+    (out / f"mutation_{subset}.json").write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n")
+    text = markdown(subset, date, scores, settings)
+    if note:
+        text = text.replace("\n## Surviving mutants", f"\nNote: {note}\n\n## Surviving mutants", 1)
+    (out / f"mutation_{subset}.md").write_text(text)
+    print(f"wrote {out / f'mutation_{subset}.json'} and .md")
+    return scores
+
+
+def main(args: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("subsets", nargs="*", help=f"one or more of {', '.join(SUBSETS)}")
+    parser.add_argument(
+        "--modules",
+        nargs="+",
+        help="source files (relative to src/, globs allowed) instead of a named subset; "
+        "the one subset word names the run",
+    )
+    parser.add_argument(
+        "--functions",
+        nargs="+",
+        default=[],
+        help="mutant name globs passed to mutmut run, e.g. 'rezdiff.core.gaussian.x_ddim_step*'",
+    )
+    parser.add_argument(
+        "--workers", type=int, default=1, help="mutmut's --max-children (default 1: shared machine)"
+    )
+    parser.add_argument("--nice", type=int, default=15)
+    parser.add_argument(
+        "--report-only", action="store_true", help="only rebuild the result files from the last run"
+    )
+    parser.add_argument(
+        "--note", default="", help="a remark for the result files (e.g. survivors killed since)"
+    )
+    parser.add_argument("--list", action="store_true", help="print the subsets with their modules and tests")
+    options = parser.parse_args(args)
+    if options.list:
+        for name, patterns in SUBSETS.items():
+            modules = modules_of(patterns)
+            print(
+                f"{name}: {' '.join(modules)}\n"
+                f"    tests: {' '.join(sorted({t for m in modules for t in tests_for(m)}))}"
+            )
+        return 0
+    if not options.subsets:
+        parser.error("name a subset (see --list)")
+    if options.modules and len(options.subsets) != 1:
+        parser.error("--modules needs exactly one subset word to name the run")
+    for subset in options.subsets:
+        if not options.modules and subset not in SUBSETS:
+            parser.error(f"unknown subset {subset!r}: choose from {', '.join(SUBSETS)} or give --modules")
+        modules = modules_of(options.modules or SUBSETS[subset])
+        tests = sorted({t for m in modules for t in tests_for(m)})
+        wall = "not measured (--report-only)"
+        for module in modules:
+            skipped = check_mutable((REPO / "src" / module).read_text(), module)
+            if skipped:
+                print(f"{module}: not mutated (decorated): {', '.join(skipped)}")
+        if not options.report_only:
+            prepare(WORK / subset, modules, tests)
+            start = datetime.now(timezone.utc)
+            run_mutmut(WORK / subset, options.functions, options.workers, options.nice)
+            minutes = (datetime.now(timezone.utc) - start).total_seconds() / 60
+            wall = (
+                f"{minutes:.0f} min, {options.workers} worker(s), niced, shared 2-core machine (under load)"
+            )
+            (WORK / subset / "wall.txt").write_text(wall)
+        elif (WORK / subset / "wall.txt").exists():
+            wall = (WORK / subset / "wall.txt").read_text()
+        report(subset, modules, tests, wall, note=options.note)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,131 @@
+"""benchmarks/mutation.py: scores, the equivalents file and the subset mapping, without running mutmut."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.helpers import REPO
+
+# registered in sys.modules before it runs: its dataclasses look their module up there
+spec = importlib.util.spec_from_file_location("benchmark_mutation", REPO / "benchmarks" / "mutation.py")
+mutation = importlib.util.module_from_spec(spec)
+sys.modules[spec.name] = mutation
+spec.loader.exec_module(mutation)
+
+DIFF = """--- src/rezdiff/core/x.py
++++ src/rezdiff/core/x.py
+@@ -1,2 +1,2 @@
+ def f(a):
+-    return a + 1
++    return a - 1"""
+
+
+def test_score_excludes_explained_equivalents_and_counts_timeouts_as_detected() -> None:
+    codes = {
+        "m.f__mutmut_1": 1,
+        "m.f__mutmut_2": 0,
+        "m.f__mutmut_3": 0,
+        "m.f__mutmut_4": 36,
+        "m.f__mutmut_5": 33,
+    }
+    diffs = {"m.f__mutmut_2": DIFF, "m.f__mutmut_3": DIFF.replace("a - 1", "a * 1"), "m.f__mutmut_5": DIFF}
+    equivalents = {"m.f__mutmut_2": mutation.Equivalent("m.f__mutmut_2", DIFF, "same value")}
+    s = mutation.score_module("m.py", codes, diffs, equivalents)
+    assert (s.mutants, s.killed, s.timeout, s.equivalent, s.survived) == (5, 1, 1, 1, 2)
+    assert s.score == pytest.approx(2 / 4)  # (killed + timeout) / (mutants - equivalent)
+    assert [m["name"] for m in s.survivors] == ["m.f__mutmut_3", "m.f__mutmut_5"]  # 5: no test reaches it
+    assert s.equivalents == [{"name": "m.f__mutmut_2", "reason": "same value"}]
+
+
+def test_an_explanation_stops_covering_a_mutant_whose_diff_changed() -> None:
+    stale = mutation.Equivalent("m.f__mutmut_1", DIFF.replace("a + 1", "a + 2"), "old reason")
+    s = mutation.score_module("m.py", {"m.f__mutmut_1": 0}, {"m.f__mutmut_1": DIFF}, {"m.f__mutmut_1": stale})
+    assert (s.equivalent, s.survived, s.score) == (0, 1, 0.0)
+    # context lines and indentation do not matter, only the changed lines
+    moved = mutation.Equivalent("m.f__mutmut_1", "-return a + 1\n+  return a - 1", "same")
+    s = mutation.score_module("m.py", {"m.f__mutmut_1": 0}, {"m.f__mutmut_1": DIFF}, {"m.f__mutmut_1": moved})
+    assert (s.equivalent, s.survived, s.score) == (1, 0, None)
+
+
+def test_unfinished_mutants_are_left_out_of_the_score_and_totals_add_up() -> None:
+    a = mutation.score_module("a.py", {"a.f__mutmut_1": 1, "a.f__mutmut_2": None}, {}, {})
+    b = mutation.score_module("b.py", {"b.f__mutmut_1": -9, "b.f__mutmut_2": 0}, {"b.f__mutmut_2": DIFF}, {})
+    assert (a.not_checked, a.score) == (1, 1.0)
+    assert (b.timeout, b.survived, b.score) == (1, 1, 0.5)
+    row = mutation.total([a, b]).row()
+    assert (row["mutants"], row["killed"], row["timeout"], row["survived"], row["not_checked"]) == (
+        4,
+        1,
+        1,
+        1,
+        1,
+    )
+    assert row["score"] == round(2 / 3, 4)
+    md = mutation.markdown("x", "2026-01-01", [a, b], {"mutmut": "3", "tests": ["t.py"], "wall": "1 min"})
+    assert "| **all** | 4 | 1 | 1 | 1 | 0 | 0 | 1 | 66.7% |" in md and "b.f__mutmut_2" in md
+
+
+def test_equivalents_file_is_read_and_checked(tmp_path: Path) -> None:
+    path = tmp_path / "eq.toml"
+    path.write_text('[[mutant]]\nname = "m.f__mutmut_2"\ndiff = """\n-a\n+b\n"""\nreason = "r"\n')
+    [(name, entry)] = mutation.load_equivalents(path).items()
+    assert name == "m.f__mutmut_2" and mutation.changed_lines(entry.diff) == ["-a", "+b"]
+    path.write_text('[[mutant]]\nname = "m.f__mutmut_2"\ndiff = "-a"\nreason = ""\n')
+    with pytest.raises(ValueError, match="lacks reason"):
+        mutation.load_equivalents(path)
+    path.write_text('[[mutant]]\nname = "a"\ndiff = "-a"\nreason = "r"\n' * 2)
+    with pytest.raises(ValueError, match="listed twice"):
+        mutation.load_equivalents(path)
+    # the committed file parses and every entry has a name, a diff and a reason
+    mutation.load_equivalents()
+
+
+def test_every_subset_maps_to_existing_sources_and_tests() -> None:
+    for patterns in mutation.SUBSETS.values():
+        for module in mutation.modules_of(patterns):
+            assert (REPO / "src" / module).exists()
+            tests = mutation.tests_for(module)
+            assert tests and all((REPO / t).exists() for t in tests), module
+    with pytest.raises(ValueError, match="matches no file"):
+        mutation.modules_of(["rezdiff/core/nothing.py"])
+    with pytest.raises(ValueError, match="no tests mapped"):
+        mutation.tests_for("rezdiff/cli.py")
+
+
+def test_prepare_writes_the_subset_config(tmp_path: Path) -> None:
+    tomllib = mutation.tomllib
+
+    mutation.prepare(tmp_path, ["rezdiff/core/ema.py"], ["tests/core/test_ema.py"])
+    config = tomllib.loads((tmp_path / "pyproject.toml").read_text())["tool"]["mutmut"]
+    assert config["only_mutate"] == ["src/rezdiff/core/ema.py"]
+    assert config["pytest_add_cli_args_test_selection"] == ["tests/core/test_ema.py"]
+    assert config["process_isolation"] == "forkserver"  # the repository's settings carried over
+    assert (tmp_path / "src" / "rezdiff" / "core" / "ema.py").exists() and (tmp_path / "setup.cfg").exists()
+    assert json.dumps(config)  # plain values only
+
+
+def test_check_mutable_names_decorated_functions_and_rejects_a_trampolined_init() -> None:
+    source = (
+        "class M:\n"
+        "    def __init__(self, a):{pragma}\n"
+        "        self.save_hyperparameters()\n"
+        "\n"
+        "    @torch.no_grad()\n"
+        "    def sample(self):\n"
+        "        return 1\n"
+        "\n"
+        "    @staticmethod\n"
+        "    def plain():\n"
+        "        return 2\n"
+    )
+    assert mutation.check_mutable(source.format(pragma="  # pragma: no mutate block"), "m.py") == ["sample"]
+    with pytest.raises(ValueError, match=r"m.py:2: __init__ .*# pragma: no mutate block"):
+        mutation.check_mutable(source.format(pragma=""), "m.py")
+    # the modules of the subsets already run pass the check
+    for module in mutation.modules_of(mutation.SUBSETS["ddpm_dvdp"] + mutation.SUBSETS["core"]):
+        mutation.check_mutable((REPO / "src" / module).read_text(), module)
