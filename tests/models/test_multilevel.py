@@ -112,7 +112,10 @@ def test_levels_boundary_must_match_the_prior(fit_tiny) -> None:
     model.check_levels(Levels([16, 32], boundary="reflect"))
     with pytest.raises(ValueError, match=r"Levels\(boundary='periodic'\) disagrees with the prior's"):
         model.check_levels(Levels([16, 32]))
-    with pytest.raises(ValueError, match=r"Levels\(boundary='reflect'\) disagrees.*boundary: periodic"):
+    # through the CLI: the same check as one line
+    with pytest.raises(
+        SystemExit, match=r"^rezdiff fit: error: Levels\(boundary='reflect'\) disagrees.*periodic"
+    ):
         fit_tiny("--data.init_args.sampler.init_args.boundary", "reflect", config=TINY_MULTILEVEL)
 
 
@@ -145,9 +148,9 @@ def test_clear_errors_for_bad_sizes_samplers_and_schedules(fit_tiny) -> None:
         "--data.init_args.sampler",
         '{"class_path": "rezdiff.data.FullGrid", "init_args": {"resolution": 32}}',
     ]
-    with pytest.raises(ValueError, match="sampler to be rezdiff.data.Levels"):
+    with pytest.raises(SystemExit, match="^rezdiff fit: error: .*sampler to be rezdiff.data.Levels"):
         fit_tiny(*full_grid, config=TINY_MULTILEVEL)
-    with pytest.raises(ValueError, match=r"resolutions \[64\] are not levels"):
+    with pytest.raises(SystemExit, match=r"^rezdiff fit: error: .*resolutions \[64\] are not levels"):
         fit_tiny(
             "--trainer.callbacks+=ResolutionSchedule",
             "--trainer.callbacks.milestones",
