@@ -203,7 +203,7 @@ def multilevel_warmstart(results: list[dict[str, Any]]) -> str:
         s = result["settings"]
         rows.append(
             [
-                f"{s['coarse']}² → {s['fine']}², {s['steps']} steps",
+                f"{s['coarse']}² → {s['fine']}², {s['steps']} steps, {s.get('prior', 'matern')} prior",
                 device_name(result),
                 date(result),
                 result["coarse_to_fine_seconds"],
