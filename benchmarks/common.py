@@ -46,17 +46,19 @@ CPU with one thread, what the process itself spent, insensitive to other process
 _clock = CLOCKS["wall"]
 
 
-def add_device_options(parser: argparse.ArgumentParser) -> None:
-    """``--device auto|cpu|cuda``, ``--threads N`` and ``--clock wall|cpu``, read back by
-    :func:`select_device`."""
+def add_device_options(parser: argparse.ArgumentParser, clock: bool = True) -> None:
+    """``--device auto|cpu|cuda``, ``--threads N`` and (unless ``clock=False``: a benchmark with timers of
+    its own) ``--clock wall|cpu`` for :func:`timed`, read back by :func:`select_device`."""
     parser.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
-    parser.add_argument(
-        "--clock",
-        choices=sorted(CLOCKS),
-        default="wall",
-        help="what timers read: wall seconds, or the process's CPU seconds (cpu: for a loaded shared CPU)",
-    )
+    if clock:
+        parser.add_argument(
+            "--clock",
+            dest="timer",
+            choices=sorted(CLOCKS),
+            default="wall",
+            help="what timers read: wall seconds, or the process's CPU seconds (cpu: a loaded shared CPU)",
+        )
 
 
 def select_device(options: argparse.Namespace) -> torch.device:
@@ -68,7 +70,7 @@ def select_device(options: argparse.Namespace) -> torch.device:
     device = torch.device(
         ("cuda" if torch.cuda.is_available() else "cpu") if options.device == "auto" else options.device
     )
-    clock = getattr(options, "clock", "wall")
+    clock = getattr(options, "timer", "wall")
     if clock == "cpu" and device.type != "cpu":
         raise ValueError("--clock cpu times CPU work only; use --clock wall on a GPU")
     _clock = CLOCKS[clock]

@@ -378,7 +378,7 @@ def print_table(resolution: int, rows: list[dict[str, Any]]) -> None:
 def main(args: list[str] | None = None) -> dict[int, dict[str, Any]]:
     """Run the benchmark; write one JSON per data resolution and return them by resolution."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    add_device_options(parser)
+    add_device_options(parser, clock=False)
     parser.add_argument("--resolutions", type=int, nargs="+", default=[128, 256])
     parser.add_argument(
         "--inner", type=int, nargs="+", default=None, help="inner grids (default: the paper's)"

@@ -76,11 +76,7 @@ class RezdiffCLI(LightningCLI):
         callbacks = list(config.get("callbacks") or [])
         extra: list[Any] = [AtomicCheckpoints()]
         if not any(isinstance(callback, ModelCheckpoint) for callback in callbacks):
-            # last.ckpt only: a top-k file per epoch would duplicate it (and outlive the run it came from)
-            checkpoints = ModelCheckpoint(
-                dirpath=str(Path(root) / "checkpoints"), save_last=True, save_top_k=0
-            )
-            extra.append(checkpoints)
+            extra.append(ModelCheckpoint(dirpath=str(Path(root) / "checkpoints"), save_last=True))
         if self.subcommand == "test":
             evaluate = self.config_init["test"].get("evaluate")
             if isinstance(evaluate, Evaluate) and evaluate.metrics != []:  # `metrics: []` turns it off
