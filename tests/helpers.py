@@ -108,3 +108,17 @@ def quickstart_swd(config: str, root: Path, **sample_options: Any) -> dict[int, 
         figures[resolution] = (pair[0], pair[1])
         print(f"{config} at {resolution}: SWD trained {pair[0]:.1f}, untrained {pair[1]:.1f}")
     return figures
+
+
+def record_noise_devices(monkeypatch: Any, module: Any) -> list[Any]:
+    """Replace ``module.randn`` by one that records the device of every draw (a CUDA model must draw its
+    noise on CUDA; on a CPU-only machine only the argument shows it); returns the growing list."""
+    devices: list[Any] = []
+    real = module.randn
+
+    def recording_randn(shape: Any, generator: Any = None, device: Any = None, dtype: Any = torch.float32):
+        devices.append(device)
+        return real(shape, generator, device, dtype)
+
+    monkeypatch.setattr(module, "randn", recording_randn)
+    return devices

@@ -8,7 +8,7 @@ import torch
 
 from rezdiff.data import FieldBatch, FieldDataModule, RandomPixels, Synthetic
 from rezdiff.models import DDPM
-from tests.helpers import TINY_UNET, loss_before_and_after, synthetic_batch
+from tests.helpers import TINY_UNET, loss_before_and_after, record_noise_devices, synthetic_batch
 
 TINY = TINY_UNET
 
@@ -144,14 +144,7 @@ def test_sample_draws_its_noise_on_the_models_device_and_is_silent_by_default(mo
     """The starting noise goes to ``self.device`` (a CUDA model samples on CUDA); no progress bar unasked."""
     import rezdiff.models.ddpm.module as ddpm_module
 
-    devices = []
-    real = ddpm_module.randn
-
-    def recording_randn(shape, generator=None, device=None, dtype=torch.float32):
-        devices.append(device)
-        return real(shape, generator, device, dtype)
-
-    monkeypatch.setattr(ddpm_module, "randn", recording_randn)
+    devices = record_noise_devices(monkeypatch, ddpm_module)
     model = DDPM(**TINY)
     model.sample(1, 16, steps=1, generator=torch.Generator().manual_seed(0))
     assert devices == [model.device] and capsys.readouterr().err == ""

@@ -8,7 +8,7 @@ import torch
 
 from rezdiff.data import FieldBatch
 from rezdiff.models import DVDP
-from tests.helpers import TINY_UNET, loss_before_and_after, synthetic_batch
+from tests.helpers import TINY_UNET, loss_before_and_after, record_noise_devices, synthetic_batch
 
 TINY = {**TINY_UNET, "turning_points": (50,)}
 
@@ -169,14 +169,7 @@ def test_sample_draws_its_noise_on_the_models_device_and_is_silent_by_default(mo
     """The starting noise goes to ``self.device`` (a CUDA model samples on CUDA); no progress bar unasked."""
     import rezdiff.models.dvdp.module as dvdp_module
 
-    devices = []
-    real = dvdp_module.randn
-
-    def recording_randn(shape, generator=None, device=None, dtype=torch.float32):
-        devices.append(device)
-        return real(shape, generator, device, dtype)
-
-    monkeypatch.setattr(dvdp_module, "randn", recording_randn)
+    devices = record_noise_devices(monkeypatch, dvdp_module)
     model = DVDP(**TINY)
     model.sample(1, 16, steps=1, generator=torch.Generator().manual_seed(0))
     assert devices == [model.device] and capsys.readouterr().err == ""
