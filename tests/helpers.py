@@ -122,3 +122,13 @@ def record_noise_devices(monkeypatch: Any, module: Any) -> list[Any]:
 
     monkeypatch.setattr(module, "randn", recording_randn)
     return devices
+
+
+class WildEps(torch.nn.Module):
+    """A fixed ε-predictor whose x̂₀ leaves [-1, 1], so clipping and the final clamp both matter."""
+
+    def check_size(self, height: int, width: int) -> None:
+        """Any size suits it (the U-Net's check is not under test here)."""
+
+    def forward(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        return -2.5 * x + 0.01 * t.to(x.dtype).reshape(-1, 1, 1, 1)

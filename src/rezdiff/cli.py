@@ -11,6 +11,7 @@ reference features.
 from __future__ import annotations
 
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -163,30 +164,34 @@ def _friendly(command: str, run: Any) -> Any:
         raise SystemExit(f"rezdiff {command}: error: {check}") from error
 
 
+def _chain(error: BaseException | None) -> Iterator[BaseException]:
+    """``error`` and the exceptions it was raised from or during, outermost first."""
+    while error is not None:
+        yield error
+        error = error.__cause__ or error.__context__
+
+
 def _rezdiff_check(error: BaseException) -> str | None:
     """The message of the innermost ValueError that rezdiff's own code raised in ``error``'s
     chain, prefixed by the class whose constructor raised it (``FieldDataModule: batch_size must be ...``);
     None when the error is not one of rezdiff's checks (a bug: keep the traceback)."""
     package = str(Path(__file__).parent)
     found = None
-    while error is not None:
-        frame = None
-        traceback = error.__traceback__
-        while traceback is not None:
-            frame, traceback = traceback.tb_frame, traceback.tb_next
-        if isinstance(error, ValueError) and frame and frame.f_code.co_filename.startswith(package):
+    for link in _chain(error):
+        traceback = link.__traceback__
+        while traceback is not None and traceback.tb_next is not None:
+            traceback = traceback.tb_next
+        frame = traceback.tb_frame if traceback is not None else None
+        if isinstance(link, ValueError) and frame and frame.f_code.co_filename.startswith(package):
             owner = frame.f_locals.get("self") if frame.f_code.co_name == "__init__" else None
-            found = f"{type(owner).__name__}: {error}" if owner is not None else str(error)
-        error = error.__cause__ or error.__context__  # type: ignore[assignment]
+            found = f"{type(owner).__name__}: {link}" if owner is not None else str(link)
     return found
 
 
 def _first_cause(
     error: BaseException, kind: type[BaseException] | tuple[type[BaseException], ...]
 ) -> BaseException | None:
-    while error is not None and not isinstance(error, kind):
-        error = error.__cause__ or error.__context__  # type: ignore[assignment]
-    return error
+    return next((link for link in _chain(error) if isinstance(link, kind)), None)
 
 
 def entry_point() -> None:

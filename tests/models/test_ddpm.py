@@ -8,7 +8,7 @@ import torch
 
 from rezdiff.data import FieldBatch, FieldDataModule, RandomPixels, Synthetic
 from rezdiff.models import DDPM
-from tests.helpers import TINY_UNET, loss_before_and_after, record_noise_devices, synthetic_batch
+from tests.helpers import TINY_UNET, WildEps, loss_before_and_after, record_noise_devices, synthetic_batch
 
 TINY = TINY_UNET
 
@@ -71,16 +71,6 @@ def test_trainer_fit_with_random_pixels_batches_still_trains_on_the_grid(tmp_pat
     assert trainer.global_step == 2
 
 
-class _WildEps(torch.nn.Module):
-    """A fixed ε-predictor whose x̂₀ leaves [-1, 1], so clipping and the final clamp both matter."""
-
-    def check_size(self, height: int, width: int) -> None:
-        """Any size suits it (the U-Net's check is not under test here)."""
-
-    def forward(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        return -2.5 * x + 0.01 * t.to(x.dtype).reshape(-1, 1, 1, 1)
-
-
 @pytest.mark.parametrize(
     ("settings", "call", "expected"),
     [
@@ -111,7 +101,7 @@ def test_sample_is_the_core_sampler_with_the_models_settings(settings, call, exp
     from rezdiff.core.schedules import timestep_subsequence
 
     model = DDPM(**{**TINY, "sample_steps": 7, **settings})
-    model.network, model.ema = _WildEps(), None
+    model.network, model.ema = WildEps(), None
     images = model.sample(2, 16, generator=torch.Generator().manual_seed(3), **call)
 
     generator = torch.Generator().manual_seed(3)
@@ -122,12 +112,12 @@ def test_sample_is_the_core_sampler_with_the_models_settings(settings, call, exp
     )
     if expected["sampler"] == "ddim":
         raw = ddim_sample(
-            _WildEps(), x_T, acp, timesteps, eta=expected["eta"], generator=generator,
+            WildEps(), x_T, acp, timesteps, eta=expected["eta"], generator=generator,
             clip_x0=expected["clip"], eps_after_clip=expected["eps_after_clip"],
         )  # fmt: skip
     else:
         raw = ddpm_sample(
-            _WildEps(), x_T, acp, generator=generator, clip_x0=expected["clip"], timesteps=timesteps
+            WildEps(), x_T, acp, generator=generator, clip_x0=expected["clip"], timesteps=timesteps
         )
     torch.testing.assert_close(images, raw.clamp(-1, 1), rtol=0, atol=1e-6)
     if expected["clip"] is None:

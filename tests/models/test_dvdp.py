@@ -8,7 +8,7 @@ import torch
 
 from rezdiff.data import FieldBatch
 from rezdiff.models import DVDP
-from tests.helpers import TINY_UNET, loss_before_and_after, record_noise_devices, synthetic_batch
+from tests.helpers import TINY_UNET, WildEps, loss_before_and_after, record_noise_devices, synthetic_batch
 
 TINY = {**TINY_UNET, "turning_points": (50,)}
 
@@ -57,16 +57,6 @@ def test_per_batch_stage_sampling_draws_one_stage() -> None:
     assert seen == {0, 1}
 
 
-class _WildEps(torch.nn.Module):
-    """A fixed ε-predictor whose x̂₀ leaves [-1, 1], so clipping and the final clamp both matter."""
-
-    def check_size(self, height: int, width: int) -> None:
-        """Any size suits it (the U-Net's check is not under test here)."""
-
-    def forward(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        return -2.5 * x + 0.01 * t.to(x.dtype).reshape(-1, 1, 1, 1)
-
-
 @pytest.mark.parametrize(
     ("settings", "call", "expected"),
     [
@@ -98,14 +88,14 @@ def test_sample_is_the_core_sampler_with_the_models_settings(settings, call, exp
     from rezdiff.core.pyramid import dvdp_sample, sampling_timesteps
 
     model = DVDP(**{**TINY, "turning_points": (30, 60), "sample_steps": 7, "eta": 0.5, **settings})
-    model.network, model.ema = _WildEps(), None
+    model.network, model.ema = WildEps(), None
     images = model.sample(2, 16, generator=torch.Generator().manual_seed(3), **call)
 
     generator = torch.Generator().manual_seed(3)
     x_T = randn((2, 3, 4, 4), generator)
     timesteps = sampling_timesteps(model.schedule, expected["steps"])
     raw = dvdp_sample(
-        _WildEps(), x_T, model.schedule, timesteps, sampler=expected["sampler"], eta=expected["eta"],
+        WildEps(), x_T, model.schedule, timesteps, sampler=expected["sampler"], eta=expected["eta"],
         clip_x0=expected["clip"], generator=generator,
     )  # fmt: skip
     assert raw.shape == images.shape
@@ -156,7 +146,7 @@ def test_loss_is_eq_12_written_out_per_example(per_batch: bool) -> None:
     model = DVDP(
         **{**TINY, "turning_points": (30, 60)}, stage_sampling="per_batch" if per_batch else "per_example"
     )
-    model.network = _WildEps()
+    model.network = WildEps()
     x0 = torch.rand(4, 3, 16, 16, generator=torch.Generator().manual_seed(0)) * 2 - 1
     seed = 0 if per_batch else 3  # per example: stages 2, 1, 1, 2; per batch: stage 1
     expected, stages = _reference_loss(model, x0, seed, per_batch)

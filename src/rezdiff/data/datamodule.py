@@ -16,6 +16,11 @@ from rezdiff.data.datasets import FieldDataset, read_split_file, stable_seed
 from rezdiff.data.samplers import FieldSampler
 
 
+def _check_hflip(hflip: float) -> None:
+    if not 0.0 <= hflip <= 1.0:
+        raise ValueError(f"hflip is a probability in [0, 1], got {hflip} (0.5: the papers' random flip)")
+
+
 class Mirrored:
     """``dataset`` seen in a mirror: every image and every rendering flipped left to right (the field
     ``f(-x, y)``), so a sampler that renders or crops it draws from the mirror image."""
@@ -53,8 +58,7 @@ class SampledDataset(Dataset[FieldBatch]):
         seed: int | None = None,
         hflip: float = 0.0,
     ) -> None:
-        if not 0.0 <= hflip <= 1.0:
-            raise ValueError(f"hflip is a probability in [0, 1], got {hflip}")
+        _check_hflip(hflip)
         self.dataset = dataset
         self.indices = [int(i) for i in indices]
         self.sampler = sampler.restricted_to(self.indices)
@@ -126,8 +130,7 @@ class FieldDataModule(pl.LightningDataModule):
         hflip: float = 0.0,
     ) -> None:
         super().__init__()
-        if not 0.0 <= hflip <= 1.0:
-            raise ValueError(f"hflip is a probability in [0, 1], got {hflip} (0.5: the papers' random flip)")
+        _check_hflip(hflip)
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         if val_batch_size is not None and val_batch_size < 1:
