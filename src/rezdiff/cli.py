@@ -1,5 +1,5 @@
 """The ``rezdiff`` command: ``fit``/``validate``/``test``/``predict`` through LightningCLI, ``stats``,
-``sample`` and ``sweep``.
+``sample``, ``export`` and ``sweep``.
 
 A run directory (``--trainer.default_root_dir``) holds ``config.yaml``, ``checkpoints/`` (``last.ckpt``
 always), the logs (TensorBoard when installed, CSV otherwise), ``samples/`` and, after ``rezdiff test``,
@@ -42,6 +42,8 @@ commands:
               INFD: --guide box=X0,Y0,X1,Y1,loss=color,mean=R,G,B --guidance-scale 20;
               INFD stage 1: --super-resolve IMAGE renders its reconstruction at --resolution)
   stats      compute and cache the reference features `evaluate:` needs:  rezdiff stats --config CFG
+  export     a checkpoint as a diffusers pipeline (DDPM, INFD) or as safetensors + JSON (any model):
+             rezdiff export --ckpt CKPT --out DIR --format diffusers|safetensors
   sweep      fit + test a grid of runs, one results table and plot:
              rezdiff sweep configs/sweeps/families_quickstart.yaml [--print-commands]
 
@@ -142,6 +144,10 @@ def main(args: list[str] | None = None) -> Any:
         return sweep_main(argv[1:])
     if command == "stats":
         return _friendly(command, lambda: stats_main(argv[1:]))
+    if command == "export":
+        from rezdiff.export import export_main
+
+        return export_main(argv[1:])
     if command not in LIGHTNING_COMMANDS:
         raise SystemExit(f"rezdiff: unknown command {command!r}\n\n{HELP}")
     # None: LightningCLI reads sys.argv itself (as DDP re-launches expect)
