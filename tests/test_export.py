@@ -115,7 +115,7 @@ def test_export_command_writes_a_pipeline(tmp_path: Path) -> None:
 
 
 def test_load_names_what_a_folder_lacks(tmp_path: Path) -> None:
-    """An empty folder or a diffusers export given to rezdiff.load: a CheckpointError naming what is missing."""
+    """An empty folder or a diffusers export given to rezdiff.load: a CheckpointError naming what lacks."""
     with pytest.raises(CheckpointError, match="needs rezdiff.json and model.safetensors"):
         rezdiff.load(tmp_path)
     folder = to_diffusers(_ddpm(), tmp_path / "pipe")
