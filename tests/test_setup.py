@@ -58,7 +58,8 @@ IMPORT_NAMES = {
     "pyyaml": "yaml",
 }
 OPTIONAL_IMPORTS = {"triton"}  # the `triton` extra: imported only where it is installed
-USED_INDIRECTLY = {"jsonargparse"}  # LightningCLI's parser: lightning imports it but does not require it
+USED_INDIRECTLY = {"jsonargparse", "tensorboard"}  # LightningCLI's parser and its default logger's writer:
+# lightning imports them but does not require them
 
 
 def test_declared_dependencies_are_the_imported_ones() -> None:

@@ -2,7 +2,7 @@
 ``sample``, ``export`` and ``sweep``.
 
 A run directory (``--trainer.default_root_dir``) holds ``config.yaml``, ``checkpoints/`` (``last.ckpt``
-always), the logs (TensorBoard when installed, CSV otherwise), ``samples/`` and, after ``rezdiff test``,
+always), the the TensorBoard logs (with the learning rate), ``samples/`` and, after ``rezdiff test``,
 ``metrics.json``. Every config accepts a top-level ``evaluate:`` section (the settings of
 :class:`rezdiff.evaluation.Evaluate`); ``test`` runs it after the test loss and ``stats`` caches its
 reference features.
@@ -15,9 +15,9 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
 from lightning.pytorch.cli import LightningCLI
-from lightning.pytorch.loggers import CSVLogger, Logger, TensorBoardLogger
+from lightning.pytorch.loggers import Logger, TensorBoardLogger
 
 from rezdiff.callbacks.checkpoint import AtomicCheckpoints, CheckpointWriteError
 from rezdiff.data.datamodule import FieldDataModule
@@ -54,12 +54,9 @@ LightningCLI option (--print_config, several -c files, dotted overrides such as 
 
 
 def default_logger(root: str) -> Logger:
-    """TensorBoard when it is installed, CSV otherwise, writing straight into the run directory."""
-    from lightning.fabric.loggers.tensorboard import _TENSORBOARD_AVAILABLE, _TENSORBOARDX_AVAILABLE
-
-    if _TENSORBOARD_AVAILABLE or _TENSORBOARDX_AVAILABLE:
-        return TensorBoardLogger(save_dir=root, name="", version="")
-    return CSVLogger(save_dir=root, name="", version="")
+    """TensorBoard (a dependency) writing straight into the run directory, without the ``hp_metric``
+    placeholder Lightning would log at -1."""
+    return TensorBoardLogger(save_dir=root, name="", version="", default_hp_metric=False)
 
 
 class RezdiffCLI(LightningCLI):
@@ -78,6 +75,9 @@ class RezdiffCLI(LightningCLI):
             kwargs["logger"] = default_logger(root)
         callbacks = list(config.get("callbacks") or [])
         extra: list[Any] = [AtomicCheckpoints()]
+        has_monitor = any(isinstance(callback, LearningRateMonitor) for callback in callbacks)
+        if config.get("logger") is not False and not has_monitor:
+            extra.append(LearningRateMonitor())
         if not any(isinstance(callback, ModelCheckpoint) for callback in callbacks):
             extra.append(ModelCheckpoint(dirpath=str(Path(root) / "checkpoints"), save_last=True))
         if self.subcommand == "test":
