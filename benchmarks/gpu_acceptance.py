@@ -72,7 +72,9 @@ def package_version(module: str) -> str | None:
 def git_commit() -> str | None:
     try:
         done = subprocess.run(["git", "-C", str(REPO), "rev-parse", "HEAD"], capture_output=True, text=True)
-        dirty = subprocess.run(["git", "-C", str(REPO), "status", "--porcelain"], capture_output=True, text=True)
+        dirty = subprocess.run(
+            ["git", "-C", str(REPO), "status", "--porcelain"], capture_output=True, text=True
+        )
     except OSError:
         return None
     if done.returncode != 0:
@@ -83,7 +85,6 @@ def git_commit() -> str | None:
 def environment(device: Any) -> dict[str, Any]:
     """Device name and memory, library versions (None: not installed), git commit."""
     import torch
-
     from common import cpu_name
 
     info: dict[str, Any] = {"type": device.type, "cpu": cpu_name(), "threads": torch.get_num_threads()}
@@ -136,7 +137,6 @@ def _main_thread() -> bool:
 def run_part(name: str, fn: Callable[[Any], dict[str, Any]], ctx: Any) -> dict[str, Any]:
     """``fn(ctx)`` under its budget; ``{"status": "ok"|"failed"|"skipped", "error": one line, ...}``."""
     import torch
-
     from acceptance_parts import PartialFailure, Skipped, one_line
 
     print(f"== {name} (budget {ctx.budget_s:.0f} s)", flush=True)
@@ -165,22 +165,28 @@ def main(args: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", default=str(RESULTS), help="folder of the acceptance JSON")
     parser.add_argument("--smoke", action="store_true", help="every part at toy sizes (the CPU test)")
-    parser.add_argument("--budget-s", type=float, default=420.0, help="seconds shared by the parts")
+    parser.add_argument(
+        "--budget-s",
+        type=float,
+        default=None,
+        help="seconds shared by the parts (default 420; --smoke: 1800, for a loaded shared CPU)",
+    )
     parser.add_argument("--parts", nargs="+", default=None, help="run only these parts (default: all)")
     parser.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
     parser.add_argument("--wheelhouse", default=str(REPO / "build" / "wheelhouse"))
     parser.add_argument("--vgg-weights", default=None, help="VGG16 file for INFD's LPIPS (else lap_l1)")
     options = parser.parse_args(args)
+    if options.budget_s is None:
+        options.budget_s = 1800.0 if options.smoke else 420.0
     if options.budget_s <= 0:
         raise ValueError(f"--budget-s must be positive, got {options.budget_s}")
     setup = install_from_wheelhouse(Path(options.wheelhouse))
     if (REPO / "src" / "rezdiff").is_dir() and importlib.util.find_spec("rezdiff") is None:
         sys.path.insert(0, str(REPO / "src"))  # a bare machine: rezdiff from the source tree
     sys.path.insert(0, str(HERE))
-    import torch
-
     import acceptance_parts
+    import torch
     from acceptance_parts import Context
 
     unknown = sorted(set(options.parts or []) - set(acceptance_parts.PARTS))

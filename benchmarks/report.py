@@ -70,7 +70,8 @@ CLAIMS: list[tuple[str, str, str]] = [
     (
         "GPU acceptance",
         "gpu_acceptance",
-        "every GPU figure from one run of `gpu_acceptance.py` (device, versions, commit): the parts' statuses, "
+        "every GPU figure from one run of `gpu_acceptance.py` (device, versions, commit): the parts' "
+        "statuses, "
         "then one table per part",
     ),
 ]
@@ -416,11 +417,15 @@ def gpu_acceptance(results: list[dict[str, Any]]) -> str:
         shown = ", ".join(f"{k} {versions.get(k) or '—'}" for k in ("torch", "cuda", "triton", "diffusers"))
         commit = (result.get("git_commit") or "—")[:12]
         smoke = " — **smoke run (toy sizes): not a measurement**" if result.get("smoke") else ""
-        text += f"`{result['_file']}`: {device_name(result)}, {shown}, commit {commit}, {date(result)}{smoke}.\n\n"
+        text += f"`{result['_file']}`: {device_name(result)}, {shown}, commit {commit}, {date(result)}"
+        text += f"{smoke}.\n\n"
         parts = result.get("parts", {})
         text += table(
             ["part", "status", "s", "budget s", "error"],
-            [[name, p["status"], p.get("seconds"), p.get("budget_s"), p.get("error")] for name, p in parts.items()],
+            [
+                [name, p["status"], p.get("seconds"), p.get("budget_s"), p.get("error")]
+                for name, p in parts.items()
+            ],
         )
         for name, part in parts.items():
             skip = {"status", "error", "seconds", "budget_s", "rows", "notes", "files"}

@@ -48,7 +48,9 @@ def test_smoke_runs_every_part_and_records_finite_figures(tmp_path: Path) -> Non
         assert numbers(part) and all(math.isfinite(x) for x in numbers(part)), name
     assert written["parts"]["gpu_tests"]["rows"], "the gpu-marked tests were not collected"
     assert {r["outcome"] for r in written["parts"]["gpu_tests"]["rows"]} == {"skipped"}  # no CUDA here
-    assert [r["family"] for r in written["parts"]["paper_configs"]["rows"]] == list(acceptance_parts.PAPER_CONFIGS)
+    assert [r["family"] for r in written["parts"]["paper_configs"]["rows"]] == list(
+        acceptance_parts.PAPER_CONFIGS
+    )
     assert all(r["loss_finite"] for r in written["parts"]["paper_configs"]["rows"])
 
 
@@ -168,13 +170,18 @@ def test_report_shows_the_parts_of_an_acceptance_run() -> None:
         "git_commit": "0123456789abcdef",
         "date": "2026-12-07T04:00:00+00:00",
         "parts": {
-            "sparse": {"status": "ok", "error": None, "seconds": 20.0, "budget_s": 34.0, "measured_threshold": 0.25,
-                       "rows": [{"resolution": 64, "density": 0.25, "triton_s": 0.001}], "notes": ["a note"]},
-            "dvdp": {"status": "failed", "error": "PartTimeout: ran past its budget of 63 s", "seconds": 63.0},
+            "sparse": {"status": "ok", "error": None, "seconds": 20.0, "budget_s": 34.0,
+                       "measured_threshold": 0.25, "notes": ["a note"],
+                       "rows": [{"resolution": 64, "density": 0.25, "triton_s": 0.001}]},
+            "dvdp": {"status": "failed", "error": "PartTimeout: ran past its budget of 63 s",
+                     "seconds": 63.0},
         },
     }  # fmt: skip
     text = report.gpu_acceptance([result])
-    assert "NVIDIA H100 80GB HBM3, torch 2.11.0, cuda 12.8, triton 3.3.0, diffusers —, commit 0123456789ab" in text
+    assert (
+        "NVIDIA H100 80GB HBM3, torch 2.11.0, cuda 12.8, triton 3.3.0, diffusers —, commit 0123456789ab"
+        in text
+    )
     assert "| sparse | ok | 20 | 34 | — |" in text
     assert "| dvdp | failed | 63 | — | PartTimeout: ran past its budget of 63 s |" in text
     assert "**sparse**; measured_threshold 0.25" in text and "| 64 | 0.25 | 0.001 |" in text
