@@ -153,8 +153,11 @@ def run_part(name: str, fn: Callable[[Any], dict[str, Any]], ctx: Any) -> dict[s
     finally:
         gc.collect()
         if ctx.device.type == "cuda":
-            torch.cuda.synchronize(ctx.device)
-            torch.cuda.empty_cache()
+            try:  # a part's CUDA error may surface here; it is that part's, recorded above if raised there
+                torch.cuda.synchronize(ctx.device)
+                torch.cuda.empty_cache()
+            except RuntimeError as error:
+                print(f"   after {name}: {one_line(error)}", flush=True)
     result["seconds"] = time.perf_counter() - start
     result["budget_s"] = ctx.budget_s
     print(f"   {name}: {result['status']} in {result['seconds']:.1f} s {result['error'] or ''}", flush=True)
