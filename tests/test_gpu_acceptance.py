@@ -97,6 +97,17 @@ def test_a_failing_or_overrunning_part_is_recorded_and_the_run_goes_on(
     assert ran == ["first", "last"] and result["parts"]["slow"]["seconds"] < 5
 
 
+def test_a_part_whose_imports_fail_is_recorded(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Benchmarks are imported by the part that needs them: a missing package (here the whole script) fails
+    that part with a one-line error instead of the run."""
+    monkeypatch.setitem(sys.modules, "dvdp_speedup", None)  # import dvdp_speedup -> ImportError
+    ctx = acceptance_parts.Context(torch.device("cpu"), True, Path("."), 60.0)
+    part = gpu_acceptance.run_part("dvdp", acceptance_parts.dvdp, ctx)
+    assert part["status"] == "failed" and part["error"].startswith(
+        "ModuleNotFoundError: import of dvdp_speedup"
+    )
+
+
 def test_a_failing_config_keeps_the_others_rows(monkeypatch: pytest.MonkeyPatch) -> None:
     """paper_configs records a failing config as a row and fails the part with the others' rows kept."""
 
