@@ -97,6 +97,30 @@ def test_a_failing_or_overrunning_part_is_recorded_and_the_run_goes_on(
     assert ran == ["first", "last"] and result["parts"]["slow"]["seconds"] < 5
 
 
+def test_an_outer_alarm_survives_a_part() -> None:
+    """A part's budget borrows SIGALRM: an alarm set outside (pytest-timeout's) is rearmed afterwards."""
+    fired: list[int] = []
+    previous = gpu_acceptance.signal.signal(gpu_acceptance.signal.SIGALRM, lambda *a: fired.append(1))
+    try:
+        gpu_acceptance.signal.setitimer(gpu_acceptance.signal.ITIMER_REAL, 30)
+        with gpu_acceptance.time_limit(5):
+            pass
+        remaining, _ = gpu_acceptance.signal.getitimer(gpu_acceptance.signal.ITIMER_REAL)
+        assert 25 < remaining <= 30 and not fired
+    finally:
+        gpu_acceptance.signal.setitimer(gpu_acceptance.signal.ITIMER_REAL, 0)
+        gpu_acceptance.signal.signal(gpu_acceptance.signal.SIGALRM, previous)
+
+
+def test_versions_without_diffusers(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A bare GPU machine without diffusers still gets its results written (diffusers recorded as None)."""
+    import common
+
+    monkeypatch.setitem(sys.modules, "diffusers", None)
+    versions = common.versions()
+    assert versions["diffusers"] is None and versions["torch"] == torch.__version__
+
+
 def test_a_part_whose_imports_fail_is_recorded(monkeypatch: pytest.MonkeyPatch) -> None:
     """Benchmarks are imported by the part that needs them: a missing package (here the whole script) fails
     that part with a one-line error instead of the run."""
