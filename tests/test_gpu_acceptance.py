@@ -121,18 +121,18 @@ def test_versions_without_diffusers(monkeypatch: pytest.MonkeyPatch) -> None:
     assert versions["diffusers"] is None and versions["torch"] == torch.__version__
 
 
-def test_a_part_whose_imports_fail_is_recorded(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_part_whose_imports_fail_is_recorded(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Benchmarks are imported by the part that needs them: a missing package (here the whole script) fails
     that part with a one-line error instead of the run."""
     monkeypatch.setitem(sys.modules, "dvdp_speedup", None)  # import dvdp_speedup -> ImportError
-    ctx = acceptance_parts.Context(torch.device("cpu"), True, Path("."), 60.0)
+    ctx = acceptance_parts.Context(torch.device("cpu"), True, tmp_path, 60.0)
     part = gpu_acceptance.run_part("dvdp", acceptance_parts.dvdp, ctx)
     assert part["status"] == "failed" and part["error"].startswith(
         "ModuleNotFoundError: import of dvdp_speedup"
     )
 
 
-def test_a_failing_config_keeps_the_others_rows(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_failing_config_keeps_the_others_rows(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """paper_configs records a failing config as a row and fails the part with the others' rows kept."""
 
     def fit(config: str, *args: Any) -> dict[str, Any]:
@@ -141,7 +141,7 @@ def test_a_failing_config_keeps_the_others_rows(monkeypatch: pytest.MonkeyPatch)
         return {"config": Path(config).name, "loss_finite": True}
 
     monkeypatch.setattr(acceptance_parts, "fit_steps", fit)
-    ctx = acceptance_parts.Context(acceptance_parts.torch.device("cpu"), True, Path("."), 60.0)
+    ctx = acceptance_parts.Context(torch.device("cpu"), True, tmp_path, 60.0)
     with pytest.raises(acceptance_parts.PartialFailure, match="dvdp") as caught:
         acceptance_parts.paper_configs(ctx)
     rows = caught.value.partial["rows"]
