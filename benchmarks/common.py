@@ -77,16 +77,21 @@ def select_device(options: argparse.Namespace) -> torch.device:
     return device
 
 
-def versions() -> dict[str, str]:
-    import diffusers
-
+def versions() -> dict[str, str | None]:
+    """Library versions; diffusers None where it is not installed (a bare GPU machine's pure-torch parts)."""
     import rezdiff
 
+    try:
+        import diffusers
+
+        diffusers_version: str | None = diffusers.__version__
+    except ImportError:
+        diffusers_version = None
     return {
         "python": platform.python_version(),
         "torch": torch.__version__,
         "lightning": lightning.__version__,
-        "diffusers": diffusers.__version__,
+        "diffusers": diffusers_version,
         "rezdiff": rezdiff.__version__,
     }
 

@@ -67,6 +67,13 @@ CLAIMS: list[tuple[str, str, str]] = [
         "families_quickstart",
         "every family's quickstart, scored at 1x/2x/4x",
     ),
+    (
+        "GPU acceptance",
+        "gpu_acceptance",
+        "every GPU figure from one run of `gpu_acceptance.py` (device, versions, commit): the parts' "
+        "statuses, "
+        "then one table per part",
+    ),
 ]
 
 
@@ -402,6 +409,35 @@ def infd_rendering(results: list[dict[str, Any]]) -> str:
     return text + "\n" + "\n".join(notes) + "\n"
 
 
+def gpu_acceptance(results: list[dict[str, Any]]) -> str:
+    """Per run: device, versions and commit; a status table of the parts; then each part's rows and notes."""
+    text = ""
+    for result in results:
+        versions = result.get("versions", {})
+        shown = ", ".join(f"{k} {versions.get(k) or '—'}" for k in ("torch", "cuda", "triton", "diffusers"))
+        commit = (result.get("git_commit") or "—")[:12]
+        smoke = " — **smoke run (toy sizes): not a measurement**" if result.get("smoke") else ""
+        text += f"`{result['_file']}`: {device_name(result)}, {shown}, commit {commit}, {date(result)}"
+        text += f"{smoke}.\n\n"
+        parts = result.get("parts", {})
+        text += table(
+            ["part", "status", "s", "budget s", "error"],
+            [
+                [name, p["status"], p.get("seconds"), p.get("budget_s"), p.get("error")]
+                for name, p in parts.items()
+            ],
+        )
+        for name, part in parts.items():
+            skip = {"status", "error", "seconds", "budget_s", "rows", "notes", "files"}
+            scalars = {k: v for k, v in part.items() if k not in skip and not isinstance(v, (dict, list))}
+            if not part.get("rows") and not scalars:
+                continue
+            text += f"\n**{name}**" + "".join(f"; {k} {fmt(v)}" for k, v in scalars.items()) + "\n\n"
+            text += generic([{**result, "rows": part.get("rows") or []}])
+            text += "".join(f"\n{note}\n" for note in part.get("notes", []))
+    return text
+
+
 def generic(results: list[dict[str, Any]]) -> str:
     """Any result file with ``rows``: its own columns, plus device, date and the paper's figures."""
     text = ""
@@ -423,6 +459,7 @@ RENDERERS: dict[str, Callable[[list[dict[str, Any]]], str]] = {
     "families_quickstart": families_quickstart,
     "infty_diff_subsampling": infty_diff_subsampling,
     "infd_rendering": infd_rendering,
+    "gpu_acceptance": gpu_acceptance,
 }
 
 

@@ -30,8 +30,19 @@ from rezdiff.cli import RezdiffCLI  # noqa: E402
 from rezdiff.data.datamodule import FieldDataModule  # noqa: E402
 from rezdiff.models.base import DiffusionModule, step_generator  # noqa: E402
 
-# Dense bf16 tensor-core peaks (no sparsity) of the GPUs this project benchmarks on, in FLOP/s.
-BF16_PEAK = {"H100": 989e12, "H200": 989e12, "A100": 312e12}
+# Dense bf16 tensor-core peaks (no sparsity) in FLOP/s, matched against torch.cuda.get_device_name in this
+# order (the first key the name contains). Vendor figures: NVIDIA's H100 datasheet gives bf16 1,979 TFLOPS
+# (SXM), 1,513 (PCIe) and 1,671 (NVL) *with sparsity*, i.e. 989, 756 and 835 dense; the H200 datasheet 1,979
+# (SXM) and 1,671 (NVL) with sparsity; the A100 datasheet 312 dense. SXM parts report e.g. "NVIDIA H100 80GB
+# HBM3" and "NVIDIA H200", so the plain "H100"/"H200" keys come after the PCIe/NVL ones.
+BF16_PEAK = {
+    "H100 PCIe": 756e12,
+    "H100 NVL": 835e12,
+    "H200 NVL": 835e12,
+    "H100": 989e12,
+    "H200": 989e12,
+    "A100": 312e12,
+}
 
 
 def build(config: str, overrides: list[str]) -> tuple[DiffusionModule, FieldDataModule]:
@@ -48,9 +59,14 @@ def build(config: str, overrides: list[str]) -> tuple[DiffusionModule, FieldData
 
 
 def peak_bf16(device: torch.device) -> float | None:
+    """The dense bf16 peak of a CUDA device from :data:`BF16_PEAK` (None: a CPU or an unlisted GPU)."""
     if device.type != "cuda":
         return None
-    name = torch.cuda.get_device_name(device)
+    return peak_for_name(torch.cuda.get_device_name(device))
+
+
+def peak_for_name(name: str) -> float | None:
+    """The first :data:`BF16_PEAK` entry whose key ``name`` contains (the table's order: PCIe/NVL first)."""
     return next((peak for key, peak in BF16_PEAK.items() if key in name), None)
 
 
