@@ -20,6 +20,7 @@ from rezdiff.evaluation import METRICS, Evaluate, SampleMetric, SampleSet, regis
 from rezdiff.evaluation.sharding import Gather
 from rezdiff.loading import build
 from rezdiff.models import DiffusionModule
+from rezdiff.sweep import Sweep, collect
 from tests.helpers import REPO, TINY_DDPM
 
 TINY = REPO / "tests" / "configs"
@@ -74,6 +75,7 @@ def test_a_metric_registered_here_reaches_metrics_json_through_rezdiff_test(
     expected = torch.stack([dataset.render(i, (16, 16)) for i in range(3)]).double().mean()
     assert report["metrics"]["reference_brightness@16"] == pytest.approx(float(expected), abs=1e-9)
     assert {"brightness_gap@16", "swd@16", "test/loss"} <= set(report["metrics"])
+    assert report["metric_keys"]["brightness"] == ["brightness_gap@16", "reference_brightness@16"]
     assert report["settings"]["metric_options"]["brightness"] == {"count": 3}
     assert report["settings"]["sample"] == {"steps": 2}
 
@@ -209,3 +211,20 @@ def test_rezdiff_stats_works_for_infty_diff_and_infd_stage1(
     files = main(["stats", "--config", str(TINY / config), f"--evaluate.stats_dir={tmp_path}", *args])
     assert [f.name.split("_")[:2] for f in files] == [[kind, "16"]]  # the model's native 16x16
     assert torch.load(files[0], weights_only=True)["features"].shape[0] == 4
+
+
+def test_sweep_collects_every_key_a_chosen_metric_wrote(tmp_path: Path) -> None:
+    """``collect: [kid, pfid]`` keeps ``kid_std@R`` and ``pfid8@R`` (keys whose name is not the metric's)."""
+    sweep = Sweep.from_spec({"configs": [str(TINY_DDPM)], "collect": ["kid", "pfid"]}, out=tmp_path)
+    (run,) = sweep.runs
+    run.directory.mkdir(parents=True)
+    metrics = {"fid@16": 3.0, "kid@16": 0.1, "kid_std@16": 0.01, "pfid8@16": 2.0, "test/loss": 0.5}
+    keys = {"fid": ["fid@16"], "kid": ["kid@16", "kid_std@16"], "pfid": ["pfid8@16"]}
+    (run.directory / "metrics.json").write_text(json.dumps({"metrics": metrics, "metric_keys": keys}))
+    (row,) = collect(sweep)
+    assert {key for key in row if "@" in key or "/" in key} == {
+        "kid@16",
+        "kid_std@16",
+        "pfid8@16",
+        "test/loss",
+    }

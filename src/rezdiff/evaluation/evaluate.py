@@ -116,6 +116,7 @@ class Evaluate(pl.Callback):
         self._active: list[str] = []
         self.grid_dir: Path | None = None
         self.results: dict[str, float] = {}
+        self.metric_keys: dict[str, list[str]] = {}  # metric name -> its keys in results (for sweeps)
         self.seconds: float | None = None
 
     # ------------------------------------------------------------------ settings
@@ -240,6 +241,7 @@ class Evaluate(pl.Callback):
         indices = self.pipeline.reference_indices(dataset, split)
         double = any("reconstruction_2x" in m.needs for m in reconstructing)
         results: dict[str, float] = {}
+        self.metric_keys = {}
         was_training = model.training
         model.eval()
         try:
@@ -263,7 +265,9 @@ class Evaluate(pl.Callback):
                         for metric in reconstructing:
                             metric.update(batch)
                 for metric in metrics:
-                    results |= {f"{key}@{tag}": value for key, value in metric.compute(gather).items()}
+                    figures = {f"{key}@{tag}": value for key, value in metric.compute(gather).items()}
+                    self.metric_keys.setdefault(metric.name, []).extend(figures)
+                    results |= figures
         finally:
             model.train(was_training)
         self.results = results
@@ -304,6 +308,7 @@ class Evaluate(pl.Callback):
             "resolutions": [label(r) for r in self.model_resolutions(pl_module)],
             "settings": self.report_settings(pl_module),
             "metrics": metrics,
+            "metric_keys": self.metric_keys,
             "eval_seconds": self.seconds,
             "world_size": trainer.world_size,
             "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
