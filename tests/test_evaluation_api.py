@@ -7,6 +7,7 @@ import json
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -14,6 +15,7 @@ import torch
 import yaml
 from torch import Tensor, nn
 
+from rezdiff.callbacks import SampleGrid
 from rezdiff.cli import main
 from rezdiff.data import Synthetic
 from rezdiff.evaluation import METRICS, Evaluate, SampleMetric, SampleSet, register_metric
@@ -228,3 +230,20 @@ def test_sweep_collects_every_key_a_chosen_metric_wrote(tmp_path: Path) -> None:
         "pfid8@16",
         "test/loss",
     }
+
+
+def test_sample_grid_defaults_to_the_native_resolution(tmp_path: Path) -> None:
+    class Wide(nn.Module):
+        native_resolution = (8, 12)
+        device = torch.device("cpu")
+
+        def sample(self, num: int, resolution: Any, **options: Any) -> Tensor:
+            assert resolution == (8, 12)
+            return torch.zeros(num, 3, *resolution)
+
+    trainer = SimpleNamespace(
+        log_dir=str(tmp_path), default_root_dir=str(tmp_path), is_global_zero=True, current_epoch=0,
+        global_step=5, loggers=[],
+    )  # fmt: skip
+    SampleGrid(num=2).on_train_end(trainer, Wide())  # type: ignore[arg-type]
+    assert [p.name for p in (tmp_path / "samples").iterdir()] == ["epoch=0-step=5-res=8x12.png"]

@@ -122,22 +122,27 @@ class Evaluate(pl.Callback):
     # ------------------------------------------------------------------ settings
     @property
     def settings(self) -> Settings:
+        """What the pipeline was built with."""
         return self.pipeline.settings
 
     @property
     def stats_dir(self) -> Path:
+        """Where reference features are cached."""
         return self.settings.stats_dir
 
     @property
     def cache_hits(self) -> int:
+        """Reference-feature sets found in the cache so far."""
         return self.pipeline.cache_hits
 
     @property
     def cache_misses(self) -> int:
+        """Reference-feature sets computed so far."""
         return self.pipeline.cache_misses
 
     @property
     def extractor(self) -> nn.Module:
+        """The feature extractor of FID-like metrics."""
         return self.pipeline.extractor
 
     def crops(
