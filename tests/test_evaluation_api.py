@@ -130,7 +130,11 @@ def test_sampler_settings_reach_every_sample_call_and_bad_ones_are_named(registr
         sample={"sampler": "ddpm", "eta": 0.5},
     )  # fmt: skip
     model = Recorder()
+    batches: list[list[int]] = []  # every generated image comes from Pipeline.generate_batch
+    one_call = evaluate.pipeline.generate_batch
+    evaluate.pipeline.generate_batch = lambda m, p, r: batches.append(list(p)) or one_call(m, p, r)  # type: ignore[method-assign]
     evaluate.run(model, dataset)
+    assert batches == [[0, 1], [2, 3], [4]] * 2
     settings = dict(steps=3, use_ema=False, sampler="ddpm", eta=0.5)
     assert model.calls == [dict(num=n, **settings) for n in (2, 2, 1)] * 2  # two resolutions, three chunks
     with pytest.raises(ValueError, match=r"Recorder.sample\(\) takes no \['guidance'\]"):
