@@ -13,7 +13,7 @@ A sweep file (YAML)::
       trainer.max_epochs: 2
       model.init_args.lr: {grid: [1.0e-3, 3.0e-4]}
       evaluate: {resolutions: [32, 64], metrics: [fid, kid, swd], num_samples: 128}
-    collect: [fid, kid, swd]               # metric columns of the table and plot (default: all)
+    collect: [fid, kid, swd]               # metrics (or keys) for the table and plot (default: all)
     prepare:                               # optional: fits every run depends on, done once, first
       infd_stage1: [configs/quickstart/infd.yaml]   # its checkpoint is "${prepare.infd_stage1}"
 
@@ -339,9 +339,13 @@ def collect(sweep: Sweep) -> list[dict[str, Any]]:
             if done.is_file():
                 row[f"{stage}_seconds"] = json.loads(done.read_text()).get(f"{stage}_seconds")
         if run.status == STATUS_DONE:
-            metrics = json.loads((run.directory / "metrics.json").read_text()).get("metrics", {})
-            for key, value in metrics.items():
-                if sweep.collect is None or _base_metric(key)[0] in sweep.collect or key.startswith("test/"):
+            report = json.loads((run.directory / "metrics.json").read_text())
+            # a metric's keys as rezdiff test recorded them (kid: kid@R and kid_std@R; pfid: pfid32@R)
+            produced = report.get("metric_keys", {})
+            chosen = {key for name in sweep.collect or () for key in produced.get(name, ())}
+            for key, value in report.get("metrics", {}).items():
+                wanted = sweep.collect is None or _base_metric(key)[0] in sweep.collect or key in chosen
+                if wanted or key.startswith("test/"):
                     row[key] = value
         elif run.status == STATUS_FAILED:
             failure = json.loads((folder / "failed.json").read_text())

@@ -8,11 +8,13 @@ import lightning.pytorch as pl
 import torch
 
 from rezdiff.callbacks.images import log_images
+from rezdiff.data.coords import as_hw
 
 
 class SampleGrid(pl.Callback):
     """Every ``every_n_epochs`` validation epochs (and once when training ends) draw ``num`` samples at
-    each of ``resolutions`` and save ``samples/epoch=E-step=S-res=R.png`` in the run directory.
+    each of ``resolutions`` (default: the model's ``native_resolution``) and save
+    ``samples/epoch=E-step=S-res=R.png`` in the run directory.
 
     Samples come from a private ``torch.Generator`` seeded with ``seed``, so the grids of successive
     epochs show the same noise and training randomness is untouched. Every rank computes the samples
@@ -49,13 +51,14 @@ class SampleGrid(pl.Callback):
 
     def _draw(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._last_step = trainer.global_step
-        resolutions = self.resolutions or [None]
+        resolutions = [as_hw(r) for r in self.resolutions or [pl_module.native_resolution]]
         out_dir = Path(trainer.log_dir or trainer.default_root_dir) / "samples"
         for resolution in resolutions:
             generator = torch.Generator(device=pl_module.device).manual_seed(self.seed)
             images = pl_module.sample(self.num, resolution, steps=self.steps, generator=generator)
             if not trainer.is_global_zero:
                 continue
-            size = images.shape[-1]
+            height, width = resolution
+            size = str(height) if height == width else f"{height}x{width}"  # as evaluation's keys
             name = f"epoch={trainer.current_epoch}-step={trainer.global_step}-res={size}"
             log_images(trainer, f"samples/res={size}", images, out_dir / f"{name}.png")

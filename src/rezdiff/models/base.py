@@ -102,6 +102,13 @@ class DiffusionModule(pl.LightningModule, ABC):
         add keyword arguments of their own after these (sampler choice, guidance, tile size, ...).
         """
 
+    @property
+    @abstractmethod
+    def native_resolution(self) -> tuple[int, int]:
+        """``(H, W)``: the grid the model trains at, and the default of ``sample()``, the evaluation
+        harness and sample grids (one name for DDPM's ``image_size``, ∞-Diff's ``train_resolution``,
+        INFD's ``encoder_resolution``)."""
+
     # ----------------------------------------------------------------- EMA
     def setup_ema(self) -> None:
         """Create the EMA copy of ``self.network`` (call at the end of the subclass ``__init__``)."""

@@ -99,6 +99,11 @@ class DDPM(DiffusionModule):
         self.register_buffer("alphas_cumprod", alphas_cumprod(betas), persistent=False)
         self.setup_ema()
 
+    @property
+    def native_resolution(self) -> tuple[int, int]:
+        """``image_size`` as ``(H, W)``: the default of ``sample()``, evaluation and sample grids."""
+        return (self.image_size, self.image_size)
+
     def loss(self, batch: FieldBatch, generator: torch.Generator) -> Tensor:
         x0 = batch.image
         if x0.shape[1] != self.channels:

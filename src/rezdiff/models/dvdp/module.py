@@ -102,6 +102,11 @@ class DVDP(DiffusionModule):
         self.clip_denoised = clip_denoised
         self.setup_ema()
 
+    @property
+    def native_resolution(self) -> tuple[int, int]:
+        """``image_size`` as ``(H, W)``: the default of ``sample()``, evaluation and sample grids."""
+        return (self.image_size, self.image_size)
+
     def _check_size(self, height: int, width: int) -> None:
         """Sizes must halve ``K`` times and the lowest stage must still suit the U-Net."""
         check_divisible(height, width, self.levels)

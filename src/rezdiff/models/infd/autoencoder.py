@@ -155,6 +155,11 @@ class INFDAutoencoder(DiffusionModule):
         self.val_render_num = val_render_num
         self._val_images: Tensor | None = None
 
+    @property
+    def native_resolution(self) -> tuple[int, int]:
+        """``encoder_resolution`` as ``(H, W)``: where evaluation reconstructs by default."""
+        return (self.encoder_resolution, self.encoder_resolution)
+
     def _check_feature_norm(self, state_dict: dict[str, Tensor], prefix: str, *args: Any) -> None:
         """Weights with the decoder's output GroupNorm (rezdiff before ``feature_norm``) need that layout."""
         has_norm = any(k.startswith(prefix + "decoder.decoder.conv_norm_out.") for k in state_dict)

@@ -217,6 +217,11 @@ class INFD(DiffusionModule):
         self.register_buffer("alphas_cumprod", alphas_cumprod(betas), persistent=False)
         self.setup_ema()
 
+    @property
+    def native_resolution(self) -> tuple[int, int]:
+        """Stage 1's ``encoder_resolution`` as ``(H, W)``: the default of ``sample()``, evaluation, grids."""
+        return (self.encoder_resolution, self.encoder_resolution)
+
     # ----------------------------------------------------------------- frozen stage 1
     def train(self, mode: bool = True) -> INFD:
         """The autoencoder stays in eval mode whatever Lightning asks of the rest."""

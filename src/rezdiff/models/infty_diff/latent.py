@@ -193,6 +193,11 @@ class InftyDiffLatent(DiffusionModule):
         self.register_buffer("latent_count", torch.zeros((), dtype=torch.long))
         self.setup_ema()
 
+    @property
+    def native_resolution(self) -> tuple[int, int]:
+        """Stage 1's ``train_resolution`` as ``(H, W)``: the default of ``sample()``, evaluation, grids."""
+        return self.stage1.native_resolution
+
     def train(self, mode: bool = True) -> InftyDiffLatent:
         """Stage 1 stays in eval mode (no dropout) whatever the mode of this module."""
         super().train(mode)

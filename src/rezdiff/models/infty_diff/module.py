@@ -194,6 +194,11 @@ class InftyDiff(DiffusionModule):
         self._preview: Tensor | None = None
         self.setup_ema()
 
+    @property
+    def native_resolution(self) -> tuple[int, int]:
+        """``train_resolution`` as ``(H, W)``: the default of ``sample()``, evaluation and sample grids."""
+        return (self.train_resolution, self.train_resolution)
+
     # ----------------------------------------------------------------- resolution
     def load_state_dict(self, state_dict: Any, strict: bool = True, assign: bool = False) -> Any:
         """``nn.Module.load_state_dict``, with a clear error for weights of the other latent conditioning."""

@@ -171,6 +171,12 @@ class MultilevelSDE(DiffusionModule):
         self.check_size(image_size, image_size)
         self.setup_ema()
 
+    @property
+    def native_resolution(self) -> tuple[int, int]:
+        """``image_size`` (the finest level, not the current step's ``train_resolution``) as ``(H, W)``:
+        the default of ``sample()``, evaluation and sample grids."""
+        return (self.image_size, self.image_size)
+
     # ------------------------------------------------------------------------------------ helpers
     def check_size(self, height: int, width: int) -> None:
         """Raise a ValueError unless the network can process an ``height x width`` grid."""
