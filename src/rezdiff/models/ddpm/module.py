@@ -21,6 +21,7 @@ from rezdiff.core.gaussian import (
 from rezdiff.core.schedules import TimestepSpacing, alphas_cumprod, make_betas, timestep_subsequence
 from rezdiff.data.batch import FieldBatch
 from rezdiff.data.coords import Resolution
+from rezdiff.data.samplers import FieldSampler
 from rezdiff.models.base import DiffusionModule, resolution_or
 from rezdiff.nn.unet import UNet
 
@@ -98,6 +99,9 @@ class DDPM(DiffusionModule):
         betas = make_betas(schedule, num_train_steps, beta_start, beta_end)
         self.register_buffer("alphas_cumprod", alphas_cumprod(betas), persistent=False)
         self.setup_ema()
+
+    def check_data(self, sampler: FieldSampler, role: str, stage: str) -> None:
+        self.check_whole_image_data(sampler, role, stage, self.image_size)
 
     def loss(self, batch: FieldBatch, generator: torch.Generator) -> Tensor:
         x0 = batch.image
