@@ -185,7 +185,7 @@ def _read_png16(path: str | os.PathLike[str]) -> np.ndarray | None:
     orientation = exif.get(0x0112, 1)  # EXIF Orientation
     halves = []
     for filtered in (high, low):
-        png = _PNG_SIGNATURE + _chunk(b"IHDR", header) + _chunk(b"IDAT", zlib.compress(b"".join(filtered), 1))
+        png = _PNG_SIGNATURE + _chunk(b"IHDR", header) + _chunk(b"IDAT", zlib.compress(b"".join(filtered), 0))
         with Image.open(io.BytesIO(png + _chunk(b"IEND", b""))) as image:
             if image.mode != mode:
                 raise ValueError(f"unexpected mode {image.mode} for a repacked {mode} PNG")
