@@ -5,13 +5,17 @@ import pickle
 import socket
 import urllib.request
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+import tqdm.auto
 from PIL import Image
 
+from rezdiff.data import datasets
 from rezdiff.data.datasets import PHOTOS, Bundled, BundledName, ImageFolder, Synthetic, stable_seed
 from rezdiff.data.images import UnreadableImageError, save_image
+from tests.data.png_files import break_zlib, png_bytes
 
 
 def _write_folder(root):
@@ -100,26 +104,102 @@ def test_missing_or_empty_root_says_how_to_configure(tmp_path):
         ImageFolder(str(tmp_path / "empty"))
 
 
-def test_unreadable_images_raise_or_are_skipped_and_counted(tmp_path, caplog):
+def _write_bad_files(root):
+    """The four kinds of corrupt file: truncated, empty, text named .png, zlib-broken with valid CRCs."""
+    data = (root / "a.png").read_bytes()
+    (root / "b" / "broken.png").write_bytes(data[: len(data) // 2])
+    (root / "empty.png").write_bytes(b"")
+    (root / "zz.jpg").write_bytes(b"garbage")
+    pixels = np.random.default_rng(0).integers(0, 256, (16, 16, 3), dtype=np.uint8)
+    (root / "zlib.png").write_bytes(break_zlib(png_bytes(pixels)))
+    return ["b/broken.png", "empty.png", "zlib.png", "zz.jpg"]
+
+
+class _Bar:
+    """Stands in for tqdm: records the progress bar's total and updates."""
+
+    made: list["_Bar"] = []
+
+    def __init__(self, total, **options):
+        self.total, self.done = total, 0
+        _Bar.made.append(self)
+
+    def update(self, count):
+        self.done += count
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+
+def test_verification_reports_every_bad_file_at_setup(tmp_path, monkeypatch):
+    """Setup decodes every image (a zlib-broken file with valid CRCs included), with a progress bar, and
+    names every bad file in one error instead of failing mid-training."""
     _write_folder(tmp_path)
-    data = (tmp_path / "a.png").read_bytes()
-    (tmp_path / "b" / "broken.png").write_bytes(data[: len(data) // 2])
-    (tmp_path / "zz.jpg").write_bytes(b"garbage")
+    bad = _write_bad_files(tmp_path)
+    monkeypatch.setattr(tqdm.auto, "tqdm", _Bar)
+    _Bar.made.clear()
+    with pytest.raises(ValueError, match="4 of 9 images under") as info:
+        ImageFolder(str(tmp_path))
+    message = str(info.value)
+    assert all(name in message for name in bad) and "on_error: skip" in message and "\n" not in message
+    assert [(bar.total, bar.done) for bar in _Bar.made] == [(9, 9)]
 
-    strict = ImageFolder(str(tmp_path))
-    assert len(strict) == 7
-    broken = [p.name for p in strict.paths].index("broken.png")
-    with pytest.raises(UnreadableImageError, match="broken.png"):
-        strict[broken]
+    lazy = ImageFolder(str(tmp_path), verify=False)  # the old behaviour: found when read
+    with pytest.raises(UnreadableImageError, match="zlib.png"):
+        lazy[[p.name for p in lazy.paths].index("zlib.png")]
+    assert len(ImageFolder(str(tmp_path), max_images=1)) == 1  # only the images kept are verified
 
+    monkeypatch.setattr(datasets, "VERIFY_AUTO_LIMIT", 8)  # a "large" folder: not verified unless asked
+    assert len(ImageFolder(str(tmp_path))) == 9
+    with pytest.raises(ValueError, match="4 of 9"):
+        ImageFolder(str(tmp_path), verify=True)
+    with pytest.raises(ValueError, match="remove verify: false or set on_error: raise"):
+        ImageFolder(str(tmp_path), on_error="skip", verify=False)
+
+
+def test_verification_lists_ten_bad_files_and_counts_the_rest(tmp_path):
+    save_image(torch.zeros(3, 4, 4), tmp_path / "good.png")
+    for k in range(13):
+        (tmp_path / f"bad{k:02d}.png").write_bytes(b"")
+    with pytest.raises(ValueError, match="13 of 14 images") as info:
+        ImageFolder(str(tmp_path))
+    message = str(info.value)
+    assert "bad09.png" in message and "bad10.png" not in message and "; and 3 more;" in message
+
+
+def test_unreadable_images_are_skipped_and_counted(tmp_path, caplog):
+    _write_folder(tmp_path)
+    bad = _write_bad_files(tmp_path)
     with caplog.at_level(logging.WARNING, logger="rezdiff.data.datasets"):
         lenient = ImageFolder(str(tmp_path), on_error="skip")
-    assert len(lenient) == 5 and len(lenient.skipped) == 2
+    assert len(lenient) == 5 and sorted(p.relative_to(tmp_path).as_posix() for p, _ in lenient.skipped) == bad
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     assert len(warnings) == 1
-    assert f"skipped 2 unreadable images under {tmp_path}" in warnings[0]
+    assert f"skipped 4 unreadable images under {tmp_path}" in warnings[0]
     assert "broken.png" in warnings[0]
     assert all(lenient[i].shape[0] == 3 for i in range(len(lenient)))
+
+
+def test_crop_none_warns_once_when_it_stretches(tmp_path, caplog):
+    save_image(torch.zeros(3, 10, 30), tmp_path / "wide.png")
+    save_image(torch.zeros(3, 12, 12), tmp_path / "z_square.png")
+    with caplog.at_level(logging.WARNING, logger="rezdiff.data.datasets"):
+        stretching = ImageFolder(str(tmp_path))
+        for _ in range(3):
+            stretching.render(0, 8)
+        stretching.render(1, 8)
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1 and "\n" not in warnings[0]
+    assert "stretches image 0 (10x30) to 8x8" in warnings[0] and "crop: center" in warnings[0]
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="rezdiff.data.datasets"):
+        ImageFolder(str(tmp_path)).render(0, (10, 30))  # same aspect ratio
+        ImageFolder(str(tmp_path)).render(1, 8)
+        ImageFolder(str(tmp_path), crop="center").render(0, 8)
+    assert not caplog.records
 
 
 def test_image_folder_pickles_for_workers(tmp_path):

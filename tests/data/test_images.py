@@ -5,10 +5,12 @@ import pickle
 import numpy as np
 import pytest
 import torch
-from PIL import Image
+from PIL import Image, ImageOps
 
 from rezdiff.data.images import (
     UnreadableImageError,
+    decode_image,
+    from_array,
     image_size,
     load_image,
     make_grid,
@@ -17,6 +19,7 @@ from rezdiff.data.images import (
     to_uint8,
     verify_image,
 )
+from tests.data.png_files import break_zlib, png_bytes
 
 
 def _random_image(channels, height=12, width=17, seed=0):
@@ -47,6 +50,46 @@ def test_sixteen_bit_png_is_scaled_by_65535(tmp_path):
     expected = torch.from_numpy(values.astype(np.float64) / 65535 * 2 - 1).float()
     torch.testing.assert_close(loaded[0], expected, atol=1e-6, rtol=0)
     assert torch.equal(load_image(tmp_path / "deep.png", channels=3), loaded.expand(3, -1, -1))
+
+
+@pytest.mark.parametrize("samples", [2, 3, 4])  # grey + alpha, RGB (48-bit), RGBA (64-bit)
+@pytest.mark.parametrize("interlace", [False, True])
+def test_sixteen_bit_colour_png_keeps_every_bit(tmp_path, samples, interlace):
+    """Pillow reduces 16-bit colour PNGs to 8 bits; every sample must come back exactly, whatever the row
+    filters (all five occur: each row uses the next) and with Adam7 interlacing."""
+    values = np.random.default_rng(samples).integers(0, 65536, (13, 11, samples), dtype=np.uint16)
+    path = tmp_path / "deep.png"
+    for first_filter in range(5):
+        path.write_bytes(png_bytes(values, interlace=interlace, first_filter=first_filter))
+        assert np.array_equal(decode_image(path), values)
+    if samples > 2:  # what Pillow alone gives (grey + alpha it opens as RGBA)
+        assert (np.asarray(Image.open(path)).astype(np.uint16) == values >> 8).all()
+    torch.testing.assert_close(load_image(path), from_array(values), rtol=0, atol=0)
+
+
+def test_sixteen_bit_colour_png_honours_exif_rotation_and_colour_key(tmp_path):
+    """The same orientation as Pillow applies to the 8-bit file of the high bytes; a tRNS colour key (the
+    16-bit RGB's transparent colour) turns exactly the matching pixels white."""
+    values = np.random.default_rng(5).integers(0, 65536, (6, 9, 3), dtype=np.uint16)
+    values[2, 3] = (1, 2, 3)
+    values[4, 4] = (1, 2, 258)  # same high bytes as the key, different low bytes: stays opaque
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotated: shown turned by 90 degrees
+    extra = ((b"eXIf", exif.tobytes()[6:]),)  # PNG's eXIf holds the TIFF data without "Exif\0\0"
+    (tmp_path / "deep.png").write_bytes(png_bytes(values, extra=extra))
+    (tmp_path / "high.png").write_bytes(png_bytes((values >> 8).astype(np.uint8), extra=extra))
+    decoded = decode_image(tmp_path / "deep.png")
+    upright = np.asarray(ImageOps.exif_transpose(Image.open(tmp_path / "high.png")))
+    assert decoded.shape == (9, 6, 3) and np.array_equal(decoded >> 8, upright)
+    assert image_size(tmp_path / "deep.png") == (9, 6)
+
+    key = (b"tRNS", np.array([1, 2, 3], dtype=">u2").tobytes())
+    (tmp_path / "keyed.png").write_bytes(png_bytes(values, extra=(key,)))
+    keyed = load_image(tmp_path / "keyed.png")
+    white = torch.zeros(6, 9, dtype=torch.bool)
+    white[2, 3] = True
+    assert torch.equal(keyed[:, white], torch.ones(3, 1))
+    torch.testing.assert_close(keyed[:, ~white], from_array(values)[:, ~white], rtol=0, atol=0)
 
 
 def test_rgba_is_composited_over_white(tmp_path):
@@ -103,6 +146,22 @@ def test_truncated_and_garbage_files_raise_naming_the_path(tmp_path):
         load_image(tmp_path / "missing.png")
     error = pickle.loads(pickle.dumps(UnreadableImageError("a.png", "broken")))
     assert str(error) == "cannot read image a.png: broken"
+
+
+@pytest.mark.parametrize("depth", [8, 16])
+def test_broken_zlib_stream_behind_valid_crcs_fails_verify(tmp_path, depth):
+    """Every chunk's CRC checks out, so only decompressing the pixels finds the damage."""
+    values = np.random.default_rng(0).integers(0, 2**depth, (32, 32, 3)).astype(f"uint{depth}")
+    path = tmp_path / "zlib.png"
+    path.write_bytes(break_zlib(png_bytes(values)))
+    Image.open(path).verify()  # Pillow's chunk-level check passes
+    with pytest.raises(UnreadableImageError, match="zlib.png"):
+        verify_image(path)
+    with pytest.raises(UnreadableImageError, match="zlib.png"):
+        load_image(path)
+    (tmp_path / "empty.png").write_bytes(b"")
+    with pytest.raises(UnreadableImageError, match="empty.png"):
+        verify_image(tmp_path / "empty.png")
 
 
 def test_truncated_jpeg_is_caught_by_verify(tmp_path):

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import lightning.pytorch as pl
 import pytest
 import torch
 
-from rezdiff.data import FieldBatch, FieldDataModule, RandomPixels, Synthetic
+from rezdiff.data import FieldBatch
 from rezdiff.models import DDPM
 from tests.helpers import TINY_UNET, WildEps, loss_before_and_after, record_noise_devices, synthetic_batch
 
@@ -53,22 +52,6 @@ def test_clear_errors_for_bad_sizes_and_channels() -> None:
     grey = FieldBatch(image=torch.zeros(2, 1, 16, 16))
     with pytest.raises(ValueError, match="3 channels"):
         model.loss(grey, torch.Generator())
-
-
-def test_trainer_fit_with_random_pixels_batches_still_trains_on_the_grid(tmp_path) -> None:
-    """DDPM only needs the full image, so any sampler that provides it works (here RandomPixels)."""
-    data = FieldDataModule(Synthetic(num_images=24, resolution=16), RandomPixels(16, 0.25), batch_size=8)
-    trainer = pl.Trainer(
-        max_steps=2,
-        accelerator="cpu",
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        default_root_dir=tmp_path,
-    )
-    trainer.fit(DDPM(**TINY), datamodule=data)
-    assert trainer.global_step == 2
 
 
 @pytest.mark.parametrize(

@@ -29,11 +29,11 @@ from rezdiff.data.images import (
     Channels,
     ResizeMethod,
     UnreadableImageError,
+    decode_image,
     from_array,
     image_size,
     load_image,
     resize,
-    verify_image,
 )
 
 logger = logging.getLogger(__name__)
@@ -41,6 +41,13 @@ logger = logging.getLogger(__name__)
 Crop = Literal["none", "center"]
 
 ROOT_HINT = "set --data.init_args.dataset.init_args.root to a folder of images"
+
+#: ``ImageFolder(verify=None)`` decodes every image at setup for folders of at most this many images; larger
+#: folders are verified only when asked. Measured under load on two shared cores: 300 ``Synthetic`` 256x256
+#: PNGs took 0.5 s of CPU time (3.6 s wall), so the limit costs about half a minute of CPU for such images.
+VERIFY_AUTO_LIMIT = 20_000
+#: How many bad files the verification error names before "and K more".
+_LISTED_BAD_FILES = 10
 
 
 def stable_seed(*parts: int) -> int:
@@ -89,7 +96,30 @@ class FieldDataset(Dataset[Tensor], ABC):
         image = self[index]
         if self.crop == "center":
             image = center_crop_to_aspect(image, resolution)
+        else:
+            self._warn_if_stretched(index, tuple(image.shape[-2:]), resolution)
         return resize(image, resolution, self.resize_method)
+
+    def _warn_if_stretched(self, index: int, size: tuple[int, ...], resolution: coords.Resolution) -> None:
+        """Log one warning per dataset (and per DataLoader worker process) when ``crop="none"`` is about to
+        stretch an image whose aspect ratio differs from the target's by more than 1 %."""
+        if getattr(self, "_stretch_warned", False):
+            return
+        height, width = size
+        target_h, target_w = coords.as_hw(resolution)
+        if abs(height * target_w - width * target_h) <= 0.01 * height * target_w:
+            return
+        self._stretch_warned = True
+        logger.warning(
+            "%s: crop='none' stretches image %d (%dx%d) to %dx%d, distorting its aspect ratio; set "
+            "crop: center on the dataset to crop it instead",
+            type(self).__name__,
+            index,
+            height,
+            width,
+            target_h,
+            target_w,
+        )
 
     def _check_index(self, index: int) -> int:
         length = len(self)
@@ -113,10 +143,13 @@ def _check_options(channels: int, resize_method: str, crop: str) -> None:
 class ImageFolder(FieldDataset):
     """Every image under ``root`` (recursively, sorted by relative path), each at its own size.
 
-    Hidden files and folders (names starting with ``.``) are ignored. ``on_error="raise"`` reports an
-    unreadable image with its path when it is read; ``on_error="skip"`` checks every file once here (so
-    indices are stable and DataLoader workers agree), leaves the bad ones out and logs one warning.
-    ``max_images`` keeps the first images in sorted order.
+    Hidden files and folders (names starting with ``.``) are ignored. ``max_images`` keeps the first images
+    in sorted order. ``verify`` decodes every image once here, with a progress bar, so that a corrupt file
+    (truncated, empty, not an image, a broken zlib stream behind valid CRCs) stops setup rather than a
+    training run: ``None`` (default) verifies folders of up to :data:`VERIFY_AUTO_LIMIT` images.
+    ``on_error="raise"`` reports every bad file found by the verification in one ``ValueError`` (and, without
+    it, an unreadable image when it is read); ``on_error="skip"`` always verifies (so indices are stable and
+    DataLoader workers agree), leaves the bad files out and logs one warning.
     """
 
     def __init__(
@@ -128,10 +161,16 @@ class ImageFolder(FieldDataset):
         max_images: int | None = None,
         resize_method: ResizeMethod = "bicubic",
         crop: Crop = "none",
+        verify: bool | None = None,
     ) -> None:
         _check_options(channels, resize_method, crop)
         if on_error not in ("raise", "skip"):
             raise ValueError(f"on_error must be 'raise' or 'skip', got {on_error!r}")
+        if on_error == "skip" and verify is False:
+            raise ValueError(
+                "on_error='skip' decodes every image at setup to leave the bad ones out; remove "
+                "verify: false or set on_error: raise"
+            )
         if max_images is not None and max_images < 1:
             raise ValueError(f"max_images must be >= 1 or None, got {max_images}")
         self.root = Path(root).expanduser()
@@ -150,8 +189,11 @@ class ImageFolder(FieldDataset):
                 f"no images with extensions {list(self.extensions)} under {str(self.root)!r}; {ROOT_HINT}"
             )
         self.skipped: list[tuple[Path, str]] = []
+        kept = paths[:max_images] if max_images is not None else paths
         if on_error == "skip":
             paths = self._drop_unreadable(paths, max_images)
+        elif verify or (verify is None and len(kept) <= VERIFY_AUTO_LIMIT):
+            self._check_readable(kept)
         self.paths: list[Path] = paths[:max_images] if max_images is not None else paths
 
     def relative_paths(self) -> list[str]:
@@ -188,17 +230,28 @@ class ImageFolder(FieldDataset):
             )
         return [path for _, path in sorted(found)]
 
-    def _drop_unreadable(self, paths: list[Path], max_images: int | None) -> list[Path]:
+    def _verify(self, paths: list[Path], wanted: int | None = None) -> list[Path]:
+        """Decode ``paths`` fully (threads, progress bar), record the bad ones in ``self.skipped`` and return
+        the good ones; stops once ``wanted`` good images are found."""
+        from tqdm.auto import tqdm
+
         def check(path: Path) -> str | None:
             try:
-                verify_image(path)
+                decode_image(path)
             except (UnreadableImageError, OSError) as error:
                 return getattr(error, "reason", str(error))
             return None
 
         kept: list[Path] = []
         chunk = 256  # verify in chunks so max_images stops early on huge folders
-        with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:
+        show = os.environ.get("LOCAL_RANK", "0") == "0" and os.environ.get("NODE_RANK", "0") == "0"
+        bar = tqdm(
+            total=len(paths),
+            desc=f"verifying {self.root.name or self.root}",
+            unit="img",
+            disable=None if show else True,
+        )
+        with bar, ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:
             for start in range(0, len(paths), chunk):
                 batch = paths[start : start + chunk]
                 for path, reason in zip(batch, pool.map(check, batch), strict=True):
@@ -206,8 +259,29 @@ class ImageFolder(FieldDataset):
                         kept.append(path)
                     else:
                         self.skipped.append((path, reason))
-                if max_images is not None and len(kept) >= max_images:
+                bar.update(len(batch))
+                if wanted is not None and len(kept) >= wanted:
                     break
+        return kept
+
+    def _check_readable(self, paths: list[Path]) -> None:
+        """Raise one ``ValueError`` naming every image of ``paths`` that does not decode."""
+        self._verify(paths)
+        if not self.skipped:
+            return
+        listed = "; ".join(
+            f"{path.relative_to(self.root).as_posix()} ({reason})"
+            for path, reason in self.skipped[:_LISTED_BAD_FILES]
+        )
+        more = len(self.skipped) - _LISTED_BAD_FILES
+        raise ValueError(
+            f"{len(self.skipped)} of {len(paths)} images under {str(self.root)!r} cannot be decoded: {listed}"
+            + (f"; and {more} more" if more > 0 else "")
+            + "; replace or remove them, or set on_error: skip to leave them out"
+        )
+
+    def _drop_unreadable(self, paths: list[Path], max_images: int | None) -> list[Path]:
+        kept = self._verify(paths, max_images)
         if self.skipped:
             first, reason = self.skipped[0]
             logger.warning(

@@ -2,14 +2,19 @@
 
 Images are float tensors in ``[-1, 1]``, channels first, grey (``C = 1``) or RGB (``C = 3``). Reading goes
 through Pillow; everything a file can hold (palette, alpha, 16-bit, CMYK, EXIF rotation) ends up in that one
-form, and a file that cannot be decoded raises :class:`UnreadableImageError` naming its path.
+form, and a file that cannot be decoded raises :class:`UnreadableImageError` naming its path. Pillow reads
+16-bit colour PNGs (48-bit RGB, 64-bit RGBA, 32-bit grey+alpha) as 8 bits per channel; :func:`_read_png16`
+reads them at full precision instead.
 """
 
 from __future__ import annotations
 
 import contextlib
+import io
 import math
 import os
+import struct
+import zlib
 from pathlib import Path
 from typing import Literal
 
@@ -98,42 +103,143 @@ def _pil_to_array(image: Image.Image) -> np.ndarray:
     return np.asarray(image if mode in ("L", "RGB") else image.convert("RGB"))
 
 
-def load_image(path: str | os.PathLike[str], channels: Channels = 3) -> Tensor:
-    """Read an image file -> ``[C, H, W]`` float32 in ``[-1, 1]``.
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+# PNG colour types Pillow reduces to 8 bits at bit depth 16: number of samples per pixel and the mode of an
+# 8-bit image with the same layout (grey, type 0, Pillow reads at 16 bits as I;16).
+_PNG16_LAYOUTS = {2: (3, "RGB"), 4: (2, "LA"), 6: (4, "RGBA")}
+# Adam7 passes: (first column, first row, column step, row step).
+_ADAM7 = ((0, 0, 8, 8), (4, 0, 8, 8), (0, 4, 4, 8), (2, 0, 4, 4), (0, 2, 2, 4), (1, 0, 2, 2), (0, 1, 1, 2))
+# EXIF orientation -> the transpose that shows the image upright (the TIFF/EXIF specification's table).
+_EXIF_TRANSPOSE = {
+    2: Image.Transpose.FLIP_LEFT_RIGHT,
+    3: Image.Transpose.ROTATE_180,
+    4: Image.Transpose.FLIP_TOP_BOTTOM,
+    5: Image.Transpose.TRANSPOSE,
+    6: Image.Transpose.ROTATE_270,
+    7: Image.Transpose.TRANSVERSE,
+    8: Image.Transpose.ROTATE_90,
+}
 
-    Handles grey, palette, RGBA (composited over white), 16-bit grey PNG (scaled by 65535), CMYK and EXIF
-    orientation; multi-frame files give their first frame. Raises :class:`UnreadableImageError` (an
-    ``OSError``) naming the path for a corrupt, truncated or non-image file, ``FileNotFoundError`` if absent.
+
+def _png_chunks(data: bytes) -> list[tuple[bytes, bytes]]:
+    """``(type, payload)`` of every chunk of a PNG file up to IEND, checking lengths and CRCs."""
+    chunks: list[tuple[bytes, bytes]] = []
+    position = len(_PNG_SIGNATURE)
+    while True:
+        if position + 8 > len(data):
+            raise ValueError("truncated PNG: no IEND chunk")
+        length, kind = struct.unpack(">I4s", data[position : position + 8])
+        end = position + 8 + length
+        if end + 4 > len(data):
+            raise ValueError(f"truncated PNG: {kind!r} chunk cut short")
+        payload = data[position + 8 : end]
+        (crc,) = struct.unpack(">I", data[end : end + 4])
+        if zlib.crc32(kind + payload) != crc:
+            raise ValueError(f"broken PNG: CRC mismatch in {kind!r} chunk")
+        chunks.append((kind, payload))
+        if kind == b"IEND":
+            return chunks
+        position = end + 4
+
+
+def _read_png16(path: str | os.PathLike[str]) -> np.ndarray | None:
+    """A 16-bit colour PNG as ``uint16 [H, W, C]`` at full precision; ``None`` for any other file.
+
+    PNG's row filters act on each byte with the same byte of the pixel to the left and of the row above, so
+    the high bytes of all samples form a valid filtered 8-bit image of the same size and layout, and so do
+    the low bytes. Both are repacked as 8-bit PNGs, decoded by Pillow (filters, interlacing) and joined.
+    A ``tRNS`` colour key becomes an alpha channel; EXIF orientation is applied as :func:`load_image` does.
     """
-    _check_channels(channels)
+    with open(path, "rb") as file:
+        head = file.read(29)  # signature, IHDR length and type, its 13 bytes
+        if not head.startswith(_PNG_SIGNATURE) or head[12:16] != b"IHDR" or len(head) < 29:
+            return None
+        width, height, depth, colour, _, _, interlace = struct.unpack(">IIBBBBB", head[16:29])
+        if depth != 16 or colour not in _PNG16_LAYOUTS:
+            return None
+        data = head + file.read()
+    samples, mode = _PNG16_LAYOUTS[colour]
+    chunks = _png_chunks(data)
+    raw = zlib.decompress(b"".join(payload for kind, payload in chunks if kind == b"IDAT"))
+    passes = _ADAM7 if interlace else ((0, 0, 1, 1),)
+    high: list[bytes] = []
+    low: list[bytes] = []
+    offset = 0
+    for x0, y0, dx, dy in passes:
+        pass_w, pass_h = -(-(width - x0) // dx), -(-(height - y0) // dy)
+        if pass_w <= 0 or pass_h <= 0:
+            continue
+        size = pass_h * (1 + 2 * samples * pass_w)
+        if offset + size > len(raw):
+            raise ValueError("truncated PNG: image data ends early")
+        rows = np.frombuffer(raw, np.uint8, size, offset).reshape(pass_h, -1)
+        offset += size
+        planes = rows[:, 1:].reshape(pass_h, pass_w * samples, 2)
+        high.append(np.concatenate([rows[:, :1], planes[:, :, 0]], axis=1).tobytes())
+        low.append(np.concatenate([rows[:, :1], planes[:, :, 1]], axis=1).tobytes())
+    header = struct.pack(">IIBBBBB", width, height, 8, colour, 0, 0, interlace)
+    exif = Image.Exif()
+    for kind, payload in chunks:
+        if kind == b"eXIf":
+            exif.load(payload)
+    orientation = exif.get(0x0112, 1)  # EXIF Orientation
+    halves = []
+    for filtered in (high, low):
+        png = _PNG_SIGNATURE + _chunk(b"IHDR", header) + _chunk(b"IDAT", zlib.compress(b"".join(filtered), 0))
+        with Image.open(io.BytesIO(png + _chunk(b"IEND", b""))) as image:
+            if image.mode != mode:
+                raise ValueError(f"unexpected mode {image.mode} for a repacked {mode} PNG")
+            if orientation in _EXIF_TRANSPOSE:
+                image = image.transpose(_EXIF_TRANSPOSE[orientation])
+            halves.append(np.asarray(image, dtype=np.uint16).reshape(image.height, image.width, samples))
+    array = (halves[0] << 8) | halves[1]
+    key = next((payload for kind, payload in chunks if kind == b"tRNS"), None)
+    if colour == 2 and key is not None and len(key) == 6:
+        opaque = (array != np.frombuffer(key, ">u2").astype(np.uint16)).any(axis=2, keepdims=True)
+        array = np.concatenate([array, opaque.astype(np.uint16) * 65535], axis=2)
+    return array
+
+
+def _chunk(kind: bytes, payload: bytes) -> bytes:
+    return struct.pack(">I", len(payload)) + kind + payload + struct.pack(">I", zlib.crc32(kind + payload))
+
+
+def decode_image(path: str | os.PathLike[str]) -> np.ndarray:
+    """Decode an image file completely -> a numpy array that :func:`from_array` understands.
+
+    Every pixel is decompressed (a broken zlib stream behind valid CRCs fails here) and EXIF orientation
+    applied. Raises :class:`UnreadableImageError` naming the path, ``FileNotFoundError`` if absent.
+    """
     try:
+        deep = _read_png16(path)
+        if deep is not None:
+            return deep
         with Image.open(path) as image:
             image.load()
             image = ImageOps.exif_transpose(image)
-            array = _pil_to_array(image)
+            return _pil_to_array(image)
     except FileNotFoundError:
         raise
-    except Exception as error:  # Pillow raises OSError, SyntaxError, ValueError, struct.error, ...
+    except Exception as error:  # Pillow raises OSError, SyntaxError, ValueError, struct.error, zlib.error...
         raise UnreadableImageError(path, f"{type(error).__name__}: {error}") from error
-    return from_array(array, channels)
+
+
+def load_image(path: str | os.PathLike[str], channels: Channels = 3) -> Tensor:
+    """Read an image file -> ``[C, H, W]`` float32 in ``[-1, 1]``.
+
+    Handles grey, palette, RGBA (composited over white), 16-bit PNG of every colour type (scaled by 65535),
+    CMYK and EXIF orientation; multi-frame files give their first frame. Raises
+    :class:`UnreadableImageError` (an ``OSError``) naming the path for a corrupt, truncated or non-image
+    file, ``FileNotFoundError`` if absent.
+    """
+    _check_channels(channels)
+    return from_array(decode_image(path), channels)
 
 
 def verify_image(path: str | os.PathLike[str]) -> None:
-    """Cheaply check that a file decodes, raising :class:`UnreadableImageError` naming it if not.
-
-    PNG: chunk structure and CRCs (no decompression); JPEG: a decode at 1/8 scale (catches truncation);
-    anything else: a full decode.
-    """
-    try:
-        with Image.open(path) as image:
-            if image.format == "PNG":
-                image.verify()
-            else:
-                if image.format == "JPEG":
-                    image.draft(image.mode, (max(1, image.width // 8), max(1, image.height // 8)))
-                image.load()
-    except Exception as error:
-        raise UnreadableImageError(path, f"{type(error).__name__}: {error}") from error
+    """Check that a file decodes completely (as :func:`load_image` would read it), raising
+    :class:`UnreadableImageError` naming it if not."""
+    decode_image(path)
 
 
 def image_size(path: str | os.PathLike[str]) -> tuple[int, int]:

@@ -30,6 +30,11 @@ class FieldSampler(ABC):
         self, dataset: FieldDataset, index: int, generator: torch.Generator | None = None
     ) -> FieldBatch: ...
 
+    def example_resolution(self) -> tuple[int, int] | None:
+        """``(H, W)`` of every example's ``image``, or ``None`` when examples vary (crops at random scales):
+        what a model that trains on whole images checks against its own training size."""
+        return None
+
     def restricted_to(self, indices: Sequence[int]) -> FieldSampler:
         """This sampler for a split that holds only ``indices`` of the data set: itself unless it draws
         images of its own (see :class:`MultiScalePatches`), so that a split never reads another's images."""
@@ -46,6 +51,9 @@ class FullGrid(FieldSampler):
         self, dataset: FieldDataset, index: int, generator: torch.Generator | None = None
     ) -> FieldBatch:
         return FieldBatch(image=dataset.render(index, self.resolution))
+
+    def example_resolution(self) -> tuple[int, int]:
+        return self.resolution
 
     def __repr__(self) -> str:
         return f"FullGrid(resolution={self.resolution})"
@@ -98,6 +106,9 @@ class RandomPixels(FieldSampler):
             cell=coords.cell_size(self.resolution).expand(self.num_points, 2).contiguous(),
         )
 
+    def example_resolution(self) -> tuple[int, int]:
+        return self.resolution
+
     def __repr__(self) -> str:
         return f"RandomPixels(resolution={self.resolution}, fraction={self.fraction}, points={self.points!r})"
 
@@ -148,6 +159,9 @@ class Levels(FieldSampler):
     @property
     def finest(self) -> int:
         return self.resolutions[-1]
+
+    def example_resolution(self) -> tuple[int, int]:
+        return (self.finest, self.finest)
 
     def __call__(
         self, dataset: FieldDataset, index: int, generator: torch.Generator | None = None

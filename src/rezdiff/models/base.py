@@ -9,6 +9,7 @@ every checkpoint (see :func:`rezdiff.load`).
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import random
 import warnings
@@ -24,6 +25,9 @@ from torch import Tensor, nn
 from rezdiff.core.ema import EMA
 from rezdiff.data.batch import FieldBatch
 from rezdiff.data.coords import Resolution, as_hw
+from rezdiff.data.samplers import FieldSampler, MultiScalePatches, RandomPixels
+
+logger = logging.getLogger(__name__)
 
 # The EMA copy is an eval-mode submodule by design; Lightning would warn about it at every fit.
 warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode", category=UserWarning)
@@ -128,6 +132,41 @@ class DiffusionModule(pl.LightningModule, ABC):
             yield
         finally:
             self.train(was_training)
+
+    # ----------------------------------------------------------------- data checks
+    def setup(self, stage: str) -> None:
+        """Check the data module's samplers against this model (:meth:`check_data`) before any batch."""
+        datamodule = getattr(self._trainer, "datamodule", None)
+        for role in ("sampler", "val_sampler"):
+            sampler = getattr(datamodule, role, None)
+            if isinstance(sampler, FieldSampler):
+                self.check_data(sampler, role, stage)
+
+    def check_data(self, sampler: FieldSampler, role: str, stage: str) -> None:
+        """Raise a ValueError (or log one warning) when ``sampler``, the data module's ``role``
+        (``"sampler"`` or ``"val_sampler"``), does not suit this model in ``stage``. Nothing by default."""
+
+    def check_whole_image_data(self, sampler: FieldSampler, role: str, stage: str, image_size: int) -> None:
+        """:meth:`check_data` of the families that train on whole images at ``image_size`` (DDPM, DVDP).
+
+        A sampler that selects pixels or crops is an error in every stage (the loss would silently use the
+        whole grid or the crops); in ``fit``, a training sampler at another size is an error (the model
+        would silently train at that size)."""
+        name = type(self).__name__
+        if isinstance(sampler, (RandomPixels, MultiScalePatches)):
+            what = "a pixel subset it would ignore" if isinstance(sampler, RandomPixels) else "random crops"
+            raise ValueError(
+                f"{name} trains on whole images, but the data's {role} is {type(sampler).__name__} ({what}); "
+                f"set --data.init_args.{role}.class_path rezdiff.data.FullGrid"
+            )
+        size = sampler.example_resolution()
+        if stage == "fit" and role == "sampler" and size is not None and size != (image_size, image_size):
+            height, width = size
+            raise ValueError(
+                f"{name} has image_size={image_size}, but the data's sampler renders {height}x{width}, so it "
+                f"would train at {height}x{width}; set the sampler's resolution to {image_size} or the "
+                f"model's image_size to the data's"
+            )
 
     # ----------------------------------------------------------------- Lightning steps
     def _seed(self) -> int:

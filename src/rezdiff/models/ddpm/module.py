@@ -21,6 +21,7 @@ from rezdiff.core.gaussian import (
 from rezdiff.core.schedules import TimestepSpacing, alphas_cumprod, make_betas, timestep_subsequence
 from rezdiff.data.batch import FieldBatch
 from rezdiff.data.coords import Resolution
+from rezdiff.data.samplers import FieldSampler
 from rezdiff.models.base import DiffusionModule, resolution_or
 from rezdiff.nn.unet import UNet
 
@@ -103,6 +104,9 @@ class DDPM(DiffusionModule):
     def native_resolution(self) -> tuple[int, int]:
         """``image_size`` as ``(H, W)``: the default of ``sample()``, evaluation and sample grids."""
         return (self.image_size, self.image_size)
+
+    def check_data(self, sampler: FieldSampler, role: str, stage: str) -> None:
+        self.check_whole_image_data(sampler, role, stage, self.image_size)
 
     def loss(self, batch: FieldBatch, generator: torch.Generator) -> Tensor:
         x0 = batch.image

@@ -20,6 +20,7 @@ from rezdiff.core.pyramid import (
 )
 from rezdiff.data.batch import FieldBatch
 from rezdiff.data.coords import Resolution
+from rezdiff.data.samplers import FieldSampler
 from rezdiff.models.base import DiffusionModule, resolution_or
 from rezdiff.nn.unet import UNet
 
@@ -111,6 +112,9 @@ class DVDP(DiffusionModule):
         """Sizes must halve ``K`` times and the lowest stage must still suit the U-Net."""
         check_divisible(height, width, self.levels)
         self.network.check_size(height >> self.levels, width >> self.levels)
+
+    def check_data(self, sampler: FieldSampler, role: str, stage: str) -> None:
+        self.check_whole_image_data(sampler, role, stage, self.image_size)
 
     def loss(self, batch: FieldBatch, generator: torch.Generator) -> Tensor:
         """Eq. 12: ``t`` uniform over all ``T`` steps; the stage of ``t`` fixes the resolution.

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
+import logging
 from typing import Any, Literal
 
 import torch
@@ -18,10 +19,12 @@ from rezdiff.core.schedules import vp_marginal
 from rezdiff.data.batch import FieldBatch
 from rezdiff.data.coords import Resolution
 from rezdiff.data.images import fourier_resize
-from rezdiff.data.samplers import Levels
+from rezdiff.data.samplers import FieldSampler, Levels
 from rezdiff.models.base import DiffusionModule, resolution_or
 from rezdiff.nn.fno import FNO, Positional, check_even
 from rezdiff.nn.unet import UNet
+
+logger = logging.getLogger(__name__)
 
 Sampler = Literal["sde", "ode_euler", "ode_heun"]
 
@@ -242,11 +245,26 @@ class MultilevelSDE(DiffusionModule):
                 f"boundary: {self.boundary} or build the prior with boundary: {sampler.boundary}"
             )
 
+    def check_data(self, sampler: FieldSampler, role: str, stage: str) -> None:
+        """A ``Levels`` sampler must resize in the prior's basis (:meth:`check_levels`). Training at a finest
+        size other than ``image_size`` works (the score network and the prior act on functions, not grids),
+        but ``image_size`` stays the default sampling grid: one warning."""
+        self.check_levels(sampler)
+        size = sampler.example_resolution()
+        if stage == "fit" and role == "sampler" and size is not None and size != (self.image_size,) * 2:
+            logger.warning(
+                "MultilevelSDE: image_size=%d but the data's sampler renders %dx%d, so it trains at %dx%d "
+                "and samples at %d by default; set the sampler's (finest) resolution or image_size to agree",
+                self.image_size,
+                *size,
+                *size,
+                self.image_size,
+            )
+
     def setup(self, stage: str) -> None:
-        """Check the data module's ``Levels`` samplers against the prior; take the validation levels."""
+        """Check the data module's samplers (:meth:`check_data`); take the validation levels."""
+        super().setup(stage)
         datamodule = getattr(self.trainer, "datamodule", None)
-        for name in ("sampler", "val_sampler"):
-            self.check_levels(getattr(datamodule, name, None))
         sampler = getattr(datamodule, "val_sampler", None)
         self.levels = sampler.resolutions if isinstance(sampler, Levels) else None
 
