@@ -509,7 +509,7 @@ def _check_memory(
     if estimate.bytes <= free:
         return
     height, width = as_hw(largest)
-    tiling = " or render in tiles (--tile 256)" if "tile" in sampler_options(type(model)) else ""
+    tiling = " or render in smaller tiles (--tile N)" if "tile" in sampler_options(type(model)) else ""
     parser_.error(
         f"--resolution {height}x{width} with --batch-size {batch}: estimated {_size(estimate.bytes)} "
         f"(about {estimate.seconds_per_step:.0f} s per step), but {device} has {_size(free)} free; "

@@ -243,3 +243,7 @@ def test_tile_norm_reaches_sample_and_the_command_line(
     calls = [call for call in calls if call["steps"] == 2]  # not the memory probes' one-step calls
     assert (calls[0]["tile"], calls[0]["pad"], calls[0]["norm"]) == (16, 7, "tile")
     assert calls[1]["tile"] is None and "norm" not in calls[1]
+    # a render estimated beyond free memory is refused, with tiling suggested
+    monkeypatch.setattr("rezdiff.sample.free_memory", lambda device: 1000)
+    with pytest.raises(SystemExit, match=r"or render in smaller tiles \(--tile N\), or pass --force"):
+        main([*base, "--out", str(tmp_path / "c")])
