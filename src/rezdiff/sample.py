@@ -13,7 +13,7 @@
 The sampler settings are not listed here: they are the keyword-only parameters of the checkpoint's
 ``sample()`` (:func:`sampler_options`; a ``Literal`` becomes a choice, a ``bool`` a ``--x/--no-x`` pair,
 ``none`` unsets an optional number), read after a first pass finds ``--ckpt``; unset, each is the
-checkpoint's own. Image k of a run is drawn from seed ``--seed + k`` (``DiffusionModule.sample_seeds``).
+checkpoint's own. Image k of a run is keyed by seed ``--seed + k`` (``DiffusionModule.sample_seeds``).
 Before sampling at a given ``--resolution``, one sampler step of one image is probed at the training size and
 at twice it and the batch's memory extrapolated (:func:`estimate_memory`); a batch estimated beyond the
 device's free memory is refused unless ``--force``.
@@ -263,7 +263,9 @@ def parser(model_class: type | None = None) -> argparse.ArgumentParser:
         "--num", type=_positive, default=16, help="samples per resolution (unconditional, guided)"
     )
     parser.add_argument("--steps", type=_positive, default=None, help="sampler steps (default: the model's)")
-    parser.add_argument("--seed", type=int, default=0, help="image k is drawn from seed SEED + k")
+    parser.add_argument(
+        "--seed", type=int, default=0, help="image k is keyed by seed SEED + k (DiffusionModule.sample_seeds)"
+    )
     parser.add_argument("--batch-size", type=_positive, default=16)
     parser.add_argument("--out", default="samples", help="output folder")
     parser.add_argument("--device", default="auto", help="cpu, cuda, cuda:1, ... (auto: cuda if present)")
@@ -534,7 +536,7 @@ def _save(images: Tensor, names: list[str], folder: Path, grid: Path | None) -> 
 def _unconditional(
     model: Any, options: argparse.Namespace, out: Path, settings: dict[str, Any]
 ) -> list[Path]:
-    """``--num`` images per ``--resolution``, image k from seed ``--seed + k`` (see ``sample_seeds``)."""
+    """``--num`` images per ``--resolution``, image k keyed by seed ``--seed + k`` (see ``sample_seeds``)."""
     from tqdm.auto import tqdm
 
     written: list[Path] = []
