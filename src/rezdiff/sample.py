@@ -479,6 +479,13 @@ def _size(num_bytes: float) -> str:
     return f"{num_bytes:.0f} B"
 
 
+def _duration(seconds: float) -> str:
+    """``40 s``, ``12 min``, ``96 h``."""
+    if seconds < 120:
+        return f"{seconds:.0f} s"
+    return f"{seconds / 60:.0f} min" if seconds < 7200 else f"{seconds / 3600:.0f} h"
+
+
 def free_memory(device: torch.device) -> int | None:
     """Bytes free on ``device`` (CUDA: the driver's figure; CPU: ``MemAvailable``), None if unknown."""
     if device.type == "cuda":
@@ -514,7 +521,7 @@ def _check_memory(
     tiling = " or render in smaller tiles (--tile N)" if "tile" in sampler_options(type(model)) else ""
     parser_.error(
         f"--resolution {height}x{width} with --batch-size {batch}: estimated {_size(estimate.bytes)} "
-        f"(about {estimate.seconds_per_step:.0f} s per step), but {device} has {_size(free)} free; "
+        f"(about {_duration(estimate.seconds_per_step)} per step), but {device} has {_size(free)} free; "
         f"lower --batch-size or --resolution{tiling}, or pass --force to try anyway"
     )
 
