@@ -41,21 +41,34 @@ def build(class_path: str, init_args: dict[str, Any]) -> Any:
         _given_hyperparameters.reset(token)
 
 
+def _read(path: Path, map_location: str | torch.device) -> Any:
+    """The checkpoint dict of a ``.ckpt`` file, or of a ``rezdiff export --format safetensors`` folder."""
+    if path.is_dir() or path.suffix == ".safetensors":
+        from rezdiff.export import read_safetensors
+
+        try:
+            return read_safetensors(path if path.is_dir() else path.parent)
+        except ValueError as error:
+            raise CheckpointError(str(error)) from error
+    if not path.is_file():
+        raise FileNotFoundError(f"no checkpoint at {path}")
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as error:  # torch raises several types for corrupt or foreign files
+        raise CheckpointError(f"cannot read checkpoint {path}: {error}") from error
+
+
 def load(
     path: str | Path, *, map_location: str | torch.device = "cpu", strict: bool = True
 ) -> DiffusionModule:
-    """Load a model saved by ``rezdiff fit`` (any family) in eval mode, EMA weights included.
+    """Load a model saved by ``rezdiff fit`` (any family) in eval mode, EMA weights included; ``path`` may
+    also be a folder (or its ``model.safetensors``) written by ``rezdiff export --format safetensors``.
 
     The file is read with ``weights_only=True``: a checkpoint can hold tensors and plain values only,
     never code. The class to build and its arguments are the ones recorded at training time.
     """
     path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"no checkpoint at {path}")
-    try:
-        checkpoint = torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as error:  # torch raises several types for corrupt or foreign files
-        raise CheckpointError(f"cannot read checkpoint {path}: {error}") from error
+    checkpoint = _read(path, map_location)
     info = checkpoint.get("rezdiff") if isinstance(checkpoint, dict) else None
     if not info:
         raise CheckpointError(
