@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import lightning.pytorch
 import torch
 
 import rezdiff
@@ -132,3 +133,41 @@ class WildEps(torch.nn.Module):
 
     def forward(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         return -2.5 * x + 0.01 * t.to(x.dtype).reshape(-1, 1, 1, 1)
+
+
+def untrained_checkpoint(config: Path, path: Path) -> Path:
+    """Write the untrained model of a tiny config as a ``rezdiff fit`` checkpoint would hold it (class,
+    hyperparameters, weights): for CLI tests that need a checkpoint file but no training."""
+    import lightning
+    import yaml
+
+    from rezdiff.loading import build
+
+    spec = yaml.safe_load(Path(config).read_text())["model"]
+    model = build(spec["class_path"], spec.get("init_args", {}))
+    checkpoint: dict[str, Any] = {
+        "state_dict": model.state_dict(),
+        # LightningCLI's `--ckpt_path` reads the class of a subclass-mode model from `_class_path`
+        "hyper_parameters": {"_class_path": spec["class_path"], **model.hparams},
+        "pytorch-lightning_version": lightning.__version__,
+    }
+    model.on_save_checkpoint(checkpoint)
+    torch.save(checkpoint, path)
+    return path
+
+
+class SeedAudit(lightning.pytorch.Callback):
+    """Appends ``<rank> <seed> <options as JSON>`` for every image a predict batch generates to
+    ``<path>-rank<R>.txt``: what each DDP rank sampled, including seeds whose file another rank overwrote."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+
+    def on_predict_batch_end(
+        self, trainer: Any, pl_module: Any, outputs: Any, batch: Any, batch_idx: int, dataloader_idx: int = 0
+    ) -> None:
+        import json
+
+        with open(f"{self.path}-rank{trainer.global_rank}.txt", "a") as file:
+            for seed in batch.seeds:
+                file.write(f"{trainer.global_rank} {seed} {json.dumps(batch.options, sort_keys=True)}\n")

@@ -11,6 +11,7 @@ import torch
 import yaml
 
 from rezdiff.cli import main
+from rezdiff.data.images import load_image
 from tests.helpers import REPO, TINY_DDPM
 
 
@@ -189,9 +190,9 @@ def test_validate_and_test_report_losses(tmp_path: Path, fit_tiny) -> None:
         assert key in metrics and torch.isfinite(metrics[key])
 
 
-def test_predict_generates_images_at_the_data_resolution(tmp_path: Path, fit_tiny) -> None:
+def test_predict_writes_images_at_the_model_resolution(tmp_path: Path, fit_tiny) -> None:
     fit_tiny("--trainer.max_epochs", "1")
-    cli = main(
+    main(
         [
             "predict",
             "--config",
@@ -202,11 +203,13 @@ def test_predict_generates_images_at_the_data_resolution(tmp_path: Path, fit_tin
             str(tmp_path / "run" / "checkpoints" / "last.ckpt"),
             "--model.init_args.sample_steps",
             "2",
+            "--predictions.seeds",
+            "0-3",
         ]
     )
-    predictions = cli.trainer.predict_loop.predictions
-    assert predictions and predictions[0].shape[1:] == (3, 16, 16)
-    assert predictions[0].abs().max() <= 1
+    written = sorted((tmp_path / "predict" / "predictions" / "16x16").glob("*.png"))
+    assert [p.name for p in written] == [f"seed{s:06d}.png" for s in range(4)]
+    assert load_image(written[0]).shape == (3, 16, 16)
 
 
 def test_sample_grid_callback_leaves_training_randomness_untouched(tmp_path: Path) -> None:

@@ -2,13 +2,16 @@
 
 For each entry of ``FAMILIES``: a tiny config fits through the CLI; ``rezdiff.load`` rebuilds the trained
 module; it samples (an autoencoder: reconstructs) at two resolutions, reproducibly per seed; ``rezdiff
-sample`` writes the images it promises; a run resumed halfway with ``--ckpt_path`` ends with the same weights,
-EMA, optimiser states and step as the uninterrupted one; and a two-process gloo DDP fit completes, with rank 0
-alone writing the run's files. Adding a family means adding one ``Family`` line to ``FAMILIES``.
+sample`` writes the images it promises, lists the family's sampler settings under ``--help`` and hands
+each one given on its command line to ``sample()``; a run resumed halfway with ``--ckpt_path`` ends with
+the same weights, EMA, optimiser states and step as the uninterrupted one; and a two-process gloo DDP fit
+completes, with rank 0 alone writing the run's files. Adding a family means adding one ``Family`` line to
+``FAMILIES``.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import signal
@@ -30,6 +33,7 @@ from rezdiff.data import Synthetic
 from rezdiff.data.images import load_image, save_image
 from rezdiff.models import DDPM, DVDP, INFD, DiffusionModule, INFDAutoencoder, InftyDiff, MultilevelSDE
 from rezdiff.models.infty_diff import InftyDiffLatent
+from rezdiff.sample import SamplerOption, sampler_options
 from tests.helpers import REPO
 
 TINY_CONFIGS = REPO / "tests" / "configs"
@@ -258,6 +262,72 @@ def test_sample_command_writes_the_promised_images(family: Family, runs: Runs, t
             )[0]
     written_first = load_image(out / f"{resolution}x{resolution}" / names[0], channels=channels)
     assert (first.clamp(-1, 1) - written_first).abs().max() <= 2 / 255 + 1e-6
+
+
+# What the command line sets each numeric sampler setting to (choices and switches take all their values):
+# a family whose sample() gains a numeric keyword needs a line here, or the test below fails.
+SETTING_VALUES = {"eta": "0.5", "latent_steps": "2", "tile": "8", "pad": "9"}
+
+
+def _cli_values(option: SamplerOption) -> list[tuple[list[str], Any]]:
+    """(arguments, the value ``sample()`` must receive) for every value the test sets ``option`` to."""
+    if option.kind == "choice":
+        return [([option.flag, str(choice)], choice) for choice in option.choices]
+    if option.kind == "bool":
+        return [([option.flag], True), (["--no-" + option.flag[2:]], False)]
+    assert option.name in SETTING_VALUES, f"add a test value for {option.owner}({option.name}=...)"
+    text = SETTING_VALUES[option.name]
+    return [([option.flag, text], option.convert(text))]
+
+
+@by_family
+def test_every_sampler_setting_reaches_the_family_from_the_cli(
+    family: Family,
+    runs: Runs,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """``rezdiff sample --ckpt CKPT --help`` lists the settings read from the family's signature, and each
+    one given on the command line reaches ``sample()`` (an autoencoder: ``reconstruct()``) with its value,
+    while an unset one is left to the checkpoint."""
+    ckpt = str(_ckpt(runs.full(family)))
+    options = sampler_options(family.cls)
+    assert options, f"{family.cls.__name__} exposes no sampler setting"
+    with pytest.raises(SystemExit) as exit_info:
+        main(["sample", "--ckpt", ckpt, "--help"])
+    assert exit_info.value.code == 0
+    listed = capsys.readouterr().out
+    assert all(option.flag in listed for option in options.values()), listed
+    method = "reconstruct" if family.autoencoder else "sample"
+    original = getattr(family.cls, method)
+    calls: list[dict[str, Any]] = []
+
+    @functools.wraps(original)  # the CLI reads the wrapped signature
+    def spy(self: Any, *args: Any, **kwargs: Any) -> Tensor:
+        calls.append(kwargs)
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(family.cls, method, spy)
+    base = ["sample", "--ckpt", ckpt, "--out", str(tmp_path), "--device", "cpu"]
+    if family.autoencoder:
+        Path(tmp_path / "in").mkdir()
+        save_image(Synthetic(num_images=1, resolution=family.resolutions[0])[0], tmp_path / "in" / "a.png")
+        base += [
+            "--super-resolve",
+            str(tmp_path / "in" / "a.png"),
+            "--resolution",
+            str(family.resolutions[0]),
+        ]
+    else:
+        base += ["--num", "1", "--steps", str(SAMPLE_STEPS)]
+    main(base)
+    assert calls and not any(set(call) & options.keys() for call in calls), calls
+    for option in options.values():
+        for argv, value in _cli_values(option):
+            calls.clear()
+            main(base + argv)
+            assert calls and all(call.get(option.name, "unset") == value for call in calls), (argv, calls)
 
 
 # ---------------------------------------------------------------------------------------------- 5

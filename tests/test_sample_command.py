@@ -3,6 +3,10 @@ super-resolution, INFD box guidance (tests/models/test_infd_latent.py), with cle
 
 from __future__ import annotations
 
+import functools
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -12,7 +16,8 @@ import rezdiff
 from rezdiff.cli import main
 from rezdiff.data import Synthetic
 from rezdiff.data.images import load_image, save_image
-from tests.helpers import REPO
+from rezdiff.sample import _peak_bytes, estimate_memory
+from tests.helpers import REPO, TINY_DDPM, untrained_checkpoint
 
 TINY_CONFIG = REPO / "tests" / "configs" / "tiny_infty_diff.yaml"
 pytestmark = pytest.mark.usefixtures("single_thread")
@@ -105,6 +110,7 @@ def test_inverse_problems_name_the_model_they_need(
     seen = []
     original = rezdiff.models.DDPM.sample
 
+    @functools.wraps(original)  # rezdiff sample reads the family's options from this signature
     def spy(self, *args, spacing=None, **kwargs):  # type: ignore[no-untyped-def]
         seen.append(spacing)
         return original(self, *args, spacing=spacing, **kwargs)
@@ -123,3 +129,112 @@ def test_inverse_problems_name_the_model_they_need(
     unconditional = str(tmp_path / "u" / "checkpoints" / "last.ckpt")  # an ∞-Diff without an encoder
     with pytest.raises(SystemExit, match="needs an InftyDiff diffusion autoencoder"):
         main(["sample", "--ckpt", unconditional, "--super-resolve", str(image), "--resolution", "32"])
+
+
+# ------------------------------------------------------------------------------ guards and messages
+@pytest.fixture(scope="module")
+def ddpm_ckpt(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An untrained tiny DDPM (16², a U-Net with two levels: sizes must be even)."""
+    return untrained_checkpoint(TINY_DDPM, tmp_path_factory.mktemp("ddpm") / "ddpm.ckpt")
+
+
+@pytest.mark.parametrize(
+    ("extra", "expected"),
+    [
+        (["--num", "0"], "argument --num: must be a positive integer (>= 1), got 0"),
+        (["--batch-size", "0"], "argument --batch-size: must be a positive integer (>= 1), got 0"),
+        (["--steps", "0"], "argument --steps: must be a positive integer (>= 1), got 0"),
+        (["--resolution", "-8"], "argument --resolution: sizes must be positive integers (>= 1), got '-8'"),
+        (
+            ["--resolution", "16x0"],
+            "argument --resolution: sizes must be positive integers (>= 1), got '16x0'",
+        ),
+        (
+            ["--resolution", "17"],
+            "DDPM: this U-Net halves the resolution 1 times, so height and width must be",
+        ),
+        (["--spacing", "sideways"], "argument --spacing: must be one of leading, trailing, linspace"),
+        (["--eta", "nan"], "argument --eta: must be a finite number, got 'nan'"),
+        (
+            ["--tile", "8"],
+            "unrecognized arguments: --tile 8 (DDPM accepts the sampler settings --sampler --eta",
+        ),
+        (["--ckpt", "missing.ckpt"], "argument --ckpt"),
+    ],
+    ids=["num", "batch-size", "steps", "negative", "zero", "odd", "choice", "nan", "other-family", "ckpt"],
+)
+def test_user_errors_are_one_line_naming_the_option(
+    ddpm_ckpt: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], extra: list[str], expected: str
+) -> None:
+    args = ["sample", "--ckpt", str(ddpm_ckpt), "--num", "1", "--steps", "1", "--out", str(tmp_path), *extra]
+    if extra[0] == "--ckpt":
+        args = ["sample", "--ckpt", str(tmp_path / "missing.ckpt")]
+        expected = f"--ckpt: no checkpoint at {tmp_path / 'missing.ckpt'}"
+    with pytest.raises(SystemExit) as exit_info:
+        main(args)
+    assert exit_info.value.code == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("rezdiff sample: error: ") and expected in lines[0], lines
+    assert not list(tmp_path.glob("*/*.png")), "nothing is written after an error"
+
+
+def test_no_traceback_from_the_console(ddpm_ckpt: Path, tmp_path: Path) -> None:
+    """The console command (not only ``main``) ends a user error with one line and exit status 2."""
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "rezdiff",
+            "sample",
+            "--ckpt",
+            str(ddpm_ckpt),
+            "--resolution",
+            "15",
+            "--num",
+            "1",
+        ]
+        + ["--steps", "1", "--out", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "PYTHONPATH": str(REPO / "src")},
+    )
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
+    assert result.stderr.strip().splitlines()[-1].startswith("rezdiff sample: error: DDPM: this U-Net")
+
+
+def test_help_lists_the_checkpoints_settings(ddpm_ckpt: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        main(["sample", "--help"])
+    plain = capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        main(["sample", "--ckpt", str(ddpm_ckpt), "--help"])
+    family = capsys.readouterr().out
+    assert "--eps-after-clip {network,from_x0}" in family and "--eps-after-clip" not in plain
+    assert "DDPM sampler settings" in family
+
+
+def test_memory_estimate_matches_the_measured_peak(ddpm_ckpt: Path) -> None:
+    """The probes (16², 32²) extrapolate to what a batch at 64² allocates, counted by the same tracker."""
+    model = rezdiff.load(ddpm_ckpt)
+    settings = {"sampler": "ddim"}
+    for resolution, batch in ((64, 1), (48, 3)):
+        estimate = estimate_memory(model, resolution, batch, settings)
+        with _peak_bytes(torch.device("cpu")) as peak:
+            model.sample(batch, resolution, steps=1, generator=torch.Generator().manual_seed(0), **settings)
+        assert estimate.bytes == pytest.approx(peak[0], rel=0.05), (resolution, batch)
+
+
+def test_memory_guard_refuses_unless_forced(
+    ddpm_ckpt: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setattr("rezdiff.sample.free_memory", lambda device: 1_000_000)  # 1 MB free
+    args = ["sample", "--ckpt", str(ddpm_ckpt), "--num", "2", "--steps", "1", "--out", str(tmp_path)]
+    refused = r"--resolution 64x64 with --batch-size 2: estimated \d+\.\d MB \(about .* per step\), but "
+    with pytest.raises(SystemExit, match=refused + r"cpu has 1\.0 MB free") as info:
+        main([*args, "--resolution", "16", "64"])
+    assert info.value.code == 2 and "pass --force" in str(info.value) and "--tile" not in str(info.value)
+    capsys.readouterr()
+    assert main([*args, "--resolution", "16", "--batch-size", "1"])  # 16² x 1 fits in 1 MB
+    written = main([*args, "--resolution", "64", "--force"])
+    assert load_image(written[0]).shape == (3, 64, 64)

@@ -20,6 +20,7 @@ from lightning.pytorch.cli import LightningCLI
 from lightning.pytorch.loggers import Logger, TensorBoardLogger
 
 from rezdiff.callbacks.checkpoint import AtomicCheckpoints, CheckpointWriteError
+from rezdiff.callbacks.predictions import PredictionWriter
 from rezdiff.data.datamodule import FieldDataModule
 from rezdiff.evaluation import Evaluate
 from rezdiff.models.base import DiffusionModule
@@ -35,7 +36,9 @@ commands:
   validate   validation loss of a checkpoint:  rezdiff validate --config CFG --ckpt_path CKPT
   test       test-set loss and the `evaluate:` metrics (FID, KID, SWD, ... at each resolution) of a
              checkpoint, written to <run>/metrics.json:  rezdiff test --config CFG --ckpt_path CKPT
-  predict    generate samples for the predict set: rezdiff predict --config CFG --ckpt_path CKPT
+  predict    generate one PNG per seed into <run>/predictions/<H>x<W>/seed######.png, on any number of
+             ranks: rezdiff predict --config CFG --ckpt_path CKPT --predictions.seeds 0-49999
+             [--predictions.resolution 256] [--predictions.sample_options '{sampler: ddim, eta: 0.5}']
   sample     write samples of any checkpoint at several resolutions, or solve an inverse problem:
              rezdiff sample --ckpt run/checkpoints/last.ckpt --resolution 64 128 --num 16 --out samples/
              (∞-Diff: --inpaint IMAGE --hole=X0,Y0,X1,Y1 | --mask IMAGE; --super-resolve IMAGE;
@@ -47,7 +50,8 @@ commands:
   sweep      fit + test a grid of runs, one results table and plot:
              rezdiff sweep configs/sweeps/families_quickstart.yaml [--print-commands]
 
-`rezdiff <command> --help` lists a command's options; fit/validate/test/predict/stats accept every
+`rezdiff <command> --help` lists a command's options (`rezdiff sample --ckpt CKPT --help`: with the
+sampler settings of that checkpoint's family); fit/validate/test/predict/stats accept every
 LightningCLI option (--print_config, several -c files, dotted overrides such as --evaluate.resolutions
 [32,64], --ckpt_path).
 """
@@ -65,6 +69,7 @@ class RezdiffCLI(LightningCLI):
 
     def add_arguments_to_parser(self, parser: Any) -> None:
         parser.add_class_arguments(Evaluate, "evaluate")
+        parser.add_class_arguments(PredictionWriter, "predictions")
 
     def instantiate_trainer(self, **kwargs: Any) -> Any:
         config = (
@@ -84,8 +89,22 @@ class RezdiffCLI(LightningCLI):
             evaluate = self.config_init["test"].get("evaluate")
             if isinstance(evaluate, Evaluate) and evaluate.metrics != []:  # `metrics: []` turns it off
                 extra.append(evaluate)
+        if self.subcommand == "predict":
+            extra.append(self.config_init["predict"]["predictions"])
         kwargs["callbacks"] = callbacks + extra
         return super().instantiate_trainer(**kwargs)
+
+    def predict(self, model: DiffusionModule, **kwargs: Any) -> None:
+        """``rezdiff predict``: the ``predictions:`` settings' seeds (not the datamodule) through the model's
+        ``predict_step``, written by :class:`PredictionWriter`; predictions are not kept in memory."""
+        writer: PredictionWriter = self.config_init["predict"]["predictions"]
+        writer.check(model)
+        self.trainer.predict(
+            model,
+            dataloaders=writer.dataloader(),
+            return_predictions=bool(kwargs.get("return_predictions")),
+            ckpt_path=kwargs.get("ckpt_path"),
+        )
 
 
 def lightning_main(args: list[str] | None) -> RezdiffCLI:

@@ -226,7 +226,7 @@ def test_tile_norm_reaches_sample_and_the_command_line(
     torch.testing.assert_close(per_tile, expected.clamp(-1, 1))
     with pytest.raises(ValueError, match="'global' .* or 'tile'"):
         model.sample(1, 64, norm="tiles")  # type: ignore[arg-type]
-    # rezdiff sample --tile/--pad/--tile-norm reach INFD.sample (--tile 0: one whole render)
+    # rezdiff sample --tile/--pad/--tile-norm reach INFD.sample (--tile none: one whole render)
     calls: list[dict] = []
     original = model.sample
 
@@ -239,6 +239,11 @@ def test_tile_norm_reaches_sample_and_the_command_line(
     monkeypatch.setattr("rezdiff.loading.load", lambda *a, **k: model)
     base = ["sample", "--ckpt", "x.ckpt", "--resolution", "32", "--num", "1", "--steps", "2"]
     main([*base, "--out", str(tmp_path / "a"), "--tile", "16", "--pad", "7", "--tile-norm", "tile"])
-    main([*base, "--out", str(tmp_path / "b"), "--tile", "0"])
+    main([*base, "--out", str(tmp_path / "b"), "--tile", "none"])
+    calls = [call for call in calls if call["steps"] == 2]  # not the memory probes' one-step calls
     assert (calls[0]["tile"], calls[0]["pad"], calls[0]["norm"]) == (16, 7, "tile")
     assert calls[1]["tile"] is None and "norm" not in calls[1]
+    # a render estimated beyond free memory is refused, with tiling suggested
+    monkeypatch.setattr("rezdiff.sample.free_memory", lambda device: 1000)
+    with pytest.raises(SystemExit, match=r"or render in smaller tiles \(--tile N\), or pass --force"):
+        main([*base, "--out", str(tmp_path / "c")])

@@ -1,7 +1,8 @@
-"""Training callbacks: sample grids, atomic checkpoints and the multilevel resolution schedule."""
+"""Callbacks: sample grids, atomic checkpoints, the multilevel resolution schedule, the prediction writer."""
 
 from rezdiff.callbacks.checkpoint import AtomicCheckpointIO, AtomicCheckpoints
+from rezdiff.callbacks.predictions import PredictionWriter
 from rezdiff.callbacks.samples import SampleGrid
 from rezdiff.callbacks.schedule import ResolutionSchedule
 
-__all__ = ["AtomicCheckpointIO", "AtomicCheckpoints", "ResolutionSchedule", "SampleGrid"]
+__all__ = ["AtomicCheckpointIO", "AtomicCheckpoints", "PredictionWriter", "ResolutionSchedule", "SampleGrid"]

@@ -14,8 +14,9 @@ import os
 import random
 import warnings
 from abc import ABC, abstractmethod
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import lightning.pytorch as pl
@@ -41,6 +42,16 @@ def step_generator(*keys: int, device: torch.device | str = "cpu") -> torch.Gene
     """A generator seeded from integer keys (seed, step, batch, rank): reproducible and resumable."""
     digest = hashlib.blake2b(repr(keys).encode(), digest_size=8).digest()
     return torch.Generator(device=device).manual_seed(int.from_bytes(digest, "little") & (2**63 - 1))
+
+
+@dataclass
+class SeedBatch:
+    """A batch of ``rezdiff predict``: the seeds of its images, the resolution to sample at (None: the
+    model's) and the keyword arguments of ``sample()`` (sampler settings)."""
+
+    seeds: list[int]
+    resolution: tuple[int, int] | None = None
+    options: dict[str, Any] = field(default_factory=dict)
 
 
 class DiffusionModule(pl.LightningModule, ABC):
@@ -209,10 +220,28 @@ class DiffusionModule(pl.LightningModule, ABC):
     def test_step(self, batch: FieldBatch, batch_idx: int) -> Tensor:
         return self._eval_step(batch, batch_idx, "test")
 
-    def predict_step(self, batch: FieldBatch, batch_idx: int) -> Tensor:
-        """Generate as many samples as the batch holds, at the batch's resolution."""
+    def predict_step(self, batch: SeedBatch | FieldBatch, batch_idx: int) -> Tensor:
+        """``rezdiff predict``: one image per seed of a :class:`SeedBatch`, with its resolution and settings.
+        A :class:`FieldBatch` (``trainer.predict`` on a datamodule) gets as many samples as it holds, at its
+        resolution."""
+        if isinstance(batch, SeedBatch):
+            return self.sample_seeds(batch.seeds, batch.resolution, **batch.options)
         generator = step_generator(self._seed(), 3, batch_idx, self.global_rank, device=self.device)
         return self.sample(batch.batch_size, tuple(batch.image.shape[-2:]), generator=generator)
+
+    def sample_seeds(
+        self, seeds: Sequence[int], resolution: Resolution | None = None, **options: Any
+    ) -> Tensor:
+        """``sample(len(seeds), resolution, **options)`` with the noise keyed by ``seeds``: the one place
+        where ``rezdiff sample`` and ``rezdiff predict`` turn seeds into a sampler's randomness.
+
+        Until every family's ``sample()`` takes ``seeds=`` (image k from its own seed), the whole batch draws
+        from one generator seeded by ``seeds[0]``: an image then depends on the seeds batched with it.
+        """
+        if len(seeds) == 0:
+            raise ValueError("sample_seeds needs at least one seed")
+        generator = torch.Generator(device=self.device).manual_seed(int(seeds[0]))
+        return self.sample(len(seeds), resolution, generator=generator, **options)
 
     # ----------------------------------------------------------------- optimisation
     def configure_optimizers(self) -> Any:
