@@ -1,7 +1,7 @@
 """Training callbacks: sample grids, atomic checkpoints and the multilevel resolution schedule."""
 
-from rezdiff.callbacks.checkpoint import AtomicCheckpointIO, AtomicCheckpoints
+from rezdiff.callbacks.checkpoint import AtomicCheckpointIO, AtomicCheckpoints, LastCheckpoint
 from rezdiff.callbacks.samples import SampleGrid
 from rezdiff.callbacks.schedule import ResolutionSchedule
 
-__all__ = ["AtomicCheckpointIO", "AtomicCheckpoints", "ResolutionSchedule", "SampleGrid"]
+__all__ = ["AtomicCheckpointIO", "AtomicCheckpoints", "LastCheckpoint", "ResolutionSchedule", "SampleGrid"]

@@ -104,3 +104,28 @@ class AtomicCheckpoints(pl.Callback):
             for stale in stale_temporaries(folder):
                 stale.unlink(missing_ok=True)
                 rank_zero_info(f"rezdiff: removed {stale.name}, a partial checkpoint of an interrupted save")
+
+
+class LastCheckpoint(ModelCheckpoint):
+    """``last.ckpt`` alone, written every ``every_n_epochs`` (default 1) or ``every_n_train_steps``: the
+    CLI's default checkpoint (a config's own ``ModelCheckpoint`` adds top-k files next to it).
+
+    Lightning's ``ModelCheckpoint(save_top_k=0, save_last=True)`` writes ``last.ckpt`` at epoch ends only
+    after a top-k file was written at that step, i.e. never before the end of training; here the periodic
+    trigger itself counts as that save. ``enable_version_counter`` is off: the run's checkpoint is always
+    ``last.ckpt``, and a resumed run whose callback state is not in the checkpoint (another folder, an older
+    rezdiff) overwrites it instead of leaving it beside a ``last-v1.ckpt``."""
+
+    def __init__(self, dirpath: str | None = None, **kwargs: Any) -> None:
+        kwargs.setdefault("save_last", True)
+        kwargs.setdefault("save_top_k", 0)
+        kwargs.setdefault("enable_version_counter", False)
+        super().__init__(dirpath=dirpath, **kwargs)
+
+    def _save_topk_checkpoint(self, trainer: pl.Trainer, monitor_candidates: dict[str, torch.Tensor]) -> None:
+        if self.save_top_k != 0:
+            super()._save_topk_checkpoint(trainer, monitor_candidates)
+            return
+        # Every caller writes last.ckpt next when this step is marked as saved (the epoch-end hooks test
+        # exactly this mark; the step and validation hooks write it anyway); _save_checkpoint sets it again.
+        self._last_global_step_saved = trainer.global_step
