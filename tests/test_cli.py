@@ -356,3 +356,30 @@ def test_sample_time_settings_are_sampling_arguments_of_their_family() -> None:
         assert names and names <= set(inspect.signature(cls.__init__).parameters), cls
         assert not names & {"lr", "num_train_steps", "ema_decay", "image_size"}, cls
     assert sample_time_settings(type("MyDDPM", (DDPM,), {})) == SAMPLE_TIME_SETTINGS[DDPM]
+
+
+@pytest.mark.usefixtures("single_thread")
+def test_a_bad_checkpoint_file_is_one_line_naming_it(
+    tmp_path: Path, tiny_checkpoints: dict[str, Path]
+) -> None:
+    """Lightning's torch.load of --ckpt_path raised torch's own errors (zip internals, "101"), with a
+    traceback; weights that do not fit the recorded settings gave a "size mismatch" line per tensor."""
+    good = tiny_checkpoints["ddpm"]
+    cut, text, edited, foreign = (tmp_path / f"{n}.ckpt" for n in ("cut", "text", "edited", "foreign"))
+    cut.write_bytes(good.read_bytes()[:100_000])
+    text.write_text("model:\n  class_path: rezdiff.models.DDPM\n")
+    checkpoint = torch.load(good, weights_only=True)
+    checkpoint["state_dict"]["network.net.conv_in.weight"] = torch.zeros(16, 3, 5, 5)
+    torch.save(checkpoint, edited)
+    checkpoint["rezdiff"]["class_path"] = "os.system"
+    torch.save(checkpoint, foreign)
+    expected = {
+        cut: "is a truncated checkpoint",
+        text: "is a text file (it starts with 'model:')",
+        edited: "weight network.net.conv_in.weight has shape [16, 3, 5, 5] in the file but [16, 3, 3, 3]",
+        foreign: "names class 'os.system', which is not a rezdiff model",
+    }
+    for path, words in expected.items():
+        message = _one_line_error(lambda path=path: _with_ckpt("validate", path, tmp_path / "run"))
+        assert message.startswith("rezdiff validate: error: ") and str(path) in message, message
+        assert words in message, message

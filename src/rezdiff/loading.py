@@ -147,17 +147,21 @@ def recorded_hyperparameters(path: str | Path, checkpoint: Mapping[str, Any], cl
     return {**getattr(cls, "recorded_defaults", {}), **hparams}
 
 
-def check_weight_shapes(path: str | Path, model: torch.nn.Module, weights: Mapping[str, Any]) -> None:
-    """Raise one line naming the first weight whose shape in the file differs from the one ``model`` (built
-    from the file's hyperparameters) has: the recorded settings do not match the weights."""
+def check_weight_shapes(
+    path: str | Path, model: torch.nn.Module, weights: Mapping[str, torch.Tensor | torch.Size]
+) -> None:
+    """Raise one line naming the first weight whose shape in the file (a tensor, or its shape) differs from
+    the one ``model`` (built from the file's hyperparameters) has: the recorded settings do not match the
+    weights, which torch reports as a raw ``size mismatch`` for every tensor."""
     own = model.state_dict()
     for name, value in weights.items():
+        shape = value.shape if isinstance(value, torch.Tensor) else value
         mine = own.get(name)
-        if mine is None or not hasattr(value, "shape") or torch.nn.parameter.is_lazy(mine):
+        if mine is None or not isinstance(shape, torch.Size) or torch.nn.parameter.is_lazy(mine):
             continue
-        if tuple(value.shape) != tuple(mine.shape):
+        if tuple(shape) != tuple(mine.shape):
             raise CheckpointError(
-                f"{path}: weight {name} has shape {list(value.shape)} in the file but {list(mine.shape)} "
+                f"{path}: weight {name} has shape {list(shape)} in the file but {list(mine.shape)} "
                 f"in the {type(model).__name__} its hyperparameters build: the recorded hyperparameters "
                 "do not match the weights"
             )
