@@ -383,3 +383,14 @@ def test_a_bad_checkpoint_file_is_one_line_naming_it(
         message = _one_line_error(lambda path=path: _with_ckpt("validate", path, tmp_path / "run"))
         assert message.startswith("rezdiff validate: error: ") and str(path) in message, message
         assert words in message, message
+
+
+def test_sample_from_a_bad_checkpoint_is_one_line(tmp_path: Path) -> None:
+    """rezdiff sample --ckpt raised rezdiff.load's error with its traceback."""
+    text = tmp_path / "notes.ckpt"
+    text.write_text("epoch: 3\n")
+    for path, words in ((text, "is a text file"), (tmp_path / "absent.ckpt", "no checkpoint at")):
+        message = _one_line_error(
+            lambda path=path: main(["sample", "--ckpt", str(path), "--out", str(tmp_path)])
+        )
+        assert message.startswith("rezdiff sample: error: ") and words in message and str(path) in message

@@ -263,7 +263,10 @@ def main(args: list[str] | None = None) -> Any:
         return None
     command = argv[0]
     if command == "sample":
-        return sample_main(argv[1:])
+        try:
+            return sample_main(argv[1:])
+        except (CheckpointError, FileNotFoundError) as error:  # a bad or missing --ckpt: say which and why
+            raise SystemExit(f"rezdiff sample: error: {error}") from error
     if command == "sweep":
         from rezdiff.sweep import sweep_main
 
