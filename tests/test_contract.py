@@ -202,6 +202,25 @@ def test_samples_at_two_resolutions_follow_the_seed(family: Family, runs: Runs) 
         assert (other - first).abs().amax(dim=(1, 2, 3)).min() > 1e-3, "another seed gave the same image"
 
 
+@by_family
+def test_safetensors_export_rebuilds_the_same_model(family: Family, runs: Runs, tmp_path: Path) -> None:
+    """``rezdiff export`` (safetensors + JSON) and ``rezdiff.load`` of the folder: the same class, plain
+    hyperparameters (tuples come back as lists), every weight and buffer, the same samples."""
+    ckpt = _ckpt(runs.full(family))
+    model = rezdiff.load(ckpt)
+    folder = main(["export", "--ckpt", str(ckpt), "--out", str(tmp_path / "export")])
+    again = rezdiff.load(folder)
+    assert type(again) is family.cls
+    assert json.loads(json.dumps(dict(again.hparams))) == json.loads(json.dumps(dict(model.hparams)))
+    _assert_same(model.state_dict(), again.state_dict(), "state_dict")
+    torch.testing.assert_close(
+        _draw(family, again, family.resolutions[0], 3),
+        _draw(family, model, family.resolutions[0], 3),
+        rtol=0,
+        atol=0,
+    )
+
+
 # ---------------------------------------------------------------------------------------------- 4
 @by_family
 def test_sample_command_writes_the_promised_images(family: Family, runs: Runs, tmp_path: Path) -> None:

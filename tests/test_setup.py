@@ -58,7 +58,8 @@ IMPORT_NAMES = {
     "pyyaml": "yaml",
 }
 OPTIONAL_IMPORTS = {"triton"}  # the `triton` extra: imported only where it is installed
-USED_INDIRECTLY = {"jsonargparse"}  # LightningCLI's parser: lightning imports it but does not require it
+USED_INDIRECTLY = {"jsonargparse", "tensorboard"}  # LightningCLI's parser and its default logger's writer:
+# lightning imports them but does not require them
 
 
 def test_declared_dependencies_are_the_imported_ones() -> None:
@@ -79,3 +80,20 @@ def test_declared_dependencies_are_the_imported_ones() -> None:
     third_party = imported - set(sys.stdlib_module_names) - {"rezdiff", "__future__"} - OPTIONAL_IMPORTS
     assert declared - imported - USED_INDIRECTLY == set(), "declared but never imported"
     assert third_party - declared == set(), "imported but not declared"
+
+
+def test_core_maths_imports_without_lightning_and_the_package_names_resolve() -> None:
+    """``import rezdiff.core`` must not load Lightning or diffusers (an eager ``rezdiff/__init__`` did);
+    every public name of ``rezdiff`` still resolves on first use."""
+    import subprocess
+
+    code = (
+        "import sys, rezdiff.core\n"
+        "heavy = sorted(m for m in ('lightning', 'diffusers', 'jsonargparse') if m in sys.modules)\n"
+        "assert not heavy, heavy\n"
+        "import rezdiff\n"
+        "missing = [name for name in rezdiff.__all__ if getattr(rezdiff, name, None) is None]\n"
+        "assert not missing, missing\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO)
+    assert result.returncode == 0, result.stderr[-2000:]

@@ -1,8 +1,8 @@
 """The ``rezdiff`` command: ``fit``/``validate``/``test``/``predict`` through LightningCLI, ``stats``,
-``sample`` and ``sweep``.
+``sample``, ``export`` and ``sweep``.
 
 A run directory (``--trainer.default_root_dir``) holds ``config.yaml``, ``checkpoints/`` (``last.ckpt``
-always), the logs (TensorBoard when installed, CSV otherwise), ``samples/`` and, after ``rezdiff test``,
+always), the the TensorBoard logs (with the learning rate), ``samples/`` and, after ``rezdiff test``,
 ``metrics.json``. Every config accepts a top-level ``evaluate:`` section (the settings of
 :class:`rezdiff.evaluation.Evaluate`); ``test`` runs it after the test loss and ``stats`` caches its
 reference features.
@@ -16,9 +16,9 @@ from pathlib import Path
 from typing import Any
 
 from jsonargparse import Namespace
-from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
 from lightning.pytorch.cli import LightningCLI
-from lightning.pytorch.loggers import CSVLogger, Logger, TensorBoardLogger
+from lightning.pytorch.loggers import Logger, TensorBoardLogger
 
 from rezdiff.callbacks.checkpoint import AtomicCheckpoints, CheckpointWriteError, LastCheckpoint
 from rezdiff.data.datamodule import FieldDataModule
@@ -52,6 +52,8 @@ commands:
               INFD: --guide box=X0,Y0,X1,Y1,loss=color,mean=R,G,B --guidance-scale 20;
               INFD stage 1: --super-resolve IMAGE renders its reconstruction at --resolution)
   stats      compute and cache the reference features `evaluate:` needs:  rezdiff stats --config CFG
+  export     a checkpoint as a diffusers pipeline (DDPM, INFD) or as safetensors + JSON (any model):
+             rezdiff export --ckpt CKPT --out DIR --format diffusers|safetensors
   sweep      fit + test a grid of runs, one results table and plot:
              rezdiff sweep configs/sweeps/families_quickstart.yaml [--print-commands]
 
@@ -117,12 +119,9 @@ def _same(given: Any, recorded: Any) -> bool:
 
 
 def default_logger(root: str) -> Logger:
-    """TensorBoard when it is installed, CSV otherwise, writing straight into the run directory."""
-    from lightning.fabric.loggers.tensorboard import _TENSORBOARD_AVAILABLE, _TENSORBOARDX_AVAILABLE
-
-    if _TENSORBOARD_AVAILABLE or _TENSORBOARDX_AVAILABLE:
-        return TensorBoardLogger(save_dir=root, name="", version="")
-    return CSVLogger(save_dir=root, name="", version="")
+    """TensorBoard (a dependency) writing straight into the run directory, without the ``hp_metric``
+    placeholder Lightning would log at -1."""
+    return TensorBoardLogger(save_dir=root, name="", version="", default_hp_metric=False)
 
 
 class RezdiffCLI(LightningCLI):
@@ -204,6 +203,9 @@ class RezdiffCLI(LightningCLI):
             kwargs["logger"] = default_logger(root)
         callbacks = list(config.get("callbacks") or [])
         extra: list[Any] = [AtomicCheckpoints()]
+        has_monitor = any(isinstance(callback, LearningRateMonitor) for callback in callbacks)
+        if config.get("logger") is not False and not has_monitor:
+            extra.append(LearningRateMonitor())
         if not any(isinstance(callback, ModelCheckpoint) and callback.save_last for callback in callbacks):
             extra.append(LastCheckpoint(dirpath=str(Path(root) / "checkpoints")))
         if self.subcommand == "test":
@@ -273,6 +275,10 @@ def main(args: list[str] | None = None) -> Any:
         return sweep_main(argv[1:])
     if command == "stats":
         return _friendly(command, lambda: stats_main(argv[1:]))
+    if command == "export":
+        from rezdiff.export import export_main
+
+        return export_main(argv[1:])
     if command not in LIGHTNING_COMMANDS:
         raise SystemExit(f"rezdiff: unknown command {command!r}\n\n{HELP}")
     # None: LightningCLI reads sys.argv itself (as DDP re-launches expect)

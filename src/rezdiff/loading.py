@@ -94,10 +94,19 @@ def _torch_reason(error: BaseException) -> str:
 
 
 def read_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
-    """The checkpoint dict of a rezdiff run, read with ``weights_only=True`` (tensors and plain values
-    only, never code); a file that is not one raises a one-line :class:`CheckpointError` saying what the
-    file is and what is wrong (``FileNotFoundError`` when there is none)."""
+    """The checkpoint dict of a rezdiff run (or of a ``rezdiff export --format safetensors`` folder), read
+    with ``weights_only=True`` (tensors and plain values only, never code); a file that is not one raises a
+    one-line :class:`CheckpointError` saying what the file is and what is wrong (``FileNotFoundError`` when
+    there is none)."""
     path = Path(path)
+    if path.is_dir() or path.suffix == ".safetensors":  # a `rezdiff export --format safetensors` folder
+        from rezdiff.export import read_safetensors
+
+        try:
+            checkpoint: Any = read_safetensors(path if path.is_dir() else path.parent)
+        except ValueError as error:
+            raise CheckpointError(str(error)) from error
+        return _checked_contents(path, checkpoint)
     if not path.is_file():
         raise FileNotFoundError(f"no checkpoint at {path}")
     problem = _describe_unreadable(path)
@@ -107,6 +116,11 @@ def read_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
         checkpoint = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as error:  # torch raises several types for corrupt or foreign files
         raise CheckpointError(f"cannot read checkpoint {path}: {_torch_reason(error)}") from error
+    return _checked_contents(path, checkpoint)
+
+
+def _checked_contents(path: Path, checkpoint: Any) -> dict[str, Any]:
+    """``checkpoint`` if it has a rezdiff checkpoint's entries, else a one-line error naming ``path``."""
     if not isinstance(checkpoint, dict) or not isinstance(checkpoint.get("rezdiff"), Mapping):
         raise CheckpointError(
             f"{path} is not a rezdiff checkpoint (no 'rezdiff' entry naming the model class)"
@@ -170,7 +184,8 @@ def check_weight_shapes(
 def load(
     path: str | Path, *, map_location: str | torch.device = "cpu", strict: bool = True
 ) -> DiffusionModule:
-    """Load a model saved by ``rezdiff fit`` (any family) in eval mode, EMA weights included.
+    """Load a model saved by ``rezdiff fit`` (any family) in eval mode, EMA weights included; ``path`` may
+    also be a folder (or its ``model.safetensors``) written by ``rezdiff export --format safetensors``.
 
     The file is read with ``weights_only=True``: a checkpoint can hold tensors and plain values only,
     never code. The class to build and its arguments are the ones recorded at training time; the class is

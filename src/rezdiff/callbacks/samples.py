@@ -6,9 +6,8 @@ from pathlib import Path
 
 import lightning.pytorch as pl
 import torch
-from lightning.pytorch.loggers import TensorBoardLogger
 
-from rezdiff.data.images import make_grid, save_image
+from rezdiff.callbacks.images import log_images
 
 
 class SampleGrid(pl.Callback):
@@ -17,7 +16,8 @@ class SampleGrid(pl.Callback):
 
     Samples come from a private ``torch.Generator`` seeded with ``seed``, so the grids of successive
     epochs show the same noise and training randomness is untouched. Every rank computes the samples
-    (no rank waits on another); rank 0 writes them and sends them to a TensorBoard logger if there is one.
+    (no rank waits on another); rank 0 writes them and shows them in every logger that can show images
+    (:func:`rezdiff.callbacks.images.log_images`).
     """
 
     def __init__(
@@ -58,8 +58,4 @@ class SampleGrid(pl.Callback):
                 continue
             size = images.shape[-1]
             name = f"epoch={trainer.current_epoch}-step={trainer.global_step}-res={size}"
-            save_image(images, out_dir / f"{name}.png")
-            for logger in trainer.loggers:
-                if isinstance(logger, TensorBoardLogger):
-                    grid = (make_grid(images.float().cpu()) + 1) / 2
-                    logger.experiment.add_image(f"samples/res={size}", grid.clamp(0, 1), trainer.global_step)
+            log_images(trainer, f"samples/res={size}", images, out_dir / f"{name}.png")

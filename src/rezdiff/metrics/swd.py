@@ -17,9 +17,10 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 from torchmetrics import Metric
+
+from rezdiff.core.laplacian import collapse_laplacian_pyramid, gaussian_pyramid, laplacian_pyramid
 
 __all__ = [
     "MultiScaleSWD",
@@ -32,8 +33,6 @@ __all__ = [
     "wasserstein_1d",
 ]
 
-# 5-tap binomial filter; applied separably it is the 5x5 Gaussian of cv2.pyrDown / the original code.
-_BINOMIAL_5 = (1.0, 4.0, 6.0, 4.0, 1.0)
 # Largest number of projected values held at once (rows x directions); bounds memory for big sets.
 _PROJECTION_BUDGET = 1 << 24
 
@@ -48,69 +47,9 @@ def _default_generator(generator: torch.Generator | None) -> torch.Generator:
 # --------------------------------------------------------------------------------------------------
 
 
-def _binomial_blur(images: Tensor) -> Tensor:
-    """Separable [1,4,6,4,1]/16 filter per channel, mirror borders (scipy 'mirror' = torch 'reflect')."""
-    b, c, h, w = images.shape
-    if min(h, w) < 3:
-        raise ValueError(f"cannot filter a {h}x{w} image: every filtered pyramid level needs at least 3x3")
-    kernel = torch.tensor(_BINOMIAL_5, device=images.device, dtype=images.dtype) / 16.0
-    flat = F.pad(images.reshape(b * c, 1, h, w), (2, 2, 2, 2), mode="reflect")
-    flat = F.conv2d(flat, kernel.view(1, 1, 1, 5))
-    flat = F.conv2d(flat, kernel.view(1, 1, 5, 1))
-    return flat.view(b, c, h, w)
-
-
-def _pyr_down(images: Tensor) -> Tensor:
-    """Blur, then keep every second row and column (size ceil(H/2) x ceil(W/2))."""
-    return _binomial_blur(images)[..., ::2, ::2]
-
-
-def _pyr_up(images: Tensor, size: tuple[int, int]) -> Tensor:
-    """Insert zeros to reach ``size``, then blur with 4x the filter (as cv2.pyrUp)."""
-    b, c, h, w = images.shape
-    if ((size[0] + 1) // 2, (size[1] + 1) // 2) != (h, w):
-        raise ValueError(f"cannot upsample {h}x{w} to {size[0]}x{size[1]}")
-    up = images.new_zeros(b, c, *size)
-    up[..., ::2, ::2] = images
-    return 4.0 * _binomial_blur(up)
-
-
 def _check_images(images: Tensor, name: str = "images") -> None:
     if images.ndim != 4:
         raise ValueError(f"{name} must be a [B, C, H, W] tensor, got shape {tuple(images.shape)}")
-
-
-def gaussian_pyramid(images: Tensor, num_levels: int) -> list[Tensor]:
-    """Gaussian pyramid of [B, C, H, W] images, finest (the input) first; each level halves H and W.
-
-    Odd sizes round up (level i+1 is ceil(H_i / 2)), as slicing with step 2 does.
-    """
-    _check_images(images)
-    if num_levels < 1:
-        raise ValueError(f"num_levels must be >= 1, got {num_levels}")
-    levels = [images]
-    for _ in range(num_levels - 1):
-        levels.append(_pyr_down(levels[-1]))
-    return levels
-
-
-def laplacian_pyramid(images: Tensor, num_levels: int) -> list[Tensor]:
-    """Laplacian pyramid, finest first: level i = G_i - up(G_{i+1}); the coarsest level is G_{n-1}.
-
-    ``collapse_laplacian_pyramid`` inverts it exactly (up to float rounding).
-    """
-    gauss = gaussian_pyramid(images, num_levels)
-    pairs = zip(gauss[:-1], gauss[1:], strict=True)
-    bands = [fine - _pyr_up(coarse, fine.shape[-2:]) for fine, coarse in pairs]
-    return [*bands, gauss[-1]]
-
-
-def collapse_laplacian_pyramid(pyramid: list[Tensor]) -> Tensor:
-    """Rebuild the image from ``laplacian_pyramid`` output: upsample the coarse image and add each band."""
-    image = pyramid[-1]
-    for band in reversed(pyramid[:-1]):
-        image = band + _pyr_up(image, band.shape[-2:])
-    return image
 
 
 # --------------------------------------------------------------------------------------------------

@@ -23,7 +23,7 @@ from typing import Literal
 import torch
 from torch import Tensor, nn
 
-from rezdiff.data.coords import pixel_centers
+from rezdiff.data.coords import as_hw, pixel_centers
 
 Positional = Literal["periodic", "linear", "none"]
 
@@ -40,13 +40,6 @@ def check_even(height: int, width: int) -> None:
             f"the FNO needs even grid sizes, got {height}x{width}: {NEURALOP_ODD_SIZE_BUG}. "
             "Use an even resolution."
         )
-
-
-def _pair(value: int | tuple[int, int] | list[int]) -> tuple[int, int]:
-    if isinstance(value, int):
-        return value, value
-    first, second = (int(v) for v in value)
-    return first, second
 
 
 class FNO(nn.Module):
@@ -74,7 +67,7 @@ class FNO(nn.Module):
         super().__init__()
         from neuralop.models import FNO as NeuralopFNO  # lazy: importing neuralop is slow (wandb)
 
-        modes_h, modes_w = _pair(modes)
+        modes_h, modes_w = as_hw(modes, "modes")
         if min(modes_h, modes_w) < 1 or width < 1 or n_layers < 1 or projection < 1:
             raise ValueError("modes, width, n_layers and projection must all be >= 1")
         if positional not in ("periodic", "linear", "none"):

@@ -25,6 +25,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from rezdiff.core.laplacian import laplacian_pyramid as core_laplacian_pyramid
+
 # torchvision's vgg16 ``features``: widths of the 3x3 convs, "M" for 2x2 max pooling (the last pool,
 # index 30, is not needed by LPIPS and left out).
 _VGG16_LAYOUT = (64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512)
@@ -153,29 +155,14 @@ class LPIPS(nn.Module):
         return total
 
 
-def _binomial_blur(x: Tensor) -> Tensor:
-    kernel = torch.tensor((1.0, 4.0, 6.0, 4.0, 1.0), device=x.device, dtype=x.dtype) / 16
-    channels = x.shape[1]
-    x = F.pad(x, (2, 2, 2, 2), mode="reflect" if min(x.shape[-2:]) > 2 else "replicate")
-    x = F.conv2d(x, kernel.view(1, 1, 1, 5).expand(channels, 1, 1, 5), groups=channels)
-    return F.conv2d(x, kernel.view(1, 1, 5, 1).expand(channels, 1, 5, 1), groups=channels)
-
-
 def laplacian_pyramid(x: Tensor, levels: int) -> list[Tensor]:
-    """Bands ``L_0 .. L_{n-1}`` and the low-pass residual (last), ``n <= levels - 1``: ``G_{j+1}`` is the
-    5-tap binomial blur of ``G_j`` subsampled by 2, ``L_j = G_j - up(G_{j+1})`` with bilinear ``up``;
-    ``sum`` of the upsampled bands reconstructs ``x`` exactly. Stops before a side would drop below 4."""
-    bands = []
-    current = x
-    for _ in range(levels - 1):
-        if min(current.shape[-2:]) < 8:
-            break
-        low = _binomial_blur(current)[..., ::2, ::2]
-        up = F.interpolate(low, size=current.shape[-2:], mode="bilinear", align_corners=False)
-        bands.append(current - up)
-        current = low
-    bands.append(current)
-    return bands
+    """Lap1's pyramid: bands ``L_0 .. L_{n-1}`` and the low-pass residual (last), ``n <= levels - 1``, with
+    bilinear ``up`` (:func:`rezdiff.core.laplacian.laplacian_pyramid`); it stops before a side would drop
+    below 4, and the upsampled bands sum back to ``x`` exactly."""
+    num_levels, side = 1, min(x.shape[-2:])
+    while num_levels < levels and side >= 8:
+        num_levels, side = num_levels + 1, (side + 1) // 2
+    return core_laplacian_pyramid(x, num_levels, upsample="bilinear")
 
 
 class LaplacianL1(nn.Module):

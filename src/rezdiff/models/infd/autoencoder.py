@@ -14,13 +14,13 @@ from typing import Any, ClassVar, Literal
 
 import torch
 import torch.nn.functional as F
-from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.strategies import DDPStrategy
 from torch import Tensor, nn
 
+from rezdiff.callbacks.images import log_images
 from rezdiff.data.batch import FieldBatch
 from rezdiff.data.coords import Resolution, as_hw
-from rezdiff.data.images import make_grid, resize, save_image
+from rezdiff.data.images import resize
 from rezdiff.metrics.reconstruction import psnr
 from rezdiff.models.base import DiffusionModule, NonFiniteLossError
 from rezdiff.nn.autoencoder import FeatureDecoder, LatentEncoder, VectorQuantizer, perplexity
@@ -361,13 +361,8 @@ class INFDAutoencoder(DiffusionModule):
                 rendered = self.render(phi, resolution, tile=self.render_tile, pad=self.render_pad)
                 rendered = rendered.clamp(-1, 1).float().cpu()
                 name = f"epoch={self.current_epoch}-step={self.global_step}-res={resolution}"
-                save_image(rendered, out_dir / f"{name}.png")
-                for logger in self.trainer.loggers:
-                    if isinstance(logger, TensorBoardLogger):
-                        grid = ((make_grid(rendered) + 1) / 2).clamp(0, 1)
-                        logger.experiment.add_image(
-                            f"reconstructions/res={resolution}", grid, self.global_step
-                        )
+                tag = f"reconstructions/res={resolution}"
+                log_images(self.trainer, tag, rendered, out_dir / f"{name}.png")
 
     def predict_step(self, batch: FieldBatch, batch_idx: int) -> Tensor:
         """Reconstructions of the batch's encoder inputs (``cond``, else ``image``) at their own size."""
