@@ -1,13 +1,16 @@
 """Checkpoint files as a user on a shared machine expects: the umask's mode, no partial files left behind by
-a killed save, and one line saying what went wrong when the disk is full (issue 17, items 6, 7, 9)."""
+a killed save, one line saying what went wrong when the disk is full (issue 17, items 6, 7, 9), and
+``last.ckpt`` alone unless the config asks for more, never an orphan after a resume (item 8)."""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
+import lightning.pytorch as pl
 import pytest
 import torch
 
@@ -99,3 +102,84 @@ def test_a_dry_run_writes_no_checkpoint(tmp_path: Path) -> None:
     before = (root / "checkpoints" / "last.ckpt").read_bytes()
     main([*common, "--trainer.default_root_dir", str(root), "--trainer.fast_dev_run", "1"])
     assert (root / "checkpoints" / "last.ckpt").read_bytes() == before
+
+
+# Which files a run keeps (issue 17, item 8) ---------------------------------------------------------------
+
+
+class LastCkptProbe(pl.Callback):
+    """Records, at the start of every training epoch, the step stored in ``last.ckpt`` (None: no file)."""
+
+    seen: ClassVar[list[int | None]] = []
+
+    def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        path = Path(trainer.default_root_dir) / "checkpoints" / "last.ckpt"
+        step = torch.load(path, weights_only=True)["global_step"] if path.exists() else None
+        LastCkptProbe.seen.append(step)
+
+
+PROBE = {"class_path": "tests.test_checkpoint_files.LastCkptProbe"}
+TWO_STEPS = ["--trainer.limit_train_batches=2", "--trainer.limit_val_batches=1"]  # 2 steps an epoch
+
+
+def _fit(root: Path, epochs: int, callbacks: list[dict[str, Any]], *extra: str) -> list[str]:
+    """Fit the tiny DDPM into ``root`` with ``callbacks``; the names in its checkpoint folder."""
+    LastCkptProbe.seen.clear()
+    main(
+        ["fit", "--config", str(TINY_DDPM), "--trainer.default_root_dir", str(root)]
+        + [
+            f"--trainer.max_epochs={epochs}",
+            f"--trainer.callbacks={json.dumps(callbacks)}",
+            *TWO_STEPS,
+            *extra,
+        ]
+    )
+    return sorted(p.name for p in (root / "checkpoints").iterdir())
+
+
+def _step(path: Path) -> int:
+    return torch.load(path, weights_only=True)["global_step"]
+
+
+def test_a_run_keeps_last_ckpt_alone_written_every_epoch(tmp_path: Path) -> None:
+    """Lightning's default also kept epoch=E-step=S.ckpt, a copy of last.ckpt; save_top_k=0 alone wrote
+    last.ckpt only when training ended."""
+    assert _fit(tmp_path / "run", 3, [PROBE]) == ["last.ckpt"]
+    assert LastCkptProbe.seen == [None, 2, 4]
+    assert _step(tmp_path / "run" / "checkpoints" / "last.ckpt") == 6
+
+
+def test_last_ckpt_follows_the_configured_period(tmp_path: Path) -> None:
+    every_two = {"class_path": "rezdiff.callbacks.LastCheckpoint", "init_args": {"every_n_epochs": 2}}
+    assert _fit(tmp_path / "run", 4, [every_two, PROBE]) == ["last.ckpt"]
+    assert LastCkptProbe.seen == [None, None, 4, 4]
+    assert _step(tmp_path / "run" / "checkpoints" / "last.ckpt") == 8
+
+
+def test_top_k_files_come_with_last_ckpt_when_the_config_asks(tmp_path: Path) -> None:
+    """A config's own ModelCheckpoint replaced the default: no last.ckpt for rezdiff sample."""
+    best = {
+        "class_path": "lightning.pytorch.callbacks.ModelCheckpoint",
+        "init_args": {"monitor": "val/loss", "save_top_k": 1, "filename": "best-{epoch}"},
+    }
+    names = _fit(tmp_path / "run", 2, [best])
+    assert "last.ckpt" in names and len(names) == 2 and names[0].startswith("best-epoch=")
+
+
+def test_a_resumed_run_leaves_no_orphan(tmp_path: Path) -> None:
+    """Resuming a run made by an earlier rezdiff (callback state under another key) wrote last-v1.ckpt
+    beside last.ckpt; resuming a default run kept its epoch file."""
+    root = tmp_path / "run"
+    assert _fit(root, 1, []) == ["last.ckpt"]
+    assert _fit(root, 2, [], f"--ckpt_path={root / 'checkpoints' / 'last.ckpt'}") == ["last.ckpt"]
+    assert _step(root / "checkpoints" / "last.ckpt") == 4
+
+    old_default = {
+        "class_path": "lightning.pytorch.callbacks.ModelCheckpoint",
+        "init_args": {"dirpath": str(tmp_path / "old" / "checkpoints"), "save_last": True},
+    }
+    assert _fit(tmp_path / "old", 1, [old_default]) == ["epoch=0-step=2.ckpt", "last.ckpt"]
+    ckpt = tmp_path / "old" / "checkpoints" / "last.ckpt"
+    # the old run's epoch file is left as it was: only this run's files are rezdiff's to manage
+    assert _fit(tmp_path / "old", 2, [], f"--ckpt_path={ckpt}") == ["epoch=0-step=2.ckpt", "last.ckpt"]
+    assert _step(ckpt) == 4

@@ -5,6 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -12,7 +13,7 @@ import yaml
 
 from rezdiff.cli import main
 from rezdiff.data.images import load_image
-from tests.helpers import REPO, TINY_DDPM
+from tests.helpers import REPO, TINY_DDPM, TINY_DVDP
 
 
 def test_help_lists_every_subcommand(capsys: pytest.CaptureFixture[str]) -> None:
@@ -238,3 +239,161 @@ def test_sample_grid_callback_leaves_training_randomness_untouched(tmp_path: Pat
         "epoch=0-step=0-res=16.png",
         "epoch=0-step=0-res=32.png",
     ]
+
+
+# --ckpt_path: the checkpoint's class and hyperparameters, never silently (issue 17, item 1) -------------
+
+QUICK = ["--trainer.callbacks=[]", "--trainer.limit_train_batches=1", "--trainer.limit_val_batches=1"]
+
+
+@pytest.fixture(scope="module")
+def tiny_checkpoints(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """One-epoch DDPM (weight_decay 0.01, which the tiny config does not set) and DVDP checkpoints."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    folder = tmp_path_factory.mktemp("ckpts")
+    paths = {}
+    for name, config, extra in (
+        ("ddpm", TINY_DDPM, ["--model.init_args.weight_decay=0.01"]),
+        ("dvdp", TINY_DVDP, []),
+    ):
+        root = folder / name
+        main(
+            ["fit", "-c", str(config), "--trainer.default_root_dir", str(root), "--trainer.max_epochs=1"]
+            + QUICK
+            + extra
+        )
+        paths[name] = root / "checkpoints" / "last.ckpt"
+    torch.set_num_threads(threads)
+    return paths
+
+
+def _with_ckpt(command: str, ckpt: Path, root: Path, *extra: str, config: Path = TINY_DDPM) -> Any:
+    args = [command, "-c", str(config), "--trainer.default_root_dir", str(root), "--ckpt_path", str(ckpt)]
+    if command == "fit":
+        args.append("--trainer.max_epochs=1")  # the checkpoint ends epoch 0: resuming trains nothing more
+    if command == "test":
+        args.append("--evaluate.metrics=[]")
+    return main(args + QUICK + list(extra))
+
+
+def _one_line_error(run: Any) -> str:
+    with pytest.raises(SystemExit) as stop:
+        run()
+    message = str(stop.value.code)
+    assert "\n" not in message, message
+    return message
+
+
+@pytest.mark.usefixtures("single_thread")
+@pytest.mark.parametrize("command", ["fit", "validate"])
+def test_a_checkpoint_of_another_class_is_an_error_naming_both(
+    tmp_path: Path, tiny_checkpoints: dict[str, Path], command: str
+) -> None:
+    """Lightning copied the checkpoint's class over the config's: a DDPM config trained a DVDP."""
+    message = _one_line_error(lambda: _with_ckpt(command, tiny_checkpoints["dvdp"], tmp_path / "run"))
+    assert message.startswith(
+        f"rezdiff {command}: error: --ckpt_path {tiny_checkpoints['dvdp']} holds a DVDP"
+    )
+    assert "the config's model is DDPM" in message and "rezdiff.models.dvdp.module.DVDP" in message
+    assert not (tmp_path / "run" / "config.yaml").exists()
+
+
+@pytest.mark.usefixtures("single_thread")
+@pytest.mark.parametrize("command", ["fit", "validate", "predict"])
+def test_sample_time_overrides_win_over_the_checkpoint(
+    tmp_path: Path, tiny_checkpoints: dict[str, Path], command: str
+) -> None:
+    """Sampling settings given with --ckpt_path were silently replaced by the checkpoint's."""
+    extra = [
+        "--model.init_args.eta=0.7",
+        "--model.init_args.sample_steps=3",
+        "--model.init_args.sampler=ddpm",
+    ]
+    cli = _with_ckpt(command, tiny_checkpoints["ddpm"], tmp_path / "run", *extra)
+    assert (cli.model.eta, cli.model.sample_steps, cli.model.sampler) == (0.7, 3, "ddpm")
+    assert cli.model.hparams["eta"] == 0.7  # later checkpoints of a resumed run record the new setting
+    saved = yaml.safe_load((tmp_path / "run" / "config.yaml").read_text())["model"]["init_args"]
+    assert (saved["eta"], saved["sample_steps"], saved["sampler"]) == (0.7, 3, "ddpm")
+    # what the config does not set comes from the checkpoint
+    assert cli.model.hparams["weight_decay"] == 0.01 and saved["weight_decay"] == 0.01
+
+
+@pytest.mark.usefixtures("single_thread")
+@pytest.mark.parametrize(
+    ("command", "override", "named"),
+    [
+        ("fit", ["--model.init_args.lr=0.01"], "lr (0.01 given, 0.001 in the checkpoint)"),
+        ("fit", ["--model.init_args.weight_decay=0.0"], "weight_decay (0.0 given, 0.01 in the checkpoint)"),
+        ("validate", ["--model.init_args.block_out_channels=[16, 48]"], "block_out_channels ([16, 48] given"),
+        (
+            "predict",
+            ["--model.init_args.num_train_steps=50"],
+            "num_train_steps (50 given, 100 in the checkpoint)",
+        ),
+    ],
+)
+def test_overriding_a_fixed_hyperparameter_is_an_error_naming_it(
+    tmp_path: Path, tiny_checkpoints: dict[str, Path], command: str, override: list[str], named: str
+) -> None:
+    """Lightning dropped these overrides silently (the checkpoint's value was used)."""
+    message = _one_line_error(
+        lambda: _with_ckpt(command, tiny_checkpoints["ddpm"], tmp_path / "run", *override)
+    )
+    assert message.startswith(f"rezdiff {command}: error: --ckpt_path") and named in message
+    assert "cannot change" in message and "eta" in message  # and it says which settings can
+
+
+def test_sample_time_settings_are_sampling_arguments_of_their_family() -> None:
+    """Every listed name is a constructor argument of its class, and every family has a list."""
+    import inspect
+
+    from rezdiff.cli import SAMPLE_TIME_SETTINGS, sample_time_settings
+    from rezdiff.models import DDPM, DVDP, MultilevelSDE
+    from rezdiff.models.infd import INFD, INFDAutoencoder
+    from rezdiff.models.infty_diff import InftyDiff, InftyDiffLatent
+
+    families = {DDPM, DVDP, MultilevelSDE, InftyDiff, InftyDiffLatent, INFDAutoencoder, INFD}
+    assert set(SAMPLE_TIME_SETTINGS) == families
+    for cls, names in SAMPLE_TIME_SETTINGS.items():
+        assert names and names <= set(inspect.signature(cls.__init__).parameters), cls
+        assert not names & {"lr", "num_train_steps", "ema_decay", "image_size"}, cls
+    assert sample_time_settings(type("MyDDPM", (DDPM,), {})) == SAMPLE_TIME_SETTINGS[DDPM]
+
+
+@pytest.mark.usefixtures("single_thread")
+def test_a_bad_checkpoint_file_is_one_line_naming_it(
+    tmp_path: Path, tiny_checkpoints: dict[str, Path]
+) -> None:
+    """Lightning's torch.load of --ckpt_path raised torch's own errors (zip internals, "101"), with a
+    traceback; weights that do not fit the recorded settings gave a "size mismatch" line per tensor."""
+    good = tiny_checkpoints["ddpm"]
+    cut, text, edited, foreign = (tmp_path / f"{n}.ckpt" for n in ("cut", "text", "edited", "foreign"))
+    cut.write_bytes(good.read_bytes()[:100_000])
+    text.write_text("model:\n  class_path: rezdiff.models.DDPM\n")
+    checkpoint = torch.load(good, weights_only=True)
+    checkpoint["state_dict"]["network.net.conv_in.weight"] = torch.zeros(16, 3, 5, 5)
+    torch.save(checkpoint, edited)
+    checkpoint["rezdiff"]["class_path"] = "os.system"
+    torch.save(checkpoint, foreign)
+    expected = {
+        cut: "is a truncated checkpoint",
+        text: "is a text file (it starts with 'model:')",
+        edited: "weight network.net.conv_in.weight has shape [16, 3, 5, 5] in the file but [16, 3, 3, 3]",
+        foreign: "names class 'os.system', which is not a rezdiff model",
+    }
+    for path, words in expected.items():
+        message = _one_line_error(lambda path=path: _with_ckpt("validate", path, tmp_path / "run"))
+        assert message.startswith("rezdiff validate: error: ") and str(path) in message, message
+        assert words in message, message
+
+
+def test_sample_from_a_bad_checkpoint_is_one_line(tmp_path: Path) -> None:
+    """rezdiff sample --ckpt raised rezdiff.load's error with its traceback."""
+    text = tmp_path / "notes.ckpt"
+    text.write_text("epoch: 3\n")
+    for path, words in ((text, "is a text file"), (tmp_path / "absent.ckpt", "no checkpoint at")):
+        message = _one_line_error(
+            lambda path=path: main(["sample", "--ckpt", str(path), "--out", str(tmp_path)])
+        )
+        assert message.startswith("rezdiff sample: error: ") and words in message and str(path) in message

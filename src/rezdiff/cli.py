@@ -15,15 +15,25 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from jsonargparse import Namespace
 from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
 from lightning.pytorch.cli import LightningCLI
 from lightning.pytorch.loggers import Logger, TensorBoardLogger
 
-from rezdiff.callbacks.checkpoint import AtomicCheckpoints, CheckpointWriteError
+from rezdiff.callbacks.checkpoint import AtomicCheckpoints, CheckpointWriteError, LastCheckpoint
 from rezdiff.callbacks.predictions import PredictionWriter
 from rezdiff.data.datamodule import FieldDataModule
 from rezdiff.evaluation import Evaluate
-from rezdiff.models.base import DiffusionModule
+from rezdiff.loading import (
+    CheckpointError,
+    check_weight_shapes,
+    checkpoint_class,
+    read_checkpoint,
+    recorded_hyperparameters,
+)
+from rezdiff.models import DDPM, DVDP, DiffusionModule, MultilevelSDE
+from rezdiff.models.infd import INFD, INFDAutoencoder
+from rezdiff.models.infty_diff import InftyDiff, InftyDiffLatent
 from rezdiff.sample import sample_main
 
 LIGHTNING_COMMANDS = ("fit", "validate", "test", "predict")
@@ -57,6 +67,61 @@ LightningCLI option (--print_config, several -c files, dotted overrides such as 
 """
 
 
+SAMPLE_TIME_SETTINGS: dict[type[DiffusionModule], frozenset[str]] = {
+    DDPM: frozenset({"sampler", "sample_steps", "spacing", "eta", "clip_denoised", "eps_after_clip"}),
+    DVDP: frozenset({"sampler", "sample_steps", "eta", "clip_denoised"}),
+    MultilevelSDE: frozenset({"sampler", "sample_steps", "sample_t_min", "denoise_final"}),
+    InftyDiff: frozenset(
+        {"sampler", "sample_steps", "spacing", "eta", "clip_denoised", "eps_after_clip", "deblur"}
+    ),
+    InftyDiffLatent: frozenset({"sample_steps", "spacing", "eta"}),
+    INFDAutoencoder: frozenset({"render_tile", "render_pad", "val_render_resolutions", "val_render_num"}),
+    INFD: frozenset({"sample_steps", "spacing", "eta"}),
+}
+"""Per family, the constructor arguments that only change ``sample()``/rendering or what validation logs,
+never the weights or the training: given with ``--ckpt_path``, these win over the checkpoint's values."""
+
+
+def sample_time_settings(cls: type) -> frozenset[str]:
+    """The :data:`SAMPLE_TIME_SETTINGS` of ``cls`` (a family's subclass inherits its family's)."""
+    return next((SAMPLE_TIME_SETTINGS[k] for k in cls.__mro__ if k in SAMPLE_TIME_SETTINGS), frozenset())
+
+
+def _plain(value: Any) -> Any:
+    """``value`` with Namespaces as dicts and tuples as lists, comparable with recorded values."""
+    if hasattr(value, "as_dict"):
+        value = value.as_dict()
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value
+
+
+def _same_class(a: Any, b: Any) -> bool:
+    """Two class paths that name one class (``rezdiff.models.DDPM`` and ``rezdiff.models.ddpm.module.DDPM``);
+    only paths inside the rezdiff package are imported to find out."""
+    if a == b:
+        return True
+    if not all(isinstance(p, str) and p.startswith("rezdiff.") for p in (a, b)):
+        return False
+    try:
+        return _class_of(a) is _class_of(b)
+    except (ImportError, AttributeError):
+        return False
+
+
+def _same(given: Any, recorded: Any) -> bool:
+    """Whether a value given in the config equals the checkpoint's (a given dict compares its own keys only:
+    a nested class spec names only the arguments the user set)."""
+    if isinstance(given, dict) and isinstance(recorded, dict):
+        return all(
+            k in recorded and (_same_class(v, recorded[k]) if k == "class_path" else _same(v, recorded[k]))
+            for k, v in given.items()
+        )
+    return given == recorded
+
+
 def default_logger(root: str) -> Logger:
     """TensorBoard (a dependency) writing straight into the run directory, without the ``hp_metric``
     placeholder Lightning would log at -1."""
@@ -71,6 +136,69 @@ class RezdiffCLI(LightningCLI):
         parser.add_class_arguments(Evaluate, "evaluate")
         parser.add_class_arguments(PredictionWriter, "predictions")
 
+    def parse_arguments(self, parser: Any, args: Any) -> None:
+        self._raw_args = args  # parsed again without defaults when a checkpoint needs what was given
+        super().parse_arguments(parser, args)
+
+    def _given_model_arguments(self, subcommand: str) -> dict[str, Any]:
+        """The model arguments the config files and the command line set explicitly (defaults left out)."""
+        args = self._raw_args
+        if isinstance(args, (dict, Namespace)):
+            given = self.parser.parse_object(args, defaults=False)
+        else:
+            given = self.parser.parse_args(args, defaults=False)
+        model = _plain((given.get(subcommand) or {}).get("model") or {})
+        return dict(model.get("init_args") or {}) if isinstance(model, dict) else {}
+
+    def _parse_ckpt_path(self) -> None:
+        """Take the model's class and hyperparameters from the ``--ckpt_path`` checkpoint, as Lightning does,
+        but never silently: a checkpoint of another class than the config's, or a given hyperparameter that
+        differs from the checkpoint's, is an error naming it; the sample-time settings
+        (:data:`SAMPLE_TIME_SETTINGS`) given in the config or on the command line win over the
+        checkpoint's."""
+        subcommand = self.config.get("subcommand")
+        if not subcommand:
+            return
+        ckpt_path = self.config[subcommand].get("ckpt_path")
+        if not ckpt_path or not Path(ckpt_path).is_file():
+            return  # "last"/"best"/... are Lightning's to resolve; a missing file fails there with its name
+        checkpoint = read_checkpoint(ckpt_path)
+        recorded_class = checkpoint_class(ckpt_path, checkpoint)
+        model_config = self.config[subcommand]["model"]
+        configured = _class_of(model_config.class_path)
+        if configured is not recorded_class:
+            raise CheckpointError(
+                f"--ckpt_path {ckpt_path} holds a {recorded_class.__name__} but the config's model is "
+                f"{getattr(configured, '__name__', configured)}: set model.class_path to "
+                f"{recorded_class.__module__}.{recorded_class.__qualname__} (the run's config.yaml has it)"
+            )
+        recorded = recorded_hyperparameters(ckpt_path, checkpoint, recorded_class)
+        free = sample_time_settings(recorded_class)
+        overrides, conflicts = {}, []
+        for name, value in self._given_model_arguments(subcommand).items():
+            if name in free or name not in recorded:  # an option newer than the checkpoint is the config's
+                overrides[name] = value
+            elif not _same(value, _plain(recorded[name])):
+                conflicts.append(f"{name} ({value!r} given, {_plain(recorded[name])!r} in the checkpoint)")
+        if conflicts:
+            raise CheckpointError(
+                f"--ckpt_path {ckpt_path}: model.init_args {'; '.join(conflicts)} cannot change for a "
+                f"checkpoint's model (only {', '.join(sorted(free)) or 'no settings'} can): drop the "
+                "override, or use the run's config.yaml"
+            )
+        self._ckpt_weight_shapes = (ckpt_path, {k: v.shape for k, v in checkpoint["state_dict"].items()})
+        init_args = {**recorded, **overrides}
+        update = {"class_path": model_config.class_path, "init_args": init_args}
+        self.config = self.parser.parse_object({subcommand: {"model": update}}, self.config)
+
+    def after_instantiate_classes(self) -> None:
+        """A checkpoint whose weights do not fit the model its own hyperparameters build: one line naming
+        the weight (Lightning would raise ``size mismatch`` for every tensor)."""
+        recorded = getattr(self, "_ckpt_weight_shapes", None)
+        if recorded is not None:
+            check_weight_shapes(recorded[0], self.model, recorded[1])
+        super().after_instantiate_classes()
+
     def instantiate_trainer(self, **kwargs: Any) -> Any:
         config = (
             self.config_init[self.subcommand]["trainer"] if self.subcommand else self.config_init["trainer"]
@@ -83,8 +211,8 @@ class RezdiffCLI(LightningCLI):
         has_monitor = any(isinstance(callback, LearningRateMonitor) for callback in callbacks)
         if config.get("logger") is not False and not has_monitor:
             extra.append(LearningRateMonitor())
-        if not any(isinstance(callback, ModelCheckpoint) for callback in callbacks):
-            extra.append(ModelCheckpoint(dirpath=str(Path(root) / "checkpoints"), save_last=True))
+        if not any(isinstance(callback, ModelCheckpoint) and callback.save_last for callback in callbacks):
+            extra.append(LastCheckpoint(dirpath=str(Path(root) / "checkpoints")))
         if self.subcommand == "test":
             evaluate = self.config_init["test"].get("evaluate")
             if isinstance(evaluate, Evaluate) and evaluate.metrics != []:  # `metrics: []` turns it off
@@ -156,7 +284,10 @@ def main(args: list[str] | None = None) -> Any:
         return None
     command = argv[0]
     if command == "sample":
-        return sample_main(argv[1:])
+        try:
+            return sample_main(argv[1:])
+        except (CheckpointError, FileNotFoundError) as error:  # a bad or missing --ckpt: say which and why
+            raise SystemExit(f"rezdiff sample: error: {error}") from error
     if command == "sweep":
         from rezdiff.sweep import sweep_main
 
@@ -180,7 +311,7 @@ def _friendly(command: str, run: Any) -> Any:
         # A missing dataset folder or weights file may reach us wrapped by jsonargparse, a full disk through
         # Lightning, a constructor's check inside jsonargparse's "Does not validate against any of the Union
         # subtypes": say just that.
-        cause = _first_cause(error, (FileNotFoundError, CheckpointWriteError))
+        cause = _first_cause(error, (FileNotFoundError, CheckpointWriteError, CheckpointError))
         if cause is not None:
             raise SystemExit(f"rezdiff {command}: error: {cause}") from error
         check = _rezdiff_check(error)
@@ -217,6 +348,14 @@ def _first_cause(
     error: BaseException, kind: type[BaseException] | tuple[type[BaseException], ...]
 ) -> BaseException | None:
     return next((link for link in _chain(error) if isinstance(link, kind)), None)
+
+
+def _class_of(class_path: str) -> Any:
+    """The class a parsed config's ``class_path`` names (already imported by the parser)."""
+    import importlib
+
+    module, _, name = class_path.rpartition(".")
+    return getattr(importlib.import_module(module), name)
 
 
 def entry_point() -> None:

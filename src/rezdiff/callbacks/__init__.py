@@ -1,8 +1,15 @@
-"""Callbacks: sample grids, atomic checkpoints, the multilevel resolution schedule, the prediction writer."""
+"""Callbacks: sample grids, checkpoints, the multilevel resolution schedule, the prediction writer."""
 
-from rezdiff.callbacks.checkpoint import AtomicCheckpointIO, AtomicCheckpoints
+from rezdiff.callbacks.checkpoint import AtomicCheckpointIO, AtomicCheckpoints, LastCheckpoint
 from rezdiff.callbacks.predictions import PredictionWriter
 from rezdiff.callbacks.samples import SampleGrid
 from rezdiff.callbacks.schedule import ResolutionSchedule
 
-__all__ = ["AtomicCheckpointIO", "AtomicCheckpoints", "PredictionWriter", "ResolutionSchedule", "SampleGrid"]
+__all__ = [
+    "AtomicCheckpointIO",
+    "AtomicCheckpoints",
+    "LastCheckpoint",
+    "PredictionWriter",
+    "ResolutionSchedule",
+    "SampleGrid",
+]

@@ -7,6 +7,7 @@ import errno
 import os
 import shutil
 import tempfile
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -104,3 +105,40 @@ class AtomicCheckpoints(pl.Callback):
             for stale in stale_temporaries(folder):
                 stale.unlink(missing_ok=True)
                 rank_zero_info(f"rezdiff: removed {stale.name}, a partial checkpoint of an interrupted save")
+
+
+class LastCheckpoint(ModelCheckpoint):
+    """``last.ckpt`` alone, written every ``every_n_epochs`` (default 1), ``every_n_train_steps`` or
+    ``train_time_interval``: the CLI's default checkpoint (a config's own ``ModelCheckpoint`` adds top-k
+    files next to it).
+
+    Lightning's ``ModelCheckpoint(save_top_k=0, save_last=True)`` writes ``last.ckpt`` at epoch ends only
+    after a top-k file was written at that step, i.e. never before the end of training; here the periodic
+    trigger itself counts as that save. The version counter is off: the run's checkpoint is always
+    ``last.ckpt``, and a resumed run whose callback state is not in the checkpoint (another folder, an older
+    rezdiff) overwrites it instead of leaving it beside a ``last-v1.ckpt``. The arguments are spelled out
+    so that a config (read through the signature) cannot turn this into a top-k callback."""
+
+    def __init__(
+        self,
+        dirpath: str | None = None,
+        every_n_train_steps: int | None = None,
+        every_n_epochs: int | None = None,
+        train_time_interval: timedelta | None = None,
+        save_weights_only: bool = False,
+    ) -> None:
+        super().__init__(
+            dirpath=dirpath,
+            save_last=True,
+            save_top_k=0,
+            save_weights_only=save_weights_only,
+            every_n_train_steps=every_n_train_steps,
+            every_n_epochs=every_n_epochs,
+            train_time_interval=train_time_interval,
+            enable_version_counter=False,
+        )
+
+    def _save_topk_checkpoint(self, trainer: pl.Trainer, monitor_candidates: dict[str, torch.Tensor]) -> None:
+        # No top-k file: mark this step as saved, so that Lightning writes last.ckpt next (its epoch-end
+        # hooks test exactly this mark; its step and validation hooks write it anyway).
+        self._last_global_step_saved = trainer.global_step
