@@ -30,6 +30,24 @@ def test_python_dash_m_runs_the_same_command() -> None:
     assert result.returncode == 0 and "sample" in result.stdout
 
 
+def test_help_answers_without_importing_lightning() -> None:
+    """``rezdiff --help`` must not pay for Lightning, diffusers and every family (it took seconds)."""
+    code = (
+        "import sys\n"
+        "sys.argv = ['rezdiff', '--help']\n"
+        "from rezdiff.commands import entry_point\n"
+        "try:\n"
+        "    entry_point()\n"
+        "except SystemExit as exit_:\n"
+        "    assert exit_.code == 0, exit_.code\n"
+        "heavy = sorted(m for m in ('lightning', 'diffusers', 'torch') if m in sys.modules)\n"
+        "assert not heavy, heavy\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "usage: rezdiff <command>" in result.stdout
+
+
 def test_print_config_stacks_files_and_dotted_overrides(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -1,4 +1,4 @@
-from rezdiff.cli import entry_point
+from rezdiff.commands import entry_point
 
 if __name__ == "__main__":
     entry_point()
