@@ -5,11 +5,15 @@ plugged in as the module's network, and the module's own ``sample()`` and ``loss
 * Sampling: every sampler step is affine plus Gaussian noise, so what ``sample()`` returns has an exact
   Gaussian law (``sampler_law``). At few steps the module's samples must match it to Monte-Carlo precision
   (2048 samples: each whitened mode's variance to +-3 %), for the default prior (periodic Matérn), a
-  cosine-basis Matérn, the inverse Laplacian and a sum of covariances, with every sampler, at the
-  training grid, twice it and half of it. The Euler-Maruyama sampler forgets x_T (its first 10-step update
-  multiplies it by ~0.02), so the x_T law is checked by the ODE samplers. As the steps
-  grow, that law converges to the law of ``E[x_0 | x_{t_min}]`` (``tweedie_law``) at the order of the
-  scheme (measured below), which is the data law up to the posterior covariance at ``t_min``.
+  cosine-basis Matérn, the inverse Laplacian, a sum of covariances, the finite-rank FNO priors (rezdiff's
+  and the authors') and the authors' combined prior, with the samplers of ``SAMPLERS`` (an ODE sampler
+  for every prior), at the training grid, twice it and half of it. The FNO-type priors are written as the
+  operators they are the law of (the authors' ``SpectralConv2d`` and ``CombinedConv`` rewritten from their
+  code); ``test_oracle_multilevel_priors.py`` checks them as covariances. The Euler-Maruyama sampler
+  forgets x_T (its first 10-step update multiplies it by ~0.02), so the x_T law is checked by the ODE
+  samplers. As the steps grow, that law converges to the law of ``E[x_0 | x_{t_min}]`` (``tweedie_law``)
+  at the order of the scheme (measured below), which is the data law up to the posterior covariance at
+  ``t_min``.
 * Loss: with the exact network the loss equals the analytic minimum ``tr V / d`` at the drawn ``t`` (and
   its average over ``t ~ U(train_t_min, 1)``), at the native grid and at a coarse level of finer data,
   whose law is the band-limited projection of the fine law in the prior's basis; with a network off by a
@@ -44,6 +48,7 @@ from tests.models.oracle_multilevel import (
     authors_fno_root,
     combined_root,
     data_batch,
+    fno_prior_reflect_root,
     fno_prior_root,
     function_law,
     inverse_laplacian_root,
@@ -86,6 +91,11 @@ PRIORS: dict[str, tuple[Covariance | None, str, Spectrum | PriorOperator]] = {
     # finite rank (25 of 64 modes on 8^2): samples lie in the prior's range, the data's other modes are
     # never generated; the scales make the whitened data/noise ratio 0.1-10 on the held modes
     "fno": (FNOPrior(2, seed=3, scale=0.1), "periodic", fno_prior_root(2, seed=3, scale=0.1)),
+    "fno_reflect": (
+        FNOPrior(2, seed=3, scale=0.1, boundary="reflect"),
+        "reflect",
+        fno_prior_reflect_root(2, seed=3, scale=0.1),
+    ),
     "authors_fno": (
         AuthorsFNOPrior(3, 2, seed=1, scale=0.02),
         "periodic",
@@ -153,6 +163,7 @@ SAMPLERS = {
     "inverse_laplacian": list(STEPS),
     "sum": ["sde", "ode_heun"],
     "fno": ["sde", "ode_heun"],
+    "fno_reflect": ["sde", "ode_euler"],
     "authors_fno": ["sde", "ode_euler"],
     "combined": list(STEPS),
 }
@@ -254,6 +265,7 @@ LOSS_CASES = {
     "reflect_native": ("matern_reflect", 8, None),
     "reflect_level": ("matern_reflect", 16, "arg"),
     "fno_native": ("fno", 8, None),
+    "fno_reflect_level": ("fno_reflect", 16, "arg"),
     # both the coarse data and this finite-rank prior lack the coarse Nyquist modes: Sigma + C is singular
     "authors_level": ("authors_fno", 16, "schedule"),
     "combined_native": ("combined", 8, None),
