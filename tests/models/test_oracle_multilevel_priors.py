@@ -55,6 +55,12 @@ CASES: dict[str, tuple[Covariance, PriorOperator, str]] = {
         authors_fno_root(3, 2, seed=1, scale=0.02),
         "periodic",
     ),
+    # modes2 > n / 2 on 4²: the mirror of the half spectrum reaches the even grid's Nyquist column (dropped)
+    "authors_fno_wide": (
+        AuthorsFNOPrior(2, 3, seed=6, scale=0.02),
+        authors_fno_root(2, 3, seed=6, scale=0.02),
+        "periodic",
+    ),
     # the warm-start config's prior (spectral Laplacian, constant mode dropped), small modes
     "combined": (
         CombinedCovariance(
@@ -127,3 +133,35 @@ def test_a_coarse_grid_holds_the_projection_of_the_fine_random_function(name: st
     coarse = keep @ operator_matrix(prior.apply, n) @ keep.T
     projected = down @ operator_matrix(prior.apply, fine) @ down.T
     assert relative_gap(coarse, projected) < 1e-12
+
+
+def test_the_smallest_mode_sets_are_priors_and_smaller_ones_are_refused() -> None:
+    """``FNOPrior(0)`` is the constant mode alone (``C = scale^2`` everywhere) and ``AuthorsFNOPrior(1, 1)``
+    the authors' one-weight convolution; one mode fewer is a one-line ValueError naming the argument."""
+    constant = FNOPrior(0, seed=5, scale=0.5)
+    assert (
+        relative_gap(operator_matrix(constant.apply, 6), torch.full((36, 36), 0.25, dtype=torch.float64))
+        < 1e-12
+    )
+    assert (
+        relative_gap(operator_matrix(constant.apply, 6), fno_prior_root(0, seed=5, scale=0.5).cov(6)) < 1e-12
+    )
+    single = AuthorsFNOPrior(1, 1, seed=4, scale=0.3)
+    assert (
+        relative_gap(operator_matrix(single.apply, 5), authors_fno_root(1, 1, seed=4, scale=0.3).cov(5))
+        < 1e-12
+    )
+    with pytest.raises(ValueError, match=r"^modes must be >= 0, got -1$"):
+        FNOPrior(-1)
+    for modes in [(0, 1), (1, 0)]:
+        with pytest.raises(
+            ValueError, match=rf"^modes1 and modes2 must be >= 1, got {modes[0]}, {modes[1]}$"
+        ):
+            AuthorsFNOPrior(*modes)
+    message = (
+        "AuthorsFNOPrior is an FFT convolution: boundary must be 'periodic', got 'reflect'; "
+        "use FNOPrior(boundary='reflect') for cosine modes"
+    )
+    with pytest.raises(ValueError) as error:
+        AuthorsFNOPrior(boundary="reflect")
+    assert str(error.value) == message
