@@ -58,7 +58,10 @@ MODULE_TESTS: dict[str, list[str]] = {
         "tests/models/test_oracle_ddpm_dvdp.py",
     ],
     "rezdiff/core/mollified.py": ["tests/core/test_mollified.py"],
-    "rezdiff/core/operators.py": ["tests/core/test_operators.py"],
+    "rezdiff/core/operators.py": [
+        "tests/core/test_operators.py",
+        "tests/models/test_oracle_multilevel_priors.py",
+    ],
     "rezdiff/core/pyramid.py": ["tests/core/test_pyramid.py", "tests/models/test_oracle_ddpm_dvdp.py"],
     "rezdiff/core/schedules.py": ["tests/core/test_schedules.py", "tests/core/test_gaussian.py"],
     # the exact-oracle tests and the wiring tests (sample == core sampler); test_sampling_start.py is left
@@ -90,6 +93,7 @@ SUBSETS: dict[str, list[str]] = {
         "rezdiff/core/pyramid.py",
         "rezdiff/core/mollified.py",
     ],
+    "operators": ["rezdiff/core/operators.py"],  # the spectral operators and priors alone
     "ddpm": ["rezdiff/models/ddpm/module.py"],
     "dvdp": ["rezdiff/models/dvdp/module.py"],
     "ddpm_dvdp": ["rezdiff/models/ddpm/module.py", "rezdiff/models/dvdp/module.py"],  # one stats run for both

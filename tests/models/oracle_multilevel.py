@@ -14,10 +14,18 @@ the same sum with ``sigma_k = sqrt(lambda_k)`` divided by ``sqrt(n^2)`` (the per
 
 **Process.** ``x_t = m(t) x_0 + s(t) C^{1/2} xi``, ``m = exp(-t^2 (b1 - b0) / 4 - t b0 / 2)``,
 ``s^2 = 1 - m^2``; the network predicts ``C^{1/2} xi``. For data ``N(mu, Sigma)`` on the grid and
-``K = m^2 Sigma + s^2 C``, the optimal predictor is the conditional mean ``s C K^{-1} (x_t - m mu)``; with
-``C = L L`` (``L`` the symmetric root) and ``L^{-1} Sigma L^{-1} = U diag(a) U^T`` it is
-``s L U diag(1 / (m^2 a + s^2)) U^T L^{-1} (x_t - m mu)``, and its error covariance is
-``V = B diag(r) B^T``, ``B = L U``, ``r = m^2 a / (m^2 a + s^2)``. Only the diagonal depends on ``t``.
+``K = m^2 Sigma + s^2 C``, the optimal predictor is the conditional mean ``s C K^{-1} (x_t - m mu)``. Either
+``Sigma`` (a coarse level's data have no Nyquist content) or ``C`` (the finite-rank FNO priors) may be
+singular, so both are diagonalised in the basis of ``P = Sigma + C``: with ``P^{-1/2} Sigma P^{-1/2} =
+U diag(p) U^T`` (on the range of ``P``) and ``B = P^{1/2} U``, ``Sigma = B diag(p) B^T`` and ``C = B diag(q)
+B^T``, ``q = 1 - p``. The predictor is ``B diag(s q / (m^2 p + s^2 q)) B^+ (x_t - m mu)`` and its error
+covariance ``V = B diag(r) B^T``, ``r = m^2 p q / (m^2 p + s^2 q)``. Only the diagonal depends on ``t``.
+
+**Priors** are given by their spectrum on the basis (``sigma_k``, the existing closed forms) or, for the
+priors that are defined as the law of an operator applied to white noise, by that operator ``Q_n`` on each
+grid (:class:`PriorOperator`, ``C_n = Q_n Q_n^T``): rezdiff's ``FNOPrior`` (the FNO convolution with
+Hermitian weights of its docstring), the authors' ``FNOprior`` (their ``SpectralConv2d``, rewritten from
+their ``fno.py``) and their ``CombinedConv`` (the sum of the parts' operators on one draw, ``priors.py``).
 
 **Samplers** (README): ``t`` on ``linspace(1, t_min, steps + 1)``, ``x_T ~ N(0, C)``; with
 ``h = t - t'``, ``beta = b0 + t (b1 - b0)``: Euler-Maruyama ``x' = x + h beta (x / 2 - eps / s) +
@@ -36,6 +44,8 @@ from dataclasses import dataclass, field
 
 import torch
 from torch import Tensor, nn
+
+from tests.models.oracle import whitened_statistics
 
 Spectrum = Callable[[Tensor, Tensor], Tensor]  # (k_row, k_col) wave numbers -> eigenvalue, float64
 Function = Callable[[Tensor, Tensor], Tensor]  # (s_row, s_col) points in [0, 1] -> values, float64
@@ -94,16 +104,172 @@ def matern_root(
     return sigma
 
 
-def inverse_laplacian_root(power: float = 0.55, scale: float = 1.0, boundary: str = "periodic") -> Spectrum:
+def inverse_laplacian_root(
+    power: float = 0.55, scale: float = 1.0, boundary: str = "periodic", drop_constant: bool = False
+) -> Spectrum:
     """``sigma_k = scale |2 pi k|^(-2 power)`` with the constant mode given the lowest non-zero eigenvalue of
-    ``-Δ`` (``(2 pi)^2``, reflect ``pi^2``): the README's inverse Laplacian, ``zero_mode="lowest"``."""
+    ``-Δ`` (``(2 pi)^2``, reflect ``pi^2``): the README's inverse Laplacian, ``zero_mode="lowest"``; with
+    ``drop_constant`` the constant mode gets no noise (the paper's, ``zero_mode="drop"``)."""
     lowest = (2 * math.pi) ** 2 if boundary == "periodic" else math.pi**2
 
     def sigma(k_row: Tensor, k_col: Tensor) -> Tensor:
         eigen = laplacian(k_row, k_col, boundary)
-        return scale * torch.where(eigen == 0, lowest, eigen) ** (-power)
+        value = scale * torch.where(eigen == 0, lowest, eigen) ** (-power)
+        return torch.where(eigen == 0, 0.0, value) if drop_constant else value
 
     return sigma
+
+
+@dataclass(frozen=True)
+class PriorOperator:
+    """A prior defined as the law of ``Q_n xi`` (``xi`` white on the grid): ``root(n)`` is the ``[n^2, n^2]``
+    grid matrix of ``Q_n`` (not necessarily symmetric), so ``C_n = Q_n Q_n^T``."""
+
+    root: Callable[[int], Tensor]
+
+    def cov(self, n: int) -> Tensor:
+        q = self.root(n)
+        return q @ q.T
+
+    def symmetric_root(self, n: int) -> Tensor:
+        """``C_n^{1/2}``, the symmetric positive semi-definite root: ``U S U^T`` from ``Q_n = U S V^T``."""
+        u, singular, _ = torch.linalg.svd(self.root(n))
+        return (u * singular) @ u.T
+
+
+def operator_matrix(fn: Callable[[Tensor], Tensor], n: int) -> Tensor:
+    """``[n^2, n^2]`` matrix of a linear map of ``[B, n, n]`` images (column ``j``: image of pixel ``j``)."""
+    basis = torch.eye(n * n, dtype=torch.float64).reshape(n * n, n, n)
+    return fn(basis).reshape(n * n, n * n).T
+
+
+def psd_sqrt(cov: Tensor) -> Tensor:
+    """The symmetric positive semi-definite square root of ``cov`` (eigenvalues below 0 by rounding: 0)."""
+    evals, evecs = torch.linalg.eigh(cov)
+    return (evecs * evals.clamp(min=0).sqrt()) @ evecs.T
+
+
+def band_limited(build: Callable[[int], Tensor], fine: int) -> Callable[[int], Tensor]:
+    """``Q_n`` of an operator on a fixed finite set of Fourier modes from ``build(n)``, its matrix on grids
+    that hold every one of them (``n >= fine``). In the value convention ``Q_n = n M_n`` with ``M_n`` the
+    grid's matrix of one multiplier ``M`` of the function's coefficients; a coarser grid holds ``M`` on the
+    modes ``|k| < n / 2`` it holds in full, ``M_n = R_(fine -> n) M_fine R_(n -> fine)`` (band-limited
+    interpolation, the multiplier, projection back), so ``Q_n = (n / fine) R Q_fine R'``."""
+
+    def root(n: int) -> Tensor:
+        if n >= fine:
+            return build(n)
+        down, up = resize_matrix(fine, n, "periodic"), resize_matrix(n, fine, "periodic")
+        return n / fine * torch.kron(down, down) @ build(fine) @ torch.kron(up, up)
+
+    return root
+
+
+def fno_prior_root(modes: int, seed: int, scale: float) -> PriorOperator:
+    """rezdiff's ``FNOPrior`` (periodic) as its docstring defines it: the law of a real FNO spectral
+    convolution applied to white noise. Its complex weight on the wave number ``k``, ``|k1|, |k2| <= modes``,
+    is ``R_k = U + i U'`` with ``(U, U')`` the draw ``torch.rand(2, 2 modes + 1, 2 modes + 1)`` of a generator
+    seeded with ``seed`` at ``[k1 + modes, k2 + modes]`` for the canonical half (``k1 > 0`` or ``k1 = 0,
+    k2 >= 0``) and ``R_-k = conj R_k`` for the rest (so the operator is real; the constant mode, its own
+    mirror, gets ``|R_0|``), normalised to ``trace C = scale^2``. Value convention:
+    ``Q_n = n F^-1 diag(rho R) F`` with the unnormalised FFT ``F``."""
+    size = 2 * modes + 1
+    draw = torch.rand(2, size, size, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
+    weights = torch.complex(draw[0], draw[1])
+    table = torch.zeros(size, size, dtype=torch.complex128)  # [k1 + modes, k2 + modes]
+    for k1 in range(-modes, modes + 1):
+        for k2 in range(-modes, modes + 1):
+            if k1 == 0 and k2 == 0:  # its own mirror: a real operator's weight there is real, |R_0|
+                table[modes, modes] = weights[modes, modes].abs()
+            elif k1 > 0 or (k1 == 0 and k2 >= 0):
+                table[k1 + modes, k2 + modes] = weights[k1 + modes, k2 + modes]
+            else:
+                table[k1 + modes, k2 + modes] = weights[modes - k1, modes - k2].conj()
+    table = scale * table / table.abs().square().sum().sqrt()
+
+    def build(n: int) -> Tensor:
+        k = torch.fft.fftfreq(n, 1.0 / n).round().long()
+        inside = k.abs() <= modes
+        rows, cols = (k.clamp(-modes, modes) + modes)[:, None], (k.clamp(-modes, modes) + modes)[None, :]
+        multiplier = table[rows, cols] * (inside[:, None] & inside[None, :])
+        return operator_matrix(lambda x: n * torch.fft.ifft2(torch.fft.fft2(x) * multiplier).real, n)
+
+    return PriorOperator(band_limited(build, size))
+
+
+def fno_prior_reflect_root(modes: int, seed: int, scale: float) -> Spectrum:
+    """rezdiff's ``FNOPrior(boundary="reflect")``: ``sigma_u = |U + i U'|`` on the cosines ``u1, u2 <= modes``
+    (draw ``torch.rand(2, modes + 1, modes + 1)`` seeded with ``seed``), normalised to ``trace C =
+    scale^2``, 0 elsewhere."""
+    size = modes + 1
+    draw = torch.rand(2, size, size, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
+    table = torch.complex(draw[0], draw[1]).abs()
+    table = scale * table / table.square().sum().sqrt()
+
+    def sigma(k_row: Tensor, k_col: Tensor) -> Tensor:
+        r, c = k_row.long(), k_col.long()
+        inside = (r <= modes) & (c <= modes)
+        return torch.where(inside, table[r.clamp(max=modes), c.clamp(max=modes)], 0.0)
+
+    return sigma
+
+
+def authors_fno_weights(modes1: int, modes2: int, seed: int) -> tuple[Tensor, Tensor]:
+    """``(weights1, weights2)`` of the authors' ``SpectralConv2d(1, 1, modes1, modes2, rand=False)``:
+    ``0.2 + 0.8 torch.rand(cfloat)``, i.e. real parts in ``[0.2, 1)``, imaginary parts in ``[0, 0.8)``; the
+    uniform draws come from ``torch.rand(2, 2, modes1, modes2)`` seeded with ``seed`` (rezdiff's documented
+    seeding; theirs use the global RNG), ``[weights1 | weights2] x [real | imaginary]``."""
+    u = torch.rand(2, 2, modes1, modes2, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
+    return torch.complex(0.2 + 0.8 * u[0, 0], 0.8 * u[0, 1]), torch.complex(
+        0.2 + 0.8 * u[1, 0], 0.8 * u[1, 1]
+    )
+
+
+def authors_fno_root(modes1: int, modes2: int, seed: int, scale: float) -> PriorOperator:
+    """The authors' ``FNOprior`` (``priors.py``): their ``SpectralConv2d.forward`` (``fno.py``) rewritten,
+    i.e. ``irfft2`` of ``rfft2(x)`` times ``weights1`` on rows ``:modes1`` and ``weights2`` on rows
+    ``-modes1:`` of the first ``modes2`` columns, zero elsewhere. Value convention: ``Q_n = scale n K_n``
+    (their noise ``s K xi`` on an ``n``-grid is rezdiff's with ``scale = s / n``)."""
+    weights1, weights2 = authors_fno_weights(modes1, modes2, seed)
+
+    def conv(x: Tensor) -> Tensor:
+        x_ft = torch.fft.rfft2(x)
+        out = torch.zeros_like(x_ft)
+        out[:, :modes1, :modes2] = x_ft[:, :modes1, :modes2] * weights1
+        out[:, -modes1:, :modes2] = x_ft[:, -modes1:, :modes2] * weights2
+        return torch.fft.irfft2(out, s=x.shape[-2:])
+
+    return PriorOperator(
+        band_limited(lambda n: scale * n * operator_matrix(conv, n), 2 * max(modes1, modes2) + 1)
+    )
+
+
+def authors_inverse_laplacian_root(power: float = 0.55, scale: float = 1.0) -> PriorOperator:
+    """The Laplacian part of the authors' ``CombinedConv.compConv`` (``priors.py``) rewritten: the periodic
+    5-point stencil of spacing ``1/n`` as a kernel, its ``rfft2`` modulus to the power ``-power``, the
+    constant mode (``inf``) set to 0, applied by ``rfft2``/``irfft2``. Value convention: ``scale n`` times
+    it."""
+
+    def conv(x: Tensor) -> Tensor:
+        n = x.shape[-1]
+        kernel = torch.zeros(n, n, dtype=torch.float64)
+        kernel[0, 0] = 4.0 * n**2
+        kernel[1, 0] = kernel[-1, 0] = kernel[0, 1] = kernel[0, -1] = -float(n**2)
+        lam = torch.fft.rfft2(kernel).abs() ** -power
+        lam[torch.isinf(lam)] = 0.0
+        return torch.fft.irfft2(torch.fft.rfft2(x) * lam, s=(n, n))
+
+    return PriorOperator(lambda n: scale * n * operator_matrix(conv, n))
+
+
+def spectral_root(sqrt_spectrum: Spectrum, boundary: str = "periodic") -> PriorOperator:
+    """A prior given by its spectrum as a :class:`PriorOperator` (symmetric ``Q_n``), to combine it."""
+    return PriorOperator(lambda n: prior_root(sqrt_spectrum, n, boundary))
+
+
+def combined_root(*parts: PriorOperator) -> PriorOperator:
+    """The authors' ``CombinedConv``: the parts' operators added and applied to one draw, ``Q = sum Q_i``."""
+    return PriorOperator(lambda n: sum(part.root(n) for part in parts))
 
 
 def resize_matrix(n: int, size: int, boundary: str) -> Tensor:
@@ -189,38 +355,53 @@ def vp_coefficients(
 
 @dataclass
 class GridModel:
-    """Everything the oracle needs on one grid: the law, ``L = C^{1/2}``, and the joint eigenbasis."""
+    """Everything the oracle needs on one grid: the data law, the prior ``C`` and their joint basis ``B``
+    (``Sigma = B diag(p) B^T``, ``C = B diag(q) B^T``, on the range of ``Sigma + C``; ``x = B y``,
+    ``y = B^+ x``)."""
 
     mean: Tensor
     cov: Tensor
-    root: Tensor
-    a: Tensor  # eigenvalues of L^-1 Sigma L^-1
-    whiten: Tensor  # L^-1 U
-    colour: Tensor  # B = L U
+    prior: Tensor
+    p: Tensor  # data variance of each joint mode
+    q: Tensor  # prior variance of each joint mode, 1 - p
+    whiten: Tensor  # (B^+)^T, [d, r]
+    colour: Tensor  # B, [d, r]
     gram: Tensor = field(init=False)
 
     def __post_init__(self) -> None:
         self.gram = self.colour.T @ self.colour
+
+    def predictor(self, m: Tensor, s: Tensor) -> Tensor:
+        """Per joint mode, the gain ``s q / (m^2 p + s^2 q)`` of the optimal predictor (``m``, ``s``: ``[B]``
+        or scalars -> ``[B, r]`` or ``[r]``)."""
+        m, s = torch.as_tensor(m)[..., None], torch.as_tensor(s)[..., None]
+        return s * self.q / (m**2 * self.p + s**2 * self.q)
+
+    def error(self, m: Tensor, s: Tensor) -> Tensor:
+        """Per joint mode, the error variance ``m^2 p q / (m^2 p + s^2 q)`` (``V = B diag(error) B^T``)."""
+        m, s = torch.as_tensor(m)[..., None], torch.as_tensor(s)[..., None]
+        return m**2 * self.p * self.q / (m**2 * self.p + s**2 * self.q)
 
 
 class MultilevelOracle(nn.Module):
     """A drop-in network ``forward(x, 1000 t)`` returning ``E[C^{1/2} xi | x_t]`` for Gaussian data.
 
     ``law`` gives the data law on any grid; :meth:`set_law` overrides one grid's law (the loss at a
-    coarse level sees the *resized* data). The prior is ``sqrt_spectrum`` on ``boundary``'s basis. Every
-    call is logged in ``calls`` as ``(t [B], n)``; ``offset`` and ``scale`` make it wrong in a known way.
+    coarse level sees the *resized* data). The prior is ``prior``: a spectrum ``sigma_k`` on the basis of
+    ``law.boundary`` or a :class:`PriorOperator`. Every call is logged in ``calls`` as ``(t [B], n)``;
+    ``offset`` and ``scale`` make it wrong in a known way.
     """
 
     def __init__(
         self,
         law: FunctionLaw,
-        sqrt_spectrum: Spectrum,
+        prior: Spectrum | PriorOperator,
         beta_min: float = 0.1,
         beta_max: float = 20.0,
         time_scale: float = 1000.0,
     ) -> None:
         super().__init__()
-        self.law, self.sqrt_spectrum = law, sqrt_spectrum
+        self.law, self.prior = law, prior
         self.channels = law.mix.shape[0]
         self.beta_min, self.beta_max, self.time_scale = beta_min, beta_max, time_scale
         self.offset, self.scale = 0.0, 1.0
@@ -233,19 +414,28 @@ class MultilevelOracle(nn.Module):
         self._laws[n] = (mean, cov)
         self._grids.pop(n, None)
 
+    def pixel_prior(self, n: int) -> Tensor:
+        """``C_n`` of one channel, ``[n^2, n^2]``."""
+        if isinstance(self.prior, PriorOperator):
+            return self.prior.cov(n)
+        sigma = self.prior
+        return kernel_matrix(lambda r, c: sigma(r, c) ** 2, n, self.law.boundary)
+
     def grid(self, n: int) -> GridModel:
         if n not in self._grids:
             mean, cov = self._laws.get(n) or self.law.on_grid(n)
-            pixel_root = prior_root(self.sqrt_spectrum, n, self.law.boundary)
-            root = torch.kron(torch.eye(self.channels, dtype=torch.float64), pixel_root)
-            root_inv = torch.linalg.inv(root)
-            a, u = torch.linalg.eigh(root_inv @ cov @ root_inv)
-            self._grids[n] = GridModel(mean, cov, root, a.clamp(min=0), root_inv @ u, root @ u)
+            prior = torch.kron(torch.eye(self.channels, dtype=torch.float64), self.pixel_prior(n))
+            evals, evecs = torch.linalg.eigh(cov + prior)
+            keep = evals > 1e-12 * evals.max()  # the range of Sigma + C: every x the process can reach
+            white = evecs[:, keep] / evals[keep].sqrt()  # P^(-1/2) on that range
+            p, u = torch.linalg.eigh(white.T @ cov @ white)
+            p = p.clamp(0, 1)
+            colour = (evecs[:, keep] * evals[keep].sqrt()) @ u
+            self._grids[n] = GridModel(mean, cov, prior, p, 1 - p, white @ u, colour)
         return self._grids[n]
 
     def prior_cov(self, n: int) -> Tensor:
-        root = self.grid(n).root
-        return root @ root
+        return self.grid(n).prior
 
     def coefficients(self, t: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         return vp_coefficients(t, self.beta_min, self.beta_max)
@@ -254,14 +444,14 @@ class MultilevelOracle(nn.Module):
         """``(G, b)``: the predictor at time ``t`` is ``G (x - b)``, dense ``[d, d]``."""
         g = self.grid(n)
         m, s, _ = self.coefficients(torch.tensor(t))
-        return (g.colour * (s / (m**2 * g.a + s**2))) @ g.whiten.T, m * g.mean
+        return (g.colour * g.predictor(m, s)) @ g.whiten.T, m * g.mean
 
     def min_error(self, n: int, t: Tensor) -> tuple[Tensor, Tensor]:
         """Per-dimension minimum squared error ``tr V / d`` and ``tr V^2 / d^2`` at times ``t [B]``."""
         g = self.grid(n)
         m, s, _ = self.coefficients(t)
-        r = (m[:, None] ** 2 * g.a) / (m[:, None] ** 2 * g.a + s[:, None] ** 2)
-        d = g.a.numel()
+        r = g.error(m, s)
+        d = g.mean.numel()
         trace = r @ g.gram.diagonal()
         square = torch.einsum("bj,jl,bl->b", r, g.gram**2, r)
         return trace / d, square / d**2
@@ -279,7 +469,7 @@ class MultilevelOracle(nn.Module):
         m, s, _ = self.coefficients(t)
         flat = x.detach().reshape(x.shape[0], -1).to(torch.float64).cpu()
         white = (flat - m[:, None] * g.mean) @ g.whiten
-        out = (white * (s[:, None] / (m[:, None] ** 2 * g.a + s[:, None] ** 2))) @ g.colour.T
+        out = (white * g.predictor(m, s)) @ g.colour.T
         return (self.scale * out + self.offset).to(x.dtype).to(x.device).reshape(x.shape)
 
 
@@ -349,18 +539,18 @@ def data_batch(law: tuple[Tensor, Tensor], num: int, channels: int, n: int, seed
 def sampler_law(
     oracle: MultilevelOracle, n: int, steps: int, sampler: str, t_min: float, denoise_final: bool = True
 ) -> tuple[Tensor, Tensor]:
-    """:func:`sampler_law_dense` in the joint eigenbasis: with ``x = B y`` (``B = L U``) the prior is
-    ``y ~ N(0, I)``, the sampler's noise ``C^{1/2} z`` is white in ``y`` and the predictor is diagonal,
-    ``g (y - m nu)`` with ``g = s / (m^2 a + s^2)``, ``nu = (L^-1 U)^T mu``; so every mode is a scalar
-    recursion. Exact for any dense data covariance, and cheap enough for 1000 steps."""
+    """:func:`sampler_law_dense` in the joint basis: with ``x = B y`` the prior is ``y ~ N(0, diag(q))``, the
+    sampler's noise ``C^{1/2} z`` has covariance ``diag(q)`` in ``y`` and the predictor is diagonal,
+    ``g (y - m nu)`` with ``g = s q / (m^2 p + s^2 q)``, ``nu = B^+ mu``; so every mode is a scalar
+    recursion. Exact for any dense data covariance and prior, and cheap enough for 1000 steps."""
     grid = oracle.grid(n)
     nu = grid.whiten.T @ grid.mean
-    mean, var = torch.zeros_like(nu), torch.ones_like(nu)
+    mean, var = torch.zeros_like(nu), grid.q.clone()
     times = time_grid(steps, t_min)
 
     def scalars(t: float) -> tuple[Tensor, float, float, float]:
         m, s, beta = oracle.coefficients(torch.tensor(t))
-        return s / (m**2 * grid.a + s**2), float(m), float(s), float(beta)
+        return grid.predictor(m, s), float(m), float(s), float(beta)
 
     def drift(t: float) -> tuple[Tensor, Tensor]:
         """Probability-flow drift ``F y + c`` per mode."""
@@ -370,11 +560,11 @@ def sampler_law(
     for i in range(steps):
         t, t_next = float(times[i]), float(times[i + 1])
         h = t - t_next
-        noise = 0.0
+        noise: Tensor | float = 0.0
         if sampler == "sde":
             g, m, s, beta = scalars(t)
             lin = 1 + 0.5 * beta * h - beta * h / s * g
-            off, noise = beta * h / s * g * m * nu, beta * h
+            off, noise = beta * h / s * g * m * nu, beta * h * grid.q
         elif sampler == "ode_euler":
             f, c = drift(t)
             lin, off = 1 - h * f, -h * c
@@ -394,9 +584,31 @@ def sampler_law(
 
 def tweedie_law(oracle: MultilevelOracle, n: int, t_min: float) -> tuple[Tensor, Tensor]:
     """The law the samplers converge to as the step size goes to 0: ``E[x_0 | x_{t_min}]`` with
-    ``x_{t_min}`` from the forward marginal, ``N(mu, m^2 Sigma K^-1 Sigma)``, ``K = m^2 Sigma + s^2 C``.
-    It differs from the data law by the posterior covariance at ``t_min``."""
+    ``x_{t_min}`` from the forward marginal, ``N(mu, m^2 Sigma K^+ Sigma)``, ``K = m^2 Sigma + s^2 C``
+    (``B diag(m^2 p^2 / (m^2 p + s^2 q)) B^T`` in the joint basis). It differs from the data law by the
+    posterior covariance at ``t_min``."""
     grid = oracle.grid(n)
     m, s, _ = oracle.coefficients(torch.tensor(t_min))
-    k = m**2 * grid.cov + s**2 * oracle.prior_cov(n)
-    return grid.mean, m**2 * grid.cov @ torch.linalg.solve(k, grid.cov)
+    var = m**2 * grid.p**2 / (m**2 * grid.p + s**2 * grid.q)
+    return grid.mean, (grid.colour * var) @ grid.colour.T
+
+
+def assert_follows(samples: Tensor, mean: Tensor, cov: Tensor) -> dict[str, float]:
+    """``samples [N, ...]`` are a draw of ``N(mean, cov)``: on the range of ``cov`` every whitened statistic
+    within ~5 standard errors; outside it (a finite-rank prior's samples lie in its range) the samples'
+    components are float32 rounding (grown up to ~150x by the reverse drift, which expands there), below
+    1e-4 of the largest standard deviation."""
+    flat = samples.reshape(samples.shape[0], -1).to(torch.float64)
+    evals, evecs = torch.linalg.eigh(cov)
+    held = evals > 1e-8 * evals.max()  # the laws here: >= 1e-4 in their range, <= 1e-10 (rounding) outside
+    if not bool(held.all()):
+        outside = (flat - mean) @ evecs[:, ~held]
+        assert float(outside.abs().max()) < 1e-4 * float(evals.max().sqrt()), float(outside.abs().max())
+    basis = evecs[:, held]
+    stats = whitened_statistics(flat @ basis, mean @ basis, torch.diag(evals[held]))
+    n, d = stats["n"], int(held.sum())
+    assert stats["mean_z"] < 5.0, stats
+    assert stats["var_rel_max"] < 5 * math.sqrt(2 / n), stats
+    assert abs(stats["var_rel_avg"]) < 5 * math.sqrt(2 / n / d), stats
+    assert stats["corr_max"] < (5.6 if d <= 128 else 6.0) / math.sqrt(n), stats
+    return stats

@@ -178,8 +178,11 @@ CASES = [
     (2 * TRAIN, "ddim", 1.0, True),
     (2 * TRAIN, "ddpm", 0.0, True),
     (TRAIN // 2, "ddim", 0.0, True),
+    (TRAIN // 2, "ddim", 1.0, True),  # fresh noise below 1x: the folded noise, as x_T
     (TRAIN // 2, "ddpm", 0.0, True),
     (TRAIN // 4, "ddim", 0.0, True),  # 2 x 2: the aliases of the constant mode weigh 8 % here
+    (TRAIN // 4, "ddim", 1.0, True),
+    (TRAIN // 4, "ddpm", 0.0, True),
 ]
 
 

@@ -5,11 +5,15 @@ plugged in as the module's network, and the module's own ``sample()`` and ``loss
 * Sampling: every sampler step is affine plus Gaussian noise, so what ``sample()`` returns has an exact
   Gaussian law (``sampler_law``). At few steps the module's samples must match it to Monte-Carlo precision
   (2048 samples: each whitened mode's variance to +-3 %), for the default prior (periodic Matérn), a
-  cosine-basis Matérn, the inverse Laplacian and a sum of covariances, with every sampler, at the
-  training grid, twice it and half of it. The Euler-Maruyama sampler forgets x_T (its first 10-step update
-  multiplies it by ~0.02), so the x_T law is checked by the ODE samplers. As the steps
-  grow, that law converges to the law of ``E[x_0 | x_{t_min}]`` (``tweedie_law``) at the order of the
-  scheme (measured below), which is the data law up to the posterior covariance at ``t_min``.
+  cosine-basis Matérn, the inverse Laplacian, a sum of covariances, the finite-rank FNO priors (rezdiff's
+  and the authors') and the authors' combined prior, with the samplers of ``SAMPLERS`` (an ODE sampler
+  for every prior), at the training grid, twice it and half of it. The FNO-type priors are written as the
+  operators they are the law of (the authors' ``SpectralConv2d`` and ``CombinedConv`` rewritten from their
+  code); ``test_oracle_multilevel_priors.py`` checks them as covariances. The Euler-Maruyama sampler
+  forgets x_T (its first 10-step update multiplies it by ~0.02), so the x_T law is checked by the ODE
+  samplers. As the steps grow, that law converges to the law of ``E[x_0 | x_{t_min}]`` (``tweedie_law``)
+  at the order of the scheme (measured below), which is the data law up to the posterior covariance at
+  ``t_min``.
 * Loss: with the exact network the loss equals the analytic minimum ``tr V / d`` at the drawn ``t`` (and
   its average over ``t ~ U(train_t_min, 1)``), at the native grid and at a coarse level of finer data,
   whose law is the band-limited projection of the fine law in the prior's basis; with a network off by a
@@ -26,19 +30,33 @@ import math
 import pytest
 import torch
 
-from rezdiff.core.operators import Covariance, InverseLaplacian, Matern
+from rezdiff.core.operators import (
+    AuthorsFNOPrior,
+    CombinedCovariance,
+    Covariance,
+    FNOPrior,
+    InverseLaplacian,
+    Matern,
+)
 from rezdiff.data.batch import FieldBatch
 from rezdiff.models import MultilevelSDE
-from tests.models.oracle import whitened_statistics
 from tests.models.oracle_multilevel import (
     MultilevelOracle,
+    PriorOperator,
+    Spectrum,
+    assert_follows,
+    authors_fno_root,
+    combined_root,
     data_batch,
+    fno_prior_reflect_root,
+    fno_prior_root,
     function_law,
     inverse_laplacian_root,
     matern_root,
     resize_matrix,
     sampler_law,
     sampler_law_dense,
+    spectral_root,
     tweedie_law,
     vp_coefficients,
 )
@@ -50,8 +68,9 @@ SAMPLES = 2048  # Monte-Carlo size of a sampling test (each whitened mode's vari
 BATCH = 4096  # examples in a loss test
 T_MIN = 0.02  # sample_t_min of the few-step tests: large enough that the final Tweedie step matters
 STEPS = {"sde": 10, "ode_euler": 10, "ode_heun": 5}
-# name: (the library's prior or None for the default, its basis, the same prior written from the README)
-PRIORS: dict[str, tuple[Covariance | None, str, object]] = {
+# name: (the library's prior or None for the default, its basis, the same prior written from the README or
+# the authors' code)
+PRIORS: dict[str, tuple[Covariance | None, str, Spectrum | PriorOperator]] = {
     "matern": (None, "periodic", matern_root()),
     # scaled so that data and noise are comparable on some modes (whitened data/noise ratio 0.1-1), as
     # with real data; the default prior's noise dominates every mode of this data law
@@ -69,6 +88,31 @@ PRIORS: dict[str, tuple[Covariance | None, str, object]] = {
             matern_root(scale=0.5)(r, c) ** 2 + inverse_laplacian_root(scale=0.3)(r, c) ** 2
         ).sqrt(),
     ),
+    # finite rank (25 of 64 modes on 8^2): samples lie in the prior's range, the data's other modes are
+    # never generated; the scales make the whitened data/noise ratio 0.1-10 on the held modes
+    "fno": (FNOPrior(2, seed=3, scale=0.1), "periodic", fno_prior_root(2, seed=3, scale=0.1)),
+    "fno_reflect": (
+        FNOPrior(2, seed=3, scale=0.1, boundary="reflect"),
+        "reflect",
+        fno_prior_reflect_root(2, seed=3, scale=0.1),
+    ),
+    "authors_fno": (
+        AuthorsFNOPrior(3, 2, seed=1, scale=0.02),
+        "periodic",
+        authors_fno_root(3, 2, seed=1, scale=0.02),
+    ),
+    # the warm-start config's kind of prior: the roots add on one draw (full rank: the FNO part's real
+    # parts are >= 0.2 and the Laplacian part is positive off the constant mode)
+    "combined": (
+        CombinedCovariance(
+            (InverseLaplacian(scale=0.15, zero_mode="drop"), AuthorsFNOPrior(3, 2, seed=2, scale=0.02))
+        ),
+        "periodic",
+        combined_root(
+            spectral_root(inverse_laplacian_root(scale=0.15, drop_constant=True)),
+            authors_fno_root(3, 2, seed=2, scale=0.02),
+        ),
+    ),
 }
 
 
@@ -85,17 +129,6 @@ def build(
     return model, oracle
 
 
-def assert_follows(samples: torch.Tensor, mean: torch.Tensor, cov: torch.Tensor) -> dict[str, float]:
-    """``samples [N, ...]`` are a draw of ``N(mean, cov)``: every statistic within ~5 standard errors."""
-    stats = whitened_statistics(samples.reshape(samples.shape[0], -1), mean, cov)
-    n, d = stats["n"], mean.numel()
-    assert stats["mean_z"] < 5.0, stats
-    assert stats["var_rel_max"] < 5 * math.sqrt(2 / n), stats
-    assert abs(stats["var_rel_avg"]) < 5 * math.sqrt(2 / n / d), stats
-    assert stats["corr_max"] < (5.6 if d <= 128 else 6.0) / math.sqrt(n), stats
-    return stats
-
-
 def relative_errors(
     mean: torch.Tensor, cov: torch.Tensor, ref: tuple[torch.Tensor, torch.Tensor]
 ) -> tuple[float, float]:
@@ -109,9 +142,11 @@ def relative_errors(
 # ------------------------------------------------------------------------------------------- the oracle
 
 
-def test_the_two_sampler_laws_agree() -> None:
-    """The modal recursion (used for many steps) is the dense step-by-step law (used to derive it)."""
-    _, oracle = build("matern_reflect")
+@pytest.mark.parametrize("prior", ["matern_reflect", "authors_fno", "combined"])
+def test_the_two_sampler_laws_agree(prior: str) -> None:
+    """The modal recursion (used for many steps) is the dense step-by-step law (used to derive it), also for
+    a finite-rank prior (joint modes of zero prior variance)."""
+    _, oracle = build(prior)
     for sampler in STEPS:
         dense = sampler_law_dense(oracle, 8, 4, sampler, T_MIN)
         modal = sampler_law(oracle, 8, 4, sampler, T_MIN)
@@ -121,10 +156,20 @@ def test_the_two_sampler_laws_agree() -> None:
 # ------------------------------------------------------------------------------------------- sampling
 
 
-@pytest.mark.parametrize(
-    ("prior", "sampler"),
-    [(p, s) for p in PRIORS for s in STEPS if p != "sum" or s != "ode_euler"],
-)
+# the Euler-Maruyama sampler forgets x_T: every prior gets an ODE sampler too
+SAMPLERS = {
+    "matern": list(STEPS),
+    "matern_reflect": list(STEPS),
+    "inverse_laplacian": list(STEPS),
+    "sum": ["sde", "ode_heun"],
+    "fno": ["sde", "ode_heun"],
+    "fno_reflect": ["sde", "ode_euler"],
+    "authors_fno": ["sde", "ode_euler"],
+    "combined": list(STEPS),
+}
+
+
+@pytest.mark.parametrize(("prior", "sampler"), [(p, s) for p in PRIORS for s in SAMPLERS[p]])
 def test_samples_follow_the_exact_law_of_the_sampler(prior: str, sampler: str) -> None:
     """x_T ~ N(0, C) on the grid, the step formulas, the time grid 1 -> sample_t_min, the network's time
     scale (1000 t) and the final Tweedie step: all change the law by far more than 5 standard errors."""
@@ -138,13 +183,25 @@ def test_samples_follow_the_exact_law_of_the_sampler(prior: str, sampler: str) -
 
 
 @pytest.mark.parametrize(
-    ("resolution", "sampler"), [(16, "sde"), (16, "ode_heun"), (4, "sde"), (4, "ode_euler")]
+    ("prior", "resolution", "sampler"),
+    [
+        ("matern", 16, "sde"),
+        ("matern", 16, "ode_heun"),
+        ("matern", 4, "sde"),
+        ("matern", 4, "ode_euler"),
+        ("fno", 16, "ode_heun"),
+        ("authors_fno", 4, "ode_euler"),  # coarser than the mode set: the modes |k| < 2 of it
+        ("combined", 16, "sde"),
+        ("combined", 4, "ode_heun"),
+    ],
 )
-def test_samples_at_another_resolution_follow_that_grids_law(resolution: int, sampler: str) -> None:
+def test_samples_at_another_resolution_follow_that_grids_law(
+    prior: str, resolution: int, sampler: str
+) -> None:
     """Trained at 8², sampled at 16² and 4²: the prior is drawn on the new grid and the noise operator is the
     new grid's C^{1/2}, so with the new grid's exact predictor the law is the sampler's law for the data
     law on that grid (the same random function's values there; see the convergence test)."""
-    model, oracle = build("matern", channels=1, sample_t_min=T_MIN)
+    model, oracle = build(prior, channels=1, sample_t_min=T_MIN)
     steps = STEPS[sampler]
     images = model.sample(
         SAMPLES, resolution, steps=steps, sampler=sampler, generator=torch.Generator().manual_seed(1)
@@ -207,6 +264,12 @@ LOSS_CASES = {
     "level": ("matern", 16, "schedule"),
     "reflect_native": ("matern_reflect", 8, None),
     "reflect_level": ("matern_reflect", 16, "arg"),
+    "fno_native": ("fno", 8, None),
+    "fno_reflect_level": ("fno_reflect", 16, "arg"),
+    # both the coarse data and this finite-rank prior lack the coarse Nyquist modes: Sigma + C is singular
+    "authors_level": ("authors_fno", 16, "schedule"),
+    "combined_native": ("combined", 8, None),
+    "combined_level": ("combined", 16, "arg"),
 }
 
 
@@ -242,15 +305,15 @@ def test_loss_of_the_exact_network_is_the_analytic_minimum(name: str) -> None:
     assert loss == pytest.approx(float(every.mean()), abs=5 * spread_t), (loss, float(every.mean()))
 
 
-@pytest.mark.parametrize("name", ["native", "reflect_level"])
+@pytest.mark.parametrize("name", ["native", "reflect_level", "fno_native", "combined_level"])
 def test_loss_of_a_known_wrong_network_is_larger_by_the_known_amount(name: str) -> None:
     """``eps_hat + delta``: + delta^2; ``(1 + gamma) eps_hat``: + gamma^2 tr(C - V) / d (same draws)."""
     model, oracle, batch, options, level = loss_setup(name)
     exact, t, _ = run_loss(model, oracle, batch, seed=6, **options)
     grid = oracle.grid(level)
     m, s, _ = vp_coefficients(t)
-    r = m[:, None] ** 2 * grid.a / (m[:, None] ** 2 * grid.a + s[:, None] ** 2)  # V = B diag(r) B^T
-    d = grid.a.numel()
+    r = grid.error(m, s)  # V = B diag(r) B^T, C - V = B diag(q - r) B^T
+    d = grid.mean.numel()
     ones = grid.colour.T @ torch.ones(d, dtype=torch.float64)  # B^T 1
     delta, gamma = 0.05, 0.2
     oracle.offset = delta
@@ -260,11 +323,12 @@ def test_loss_of_a_known_wrong_network_is_larger_by_the_known_amount(name: str) 
     oracle.offset, oracle.scale = 0.0, 1 + gamma
     scaled, _, _ = run_loss(model, oracle, batch, seed=6, **options)
     gram2 = grid.gram**2
-    known = float(((1 - r) @ grid.gram.diagonal()).mean()) / d * gamma**2
+    explained = grid.q - r
+    known = float((explained @ grid.gram.diagonal()).mean()) / d * gamma**2
     # per example: (gamma^2 |eps_hat|^2 + 2 gamma eps_hat.(eps_hat - eps)) / d with eps_hat ~ N(0, C - V)
     # independent of eps_hat - eps ~ N(0, V): variance 2 gamma^4 tr (C - V)^2 + 4 gamma^2 tr (C - V) V
     variance = (
-        2 * gamma**4 * torch.einsum("bj,jl,bl->b", 1 - r, gram2, 1 - r)
-        + 4 * gamma**2 * torch.einsum("bj,jl,bl->b", 1 - r, gram2, r)
+        2 * gamma**4 * torch.einsum("bj,jl,bl->b", explained, gram2, explained)
+        + 4 * gamma**2 * torch.einsum("bj,jl,bl->b", explained, gram2, r)
     ) / d**2
     assert scaled - exact == pytest.approx(known, abs=5 * float(variance.sum().sqrt()) / BATCH + 1e-6)
