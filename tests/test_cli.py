@@ -406,12 +406,14 @@ def test_a_bad_checkpoint_file_is_one_line_naming_it(
         assert words in message, message
 
 
-def test_sample_from_a_bad_checkpoint_is_one_line(tmp_path: Path) -> None:
-    """rezdiff sample --ckpt raised rezdiff.load's error with its traceback."""
+def test_sample_from_a_bad_checkpoint_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """rezdiff sample --ckpt raised rezdiff.load's error with its traceback; now argparse's usage line and
+    one error line naming the file, exit status 2."""
     text = tmp_path / "notes.ckpt"
     text.write_text("epoch: 3\n")
     for path, words in ((text, "is a text file"), (tmp_path / "absent.ckpt", "no checkpoint at")):
-        message = _one_line_error(
-            lambda path=path: main(["sample", "--ckpt", str(path), "--out", str(tmp_path)])
-        )
+        with pytest.raises(SystemExit) as stop:
+            main(["sample", "--ckpt", str(path), "--out", str(tmp_path)])
+        assert stop.value.code == 2
+        message = capsys.readouterr().err.strip().splitlines()[-1]
         assert message.startswith("rezdiff sample: error: ") and words in message and str(path) in message

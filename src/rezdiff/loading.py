@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import importlib
 import inspect
+import sys
 import zipfile
 from collections.abc import Mapping
 from pathlib import Path
@@ -26,18 +27,28 @@ PICKLE_MAGIC = b"\x80"
 """The first byte of a pickle (protocol 2 or later): ``torch.save``'s legacy, non-zip format."""
 
 
-def import_rezdiff_class(class_path: Any, what: str) -> type:
-    """The class ``class_path`` names, imported only when its module lies inside the ``rezdiff`` package:
-    a checkpoint's text never makes us import arbitrary code. ``what`` says where the name came from."""
-    if not isinstance(class_path, str) or not class_path.startswith("rezdiff."):
-        raise CheckpointError(f"{what} names class {class_path!r}, which is not a rezdiff model")
+def import_rezdiff_class(class_path: Any, what: str, base: type = DiffusionModule) -> type:
+    """The class ``class_path`` names, a subclass of ``base``. A checkpoint's text never makes us import
+    arbitrary code: only modules inside the ``rezdiff`` package are imported; a class of any other module is
+    taken only if that module is already imported (the user's own code, e.g. a custom stage 1, trusted by
+    importing it). ``what`` says where the name came from."""
+    foreign = f"{what} names class {class_path!r}, which is not a rezdiff model"
+    if not isinstance(class_path, str) or "." not in class_path:
+        raise CheckpointError(foreign)
     module_name, _, name = class_path.rpartition(".")
+    own = class_path.startswith("rezdiff.")
+    if not own and module_name not in sys.modules:
+        raise CheckpointError(
+            f"{foreign} (a class of your own code is used only when its module is imported first: "
+            f"import {module_name})"
+        )
     try:
         cls = getattr(importlib.import_module(module_name), name)
     except (ImportError, AttributeError) as error:
         raise CheckpointError(f"{what} names class {class_path!r}, which cannot be imported") from error
-    if not (isinstance(cls, type) and issubclass(cls, DiffusionModule)):
-        raise CheckpointError(f"{what} names {class_path!r}, which is not a rezdiff DiffusionModule")
+    if not (isinstance(cls, type) and issubclass(cls, base)):
+        kind = "rezdiff DiffusionModule" if base is DiffusionModule else f"{base.__module__}.{base.__name__}"
+        raise CheckpointError(f"{what} names {class_path!r}, which is not a {kind}" if own else foreign)
     return cls
 
 
@@ -48,7 +59,7 @@ def build(class_path: str, init_args: dict[str, Any]) -> Any:
     recorded ones: a hyperparameter they lack takes the class's ``recorded_defaults`` value, if any."""
     from lightning.pytorch.core.mixins.hparams_mixin import _given_hyperparameters
 
-    cls = import_rezdiff_class(class_path, "the recorded configuration")
+    cls = import_rezdiff_class(class_path, "the recorded configuration", base=torch.nn.Module)
     init_args = {**getattr(cls, "recorded_defaults", {}), **init_args}
     token = _given_hyperparameters.set(None)
     try:
