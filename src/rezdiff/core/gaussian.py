@@ -30,20 +30,26 @@ preserves the shape: a blur, ``C^{1/2}``, ...):
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Literal
 
 import torch
 from torch import Tensor
 
+from rezdiff.core.sampling import (
+    Callback,
+    EpsAfterClip,
+    EpsFn,
+    Generators,
+    Operator,
+    StepInfo,
+    after_step,
+    check_timesteps,
+    progress_bar,
+)
 from rezdiff.core.schedules import vp_beta, vp_marginal
 
 Coeff = float | Tensor
-Operator = Callable[[Tensor], Tensor]
-EpsFn = Callable[[Tensor, Tensor], Tensor]
-# What DDIM's direction term uses once ``clip_x0`` clipped the predicted x_0: the network's eps (diffusers)
-# or eps re-derived from the clipped x_0 (OpenAI's guided/improved-diffusion, ∞-Diff's and DVDP's code).
-EpsAfterClip = Literal["network", "from_x0"]
 
 __all__ = [
     "Coeff",
@@ -66,6 +72,7 @@ __all__ = [
     "randn_like",
     "sample_timesteps",
     "vp_heun_step",
+    "vp_integrate",
     "vp_ode_drift",
     "vp_reverse_step",
     "vp_sample",
@@ -107,7 +114,7 @@ def expand_like(coeff: Coeff, x: Tensor) -> Tensor:
 
 def randn(
     shape: tuple[int, ...],
-    generator: torch.Generator | None = None,
+    generator: Generators = None,
     device: torch.device | str | None = None,
     dtype: torch.dtype = torch.float32,
 ) -> Tensor:
@@ -115,13 +122,20 @@ def randn(
 
     A CPU generator thus works for CUDA tensors, and the draw is the same on every device. It is the
     draw diffusers' ``randn_tensor(shape, generator=g, dtype=dtype)`` makes, so a generator in the
-    same state gives diffusers' schedulers' noise.
+    same state gives diffusers' schedulers' noise. A sequence of generators (one per row, per-image
+    seeds) draws row ``k`` of ``shape[1:]`` from ``generator[k]``: a row's noise does not depend on
+    the batch it is drawn in.
     """
+    if isinstance(generator, Sequence):
+        if len(generator) != shape[0]:
+            raise ValueError(f"got {len(generator)} generators for a batch of {shape[0]} rows")
+        rows = [randn(tuple(shape[1:]), g, None, dtype) for g in generator]
+        return torch.stack(rows).to(device)
     source = generator.device if generator is not None else device
     return torch.randn(shape, generator=generator, device=source, dtype=dtype).to(device)
 
 
-def randn_like(x: Tensor, generator: torch.Generator | None = None) -> Tensor:
+def randn_like(x: Tensor, generator: Generators = None) -> Tensor:
     """Standard normal noise shaped like ``x``, on ``x``'s device and dtype (see :func:`randn`)."""
     return randn(tuple(x.shape), generator, x.device, x.dtype)
 
@@ -129,7 +143,7 @@ def randn_like(x: Tensor, generator: torch.Generator | None = None) -> Tensor:
 def sample_timesteps(
     batch: int,
     num_steps: int,
-    generator: torch.Generator | None = None,
+    generator: Generators = None,
     device: torch.device | str | None = None,
 ) -> Tensor:
     """``batch`` long timesteps uniform in ``{0, ..., num_steps - 1}``, drawn like :func:`randn_like`."""
@@ -317,26 +331,6 @@ def ddim_step(
 # --------------------------------------------------------------------------------------------------------
 
 
-def _timestep_list(timesteps: Tensor | Sequence[int], num_train_steps: int) -> list[int]:
-    ts = [int(t) for t in (timesteps.tolist() if isinstance(timesteps, Tensor) else timesteps)]
-    if not ts:
-        raise ValueError("timesteps is empty")
-    if any(a <= b for a, b in zip(ts, ts[1:], strict=False)):
-        raise ValueError(f"timesteps must be strictly decreasing, got {ts}")
-    if ts[-1] < 0 or ts[0] >= num_train_steps:
-        raise ValueError(f"timesteps must lie in [0, {num_train_steps - 1}], got {ts[0]} .. {ts[-1]}")
-    return ts
-
-
-def progress_bar(items: list[int], enabled: bool, desc: str):
-    """``items`` wrapped in a tqdm bar when ``enabled`` (samplers' ``progress=True``)."""
-    if not enabled:
-        return items
-    from tqdm.auto import tqdm
-
-    return tqdm(items, desc=desc)
-
-
 def ddim_sample(
     eps_fn: EpsFn,
     x_T: Tensor,
@@ -344,12 +338,13 @@ def ddim_sample(
     timesteps: Tensor | Sequence[int],
     *,
     eta: float = 0.0,
-    generator: torch.Generator | None = None,
+    generator: Generators = None,
     clip_x0: float | None = None,
     eps_after_clip: EpsAfterClip = "network",
     noise_operator: Operator | None = None,
     final_alpha_bar: float = 1.0,
     progress: bool = False,
+    callback: Callback | None = None,
 ) -> Tensor:
     """Run DDIM from ``x_T`` over descending ``timesteps``; returns the final sample.
 
@@ -359,17 +354,19 @@ def ddim_sample(
     the last, where it is multiplied by 0), as diffusers does, so a generator in the same state gives the
     same samples. ``x_T`` must already carry any operator (∞-Diff starts from ``T eps``); pure noise is
     the law of ``x_{T-1}`` only, so ``timesteps`` should start at ``T - 1`` (``"trailing"`` or
-    ``"linspace"`` spacing). ``clip_x0``/``eps_after_clip``: see :func:`ddim_step`.
+    ``"linspace"`` spacing). ``clip_x0``/``eps_after_clip``: see :func:`ddim_step`. ``generator`` may be
+    one per row; ``callback`` sees every step (:mod:`rezdiff.core.sampling`).
     """
-    ts = _timestep_list(timesteps, alphas_cumprod.shape[0])
+    ts = check_timesteps(timesteps, alphas_cumprod.shape[0])
     x = x_T
     batch = x.shape[0]
     for i in progress_bar(list(range(len(ts))), progress, "DDIM"):
         t = ts[i]
+        t_next = ts[i + 1] if i + 1 < len(ts) else None
         eps = eps_fn(x, torch.full((batch,), t, dtype=torch.long, device=x.device))
-        ab_prev = alphas_cumprod[ts[i + 1]] if i + 1 < len(ts) else final_alpha_bar
+        ab_prev = alphas_cumprod[t_next] if t_next is not None else final_alpha_bar
         noise = randn_like(x, generator) if eta > 0 else None
-        x = ddim_step(
+        x_new = ddim_step(
             x,
             eps,
             alphas_cumprod[t],
@@ -380,6 +377,7 @@ def ddim_sample(
             eps_after_clip=eps_after_clip,
             noise_operator=noise_operator,
         )
+        x = after_step(callback, StepInfo(i, t, t_next, x, x_new, eps))
     return x
 
 
@@ -388,12 +386,13 @@ def ddpm_sample(
     x_T: Tensor,
     alphas_cumprod: Tensor,
     *,
-    generator: torch.Generator | None = None,
+    generator: Generators = None,
     variance: Literal["small", "large"] = "small",
     clip_x0: float | None = None,
     noise_operator: Operator | None = None,
     timesteps: Tensor | Sequence[int] | None = None,
     progress: bool = False,
+    callback: Callback | None = None,
 ) -> Tensor:
     """Ancestral sampling from ``x_T`` over ``timesteps`` (default: every step, ``T - 1`` down to 0).
 
@@ -401,18 +400,20 @@ def ddpm_sample(
     last one to ``alpha_bar = 1``, where no noise is added. ``x_T`` is taken as a draw of the state at the
     first timestep: pure noise is that law only at ``T - 1``. Noise is drawn by :func:`randn_like` for every
     step but the last, which matches diffusers' ``DDPMScheduler`` whenever the last timestep is 0.
+    ``generator`` may be one per row; ``callback`` sees every step (:mod:`rezdiff.core.sampling`).
     """
     num_train = alphas_cumprod.shape[0]
-    ts = _timestep_list(range(num_train - 1, -1, -1) if timesteps is None else timesteps, num_train)
+    ts = check_timesteps(range(num_train - 1, -1, -1) if timesteps is None else timesteps, num_train)
     x = x_T
     batch = x.shape[0]
     for i in progress_bar(list(range(len(ts))), progress, "DDPM"):
         t = ts[i]
         eps = eps_fn(x, torch.full((batch,), t, dtype=torch.long, device=x.device))
         last = i + 1 == len(ts)
-        ab_prev = 1.0 if last else alphas_cumprod[ts[i + 1]]
+        t_next = None if last else ts[i + 1]
+        ab_prev = 1.0 if t_next is None else alphas_cumprod[t_next]
         noise = None if last else randn_like(x, generator)
-        x = ddpm_step(
+        x_new = ddpm_step(
             x,
             eps,
             alphas_cumprod[t],
@@ -422,6 +423,7 @@ def ddpm_sample(
             clip_x0=clip_x0,
             noise_operator=noise_operator,
         )
+        x = after_step(callback, StepInfo(i, t, t_next, x, x_new, eps))
     return x
 
 
@@ -514,17 +516,53 @@ def vp_sample(
     t_min: float = 1e-3,
     beta_min: float = 0.1,
     beta_max: float = 20.0,
-    generator: torch.Generator | None = None,
+    generator: Generators = None,
     noise_operator: Operator | None = None,
     ode: bool = False,
     solver: Literal["euler", "heun"] = "euler",
     progress: bool = False,
+    callback: Callback | None = None,
 ) -> Tensor:
     """Integrate the reverse VP SDE (Euler-Maruyama) or ODE (Euler, Heun) on a uniform grid t_max -> t_min.
 
     ``eps_fn(x_t, t)`` gets ``t`` as a float tensor of shape ``[B]`` in ``x_T``'s dtype. ``x_T`` is the
     prior draw (``C^{1/2} z`` for a correlated prior). Returns the state at ``t_min`` (no final denoising).
-    ``solver="heun"`` (ODE only) costs two network calls per step.
+    ``solver="heun"`` (ODE only) costs two network calls per step. The loop is :func:`vp_integrate`.
+    """
+    grid = torch.linspace(t_max, t_min, num_steps + 1, dtype=torch.float64)
+    return vp_integrate(
+        eps_fn,
+        x_T,
+        grid,
+        beta_min=beta_min,
+        beta_max=beta_max,
+        generator=generator,
+        noise_operator=noise_operator,
+        ode=ode,
+        solver=solver,
+        progress=progress,
+        callback=callback,
+    )
+
+
+def vp_integrate(
+    eps_fn: EpsFn,
+    x_T: Tensor,
+    grid: Tensor,
+    *,
+    beta_min: float = 0.1,
+    beta_max: float = 20.0,
+    generator: Generators = None,
+    noise_operator: Operator | None = None,
+    ode: bool = False,
+    solver: Literal["euler", "heun"] = "euler",
+    progress: bool = False,
+    callback: Callback | None = None,
+) -> Tensor:
+    """The reverse VP loop over a descending float64 time ``grid`` (end point included: ``len - 1`` steps).
+
+    Euler-Maruyama on the SDE, or Euler/Heun on the probability-flow ODE (:func:`vp_sample`); ``generator``
+    may be one per row; ``callback`` sees every step (:mod:`rezdiff.core.sampling`).
     """
     if solver not in ("euler", "heun"):
         raise ValueError(f"unknown solver {solver!r}; expected 'euler' or 'heun'")
@@ -532,26 +570,31 @@ def vp_sample(
         raise ValueError(
             "solver='heun' integrates the probability-flow ODE; pass ode=True (the SDE uses Euler-Maruyama)"
         )
-    grid = torch.linspace(t_max, t_min, num_steps + 1, dtype=torch.float64)
+    grid = grid.to(torch.float64)
+    if grid.ndim != 1 or grid.numel() < 2 or bool((grid[1:] >= grid[:-1]).any()):
+        raise ValueError(f"the VP time grid must be 1-D, strictly decreasing, with >= 2 points; got {grid}")
     x = x_T
     batch = x.shape[0]
     desc = "VP SDE" if not ode else f"VP ODE ({solver})"
-    for i in progress_bar(list(range(num_steps)), progress, desc):
-        t = grid[i]
-        if solver == "heun":
-            x = vp_heun_step(eps_fn, x, float(t), float(grid[i + 1]), beta_min=beta_min, beta_max=beta_max)
-            continue
+    for i in progress_bar(list(range(grid.numel() - 1)), progress, desc):
+        t, t_next = grid[i], grid[i + 1]
         eps = eps_fn(x, torch.full((batch,), float(t), dtype=x.dtype, device=x.device))
-        noise = None if ode else randn_like(x, generator)
-        x = vp_reverse_step(
-            x,
-            eps,
-            t,
-            grid[i + 1],
-            noise,
-            beta_min=beta_min,
-            beta_max=beta_max,
-            noise_operator=noise_operator,
-            ode=ode,
-        )
+        if solver == "heun":
+            x_new = vp_heun_step(
+                eps_fn, x, float(t), float(t_next), beta_min=beta_min, beta_max=beta_max, eps=eps
+            )
+        else:
+            noise = None if ode else randn_like(x, generator)
+            x_new = vp_reverse_step(
+                x,
+                eps,
+                t,
+                t_next,
+                noise,
+                beta_min=beta_min,
+                beta_max=beta_max,
+                noise_operator=noise_operator,
+                ode=ode,
+            )
+        x = after_step(callback, StepInfo(i, float(t), float(t_next), x, x_new, eps))
     return x

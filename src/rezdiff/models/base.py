@@ -13,7 +13,7 @@ import os
 import random
 import warnings
 from abc import ABC, abstractmethod
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any, ClassVar
 
@@ -22,6 +22,8 @@ import torch
 from torch import Tensor, nn
 
 from rezdiff.core.ema import EMA
+from rezdiff.core.samplers import check_sampler, sampler_names
+from rezdiff.core.sampling import Generators
 from rezdiff.data.batch import FieldBatch
 from rezdiff.data.coords import Resolution, as_hw
 
@@ -54,6 +56,9 @@ class DiffusionModule(pl.LightningModule, ABC):
     #: reproduces those checkpoints' behaviour. ``rezdiff.loading.build`` fills them into records that lack
     #: them, so an older checkpoint rebuilds as it was trained rather than with today's default.
     recorded_defaults: ClassVar[dict[str, Any]] = {}
+    #: The process whose registered samplers (:mod:`rezdiff.core.samplers`) the family runs: every name
+    #: registered for it is a valid ``sample(sampler=...)``. ``None``: the family does not sample from noise.
+    sampler_process: ClassVar[str | None] = None
 
     def __init__(
         self,
@@ -92,15 +97,29 @@ class DiffusionModule(pl.LightningModule, ABC):
         resolution: Resolution | None = None,
         *,
         steps: int | None = None,
-        generator: torch.Generator | None = None,
+        generator: Generators = None,
+        seeds: Sequence[int] | None = None,
         use_ema: bool = True,
     ) -> Tensor:
         """``num`` samples ``[num, C, H, W]`` in [-1, 1] at ``resolution`` (default: the training one).
 
         Runs under ``torch.no_grad()`` with the EMA weights unless ``use_ema=False``; ``steps`` overrides the
-        family's default number of sampler steps; all noise comes from ``generator`` when given. Families
-        add keyword arguments of their own after these (sampler choice, guidance, tile size, ...).
+        family's default number of sampler steps; all noise comes from ``generator`` when given. ``seeds``
+        (one per image, exclusive with ``generator``) gives image ``k`` its own generator for all of its
+        noise, so it is the same whatever the batch it is sampled in. Families add keyword arguments of
+        their own after these (sampler choice, per-step callback, guidance, tile size, ...).
         """
+
+    @classmethod
+    def supported_samplers(cls) -> tuple[str, ...]:
+        """The sampler names this family accepts (those registered for its ``sampler_process``)."""
+        return () if cls.sampler_process is None else sampler_names(cls.sampler_process)
+
+    def check_sampler(self, name: str) -> str:
+        """``name`` if this family runs it, else the ValueError that lists :meth:`supported_samplers`."""
+        if self.sampler_process is None:
+            raise ValueError(f"{type(self).__name__} does not sample from noise; it has no samplers")
+        return check_sampler(self.sampler_process, name)
 
     # ----------------------------------------------------------------- EMA
     def setup_ema(self) -> None:
