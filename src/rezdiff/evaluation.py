@@ -1,7 +1,7 @@
 """The evaluation harness: score any model at several resolutions with FID, KID, patch FID, SWD, PSNR/SSIM
 and scale consistency, sharded over DDP ranks, with reference features cached on disk.
 
-It relies only on the family contract: ``model.sample(num, resolution, steps=, generator=, use_ema=)`` for the
+It relies only on the family contract: ``model.sample(num, resolution, steps=, seeds=, use_ema=)`` for the
 generative metrics (``fid``, ``kid``, ``pfid``, ``swd``) and, for models that have it,
 ``model.reconstruct(images, resolution)`` for the reconstruction metrics (``psnr``, ``ssim``,
 ``scale_consistency``: reconstruct at 2R, box-downsample, compare with the reconstruction at R).
@@ -11,9 +11,10 @@ section and runs it as a callback after the test-loss epoch; in a notebook call
 ``Evaluate(resolutions=[32, 64]).run(model, dataset)``. Results are keyed ``<metric>@<resolution>``
 (``fid@64``, ``kid@64``, ``kid_std@64``, ``pfid32@128``, ``swd@64``, ``psnr@256``, ``scale_psnr@256``...).
 
-Reproducibility: generated images come in chunks of ``batch_size`` whose noise is seeded by (seed,
-resolution, chunk start), and chunks are dealt round-robin to ranks, so the images (hence the figures) do
-not depend on the number of ranks. Reference features are cached under ``stats_dir`` by a key made of the
+Reproducibility: generated image ``k`` draws all its noise from its own seed, ``stable_seed(seed, H, W, k)``
+(the families' per-image ``seeds=``); images come in chunks of ``batch_size`` dealt round-robin to ranks, so
+the images (hence the figures) depend on neither the number of ranks nor ``batch_size``, up to the rounding
+of batched network kernels. Reference features are cached under ``stats_dir`` by a key made of the
 dataset, the reference indices, the resolution, the crop, the feature extractor and the number of images.
 """
 
@@ -309,14 +310,12 @@ class Evaluate(pl.Callback):
     def generate(
         self, model: nn.Module, resolution: tuple[int, int], rank: int = 0, world: int = 1, channels: int = 3
     ) -> Tensor:
-        """This rank's share of the ``num_samples`` generated images (CPU float32), chunk by chunk."""
-        device = next(model.parameters()).device
+        """This rank's share of the ``num_samples`` generated images (CPU float32), chunk by chunk, image
+        ``k`` from its own seed (module docstring)."""
         images = []
         for start, count in shard(self.num_samples, self.batch_size, rank, world):
-            generator = torch.Generator(device=device).manual_seed(stable_seed(self.seed, *resolution, start))
-            batch = model.sample(
-                count, resolution, steps=self.steps, generator=generator, use_ema=self.use_ema
-            )
+            seeds = [stable_seed(self.seed, *resolution, k) for k in range(start, start + count)]
+            batch = model.sample(count, resolution, steps=self.steps, seeds=seeds, use_ema=self.use_ema)
             images.append(batch.detach().float().cpu())
         return torch.cat(images) if images else torch.empty(0, channels, *resolution)
 
