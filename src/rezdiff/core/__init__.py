@@ -43,6 +43,8 @@ from rezdiff.core.operators import (
     idct2,
     laplacian_eigenvalues,
 )
+from rezdiff.core.samplers import get_sampler, register_sampler, sampler_names
+from rezdiff.core.sampling import SamplerSettings, StepInfo, VPSchedule
 from rezdiff.core.schedules import (
     BetaSchedule,
     TimestepSpacing,
@@ -60,6 +62,12 @@ from rezdiff.core.schedules import (
 
 __all__ = [
     "EMA",
+    "SamplerSettings",
+    "StepInfo",
+    "VPSchedule",
+    "get_sampler",
+    "register_sampler",
+    "sampler_names",
     "BetaSchedule",
     "Boundary",
     "Coeff",
