@@ -14,7 +14,8 @@ import torch
 from torch import Tensor
 
 import rezdiff
-from rezdiff.core.gaussian import ddim_sample, predict_x0, randn
+from rezdiff.core.gaussian import predict_x0, randn
+from rezdiff.core.loops import ddim_sample
 from rezdiff.core.samplers import (
     GAUSSIAN,
     VP,

@@ -8,7 +8,8 @@ import torch.nn.functional as F
 import yaml
 from torch import Tensor, nn
 
-from rezdiff.core.gaussian import ddim_sample, predict_x0
+from rezdiff.core.gaussian import predict_x0
+from rezdiff.core.loops import ddim_sample
 from rezdiff.core.samplers import GAUSSIAN, get_sampler
 from rezdiff.core.sampling import SamplerSettings
 from rezdiff.core.schedules import alphas_cumprod, linear_betas

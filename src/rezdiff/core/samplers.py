@@ -23,7 +23,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from rezdiff.core.gaussian import ddim_sample, ddpm_sample, vp_integrate
+from rezdiff.core.loops import ddim_sample, ddpm_sample, vp_integrate
 from rezdiff.core.pyramid import DVDPSchedule, dvdp_sample
 from rezdiff.core.sampling import Callback, EpsFn, Generators, SamplerFn, SamplerSettings, VPSchedule
 
@@ -109,7 +109,7 @@ def ddim(
     generator: Generators,
     callback: Callback | None,
 ) -> Tensor:
-    """DDIM (:func:`rezdiff.core.gaussian.ddim_sample`) under the sampler contract."""
+    """DDIM (:func:`rezdiff.core.loops.ddim_sample`) under the sampler contract."""
     return ddim_sample(
         eps_fn,
         x_T,
@@ -135,7 +135,7 @@ def ddpm(
     generator: Generators,
     callback: Callback | None,
 ) -> Tensor:
-    """Ancestral sampling (:func:`rezdiff.core.gaussian.ddpm_sample`) under the sampler contract."""
+    """Ancestral sampling (:func:`rezdiff.core.loops.ddpm_sample`) under the sampler contract."""
     return ddpm_sample(
         eps_fn,
         x_T,
@@ -178,7 +178,7 @@ def _vp(ode: bool, solver: str) -> SamplerFn:
         )
 
     kind = "ODE" if ode else "SDE"
-    run.__doc__ = f"The reverse VP {kind} by {solver} (:func:`~rezdiff.core.gaussian.vp_integrate`)."
+    run.__doc__ = f"The reverse VP {kind} by {solver} (:func:`~rezdiff.core.loops.vp_integrate`)."
     return run
 
 

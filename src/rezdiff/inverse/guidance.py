@@ -30,7 +30,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from rezdiff.core.gaussian import ddim_sample, predict_x0
+from rezdiff.core.gaussian import predict_x0
+from rezdiff.core.loops import ddim_sample
 from rezdiff.core.sampling import EpsFn, Generators, StepInfo
 from rezdiff.data.coords import Resolution, as_hw
 
@@ -214,7 +215,7 @@ def dps_ddim_sample(
     final_alpha_bar: float = 1.0,
     progress: bool = False,
 ) -> Tensor:
-    """DDIM with DPS guidance: :func:`rezdiff.core.gaussian.ddim_sample` driven by :class:`DPSGuidance`
+    """DDIM with DPS guidance: :func:`rezdiff.core.loops.ddim_sample` driven by :class:`DPSGuidance`
     (after every step, ``-scale * grad_{x_t} sqrt(L)`` (``normalize``) or ``-scale * grad_{x_t} L``).
 
     Noise is drawn exactly as in ``ddim_sample`` (one draw per step when ``eta > 0``), so a guidance whose

@@ -33,7 +33,8 @@ from typing import TYPE_CHECKING
 import torch
 from torch import Tensor
 
-from rezdiff.core.gaussian import ddim_sample, predict_x0
+from rezdiff.core.gaussian import predict_x0
+from rezdiff.core.loops import ddim_sample
 from rezdiff.core.mollified import mollified_initial_state, mollified_noise_operator
 from rezdiff.core.operators import GaussianMollifier
 from rezdiff.core.sampling import EpsAfterClip, EpsFn, Generators, StepInfo
@@ -153,7 +154,7 @@ def guided_inpaint_sample(
     """DDIM over ``timesteps`` in the T-space with reconstruction guidance towards ``target`` (= ``T x`` on
     the known pixels, ``mask`` 1 = known); returns the final state (an estimate of ``T x_0``).
 
-    :func:`rezdiff.core.gaussian.ddim_sample` (noise ``T(f z)`` when ``eta > 0``) driven by
+    :func:`rezdiff.core.loops.ddim_sample` (noise ``T(f z)`` when ``eta > 0``) driven by
     :class:`ReconstructionGuidance`: after each step, except at ``t = T - 1``, ``- w sqrt(ab_t ab_prev)
     grad_{x_t} 1/2 ||m (mu_0 - target)||^2`` (module docstring). ``guidance_scale = 0`` is plain DDIM, draw
     for draw. ``clip_x0`` and ``eps_after_clip`` act in the DDIM step as in

@@ -23,7 +23,8 @@ import torch.nn.functional as F
 from diffusers.models.embeddings import get_timestep_embedding
 from torch import Tensor, nn
 
-from rezdiff.core.gaussian import EpsAfterClip, ddim_sample, q_sample, randn, randn_like, sample_timesteps
+from rezdiff.core.gaussian import EpsAfterClip, q_sample, randn, randn_like, sample_timesteps
+from rezdiff.core.loops import ddim_sample
 from rezdiff.core.samplers import GAUSSIAN
 from rezdiff.core.sampling import Callback, Generators, resolve_generators
 from rezdiff.core.schedules import TimestepSpacing, alphas_cumprod, make_betas, timestep_subsequence
