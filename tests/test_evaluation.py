@@ -13,6 +13,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from rezdiff.cli import main
+from rezdiff.core.sampling import seed_generators
 from rezdiff.data import Synthetic
 from rezdiff.data.datasets import FieldDataset
 from rezdiff.evaluation import Evaluate, shard
@@ -39,7 +40,7 @@ class Blobs(FieldDataset):
 
 
 class NoisyCopies(nn.Module):
-    """A stand-in generator: dataset images plus ``noise`` Gaussian noise, drawn from the generator only."""
+    """A stand-in generator: dataset images plus ``noise`` Gaussian noise, image ``k`` drawn from its seed."""
 
     def __init__(self, dataset: FieldDataset, noise: float) -> None:
         super().__init__()
@@ -47,10 +48,15 @@ class NoisyCopies(nn.Module):
         self.dataset, self.noise = dataset, noise
         self.image_size = 32
 
-    def sample(self, num, resolution, *, steps=None, generator=None, use_ema=True) -> Tensor:  # noqa: ANN001
-        picks = torch.randint(0, len(self.dataset), (num,), generator=generator).tolist()
-        clean = torch.stack([self.dataset.render(i, resolution) for i in picks])
-        return (clean + self.noise * torch.randn(clean.shape, generator=generator)).clamp(-1, 1)
+    def sample(self, num, resolution, *, steps=None, seeds=None, use_ema=True) -> Tensor:  # noqa: ANN001
+        assert seeds is not None and len(seeds) == num
+        images = []
+        for generator in seed_generators(seeds):
+            clean = self.dataset.render(
+                int(torch.randint(0, len(self.dataset), (1,), generator=generator)), resolution
+            )
+            images.append(clean + self.noise * torch.randn(clean.shape, generator=generator))
+        return torch.stack(images).clamp(-1, 1)
 
 
 class NearestAutoencoder(NoisyCopies):
@@ -85,6 +91,14 @@ def test_generated_images_do_not_depend_on_the_number_of_ranks() -> None:
             chunks[start] = images[offset : offset + count]
             offset += count
     assert torch.equal(alone, torch.cat([chunks[s] for s in sorted(chunks)]))
+
+
+def test_generated_images_do_not_depend_on_the_batch_size() -> None:
+    """Image k is seeded by its own index (issue 16, item 3), so FID cannot move with ``batch_size``."""
+    model = NoisyCopies(Blobs(), 0.1)
+    images = [Evaluate(num_samples=10, batch_size=size).generate(model, (16, 16)) for size in (3, 4, 10)]
+    assert torch.equal(images[0], images[1]) and torch.equal(images[0], images[2])
+    assert not torch.equal(images[0][0], images[0][1])
 
 
 def test_metrics_rank_models_by_quality_at_every_resolution(tmp_path: Path) -> None:

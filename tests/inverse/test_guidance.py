@@ -8,13 +8,17 @@ import torch.nn.functional as F
 import yaml
 from torch import Tensor, nn
 
-from rezdiff.core.gaussian import ddim_sample, predict_x0
+from rezdiff.core.gaussian import predict_x0
+from rezdiff.core.loops import ddim_sample
+from rezdiff.core.samplers import GAUSSIAN, get_sampler
+from rezdiff.core.sampling import SamplerSettings
 from rezdiff.core.schedules import alphas_cumprod, linear_betas
 from rezdiff.data.coords import Resolution
 from rezdiff.inverse.guidance import (
     Box,
     ColorLoss,
     Condition,
+    DPSGuidance,
     ReferenceLoss,
     conditions_loss,
     dps_ddim_sample,
@@ -86,6 +90,22 @@ def test_one_dps_step_matches_the_formula() -> None:
         _eps, x_t, AB, [t], lambda x0: (x0 - y).square().sum((1, 2, 3)), scale=scale, normalize=False
     )
     torch.testing.assert_close(raw, x0 - scale * 2 * ab.sqrt() * residual)
+
+
+def test_dps_is_an_eps_wrapper_and_a_callback_any_sampler_runs() -> None:
+    """Issue 16, item 1: DPS has no loop of its own; through the ancestral sampler (whose last step to
+    alpha_bar = 1 is x̂0, like DDIM's) one step gives the same closed form as above."""
+    x_t = torch.randn(2, 1, 3, 3, generator=torch.Generator().manual_seed(3), dtype=torch.float64)
+    y = torch.ones(1, 1, 3, 3, dtype=torch.float64)
+    scale, t = 0.3, 50
+    guide = DPSGuidance(_eps, AB, lambda x0: (x0 - y).square().sum((1, 2, 3)), scale)
+    guided = get_sampler(GAUSSIAN, "ddpm").fn(
+        guide.eps, x_t, AB, [t], SamplerSettings(), None, guide.callback
+    )
+    x0 = AB[t].to(torch.float64).sqrt() * x_t
+    residual = x0 - y
+    norm = residual.flatten(1).norm(dim=1).view(-1, 1, 1, 1)
+    torch.testing.assert_close(guided, x0 - scale * AB[t].to(torch.float64).sqrt() * residual / norm)
 
 
 def test_guidance_pulls_toward_the_target() -> None:

@@ -80,7 +80,8 @@ def test_clear_errors_for_bad_sizes_and_channels() -> None:
 )
 def test_sample_is_the_core_sampler_with_the_models_settings(settings, call, expected) -> None:
     """DDPM.sample == core.ddim_sample / ddpm_sample run with the documented arguments, then clamped."""
-    from rezdiff.core.gaussian import ddim_sample, ddpm_sample, randn
+    from rezdiff.core.gaussian import randn
+    from rezdiff.core.loops import ddim_sample, ddpm_sample
     from rezdiff.core.schedules import timestep_subsequence
 
     model = DDPM(**{**TINY, "sample_steps": 7, **settings})

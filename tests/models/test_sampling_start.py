@@ -22,7 +22,7 @@ from torch import Tensor
 from rezdiff.core.gaussian import expand_like
 from rezdiff.core.mollified import gaussian_data_eps, mollified_initial_state
 from rezdiff.core.schedules import timestep_subsequence
-from rezdiff.models import DDPM, INFD, InftyDiff, InftyDiffLatent
+from rezdiff.models import DDPM, DVDP, INFD, InftyDiff, InftyDiffLatent, MultilevelSDE
 from tests.helpers import TINY_INFTY_DIFF, TINY_UNET
 
 pytestmark = pytest.mark.usefixtures("single_thread")
@@ -201,8 +201,7 @@ def test_spacing_is_validated_at_construction() -> None:
 def test_eps_after_clip_defaults_and_overrides_reach_the_ddim_loop(monkeypatch: pytest.MonkeyPatch) -> None:
     """DDPM and ∞-Diff re-derive eps from the clipped x0 by default (the authors' / OpenAI's way, item 13);
     ``sample(eps_after_clip=...)`` and ``spacing`` override the model's settings."""
-    import rezdiff.models.ddpm.module as ddpm_module
-    import rezdiff.models.infty_diff.module as infty_module
+    import rezdiff.core.samplers as samplers_module
 
     seen: list[tuple[str, list[int]]] = []
 
@@ -212,11 +211,69 @@ def test_eps_after_clip_defaults_and_overrides_reach_the_ddim_loop(monkeypatch: 
         seen.append((kw["eps_after_clip"], timesteps.tolist()))
         return x_T
 
-    monkeypatch.setattr(ddpm_module, "ddim_sample", spy)
-    monkeypatch.setattr(infty_module, "mollified_sample", spy)
+    monkeypatch.setattr(samplers_module, "ddim_sample", spy)  # the one DDIM loop both families reach
     for model in (DDPM(**TINY_UNET), InftyDiff(**TINY_INFTY_DIFF)):
         assert model.eps_after_clip == "from_x0"
         model.sample(1, steps=4)
         model.sample(1, steps=4, eps_after_clip="network", spacing="leading")
     trailing, leading = [99, 74, 49, 24], [75, 50, 25, 0]  # T = 100
     assert seen == [("from_x0", trailing), ("network", leading)] * 2
+
+
+def _first_calls(
+    monkeypatch: pytest.MonkeyPatch, model: Any, attribute: str = "sampling_network"
+) -> list[Any]:
+    """Replace the model's network by a spy that records each call's timestep and returns zeros."""
+    calls: list[Any] = []
+
+    def eps_fn(x: Tensor, t: Tensor, *rest: Any) -> Tensor:
+        calls.append(t[0].item())
+        return torch.zeros_like(x)
+
+    if attribute == "eps":
+        monkeypatch.setattr(model, "eps", eps_fn)
+    elif attribute == "denoiser":
+        monkeypatch.setattr(model, "denoiser", lambda res, *, z=None, use_ema=True: eps_fn)
+    else:
+        monkeypatch.setattr(model, "sampling_network", lambda use_ema=True: eps_fn)
+    return calls
+
+
+@pytest.mark.parametrize("sampler", ["ddpm", "ddim"])
+def test_dvdp_starts_at_t_minus_1_and_spacing_is_a_setting(
+    monkeypatch: pytest.MonkeyPatch, sampler: str
+) -> None:
+    """Issue 16, item 6: DVDP's strided grid is ``spacing``'s (default ``"trailing"``), plus every turning
+    index; from noise it starts at ``T - 1`` whatever the sampler."""
+    model = DVDP(**TINY_UNET, turning_points=(50,), sampler=sampler)  # T = 100
+    assert model.spacing == "trailing"
+    calls = _first_calls(monkeypatch, model)
+    model.sample(1, steps=4, generator=torch.Generator().manual_seed(0))
+    assert calls == [99, 74, 49, 24]  # trailing; 49 = T_1 - 1, the turning index, is on this grid
+    calls.clear()
+    model.sample(1, steps=4, spacing="leading", generator=torch.Generator().manual_seed(0))
+    assert calls == [75, 50, 49, 25, 0]  # the turning index is added to any grid
+    calls.clear()
+    model.sample(1, steps=None if sampler == "ddpm" else 100, generator=torch.Generator().manual_seed(0))
+    assert calls == list(range(99, -1, -1))
+    with pytest.raises(ValueError, match="timestep spacing"):
+        DVDP(**TINY_UNET, turning_points=(50,), spacing="uniform")  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("sampler", ["sde", "ode_euler", "ode_heun"])
+def test_multilevel_starts_at_the_last_training_time(monkeypatch: pytest.MonkeyPatch, sampler: str) -> None:
+    """Training draws ``t ~ U(train_t_min, 1)``; every sampler's first network call is at ``t = 1``."""
+    model = MultilevelSDE(channels=3, modes=6, width=16, n_layers=2, projection=32, time_embedding=32)
+    calls = _first_calls(monkeypatch, model, "eps")
+    model.sample(1, 16, steps=4, sampler=sampler, generator=torch.Generator().manual_seed(0))
+    assert calls[0] == 1.0 and calls[1] < 1.0
+
+
+def test_infty_diff_ancestral_sampler_starts_at_t_minus_1(monkeypatch: pytest.MonkeyPatch) -> None:
+    model = InftyDiff(**TINY_INFTY_DIFF)  # T = 100
+    calls = _first_calls(monkeypatch, model, "denoiser")
+    model.sample(1, sampler="ddpm", generator=torch.Generator().manual_seed(0))
+    assert calls == list(range(99, -1, -1))
+    calls.clear()
+    model.sample(1, sampler="ddpm", steps=4, generator=torch.Generator().manual_seed(0))
+    assert calls == [99, 74, 49, 24]

@@ -8,9 +8,7 @@ from rezdiff.core.gaussian import (
     Coeff,
     EpsFn,
     Operator,
-    ddim_sample,
     ddim_step,
-    ddpm_sample,
     ddpm_step,
     eps_from_v,
     expand_like,
@@ -25,9 +23,9 @@ from rezdiff.core.gaussian import (
     vp_heun_step,
     vp_ode_drift,
     vp_reverse_step,
-    vp_sample,
     x0_from_v,
 )
+from rezdiff.core.loops import ddim_sample, ddpm_sample, vp_integrate, vp_sample
 from rezdiff.core.operators import (
     Boundary,
     Covariance,
@@ -43,6 +41,8 @@ from rezdiff.core.operators import (
     idct2,
     laplacian_eigenvalues,
 )
+from rezdiff.core.samplers import get_sampler, register_sampler, sampler_names
+from rezdiff.core.sampling import SamplerSettings, StepInfo, VPSchedule
 from rezdiff.core.schedules import (
     BetaSchedule,
     TimestepSpacing,
@@ -60,6 +60,12 @@ from rezdiff.core.schedules import (
 
 __all__ = [
     "EMA",
+    "SamplerSettings",
+    "StepInfo",
+    "VPSchedule",
+    "get_sampler",
+    "register_sampler",
+    "sampler_names",
     "BetaSchedule",
     "Boundary",
     "Coeff",
@@ -105,6 +111,7 @@ __all__ = [
     "vp_heun_step",
     "vp_ode_drift",
     "vp_reverse_step",
+    "vp_integrate",
     "vp_sample",
     "x0_from_v",
 ]

@@ -30,20 +30,21 @@ preserves the shape: a blur, ``C^{1/2}``, ...):
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Literal
 
 import torch
 from torch import Tensor
 
+from rezdiff.core.sampling import (
+    EpsAfterClip,
+    EpsFn,
+    Generators,
+    Operator,
+)
 from rezdiff.core.schedules import vp_beta, vp_marginal
 
 Coeff = float | Tensor
-Operator = Callable[[Tensor], Tensor]
-EpsFn = Callable[[Tensor, Tensor], Tensor]
-# What DDIM's direction term uses once ``clip_x0`` clipped the predicted x_0: the network's eps (diffusers)
-# or eps re-derived from the clipped x_0 (OpenAI's guided/improved-diffusion, ∞-Diff's and DVDP's code).
-EpsAfterClip = Literal["network", "from_x0"]
 
 __all__ = [
     "Coeff",
@@ -51,9 +52,7 @@ __all__ = [
     "EpsFn",
     "check_eps_after_clip",
     "Operator",
-    "ddim_sample",
     "ddim_step",
-    "ddpm_sample",
     "ddpm_step",
     "eps_from_v",
     "expand_like",
@@ -68,7 +67,6 @@ __all__ = [
     "vp_heun_step",
     "vp_ode_drift",
     "vp_reverse_step",
-    "vp_sample",
     "x0_from_v",
 ]
 
@@ -107,7 +105,7 @@ def expand_like(coeff: Coeff, x: Tensor) -> Tensor:
 
 def randn(
     shape: tuple[int, ...],
-    generator: torch.Generator | None = None,
+    generator: Generators = None,
     device: torch.device | str | None = None,
     dtype: torch.dtype = torch.float32,
 ) -> Tensor:
@@ -115,13 +113,20 @@ def randn(
 
     A CPU generator thus works for CUDA tensors, and the draw is the same on every device. It is the
     draw diffusers' ``randn_tensor(shape, generator=g, dtype=dtype)`` makes, so a generator in the
-    same state gives diffusers' schedulers' noise.
+    same state gives diffusers' schedulers' noise. A sequence of generators (one per row, per-image
+    seeds) draws row ``k`` of ``shape[1:]`` from ``generator[k]``: a row's noise does not depend on
+    the batch it is drawn in.
     """
+    if isinstance(generator, Sequence):
+        if len(generator) != shape[0]:
+            raise ValueError(f"got {len(generator)} generators for a batch of {shape[0]} rows")
+        rows = [randn(tuple(shape[1:]), g, None, dtype) for g in generator]
+        return torch.stack(rows).to(device)
     source = generator.device if generator is not None else device
     return torch.randn(shape, generator=generator, device=source, dtype=dtype).to(device)
 
 
-def randn_like(x: Tensor, generator: torch.Generator | None = None) -> Tensor:
+def randn_like(x: Tensor, generator: Generators = None) -> Tensor:
     """Standard normal noise shaped like ``x``, on ``x``'s device and dtype (see :func:`randn`)."""
     return randn(tuple(x.shape), generator, x.device, x.dtype)
 
@@ -129,7 +134,7 @@ def randn_like(x: Tensor, generator: torch.Generator | None = None) -> Tensor:
 def sample_timesteps(
     batch: int,
     num_steps: int,
-    generator: torch.Generator | None = None,
+    generator: Generators = None,
     device: torch.device | str | None = None,
 ) -> Tensor:
     """``batch`` long timesteps uniform in ``{0, ..., num_steps - 1}``, drawn like :func:`randn_like`."""
@@ -313,119 +318,6 @@ def ddim_step(
 
 
 # --------------------------------------------------------------------------------------------------------
-# Sampling loops
-# --------------------------------------------------------------------------------------------------------
-
-
-def _timestep_list(timesteps: Tensor | Sequence[int], num_train_steps: int) -> list[int]:
-    ts = [int(t) for t in (timesteps.tolist() if isinstance(timesteps, Tensor) else timesteps)]
-    if not ts:
-        raise ValueError("timesteps is empty")
-    if any(a <= b for a, b in zip(ts, ts[1:], strict=False)):
-        raise ValueError(f"timesteps must be strictly decreasing, got {ts}")
-    if ts[-1] < 0 or ts[0] >= num_train_steps:
-        raise ValueError(f"timesteps must lie in [0, {num_train_steps - 1}], got {ts[0]} .. {ts[-1]}")
-    return ts
-
-
-def progress_bar(items: list[int], enabled: bool, desc: str):
-    """``items`` wrapped in a tqdm bar when ``enabled`` (samplers' ``progress=True``)."""
-    if not enabled:
-        return items
-    from tqdm.auto import tqdm
-
-    return tqdm(items, desc=desc)
-
-
-def ddim_sample(
-    eps_fn: EpsFn,
-    x_T: Tensor,
-    alphas_cumprod: Tensor,
-    timesteps: Tensor | Sequence[int],
-    *,
-    eta: float = 0.0,
-    generator: torch.Generator | None = None,
-    clip_x0: float | None = None,
-    eps_after_clip: EpsAfterClip = "network",
-    noise_operator: Operator | None = None,
-    final_alpha_bar: float = 1.0,
-    progress: bool = False,
-) -> Tensor:
-    """Run DDIM from ``x_T`` over descending ``timesteps``; returns the final sample.
-
-    ``eps_fn(x_t, t)`` gets ``t`` as a long tensor of shape ``[B]`` on ``x_T``'s device. Each step jumps to
-    the next timestep of the list; the last one to ``final_alpha_bar`` (1.0 = diffusers'
-    ``set_alpha_to_one=True``). With ``eta > 0`` noise is drawn by :func:`randn_like` at every step (also
-    the last, where it is multiplied by 0), as diffusers does, so a generator in the same state gives the
-    same samples. ``x_T`` must already carry any operator (∞-Diff starts from ``T eps``); pure noise is
-    the law of ``x_{T-1}`` only, so ``timesteps`` should start at ``T - 1`` (``"trailing"`` or
-    ``"linspace"`` spacing). ``clip_x0``/``eps_after_clip``: see :func:`ddim_step`.
-    """
-    ts = _timestep_list(timesteps, alphas_cumprod.shape[0])
-    x = x_T
-    batch = x.shape[0]
-    for i in progress_bar(list(range(len(ts))), progress, "DDIM"):
-        t = ts[i]
-        eps = eps_fn(x, torch.full((batch,), t, dtype=torch.long, device=x.device))
-        ab_prev = alphas_cumprod[ts[i + 1]] if i + 1 < len(ts) else final_alpha_bar
-        noise = randn_like(x, generator) if eta > 0 else None
-        x = ddim_step(
-            x,
-            eps,
-            alphas_cumprod[t],
-            ab_prev,
-            noise,
-            eta=eta,
-            clip_x0=clip_x0,
-            eps_after_clip=eps_after_clip,
-            noise_operator=noise_operator,
-        )
-    return x
-
-
-def ddpm_sample(
-    eps_fn: EpsFn,
-    x_T: Tensor,
-    alphas_cumprod: Tensor,
-    *,
-    generator: torch.Generator | None = None,
-    variance: Literal["small", "large"] = "small",
-    clip_x0: float | None = None,
-    noise_operator: Operator | None = None,
-    timesteps: Tensor | Sequence[int] | None = None,
-    progress: bool = False,
-) -> Tensor:
-    """Ancestral sampling from ``x_T`` over ``timesteps`` (default: every step, ``T - 1`` down to 0).
-
-    Each step jumps to the next timestep of the list (``beta`` of the jump is ``1 - ab_t / ab_prev``), the
-    last one to ``alpha_bar = 1``, where no noise is added. ``x_T`` is taken as a draw of the state at the
-    first timestep: pure noise is that law only at ``T - 1``. Noise is drawn by :func:`randn_like` for every
-    step but the last, which matches diffusers' ``DDPMScheduler`` whenever the last timestep is 0.
-    """
-    num_train = alphas_cumprod.shape[0]
-    ts = _timestep_list(range(num_train - 1, -1, -1) if timesteps is None else timesteps, num_train)
-    x = x_T
-    batch = x.shape[0]
-    for i in progress_bar(list(range(len(ts))), progress, "DDPM"):
-        t = ts[i]
-        eps = eps_fn(x, torch.full((batch,), t, dtype=torch.long, device=x.device))
-        last = i + 1 == len(ts)
-        ab_prev = 1.0 if last else alphas_cumprod[ts[i + 1]]
-        noise = None if last else randn_like(x, generator)
-        x = ddpm_step(
-            x,
-            eps,
-            alphas_cumprod[t],
-            ab_prev,
-            noise,
-            variance=variance,
-            clip_x0=clip_x0,
-            noise_operator=noise_operator,
-        )
-    return x
-
-
-# --------------------------------------------------------------------------------------------------------
 # Continuous time: VP SDE, dX = -1/2 beta X dt + sqrt(beta) C^{1/2} dW
 # --------------------------------------------------------------------------------------------------------
 
@@ -503,55 +395,3 @@ def vp_heun_step(
     first = drift(x_t, float(t), eps)
     predicted = x_t + h * first
     return x_t + 0.5 * h * (first + drift(predicted, float(t_next), None))
-
-
-def vp_sample(
-    eps_fn: EpsFn,
-    x_T: Tensor,
-    num_steps: int,
-    *,
-    t_max: float = 1.0,
-    t_min: float = 1e-3,
-    beta_min: float = 0.1,
-    beta_max: float = 20.0,
-    generator: torch.Generator | None = None,
-    noise_operator: Operator | None = None,
-    ode: bool = False,
-    solver: Literal["euler", "heun"] = "euler",
-    progress: bool = False,
-) -> Tensor:
-    """Integrate the reverse VP SDE (Euler-Maruyama) or ODE (Euler, Heun) on a uniform grid t_max -> t_min.
-
-    ``eps_fn(x_t, t)`` gets ``t`` as a float tensor of shape ``[B]`` in ``x_T``'s dtype. ``x_T`` is the
-    prior draw (``C^{1/2} z`` for a correlated prior). Returns the state at ``t_min`` (no final denoising).
-    ``solver="heun"`` (ODE only) costs two network calls per step.
-    """
-    if solver not in ("euler", "heun"):
-        raise ValueError(f"unknown solver {solver!r}; expected 'euler' or 'heun'")
-    if solver == "heun" and not ode:
-        raise ValueError(
-            "solver='heun' integrates the probability-flow ODE; pass ode=True (the SDE uses Euler-Maruyama)"
-        )
-    grid = torch.linspace(t_max, t_min, num_steps + 1, dtype=torch.float64)
-    x = x_T
-    batch = x.shape[0]
-    desc = "VP SDE" if not ode else f"VP ODE ({solver})"
-    for i in progress_bar(list(range(num_steps)), progress, desc):
-        t = grid[i]
-        if solver == "heun":
-            x = vp_heun_step(eps_fn, x, float(t), float(grid[i + 1]), beta_min=beta_min, beta_max=beta_max)
-            continue
-        eps = eps_fn(x, torch.full((batch,), float(t), dtype=x.dtype, device=x.device))
-        noise = None if ode else randn_like(x, generator)
-        x = vp_reverse_step(
-            x,
-            eps,
-            t,
-            grid[i + 1],
-            noise,
-            beta_min=beta_min,
-            beta_max=beta_max,
-            noise_operator=noise_operator,
-            ode=ode,
-        )
-    return x

@@ -27,29 +27,16 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import Literal
 
 import torch
 from torch import Tensor
 
-from rezdiff.core.gaussian import (
-    Coeff,
-    EpsAfterClip,
-    EpsFn,
-    Operator,
-    _f64,
-    ddim_sample,
-    ddpm_sample,
-    expand_like,
-    q_sample,
-    randn,
-)
+from rezdiff.core.gaussian import Coeff, Operator, _f64, expand_like, q_sample, randn
 from rezdiff.core.operators import GaussianMollifier, dct2, idct2
-
-MollifiedSampler = Literal["ddim", "ddpm"]
+from rezdiff.core.samplers import GAUSSIAN, get_sampler
+from rezdiff.core.sampling import Callback, EpsAfterClip, EpsFn, Generators, SamplerSettings
 
 __all__ = [
-    "MollifiedSampler",
     "gaussian_data_eps",
     "mollified_initial_state",
     "mollified_marginal",
@@ -109,7 +96,7 @@ def mollified_initial_state(
     shape: Sequence[int],
     mollifier: GaussianMollifier,
     factor: float = 1.0,
-    generator: torch.Generator | None = None,
+    generator: Generators = None,
     device: torch.device | str | None = None,
     dtype: torch.dtype = torch.float32,
 ) -> Tensor:
@@ -155,45 +142,29 @@ def mollified_sample(
     mollifier: GaussianMollifier,
     factor: float = 1.0,
     *,
-    sampler: MollifiedSampler = "ddim",
+    sampler: str = "ddim",
     eta: float = 0.0,
-    generator: torch.Generator | None = None,
+    generator: Generators = None,
     clip_x0: float | None = None,
     eps_after_clip: EpsAfterClip = "network",
     progress: bool = False,
+    callback: Callback | None = None,
 ) -> Tensor:
     """Reverse the mollified process from ``x_T`` (:func:`mollified_initial_state`); returns ``T x_0``.
 
-    ``eps_fn(x_t, t)`` predicts ``T(f eps)``. ``"ddim"`` runs DDIM over ``timesteps`` (Eq. 6 in the T-space;
-    ``eta > 0`` adds ``T(f z)``); ``"ddpm"`` runs ancestral steps (posterior covariance ``beta_tilde T T*``,
-    Eq. 10) over ``timesteps``. ``clip_x0`` clips the predicted ``T x_0`` (a blur of an image in [-1, 1] stays
-    in [-1, 1]); ``eps_after_clip`` is DDIM's ε after that clip (:func:`~rezdiff.core.gaussian.ddim_step`;
-    the ancestral step reads only ``T x_0``). Deblurring the result (``mollifier.deblur``) is the caller's
-    choice.
+    ``eps_fn(x_t, t)`` predicts ``T(f eps)``. ``sampler`` is any sampler of the ``"gaussian"`` process
+    (:mod:`rezdiff.core.samplers`) run in the T-space with fresh noise ``T(f z)``: ``"ddim"`` (Eq. 6 in the
+    T-space; ``eta > 0`` adds ``T(f z)``) or ``"ddpm"`` (posterior covariance ``beta_tilde T T*``, Eq. 10)
+    over ``timesteps``. ``clip_x0`` clips the predicted ``T x_0`` (a blur of an image in [-1, 1] stays in
+    [-1, 1]); ``eps_after_clip`` is DDIM's ε after that clip (:func:`~rezdiff.core.gaussian.ddim_step`; the
+    ancestral step reads only ``T x_0``). Deblurring the result (``mollifier.deblur``) is the caller's choice.
     """
-    noise_operator = mollified_noise_operator(mollifier, factor)
-    if sampler == "ddim":
-        return ddim_sample(
-            eps_fn,
-            x_T,
-            alphas_cumprod,
-            timesteps,
-            eta=eta,
-            generator=generator,
-            clip_x0=clip_x0,
-            eps_after_clip=eps_after_clip,
-            noise_operator=noise_operator,
-            progress=progress,
-        )
-    if sampler == "ddpm":
-        return ddpm_sample(
-            eps_fn,
-            x_T,
-            alphas_cumprod,
-            generator=generator,
-            clip_x0=clip_x0,
-            noise_operator=noise_operator,
-            timesteps=timesteps,
-            progress=progress,
-        )
-    raise ValueError(f"unknown sampler {sampler!r}; expected 'ddim' or 'ddpm'")
+    settings = SamplerSettings(
+        eta=eta,
+        clip_x0=clip_x0,
+        eps_after_clip=eps_after_clip,
+        noise_operator=mollified_noise_operator(mollifier, factor),
+        progress=progress,
+    )
+    run = get_sampler(GAUSSIAN, sampler).fn
+    return run(eps_fn, x_T, alphas_cumprod, timesteps, settings, generator, callback)

@@ -51,6 +51,7 @@ import torch
 from torch import Tensor
 
 from rezdiff.core.gaussian import randn
+from rezdiff.core.sampling import Generators
 
 Boundary = Literal["periodic", "reflect"]
 ZeroMode = Literal["drop", "lowest"]
@@ -364,11 +365,12 @@ class Covariance(ABC):
     def sample(
         self,
         shape: Sequence[int],
-        generator: torch.Generator | None = None,
+        generator: Generators = None,
         device: torch.device | str | None = None,
         dtype: torch.dtype = torch.float32,
     ) -> Tensor:
-        """A draw of ``shape = (..., H, W)``: ``C^{1/2} xi``, ``xi`` from :func:`.gaussian.randn`."""
+        """A draw of ``shape = (..., H, W)``: ``C^{1/2} xi``, ``xi`` from :func:`.gaussian.randn` (one
+        generator per row draws each row's ``xi`` from its own)."""
         return self.sqrt(randn(tuple(shape), generator, device, dtype))
 
     def __call__(self, x: Tensor) -> Tensor:

@@ -31,8 +31,15 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from rezdiff.core.gaussian import expand_like, progress_bar, randn_like
-from rezdiff.core.schedules import BetaSchedule, alphas_cumprod, make_betas, timestep_subsequence
+from rezdiff.core.gaussian import expand_like, randn_like
+from rezdiff.core.sampling import Callback, Generators, StepInfo, after_step, progress_bar
+from rezdiff.core.schedules import (
+    BetaSchedule,
+    TimestepSpacing,
+    alphas_cumprod,
+    make_betas,
+    timestep_subsequence,
+)
 
 Process = Literal["dvdp", "subspace"]
 Coeffs = Sequence[Tensor | float]
@@ -360,12 +367,14 @@ def turning_point_up(x: Tensor, schedule: DVDPSchedule, t: int, k: int, noise: T
     return up(x) + expand_like(sig[0], noise) * complement(noise)
 
 
-def sampling_timesteps(schedule: DVDPSchedule, steps: int | None) -> list[int]:
+def sampling_timesteps(
+    schedule: DVDPSchedule, steps: int | None, spacing: TimestepSpacing = "trailing"
+) -> list[int]:
     """Descending indices to visit: all ``T`` when ``steps`` is None, else ``timestep_subsequence`` with
-    ``"trailing"`` spacing (starts at ``T - 1``); every turning index ``T_k - 1`` is added so that each
-    upsampling happens exactly where Eq. 11 applies."""
+    ``spacing`` (default ``"trailing"``: starts at ``T - 1``, the pure noise sampling starts from); every
+    turning index ``T_k - 1`` is added so that each upsampling happens exactly where Eq. 11 applies."""
     num = schedule.num_steps
-    ts = set(range(num)) if steps is None else set(timestep_subsequence(num, steps, "trailing").tolist())
+    ts = set(range(num)) if steps is None else set(timestep_subsequence(num, steps, spacing).tolist())
     ts |= {tp - 1 for tp in schedule.turning_points}
     return sorted(ts, reverse=True)
 
@@ -379,13 +388,16 @@ def dvdp_sample(
     sampler: Literal["ddpm", "ddim"] = "ddpm",
     eta: float = 0.0,
     clip_x0: float | None = None,
-    generator: torch.Generator | None = None,
+    generator: Generators = None,
     progress: bool = False,
+    callback: Callback | None = None,
 ) -> Tensor:
     """Run the reverse DVDP from ``x_T`` (white noise at the lowest stage's resolution) to an image.
 
     ``timesteps`` must be descending and contain every ``T_k - 1`` (see :func:`sampling_timesteps`). The
     result is ``x_0^0`` at full resolution, in data coordinates; ``progress`` shows a bar over the steps.
+    ``generator`` may be one per row (turning-point noise included); ``callback`` sees every step, after
+    any upsampling (:mod:`rezdiff.core.sampling`).
     """
     ts = list(timesteps)
     x = x_T
@@ -399,8 +411,9 @@ def dvdp_sample(
             )
         eps = eps_fn(x, torch.full((x.shape[0],), t, dtype=torch.long, device=x.device))
         noise = randn_like(x, generator) if t_prev >= 0 and (sampler == "ddpm" or eta > 0) else None
-        x = reverse_step(x, eps, schedule, t, t_prev, k, noise, sampler=sampler, eta=eta, clip_x0=clip_x0)
+        x_new = reverse_step(x, eps, schedule, t, t_prev, k, noise, sampler=sampler, eta=eta, clip_x0=clip_x0)
         if k_prev == k - 1:
-            z = randn_like(upsample(x), generator)
-            x = turning_point_up(x, schedule, t_prev, k, z)
+            z = randn_like(upsample(x_new), generator)
+            x_new = turning_point_up(x_new, schedule, t_prev, k, z)
+        x = after_step(callback, StepInfo(i, t, t_prev if t_prev >= 0 else None, x, x_new, eps))
     return x

@@ -13,8 +13,8 @@ It relies only on the family contract: ``model.sample(num, resolution, steps=, g
   need; adding one is a class and a ``register_metric`` line.
 - :class:`Pipeline` and :class:`SampleSet` (``pipeline.py``): generation, rendering, crops, features and
   the reference-feature cache, shared by all metrics.
-- ``sharding.py``: chunks dealt round-robin to ranks and gathered back in order; generated images are
-  seeded by (seed, resolution, chunk start), so figures do not depend on the number of ranks.
+- ``sharding.py``: chunks dealt round-robin to ranks and gathered back in order; generated image ``k`` is
+  seeded by (seed, resolution, k), so figures depend on neither the number of ranks nor ``batch_size``.
 """
 
 from rezdiff.evaluation.evaluate import Evaluate

@@ -78,14 +78,12 @@ class Pipeline:
     ) -> Tensor:
         """Generated images number ``positions`` (consecutive global indices) at ``resolution``, CPU float32.
 
-        The one place evaluation calls ``model.sample``: the noise is seeded by (seed, resolution, first
-        position), so an image depends on the batch it was drawn in (per-image ``seeds=`` will lift that).
+        The one place evaluation calls ``model.sample``: image ``k`` draws all its noise from its own seed
+        ``stable_seed(seed, H, W, k)`` (the families' per-image ``seeds=``), so the images, hence the figures,
+        depend on neither ``batch_size`` nor the number of ranks (up to the rounding of batched kernels).
         """
-        device = next(model.parameters()).device
-        generator = torch.Generator(device=device).manual_seed(
-            stable_seed(self.settings.seed, *resolution, positions[0])
-        )
-        images = model.sample(len(positions), resolution, **self.settings.sample, generator=generator)
+        seeds = [stable_seed(self.settings.seed, *resolution, k) for k in positions]
+        images = model.sample(len(positions), resolution, **self.settings.sample, seeds=seeds)
         return images.detach().float().cpu()
 
     def generate(

@@ -30,13 +30,16 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from rezdiff.core.gaussian import EpsFn, _timestep_list, ddim_step, predict_x0, progress_bar, randn_like
+from rezdiff.core.gaussian import predict_x0
+from rezdiff.core.loops import ddim_sample
+from rezdiff.core.sampling import EpsFn, Generators, StepInfo
 from rezdiff.data.coords import Resolution, as_hw
 
 __all__ = [
     "Box",
     "ColorLoss",
     "Condition",
+    "DPSGuidance",
     "GuidanceLoss",
     "ReferenceLoss",
     "conditions_loss",
@@ -153,6 +156,51 @@ def conditions_loss(
     return loss
 
 
+class DPSGuidance:
+    """DPS as an ε-function wrapper and a step callback, for any sampler of the ``"gaussian"`` process.
+
+    :meth:`eps` calls the network with gradients, evaluates ``L = loss_fn(x̂₀(x_t))`` and keeps
+    ``∇_{x_t} √L`` (``normalize``) or ``∇_{x_t} L``; :meth:`callback` then moves the sampler's new state by
+    ``-scale`` times that gradient (``nan`` from ``√L`` at ``L = 0`` counts as no move). A loss that ignores
+    its input has no gradient: no move. Pass ``eps`` as the sampler's ε-function and ``callback`` as (or
+    chained into) its callback.
+    """
+
+    def __init__(
+        self,
+        eps_fn: EpsFn,
+        alphas_cumprod: Tensor,
+        loss_fn: Callable[[Tensor], Tensor],
+        scale: float = 1.0,
+        normalize: bool = True,
+    ) -> None:
+        self.eps_fn, self.alphas_cumprod, self.loss_fn = eps_fn, alphas_cumprod, loss_fn
+        self.scale, self.normalize = scale, normalize
+        self._grad: Tensor | None = None
+
+    def eps(self, x: Tensor, t: Tensor) -> Tensor:
+        """The network's ε at ``(x, t)`` (detached); the guidance gradient is kept for :meth:`callback`."""
+        batch = x.shape[0]
+        with torch.enable_grad():
+            x_in = x.detach().requires_grad_(True)
+            eps = self.eps_fn(x_in, t)
+            x0 = predict_x0(x_in, eps, self.alphas_cumprod[int(t[0])])
+            loss = self.loss_fn(x0).reshape(-1).expand(batch)
+            objective = loss.clamp(min=0).sqrt() if self.normalize else loss
+            self._grad = None
+            if objective.requires_grad:  # a loss that ignores its input has no graph: no guidance
+                (self._grad,) = torch.autograd.grad(objective.sum(), x_in, allow_unused=True)
+        return eps.detach()
+
+    def callback(self, info: StepInfo) -> Tensor | None:
+        """``x_{t-1} - scale * grad`` with the gradient of the step's ε call, or ``None`` (no move)."""
+        grad, self._grad = self._grad, None
+        if grad is None:
+            return None
+        grad = torch.nan_to_num(grad, nan=0.0, posinf=0.0, neginf=0.0)  # sqrt'(0): no step at L = 0
+        return info.x - self.scale * grad
+
+
 def dps_ddim_sample(
     eps_fn: EpsFn,
     x_T: Tensor,
@@ -163,37 +211,28 @@ def dps_ddim_sample(
     scale: float = 1.0,
     normalize: bool = True,
     eta: float = 0.0,
-    generator: torch.Generator | None = None,
+    generator: Generators = None,
     final_alpha_bar: float = 1.0,
     progress: bool = False,
 ) -> Tensor:
-    """DDIM with DPS guidance: :func:`rezdiff.core.gaussian.ddim_sample` plus, after every step, the move
-    ``-scale * grad_{x_t} sqrt(L)`` (``normalize``) or ``-scale * grad_{x_t} L``, ``L = loss_fn(x̂₀(x_t))``.
+    """DDIM with DPS guidance: :func:`rezdiff.core.loops.ddim_sample` driven by :class:`DPSGuidance`
+    (after every step, ``-scale * grad_{x_t} sqrt(L)`` (``normalize``) or ``-scale * grad_{x_t} L``).
 
     Noise is drawn exactly as in ``ddim_sample`` (one draw per step when ``eta > 0``), so a guidance whose
     gradient is zero returns the unguided sample for the same generator.
     """
-    ts = _timestep_list(timesteps, alphas_cumprod.shape[0])
-    x = x_T.detach()
-    batch = x.shape[0]
-    for i in progress_bar(list(range(len(ts))), progress, "DDIM+DPS"):
-        t = ts[i]
-        ab_t = alphas_cumprod[t]
-        ab_prev = alphas_cumprod[ts[i + 1]] if i + 1 < len(ts) else final_alpha_bar
-        with torch.enable_grad():
-            x_in = x.detach().requires_grad_(True)
-            eps = eps_fn(x_in, torch.full((batch,), t, dtype=torch.long, device=x.device))
-            loss = loss_fn(predict_x0(x_in, eps, ab_t)).reshape(-1).expand(batch)
-            objective = loss.clamp(min=0).sqrt() if normalize else loss
-            grad = None
-            if objective.requires_grad:  # a loss that ignores its input has no graph: no guidance
-                (grad,) = torch.autograd.grad(objective.sum(), x_in, allow_unused=True)
-        noise = randn_like(x, generator) if eta > 0 else None
-        x = ddim_step(x, eps.detach(), ab_t, ab_prev, noise, eta=eta)
-        if grad is not None:
-            grad = torch.nan_to_num(grad, nan=0.0, posinf=0.0, neginf=0.0)  # sqrt'(0): no step at L = 0
-            x = x - scale * grad
-    return x
+    guide = DPSGuidance(eps_fn, alphas_cumprod, loss_fn, scale, normalize)
+    return ddim_sample(
+        guide.eps,
+        x_T.detach(),
+        alphas_cumprod,
+        timesteps,
+        eta=eta,
+        generator=generator,
+        final_alpha_bar=final_alpha_bar,
+        progress=progress,
+        callback=guide.callback,
+    )
 
 
 def guided_sample(

@@ -33,24 +33,25 @@ from typing import TYPE_CHECKING
 import torch
 from torch import Tensor
 
-from rezdiff.core.gaussian import (
-    EpsAfterClip,
-    EpsFn,
-    _timestep_list,
-    ddim_step,
-    predict_x0,
-    progress_bar,
-    randn_like,
-)
+from rezdiff.core.gaussian import predict_x0
+from rezdiff.core.loops import ddim_sample
 from rezdiff.core.mollified import mollified_initial_state, mollified_noise_operator
 from rezdiff.core.operators import GaussianMollifier
+from rezdiff.core.sampling import EpsAfterClip, EpsFn, Generators, StepInfo
 from rezdiff.core.schedules import TimestepSpacing, timestep_subsequence
 from rezdiff.data.coords import Resolution, as_hw
 
 if TYPE_CHECKING:
     from rezdiff.models.infty_diff import InftyDiff
 
-__all__ = ["INPAINT_SPACING", "blurred_known", "guided_inpaint_sample", "inpaint", "super_resolve"]
+__all__ = [
+    "INPAINT_SPACING",
+    "ReconstructionGuidance",
+    "blurred_known",
+    "guided_inpaint_sample",
+    "inpaint",
+    "super_resolve",
+]
 
 INPAINT_SPACING: TimestepSpacing = "linspace"
 """Inpainting's default time grid: it starts at ``T - 1`` and ends at ``t = 0`` (module docstring)."""
@@ -92,6 +93,47 @@ def blurred_known(images: Tensor, mask: Tensor, mollifier: GaussianMollifier, fl
     return torch.where(weight > floor, mollifier(images * mask) / weight.clamp(min=floor), 0.0)
 
 
+class ReconstructionGuidance:
+    """∞-Diff's inpainting guidance as an ε-function wrapper and a step callback (module docstring).
+
+    :meth:`eps` calls the network with gradients and keeps ``grad_{x_t} 1/2 ||m (mu_0(x_t) - target)||^2``
+    (not at ``t = T - 1``, nor when ``guidance_scale = 0``); :meth:`callback` subtracts
+    ``guidance_scale sqrt(ab_t ab_next)`` times it from the sampler's new state (``ab_next = 1`` at the end).
+    """
+
+    def __init__(
+        self, eps_fn: EpsFn, alphas_cumprod: Tensor, target: Tensor, mask: Tensor, scale: float
+    ) -> None:
+        self.eps_fn, self.alphas_cumprod, self.target, self.mask = eps_fn, alphas_cumprod, target, mask
+        self.scale = scale
+        self._grad: Tensor | None = None
+
+    def eps(self, x: Tensor, t: Tensor) -> Tensor:
+        """The network's ε at ``(x, t)`` (detached); the guidance gradient is kept for :meth:`callback`."""
+        step = int(t[0])
+        guided = self.scale != 0 and step != self.alphas_cumprod.shape[0] - 1  # nothing to correct in noise
+        with torch.enable_grad():
+            x_in = x.detach().requires_grad_(guided)
+            eps = self.eps_fn(x_in, t)
+            self._grad = None
+            if guided:
+                x0 = predict_x0(x_in, eps, self.alphas_cumprod[step])
+                error = 0.5 * (self.mask * (x0 - self.target)).square().sum()
+                (self._grad,) = torch.autograd.grad(error, x_in)
+        return eps.detach()
+
+    def callback(self, info: StepInfo) -> Tensor | None:
+        """``x_{t-1} - w sqrt(ab_t ab_next) grad``, or ``None`` where the step was not guided."""
+        grad, self._grad = self._grad, None
+        if grad is None:
+            return None
+        ab_t = self.alphas_cumprod[int(info.t)]
+        ab_next = (
+            self.alphas_cumprod.new_ones(()) if info.t_next is None else self.alphas_cumprod[int(info.t_next)]
+        )
+        return info.x - self.scale * float((ab_t * ab_next).sqrt()) * grad
+
+
 def guided_inpaint_sample(
     eps_fn: EpsFn,
     x_T: Tensor,
@@ -104,7 +146,7 @@ def guided_inpaint_sample(
     factor: float = 1.0,
     *,
     eta: float = 0.0,
-    generator: torch.Generator | None = None,
+    generator: Generators = None,
     clip_x0: float | None = None,
     eps_after_clip: EpsAfterClip = "network",
     progress: bool = False,
@@ -112,45 +154,27 @@ def guided_inpaint_sample(
     """DDIM over ``timesteps`` in the T-space with reconstruction guidance towards ``target`` (= ``T x`` on
     the known pixels, ``mask`` 1 = known); returns the final state (an estimate of ``T x_0``).
 
-    Every step: ``eps = eps_fn(x_t, t)`` with gradients, ``mu_0 = predict_x0(x_t, eps)``, the ordinary DDIM
-    step (noise ``T(f z)`` when ``eta > 0``), then, except at ``t = T - 1``, ``- w sqrt(ab_t ab_prev)
+    :func:`rezdiff.core.loops.ddim_sample` (noise ``T(f z)`` when ``eta > 0``) driven by
+    :class:`ReconstructionGuidance`: after each step, except at ``t = T - 1``, ``- w sqrt(ab_t ab_prev)
     grad_{x_t} 1/2 ||m (mu_0 - target)||^2`` (module docstring). ``guidance_scale = 0`` is plain DDIM, draw
     for draw. ``clip_x0`` and ``eps_after_clip`` act in the DDIM step as in
     :func:`rezdiff.core.gaussian.ddim_step`.
     """
-    ts = _timestep_list(timesteps, alphas_cumprod.shape[0])
-    last = alphas_cumprod.shape[0] - 1
-    noise_operator = mollified_noise_operator(mollifier, factor)
-    x = x_T.detach()
-    batch = x.shape[0]
-    for i in progress_bar(list(range(len(ts))), progress, "DDIM+guidance"):
-        t = ts[i]
-        ab_t = alphas_cumprod[t]
-        ab_prev = alphas_cumprod[ts[i + 1]] if i + 1 < len(ts) else alphas_cumprod.new_ones(())
-        guided = guidance_scale != 0 and t != last  # nothing to correct in pure noise (module docstring)
-        with torch.enable_grad():
-            x_in = x.detach().requires_grad_(guided)
-            eps = eps_fn(x_in, torch.full((batch,), t, dtype=torch.long, device=x.device))
-            grad = None
-            if guided:
-                error = 0.5 * (mask * (predict_x0(x_in, eps, ab_t) - target)).square().sum()
-                (grad,) = torch.autograd.grad(error, x_in)
-        noise = randn_like(x, generator) if eta > 0 else None
-        x = ddim_step(
-            x,
-            eps.detach(),
-            ab_t,
-            ab_prev,
-            noise,
-            eta=eta,
-            clip_x0=clip_x0,
-            eps_after_clip=eps_after_clip,
-            noise_operator=noise_operator,
-        )
-        if grad is not None:
-            step = guidance_scale * float((ab_t * ab_prev).sqrt())
-            x = x - step * grad
-    return x.detach()
+    guide = ReconstructionGuidance(eps_fn, alphas_cumprod, target, mask, guidance_scale)
+    out = ddim_sample(
+        guide.eps,
+        x_T.detach(),
+        alphas_cumprod,
+        timesteps,
+        eta=eta,
+        generator=generator,
+        clip_x0=clip_x0,
+        eps_after_clip=eps_after_clip,
+        noise_operator=mollified_noise_operator(mollifier, factor),
+        progress=progress,
+        callback=guide.callback,
+    )
+    return out.detach()
 
 
 def inpaint(
@@ -160,7 +184,7 @@ def inpaint(
     *,
     guidance_scale: float = 1.0,
     steps: int | None = None,
-    generator: torch.Generator | None = None,
+    generator: Generators = None,
     use_ema: bool = True,
     z: Tensor | None = None,
     eta: float | None = None,
@@ -223,7 +247,7 @@ def super_resolve(
     resolution: Resolution,
     *,
     steps: int | None = None,
-    generator: torch.Generator | None = None,
+    generator: Generators = None,
     use_ema: bool = True,
     eta: float | None = None,
     spacing: TimestepSpacing | None = None,

@@ -24,6 +24,8 @@ import torch
 from torch import Tensor, nn
 
 from rezdiff.core.ema import EMA
+from rezdiff.core.samplers import check_sampler, sampler_names
+from rezdiff.core.sampling import Generators
 from rezdiff.data.batch import FieldBatch
 from rezdiff.data.coords import Resolution, as_hw
 from rezdiff.data.samplers import FieldSampler, MultiScalePatches, RandomPixels
@@ -69,6 +71,9 @@ class DiffusionModule(pl.LightningModule, ABC):
     #: reproduces those checkpoints' behaviour. ``rezdiff.loading.build`` fills them into records that lack
     #: them, so an older checkpoint rebuilds as it was trained rather than with today's default.
     recorded_defaults: ClassVar[dict[str, Any]] = {}
+    #: The process whose registered samplers (:mod:`rezdiff.core.samplers`) the family runs: every name
+    #: registered for it is a valid ``sample(sampler=...)``. ``None``: the family does not sample from noise.
+    sampler_process: ClassVar[str | None] = None
 
     def __init__(
         self,
@@ -107,14 +112,17 @@ class DiffusionModule(pl.LightningModule, ABC):
         resolution: Resolution | None = None,
         *,
         steps: int | None = None,
-        generator: torch.Generator | None = None,
+        generator: Generators = None,
+        seeds: Sequence[int] | None = None,
         use_ema: bool = True,
     ) -> Tensor:
         """``num`` samples ``[num, C, H, W]`` in [-1, 1] at ``resolution`` (default: the training one).
 
         Runs under ``torch.no_grad()`` with the EMA weights unless ``use_ema=False``; ``steps`` overrides the
-        family's default number of sampler steps; all noise comes from ``generator`` when given. Families
-        add keyword arguments of their own after these (sampler choice, guidance, tile size, ...).
+        family's default number of sampler steps; all noise comes from ``generator`` when given. ``seeds``
+        (one per image, exclusive with ``generator``) gives image ``k`` its own generator for all of its
+        noise, so it is the same whatever the batch it is sampled in. Families add keyword arguments of
+        their own after these (sampler choice, per-step callback, guidance, tile size, ...).
         """
 
     @property
@@ -123,6 +131,17 @@ class DiffusionModule(pl.LightningModule, ABC):
         """``(H, W)``: the grid the model trains at, and the default of ``sample()``, the evaluation
         harness and sample grids (one name for DDPM's ``image_size``, ∞-Diff's ``train_resolution``,
         INFD's ``encoder_resolution``)."""
+
+    @classmethod
+    def supported_samplers(cls) -> tuple[str, ...]:
+        """The sampler names this family accepts (those registered for its ``sampler_process``)."""
+        return () if cls.sampler_process is None else sampler_names(cls.sampler_process)
+
+    def check_sampler(self, name: str) -> str:
+        """``name`` if this family runs it, else the ValueError that lists :meth:`supported_samplers`."""
+        if self.sampler_process is None:
+            raise ValueError(f"{type(self).__name__} does not sample from noise; it has no samplers")
+        return check_sampler(self.sampler_process, name)
 
     # ----------------------------------------------------------------- EMA
     def setup_ema(self) -> None:
@@ -232,16 +251,12 @@ class DiffusionModule(pl.LightningModule, ABC):
     def sample_seeds(
         self, seeds: Sequence[int], resolution: Resolution | None = None, **options: Any
     ) -> Tensor:
-        """``sample(len(seeds), resolution, **options)`` with the noise keyed by ``seeds``: the one place
-        where ``rezdiff sample`` and ``rezdiff predict`` turn seeds into a sampler's randomness.
-
-        Until every family's ``sample()`` takes ``seeds=`` (image k from its own seed), the whole batch draws
-        from one generator seeded by ``seeds[0]``: an image then depends on the seeds batched with it.
-        """
+        """``sample(len(seeds), resolution, seeds=seeds, **options)``: the one place where ``rezdiff sample``
+        and ``rezdiff predict`` turn seeds into a sampler's randomness; image k draws all its noise from
+        ``seeds[k]``, whatever the images batched with it."""
         if len(seeds) == 0:
             raise ValueError("sample_seeds needs at least one seed")
-        generator = torch.Generator(device=self.device).manual_seed(int(seeds[0]))
-        return self.sample(len(seeds), resolution, generator=generator, **options)
+        return self.sample(len(seeds), resolution, seeds=[int(seed) for seed in seeds], **options)
 
     # ----------------------------------------------------------------- optimisation
     def configure_optimizers(self) -> Any:

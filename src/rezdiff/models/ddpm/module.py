@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Literal
 
 import torch
@@ -11,13 +12,13 @@ from torch import Tensor
 from rezdiff.core.gaussian import (
     EpsAfterClip,
     check_eps_after_clip,
-    ddim_sample,
-    ddpm_sample,
     q_sample,
     randn,
     randn_like,
     sample_timesteps,
 )
+from rezdiff.core.samplers import GAUSSIAN, get_sampler
+from rezdiff.core.sampling import Callback, Generators, SamplerSettings, resolve_generators
 from rezdiff.core.schedules import TimestepSpacing, alphas_cumprod, make_betas, timestep_subsequence
 from rezdiff.data.batch import FieldBatch
 from rezdiff.data.coords import Resolution
@@ -34,7 +35,10 @@ class DDPM(DiffusionModule):
     Strided sampling visits ``spacing``'s timesteps (default ``"trailing"``: the first is ``T - 1``, the
     only one whose law is the pure noise it starts from); ``eps_after_clip`` is DDIM's choice of ε once
     ``clip_denoised`` clipped x̂₀ (``"from_x0"``, OpenAI's and DVDP's convention, or diffusers' ``"network"``).
+    ``sampler`` is any sampler of the ``"gaussian"`` process (:mod:`rezdiff.core.samplers`).
     """
+
+    sampler_process = GAUSSIAN
 
     def __init__(
         self,
@@ -50,7 +54,7 @@ class DDPM(DiffusionModule):
         schedule: Literal["linear", "cosine"] = "linear",
         beta_start: float = 1e-4,
         beta_end: float = 0.02,
-        sampler: Literal["ddpm", "ddim"] = "ddim",
+        sampler: str = "ddim",
         sample_steps: int = 100,
         spacing: TimestepSpacing = "trailing",
         eta: float = 0.0,
@@ -88,7 +92,7 @@ class DDPM(DiffusionModule):
         self.image_size = image_size
         self.channels = channels
         self.num_train_steps = num_train_steps
-        self.sampler = sampler
+        self.sampler = self.check_sampler(sampler)
         self.sample_steps = sample_steps
         timestep_subsequence(num_train_steps, sample_steps, spacing)  # a bad spacing or count fails here
         self.spacing: TimestepSpacing = spacing
@@ -123,56 +127,39 @@ class DDPM(DiffusionModule):
         resolution: Resolution | None = None,
         *,
         steps: int | None = None,
-        generator: torch.Generator | None = None,
-        sampler: Literal["ddpm", "ddim"] | None = None,
+        generator: Generators = None,
+        seeds: Sequence[int] | None = None,
+        sampler: str | None = None,
         eta: float | None = None,
         spacing: TimestepSpacing | None = None,
         eps_after_clip: EpsAfterClip | None = None,
         use_ema: bool = True,
         progress: bool = False,
+        callback: Callback | None = None,
     ) -> Tensor:
-        """``num`` images at ``resolution`` (default ``image_size``) by DDIM (``steps``, ``eta``) or DDPM.
+        """``num`` images at ``resolution`` (default ``image_size``) by any ``"gaussian"`` sampler.
 
         ``sampler="ddpm"`` runs ancestral sampling over ``steps`` timesteps (all 1000 by default);
-        ``"ddim"`` defaults to ``sample_steps``. ``spacing`` and ``eps_after_clip`` (DDIM only) override
-        the model's settings for this call.
+        ``"ddim"`` (``eta``) and other samplers default to ``sample_steps``. ``spacing`` and
+        ``eps_after_clip`` (DDIM only) override the model's settings for this call. ``seeds``: one per
+        image (module base class); ``callback`` sees every step (:mod:`rezdiff.core.sampling`).
         """
         # no_grad as a block, not a decorator: mutmut does not mutate decorated functions
         with torch.no_grad():
             height, width = resolution_or(self.image_size, resolution)
             network = self.sampling_network(use_ema)
             self.network.check_size(height, width)
-            sampler = sampler or self.sampler
+            entry = get_sampler(GAUSSIAN, sampler or self.sampler)
+            generator = resolve_generators(num, generator, seeds)
             x_T = randn((num, self.channels, height, width), generator, self.device)
-            clip = 1.0 if self.clip_denoised else None
+            count = steps or (self.num_train_steps if entry.all_steps else self.sample_steps)
+            timesteps = timestep_subsequence(self.num_train_steps, count, spacing or self.spacing)
+            settings = SamplerSettings(
+                eta=self.eta if eta is None else eta,
+                clip_x0=1.0 if self.clip_denoised else None,
+                eps_after_clip=eps_after_clip or self.eps_after_clip,
+                progress=progress,
+            )
             with self.eval_mode():
-                spacing = spacing or self.spacing
-                if sampler == "ddpm":
-                    timesteps = (
-                        None if steps is None else timestep_subsequence(self.num_train_steps, steps, spacing)
-                    )
-                    x0 = ddpm_sample(
-                        network,
-                        x_T,
-                        self.alphas_cumprod,
-                        generator=generator,
-                        clip_x0=clip,
-                        timesteps=timesteps,
-                        progress=progress,
-                    )
-                else:
-                    timesteps = timestep_subsequence(
-                        self.num_train_steps, steps or self.sample_steps, spacing
-                    )
-                    x0 = ddim_sample(
-                        network,
-                        x_T,
-                        self.alphas_cumprod,
-                        timesteps,
-                        eta=self.eta if eta is None else eta,
-                        generator=generator,
-                        clip_x0=clip,
-                        eps_after_clip=eps_after_clip or self.eps_after_clip,
-                        progress=progress,
-                    )
+                x0 = entry.fn(network, x_T, self.alphas_cumprod, timesteps, settings, generator, callback)
             return x0.clamp(-1, 1)

@@ -4,20 +4,18 @@ the formulation and every choice are written down in this folder's README."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Literal
 
 import torch
 from torch import Tensor
 
 from rezdiff.core.gaussian import randn, sample_timesteps
-from rezdiff.core.pyramid import (
-    Process,
-    check_divisible,
-    dvdp_sample,
-    make_dvdp_schedule,
-    marginal,
-    sampling_timesteps,
-)
+from rezdiff.core.pyramid import Process, check_divisible, make_dvdp_schedule, marginal, sampling_timesteps
+from rezdiff.core.samplers import DVDP as DVDP_PROCESS
+from rezdiff.core.samplers import get_sampler
+from rezdiff.core.sampling import Callback, Generators, SamplerSettings, resolve_generators
+from rezdiff.core.schedules import TimestepSpacing, timestep_subsequence
 from rezdiff.data.batch import FieldBatch
 from rezdiff.data.coords import Resolution
 from rezdiff.data.samplers import FieldSampler
@@ -31,8 +29,12 @@ class DVDP(DiffusionModule):
     One fully convolutional U-Net serves every stage: stage ``k`` (timesteps ``T_k .. T_{k+1} - 1``) runs
     at ``image_size / 2^k`` and the timestep tells the network which stage it is in. Sampling starts from
     white noise at the lowest stage's resolution (``resolution / 2^K``) and upsamples at each turning point
-    (Eq. 11). ``turning_points`` are the paper's ``T_1 < ... < T_K``; ``()`` gives plain DDPM.
+    (Eq. 11). ``turning_points`` are the paper's ``T_1 < ... < T_K``; ``()`` gives plain DDPM. ``sampler``
+    is any sampler of the ``"dvdp"`` process (:mod:`rezdiff.core.samplers`); strided sampling visits
+    ``spacing``'s timesteps (default ``"trailing"``: from ``T - 1``) plus every turning index.
     """
+
+    sampler_process = DVDP_PROCESS
 
     def __init__(
         self,
@@ -52,8 +54,9 @@ class DVDP(DiffusionModule):
         lambda_end: float = 1e-2,
         process: Process = "dvdp",
         stage_sampling: Literal["per_example", "per_batch"] = "per_example",
-        sampler: Literal["ddpm", "ddim"] = "ddpm",
+        sampler: str = "ddpm",
         sample_steps: int = 100,
+        spacing: TimestepSpacing = "trailing",
         eta: float = 0.0,
         clip_denoised: bool = True,
         lr: float = 2e-4,
@@ -97,8 +100,10 @@ class DVDP(DiffusionModule):
                 f"unknown stage_sampling {stage_sampling!r}; expected 'per_example' or 'per_batch'"
             )
         self.stage_sampling = stage_sampling
-        self.sampler = sampler
+        self.sampler = self.check_sampler(sampler)
         self.sample_steps = sample_steps
+        timestep_subsequence(num_train_steps, sample_steps, spacing)  # a bad spacing or count fails here
+        self.spacing: TimestepSpacing = spacing
         self.eta = eta
         self.clip_denoised = clip_denoised
         self.setup_ema()
@@ -154,41 +159,39 @@ class DVDP(DiffusionModule):
         resolution: Resolution | None = None,
         *,
         steps: int | None = None,
-        generator: torch.Generator | None = None,
-        sampler: Literal["ddpm", "ddim"] | None = None,
+        generator: Generators = None,
+        seeds: Sequence[int] | None = None,
+        sampler: str | None = None,
         eta: float | None = None,
+        spacing: TimestepSpacing | None = None,
         use_ema: bool = True,
         progress: bool = False,
+        callback: Callback | None = None,
     ) -> Tensor:
         """``num`` images at ``resolution`` (default ``image_size``; divisible by ``2^K``).
 
         ``sampler="ddpm"`` is ancestral sampling over all ``T`` steps (or ``steps`` of them); ``"ddim"``
         defaults to ``sample_steps`` (the paper also reports 675). Every turning index ``T_k - 1`` is
-        visited whatever ``steps`` is. ``progress`` shows a bar over the steps.
+        visited whatever ``steps`` and ``spacing`` are. ``seeds``: one per image (turning-point noise
+        included); ``callback`` sees every step; ``progress`` shows a bar over the steps.
         """
         # no_grad as a block, not a decorator: mutmut does not mutate decorated functions
         with torch.no_grad():
             height, width = resolution_or(self.image_size, resolution)
             self._check_size(height, width)
             network = self.sampling_network(use_ema)
-            sampler = sampler or self.sampler
+            entry = get_sampler(DVDP_PROCESS, sampler or self.sampler)
+            generator = resolve_generators(num, generator, seeds)
             x_T = randn(
                 (num, self.channels, height >> self.levels, width >> self.levels), generator, self.device
             )
-            if sampler == "ddpm":
-                timesteps = sampling_timesteps(self.schedule, steps)
-            else:
-                timesteps = sampling_timesteps(self.schedule, steps or self.sample_steps)
+            count = steps or (None if entry.all_steps else self.sample_steps)
+            timesteps = sampling_timesteps(self.schedule, count, spacing or self.spacing)
+            settings = SamplerSettings(
+                eta=self.eta if eta is None else eta,
+                clip_x0=1.0 if self.clip_denoised else None,
+                progress=progress,
+            )
             with self.eval_mode():
-                x0 = dvdp_sample(
-                    network,
-                    x_T,
-                    self.schedule,
-                    timesteps,
-                    sampler=sampler,
-                    eta=self.eta if eta is None else eta,
-                    clip_x0=1.0 if self.clip_denoised else None,
-                    generator=generator,
-                    progress=progress,
-                )
+                x0 = entry.fn(network, x_T, self.schedule, timesteps, settings, generator, callback)
             return x0.clamp(-1, 1)

@@ -9,6 +9,7 @@ manual optimisation.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
@@ -18,6 +19,7 @@ from lightning.pytorch.strategies import DDPStrategy
 from torch import Tensor, nn
 
 from rezdiff.callbacks.images import log_images
+from rezdiff.core.sampling import Generators
 from rezdiff.data.batch import FieldBatch
 from rezdiff.data.coords import Resolution, as_hw
 from rezdiff.data.images import resize
@@ -234,7 +236,8 @@ class INFDAutoencoder(DiffusionModule):
         resolution: Resolution | None = None,
         *,
         steps: int | None = None,
-        generator: torch.Generator | None = None,
+        generator: Generators = None,
+        seeds: Sequence[int] | None = None,
         use_ema: bool = True,
     ) -> Tensor:
         raise NotImplementedError(

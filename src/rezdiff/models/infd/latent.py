@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
 
@@ -34,7 +35,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from rezdiff.core.gaussian import ddim_sample, q_sample, randn, randn_like, sample_timesteps
+from rezdiff.core.gaussian import q_sample, randn, randn_like, sample_timesteps
+from rezdiff.core.samplers import GAUSSIAN, get_sampler
+from rezdiff.core.sampling import Callback, Generators, SamplerSettings, chain_callbacks, resolve_generators
 from rezdiff.core.schedules import TimestepSpacing, alphas_cumprod, make_betas, timestep_subsequence
 from rezdiff.data.batch import FieldBatch
 from rezdiff.data.coords import Resolution
@@ -129,6 +132,8 @@ class INFD(DiffusionModule):
     ``latent_scale_value`` and ``latent_scale_set`` travel with ``rezdiff.load`` and ``--ckpt_path`` resume,
     and a set scale is never re-estimated, whatever data a later validate/test/fit sees).
     """
+
+    sampler_process = GAUSSIAN  # the latent samplers
 
     latent_scale_value: Tensor
     latent_scale_set: Tensor
@@ -356,53 +361,40 @@ class INFD(DiffusionModule):
         num: int,
         *,
         steps: int | None = None,
-        generator: torch.Generator | None = None,
+        generator: Generators = None,
         use_ema: bool = True,
+        sampler: str = "ddim",
         eta: float | None = None,
         spacing: TimestepSpacing | None = None,
         guidance: list[Any] | None = None,
         guidance_scale: float = 1.0,
         guidance_normalize: bool = True,
         progress: bool = False,
+        callback: Callback | None = None,
     ) -> Tensor:
-        """Scaled latents ``[num, C, h, w]`` by DDIM (``steps``, ``eta``, ``spacing``: default the model's,
-        ``"trailing"`` = from ``T - 1``), DPS-guided if ``guidance``."""
-        from rezdiff.inverse.guidance import conditions_loss, dps_ddim_sample
+        """Scaled latents ``[num, C, h, w]`` by ``sampler`` (any of the ``"gaussian"`` process; DDIM by
+        default, ``steps``, ``eta``, ``spacing``: default the model's, ``"trailing"`` = from ``T - 1``),
+        DPS-guided if ``guidance`` (:class:`~rezdiff.inverse.guidance.DPSGuidance` wraps the network and
+        moves the state after each step, before ``callback``); ``generator`` may be one per latent."""
+        from rezdiff.inverse.guidance import DPSGuidance, conditions_loss
 
+        entry = get_sampler(GAUSSIAN, sampler)
         network = self.sampling_network(use_ema)
         x_T = randn((num, *self.latent_shape), generator, self.device)
-        timesteps = timestep_subsequence(
-            self.num_train_steps, steps or self.sample_steps, spacing or self.spacing
-        )
-        eta = self.eta if eta is None else eta
-        with self.eval_mode():
-            if not guidance:
-                return ddim_sample(
-                    network,
-                    x_T,
-                    self.alphas_cumprod,
-                    timesteps,
-                    eta=eta,
-                    generator=generator,
-                    progress=progress,
-                )
+        count = steps or (self.num_train_steps if entry.all_steps else self.sample_steps)
+        timesteps = timestep_subsequence(self.num_train_steps, count, spacing or self.spacing)
+        settings = SamplerSettings(eta=self.eta if eta is None else eta, progress=progress)
+        eps_fn = network
+        if guidance:
 
             def render_box(features: Tensor, resolution: tuple[int, int], box: Any) -> Tensor:
                 return self.autoencoder.render(features, resolution, box=box.as_tuple(), tile=None)
 
             loss_fn = conditions_loss(guidance, self.decode, render_box)
-            return dps_ddim_sample(
-                network,
-                x_T,
-                self.alphas_cumprod,
-                timesteps,
-                loss_fn,
-                scale=guidance_scale,
-                normalize=guidance_normalize,
-                eta=eta,
-                generator=generator,
-                progress=progress,
-            )
+            guide = DPSGuidance(network, self.alphas_cumprod, loss_fn, guidance_scale, guidance_normalize)
+            eps_fn, callback = guide.eps, chain_callbacks(guide.callback, callback)
+        with self.eval_mode():
+            return entry.fn(eps_fn, x_T, self.alphas_cumprod, timesteps, settings, generator, callback)
 
     @torch.no_grad()
     def sample(
@@ -411,8 +403,10 @@ class INFD(DiffusionModule):
         resolution: Resolution | None = None,
         *,
         steps: int | None = None,
-        generator: torch.Generator | None = None,
+        generator: Generators = None,
+        seeds: Sequence[int] | None = None,
         use_ema: bool = True,
+        sampler: str = "ddim",
         tile: int | None = 256,
         pad: int = 8,
         norm: NormMode = "global",
@@ -422,27 +416,32 @@ class INFD(DiffusionModule):
         guidance_scale: float = 1.0,
         guidance_normalize: bool = True,
         progress: bool = False,
+        callback: Callback | None = None,
     ) -> Tensor:
-        """``num`` images at ``resolution`` (default ``encoder_resolution``), any size: latent DDIM
-        (``steps``, ``eta``, ``spacing``) → VQ + decoder → render, tiled by ``tile`` px with ``pad`` px
-        context (``tile=None``: whole) and GroupNorm statistics ``norm`` (``"global"``: of the whole image,
-        the tiled render equals the whole one; ``"tile"``: of each padded tile, the authors' mode).
-        ``guidance``: a list of :class:`rezdiff.inverse.guidance.Condition` for DPS box guidance with step
-        ``guidance_scale`` (see that module)."""
+        """``num`` images at ``resolution`` (default ``encoder_resolution``), any size: latent ``sampler``
+        (DDIM by default; ``steps``, ``eta``, ``spacing``) → VQ + decoder → render, tiled by ``tile`` px with
+        ``pad`` px context (``tile=None``: whole) and GroupNorm statistics ``norm`` (``"global"``: of the
+        whole image, the tiled render equals the whole one; ``"tile"``: of each padded tile, the authors'
+        mode). ``guidance``: a list of :class:`rezdiff.inverse.guidance.Condition` for DPS box guidance with
+        step ``guidance_scale`` (see that module). ``seeds``: one per image; ``callback`` sees every latent
+        step."""
         height, width = resolution_or(self.encoder_resolution, resolution)
         if norm not in ("global", "tile"):  # checked before the (long) latent sampling
             raise ValueError(f"norm must be 'global' (whole-image statistics) or 'tile', got {norm!r}")
+        self.check_sampler(sampler)
         latents = self.sample_latents(
             num,
             steps=steps,
-            generator=generator,
+            generator=resolve_generators(num, generator, seeds),
             use_ema=use_ema,
+            sampler=sampler,
             eta=eta,
             spacing=spacing,
             guidance=guidance,
             guidance_scale=guidance_scale,
             guidance_normalize=guidance_normalize,
             progress=progress,
+            callback=callback,
         )
         with self.eval_mode():
             images = self.render(self.decode(latents), (height, width), tile=tile, pad=pad, norm=norm)

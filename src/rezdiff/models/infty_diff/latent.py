@@ -15,7 +15,7 @@ with :func:`rezdiff.load` alone, without the stage-1 file (see :class:`InftyDiff
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Any, Literal
 
 import torch
@@ -23,7 +23,10 @@ import torch.nn.functional as F
 from diffusers.models.embeddings import get_timestep_embedding
 from torch import Tensor, nn
 
-from rezdiff.core.gaussian import EpsAfterClip, ddim_sample, q_sample, randn, randn_like, sample_timesteps
+from rezdiff.core.gaussian import EpsAfterClip, q_sample, randn, randn_like, sample_timesteps
+from rezdiff.core.loops import ddim_sample
+from rezdiff.core.samplers import GAUSSIAN
+from rezdiff.core.sampling import Callback, Generators, resolve_generators
 from rezdiff.core.schedules import TimestepSpacing, alphas_cumprod, make_betas, timestep_subsequence
 from rezdiff.data.batch import FieldBatch
 from rezdiff.data.coords import Resolution
@@ -129,6 +132,8 @@ class InftyDiffLatent(DiffusionModule):
     (per-dimension mean and standard deviation over the training images and their mirror images) are
     computed at the start of ``fit`` unless a checkpoint already holds them, and stored as buffers.
     """
+
+    sampler_process = GAUSSIAN  # stage 1's pixel samplers (the codes are drawn by DDIM)
 
     latent_mean: Tensor
     latent_std: Tensor
@@ -273,14 +278,15 @@ class InftyDiffLatent(DiffusionModule):
         num: int,
         *,
         steps: int | None = None,
-        generator: torch.Generator | None = None,
+        generator: Generators = None,
         use_ema: bool = True,
         eta: float | None = None,
         spacing: TimestepSpacing | None = None,
         progress: bool = False,
     ) -> Tensor:
         """``num`` codes ``[num, latent_dim]`` by latent DDIM, in stage 1's (unstandardised) units; the
-        timesteps follow ``spacing`` (default: the model's, ``"trailing"`` = from ``T - 1``)."""
+        timesteps follow ``spacing`` (default: the model's, ``"trailing"`` = from ``T - 1``); ``generator``
+        may be one per code."""
         network = self.sampling_network(use_ema)
         timesteps = timestep_subsequence(
             self.num_train_steps, steps or self.sample_steps, spacing or self.spacing
@@ -305,20 +311,25 @@ class InftyDiffLatent(DiffusionModule):
         resolution: Resolution | None = None,
         *,
         steps: int | None = None,
-        generator: torch.Generator | None = None,
+        generator: Generators = None,
+        seeds: Sequence[int] | None = None,
         use_ema: bool = True,
         latent_steps: int | None = None,
         latent_spacing: TimestepSpacing | None = None,
-        sampler: Literal["ddim", "ddpm"] | None = None,
+        sampler: str | None = None,
         eta: float | None = None,
         spacing: TimestepSpacing | None = None,
         eps_after_clip: EpsAfterClip | None = None,
         deblur: bool | None = None,
         progress: bool = False,
+        callback: Callback | None = None,
     ) -> Tensor:
         """Unconditional samples: codes from the latent model (``latent_steps``, ``latent_spacing``, EMA
         weights unless ``use_ema=False``), then stage 1's pixel sampler at ``resolution`` (``steps``,
-        ``sampler``, ``eta``, ``spacing``, ``eps_after_clip``, ``deblur`` as in :meth:`InftyDiff.sample`)."""
+        ``sampler``, ``eta``, ``spacing``, ``eps_after_clip``, ``deblur``, ``callback`` as in
+        :meth:`InftyDiff.sample`). ``seeds``: one per image; image ``k``'s code and pixel noise both come
+        from its generator."""
+        generator = resolve_generators(num, generator, seeds)
         z = self.sample_latents(
             num,
             steps=latent_steps,
@@ -339,4 +350,5 @@ class InftyDiffLatent(DiffusionModule):
             eps_after_clip=eps_after_clip,
             deblur=deblur,
             progress=progress,
+            callback=callback,
         )

@@ -5,7 +5,8 @@ and results in this folder's README."""
 from __future__ import annotations
 
 import inspect
-from typing import Any, ClassVar, Literal
+from collections.abc import Sequence
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -19,14 +20,14 @@ from rezdiff.core.mollified import (
     resolution_factor,
 )
 from rezdiff.core.operators import GaussianMollifier
+from rezdiff.core.samplers import GAUSSIAN, get_sampler
+from rezdiff.core.sampling import Callback, Generators, resolve_generators
 from rezdiff.core.schedules import TimestepSpacing, alphas_cumprod, cosine_betas, timestep_subsequence
 from rezdiff.data.batch import FieldBatch
 from rezdiff.data.coords import Resolution, as_hw, gather_pixels
 from rezdiff.models.base import DiffusionModule, resolution_or, step_generator
 from rezdiff.models.infty_diff.network import InftyDiffEncoder, InftyDiffNet, LatentConditioning
 from rezdiff.nn.sparse import Backend
-
-Sampler = Literal["ddim", "ddpm"]
 
 __all__ = ["InftyDiff"]
 
@@ -88,6 +89,7 @@ class InftyDiff(DiffusionModule):
 
     # checkpoints from before latent_conditioning added Linear(z) to the time embedding
     recorded_defaults: ClassVar[dict[str, Any]] = {"latent_conditioning": "embedding"}
+    sampler_process = GAUSSIAN
 
     def __init__(
         self,
@@ -114,7 +116,7 @@ class InftyDiff(DiffusionModule):
         mollifier_std: float = 1.0,
         wiener_inverse_snr: float = 0.05,
         num_train_steps: int = 1000,
-        sampler: Sampler = "ddim",
+        sampler: str = "ddim",
         sample_steps: int = 100,
         spacing: TimestepSpacing = "trailing",
         eta: float = 0.0,
@@ -139,8 +141,7 @@ class InftyDiff(DiffusionModule):
             ema_warmup=ema_warmup,
         )
         self.save_hyperparameters()
-        if sampler not in ("ddim", "ddpm"):
-            raise ValueError(f"unknown sampler {sampler!r}; expected 'ddim' or 'ddpm'")
+        self.check_sampler(sampler)
         if train_resolution < 1:
             raise ValueError(f"train_resolution must be positive, got {train_resolution}")
         if latent_dim is not None and latent_dim < 1:
@@ -321,29 +322,33 @@ class InftyDiff(DiffusionModule):
         resolution: Resolution | None = None,
         *,
         steps: int | None = None,
-        generator: torch.Generator | None = None,
+        generator: Generators = None,
+        seeds: Sequence[int] | None = None,
         use_ema: bool = True,
         z: Tensor | None = None,
-        sampler: Sampler | None = None,
+        sampler: str | None = None,
         eta: float | None = None,
         spacing: TimestepSpacing | None = None,
         eps_after_clip: EpsAfterClip | None = None,
         deblur: bool | None = None,
         progress: bool = False,
+        callback: Callback | None = None,
     ) -> Tensor:
         """``num`` images ``[num, C, H, W]`` in [-1, 1] at ``resolution`` (default ``train_resolution``).
 
-        ``sampler``: ``"ddim"`` (``steps`` default ``sample_steps``, ``eta``) or ``"ddpm"`` (ancestral, every
-        training step unless ``steps``); ``spacing``/``eps_after_clip`` override the model's settings for this
-        call (see :func:`rezdiff.core.gaussian.ddim_step`). A diffusion autoencoder needs its codes ``z [num,
-        latent_dim]`` (from :meth:`encode`, or :class:`InftyDiffLatent` for unconditional samples); without
-        ``z`` during or right after training it reconstructs the last training images (what the sample grids
-        of a stage-1 run show). ``deblur=False`` returns the mollified samples ``T x_0``.
+        ``sampler``: any of the ``"gaussian"`` process, run in the T-space: ``"ddim"`` (``steps`` default
+        ``sample_steps``, ``eta``) or ``"ddpm"`` (ancestral, every training step unless ``steps``);
+        ``seeds``: one per image; ``callback`` sees every step; ``spacing``/``eps_after_clip`` override the
+        model's settings for this call (see :func:`rezdiff.core.gaussian.ddim_step`). A diffusion
+        autoencoder needs its codes ``z [num, latent_dim]`` (from :meth:`encode`, or :class:`InftyDiffLatent`
+        for unconditional samples); without ``z`` during or right after training it reconstructs the last
+        training images (what the sample grids of a stage-1 run show). ``deblur=False`` returns the
+        mollified samples ``T x_0``.
         """
         height, width = resolution_or(self.train_resolution, resolution)
         sampler = sampler or self.sampler
-        if sampler not in ("ddim", "ddpm"):
-            raise ValueError(f"unknown sampler {sampler!r}; expected 'ddim' or 'ddpm'")
+        entry = get_sampler(GAUSSIAN, sampler)
+        generator = resolve_generators(num, generator, seeds)
         if z is None and self.latent_dim is not None:
             z = self._preview_codes(num, use_ema)
         self._check_code(z)
@@ -351,7 +356,7 @@ class InftyDiff(DiffusionModule):
             raise ValueError(f"got {z.shape[0]} codes for {num} samples")
         z = None if z is None else z.to(self.device)
         mollifier, factor = self.process_at((height, width))
-        count = steps or (self.sample_steps if sampler == "ddim" else self.num_train_steps)
+        count = steps or (self.num_train_steps if entry.all_steps else self.sample_steps)
         timesteps = timestep_subsequence(self.num_train_steps, count, spacing or self.spacing)
         x_T = mollified_initial_state(
             (num, self.channels, height, width), mollifier, factor, generator, self.device
@@ -370,6 +375,7 @@ class InftyDiff(DiffusionModule):
                 clip_x0=1.0 if self.clip_denoised else None,
                 eps_after_clip=eps_after_clip or self.eps_after_clip,
                 progress=progress,
+                callback=callback,
             )
         return self.finish(x0, mollifier, deblur)
 

@@ -1,6 +1,6 @@
 """Multilevel diffusion (Hagemann et al. 2023): a VP score SDE in function space with trace-class noise
 ``C``, an FNO score network, and coarse-to-fine training. Mathematics in :mod:`rezdiff.core`
-(:mod:`~rezdiff.core.operators` for ``C``, :func:`~rezdiff.core.gaussian.vp_sample` for the samplers);
+(:mod:`~rezdiff.core.operators` for ``C``, the ``"vp"`` samplers of :mod:`~rezdiff.core.samplers`);
 conventions, choices and results in this folder's README."""
 
 from __future__ import annotations
@@ -8,13 +8,16 @@ from __future__ import annotations
 import dataclasses
 import importlib
 import logging
+from collections.abc import Sequence
 from typing import Any, Literal
 
 import torch
 from torch import Tensor
 
-from rezdiff.core.gaussian import predict_x0, randn, vp_sample
+from rezdiff.core.gaussian import predict_x0, randn
 from rezdiff.core.operators import Boundary, Covariance, Matern
+from rezdiff.core.samplers import VP, check_sampler, get_sampler
+from rezdiff.core.sampling import Callback, Generators, SamplerSettings, VPSchedule, resolve_generators
 from rezdiff.core.schedules import vp_marginal
 from rezdiff.data.batch import FieldBatch
 from rezdiff.data.coords import Resolution
@@ -25,8 +28,6 @@ from rezdiff.nn.fno import FNO, Positional, check_even
 from rezdiff.nn.unet import UNet
 
 logger = logging.getLogger(__name__)
-
-Sampler = Literal["sde", "ode_euler", "ode_heun"]
 
 # ----------------------------------------------------------------------------------------------- priors
 
@@ -90,6 +91,8 @@ class MultilevelSDE(DiffusionModule):
     ``sample_t_min``, then one Tweedie denoising step (``denoise_final``).
     """
 
+    sampler_process = VP
+
     def __init__(
         self,
         image_size: int = 32,
@@ -112,7 +115,7 @@ class MultilevelSDE(DiffusionModule):
         beta_max: float = 20.0,
         train_t_min: float = 1e-5,
         sample_t_min: float = 1e-3,
-        sampler: Sampler = "sde",
+        sampler: str = "sde",
         sample_steps: int = 1000,
         denoise_final: bool = True,
         lr: float = 1e-3,
@@ -135,7 +138,7 @@ class MultilevelSDE(DiffusionModule):
         self.save_hyperparameters()
         self.prior = build_covariance(Matern(tau=8.0, power=0.55) if prior is None else prior)
         self.hparams["prior"] = covariance_spec(self.prior)  # plain values: weights_only checkpoints
-        _check_sampler(sampler)
+        check_sampler(VP, sampler)
         if not 0 < train_t_min < 1 or not 0 < sample_t_min < 1:
             raise ValueError("train_t_min and sample_t_min must lie in (0, 1)")
         if network == "fno":
@@ -285,48 +288,37 @@ class MultilevelSDE(DiffusionModule):
         resolution: Resolution | None = None,
         *,
         steps: int | None = None,
-        generator: torch.Generator | None = None,
+        generator: Generators = None,
+        seeds: Sequence[int] | None = None,
         use_ema: bool = True,
-        sampler: Sampler | None = None,
+        sampler: str | None = None,
         progress: bool = False,
+        callback: Callback | None = None,
     ) -> Tensor:
         """``num`` images at ``resolution`` (default ``image_size``; any even size): prior on that grid.
 
-        ``sampler``: ``"sde"`` (Euler-Maruyama, noise ``C^{1/2} z``), ``"ode_euler"`` or ``"ode_heun"``
-        (probability-flow ODE; Heun costs two network calls per step); ``steps`` defaults to
-        ``sample_steps``. Returns ``[num, C, H, W]`` clamped to ``[-1, 1]``.
+        ``sampler``: any of the ``"vp"`` process (:mod:`rezdiff.core.samplers`): ``"sde"``
+        (Euler-Maruyama, noise ``C^{1/2} z``), ``"ode_euler"`` or ``"ode_heun"`` (probability-flow ODE;
+        Heun costs two network calls per step), on a uniform grid from ``t = 1`` (the last training time)
+        to ``sample_t_min``; ``steps`` defaults to ``sample_steps``. ``seeds``: one per image (prior draw
+        and SDE noise); ``callback`` sees every step. Returns ``[num, C, H, W]`` clamped to ``[-1, 1]``.
         """
         height, width = resolution_or(self.image_size, resolution)
         self.check_size(height, width)
-        sampler = _check_sampler(sampler or self.sampler)
+        entry = get_sampler(VP, sampler or self.sampler)
+        generator = resolve_generators(num, generator, seeds)
 
         def eps_fn(x: Tensor, t: Tensor) -> Tensor:
             return self.eps(x, t, use_ema)
 
         x_T = self.prior.sample((num, self.channels, height, width), generator, self.device)
+        grid = torch.linspace(1.0, self.sample_t_min, (steps or self.sample_steps) + 1, dtype=torch.float64)
+        settings = SamplerSettings(noise_operator=self.prior.sqrt, progress=progress)
+        schedule = VPSchedule(self.beta_min, self.beta_max)
         with self.eval_mode():
-            x = vp_sample(
-                eps_fn,
-                x_T,
-                steps or self.sample_steps,
-                t_min=self.sample_t_min,
-                beta_min=self.beta_min,
-                beta_max=self.beta_max,
-                generator=generator,
-                noise_operator=self.prior.sqrt,
-                ode=sampler != "sde",
-                solver="heun" if sampler == "ode_heun" else "euler",
-                progress=progress,
-            )
+            x = entry.fn(eps_fn, x_T, schedule, grid, settings, generator, callback)
             if self.denoise_final:
                 t = torch.full((num,), self.sample_t_min, dtype=x.dtype, device=x.device)
                 mean, std = vp_marginal(self.sample_t_min, self.beta_min, self.beta_max)
                 x = predict_x0(x, eps_fn(x, t), float(mean) ** 2)
         return x.clamp(-1, 1)
-
-
-def _check_sampler(name: str) -> str:
-    """``name`` if it is a sampler :class:`MultilevelSDE` knows, else a ValueError listing them."""
-    if name not in ("sde", "ode_euler", "ode_heun"):
-        raise ValueError(f"unknown sampler {name!r}; expected 'sde', 'ode_euler' or 'ode_heun'")
-    return name
