@@ -57,7 +57,15 @@ MODULE_TESTS: dict[str, list[str]] = {
         "tests/core/test_vp_ode.py",
         "tests/models/test_oracle_ddpm_dvdp.py",
     ],
+    "rezdiff/core/laplacian.py": ["tests/metrics/test_swd.py", "tests/nn/test_perceptual.py"],
+    "rezdiff/core/loops.py": [
+        "tests/core/test_gaussian.py",
+        "tests/core/test_vp_ode.py",
+        "tests/core/test_samplers.py",
+    ],
     "rezdiff/core/mollified.py": ["tests/core/test_mollified.py"],
+    "rezdiff/core/samplers.py": ["tests/core/test_samplers.py"],
+    "rezdiff/core/sampling.py": ["tests/core/test_samplers.py", "tests/core/test_gaussian.py"],
     "rezdiff/core/operators.py": [
         "tests/core/test_operators.py",
         "tests/models/test_oracle_multilevel_priors.py",

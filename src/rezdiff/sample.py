@@ -163,6 +163,9 @@ def sampler_options(cls: type) -> dict[str, SamplerOption]:
             if described is None:
                 continue
             kind, choices, optional = described
+            registered = cls.supported_samplers() if hasattr(cls, "supported_samplers") else ()
+            if parameter.name == "sampler" and registered:
+                kind, choices = "choice", tuple(registered)  # the registry's names at parse time
             default = None if parameter.default is parameter.empty else parameter.default
             owner = f"{cls.__name__}.{function.__name__}"
             options[parameter.name] = SamplerOption(parameter.name, kind, choices, optional, default, owner)

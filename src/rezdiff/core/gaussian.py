@@ -42,7 +42,7 @@ from rezdiff.core.sampling import (
     Generators,
     Operator,
 )
-from rezdiff.core.schedules import vp_beta, vp_marginal
+from rezdiff.core.schedules import as_f64, vp_beta, vp_marginal
 
 Coeff = float | Tensor
 
@@ -76,22 +76,13 @@ __all__ = [
 # --------------------------------------------------------------------------------------------------------
 
 
-def _f64(coeff: Coeff) -> Tensor:
-    """A coefficient as a float64 tensor on its own device (MPS has no float64: it stays float32 there)."""
-    if isinstance(coeff, Tensor):
-        if coeff.device.type == "mps":
-            return coeff.to(torch.float32)
-        return coeff.to(torch.float64)
-    return torch.tensor(float(coeff), dtype=torch.float64)
-
-
 def expand_like(coeff: Coeff, x: Tensor) -> Tensor:
     """Cast a per-sample coefficient to ``x``'s dtype/device and shape it to broadcast against ``x``.
 
     Scalars and 0-d tensors broadcast as they are; a ``[B]`` (or ``[1]``) tensor becomes
     ``[B, 1, ..., 1]``; a tensor with as many dimensions as ``x`` is taken as already broadcastable.
     """
-    c = _f64(coeff).to(device=x.device, dtype=x.dtype)
+    c = as_f64(coeff).to(device=x.device, dtype=x.dtype)
     if c.ndim == 0 or (c.ndim == x.ndim and c.ndim != 1):
         return c
     if c.ndim == 1:
@@ -166,44 +157,44 @@ def q_sample(
     ``noise_operator`` (a covariance square root ``C^{1/2}``) to the noise only. With ``alpha_bar`` set to
     ``1 - beta_t`` it is one forward step ``q(x_t | x_{t-1})``.
     """
-    ab = _f64(alpha_bar)
+    ab = as_f64(alpha_bar)
     x_t = expand_like(ab.sqrt(), x0) * x0 + expand_like((1 - ab).sqrt(), x0) * _apply(noise_operator, noise)
     return _apply(operator, x_t)
 
 
 def predict_x0(x_t: Tensor, eps: Tensor, alpha_bar: Coeff) -> Tensor:
     """``x_0 = (x_t - sqrt(1 - ab) eps) / sqrt(ab)`` (``T x_0`` in ∞-Diff's T-space)."""
-    ab = _f64(alpha_bar)
+    ab = as_f64(alpha_bar)
     return (x_t - expand_like((1 - ab).sqrt(), x_t) * eps) / expand_like(ab.sqrt(), x_t)
 
 
 def predict_eps(x_t: Tensor, x0: Tensor, alpha_bar: Coeff) -> Tensor:
     """``eps = (x_t - sqrt(ab) x_0) / sqrt(1 - ab)``."""
-    ab = _f64(alpha_bar)
+    ab = as_f64(alpha_bar)
     return (x_t - expand_like(ab.sqrt(), x_t) * x0) / expand_like((1 - ab).sqrt(), x_t)
 
 
 def predict_v(x0: Tensor, eps: Tensor, alpha_bar: Coeff) -> Tensor:
     """Velocity ``v = sqrt(ab) eps - sqrt(1 - ab) x_0`` (Salimans & Ho 2022; diffusers' ``get_velocity``)."""
-    ab = _f64(alpha_bar)
+    ab = as_f64(alpha_bar)
     return expand_like(ab.sqrt(), x0) * eps - expand_like((1 - ab).sqrt(), x0) * x0
 
 
 def x0_from_v(x_t: Tensor, v: Tensor, alpha_bar: Coeff) -> Tensor:
     """``x_0 = sqrt(ab) x_t - sqrt(1 - ab) v``."""
-    ab = _f64(alpha_bar)
+    ab = as_f64(alpha_bar)
     return expand_like(ab.sqrt(), x_t) * x_t - expand_like((1 - ab).sqrt(), x_t) * v
 
 
 def eps_from_v(x_t: Tensor, v: Tensor, alpha_bar: Coeff) -> Tensor:
     """``eps = sqrt(ab) v + sqrt(1 - ab) x_t``."""
-    ab = _f64(alpha_bar)
+    ab = as_f64(alpha_bar)
     return expand_like(ab.sqrt(), x_t) * v + expand_like((1 - ab).sqrt(), x_t) * x_t
 
 
 def _posterior_coeffs(alpha_bar_t: Coeff, alpha_bar_prev: Coeff) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """``(coef_x0, coef_xt, small_variance, beta)`` of ``q(x_prev | x_t, x_0)`` for a jump ``t -> prev``."""
-    ab_t, ab_prev = _f64(alpha_bar_t), _f64(alpha_bar_prev)
+    ab_t, ab_prev = as_f64(alpha_bar_t), as_f64(alpha_bar_prev)
     alpha = ab_t / ab_prev
     beta = 1 - alpha
     coef_x0 = ab_prev.sqrt() * beta / (1 - ab_t)
@@ -274,7 +265,7 @@ def ddpm_step(
         var = beta
     else:
         raise ValueError(f"unknown variance {variance!r}; expected 'small' or 'large'")
-    std = var.clamp(min=0).sqrt() * (_f64(alpha_bar_prev) < 1)
+    std = var.clamp(min=0).sqrt() * (as_f64(alpha_bar_prev) < 1)
     return _add_noise(mean, std, noise, noise_operator, "ddpm_step")
 
 
@@ -310,7 +301,7 @@ def ddim_step(
     x0 = _x0_from_eps(x_t, eps, alpha_bar_t, clip_x0)
     if clip_x0 is not None and eps_after_clip == "from_x0":
         eps = predict_eps(x_t, x0, alpha_bar_t)
-    ab_t, ab_prev = _f64(alpha_bar_t), _f64(alpha_bar_prev)
+    ab_t, ab_prev = as_f64(alpha_bar_t), as_f64(alpha_bar_prev)
     sigma = eta * ((1 - ab_prev) / (1 - ab_t) * (1 - ab_t / ab_prev)).clamp(min=0).sqrt()
     direction = (1 - ab_prev - sigma**2).clamp(min=0).sqrt()
     x_prev = expand_like(ab_prev.sqrt(), x_t) * x0 + expand_like(direction, x_t) * eps
@@ -341,7 +332,7 @@ def vp_reverse_step(
     ``h = t - t_next``: SDE ``x + h beta (x / 2 - eps / std) + sqrt(beta h) C^{1/2} z``; ODE
     ``x + h beta (x - eps / std) / 2``.
     """
-    t64, tn64 = _f64(t), _f64(t_next)
+    t64, tn64 = as_f64(t), as_f64(t_next)
     h = t64 - tn64
     if ode:  # Euler on the probability-flow ODE, dt = -h
         return x_t - expand_like(h, x_t) * vp_ode_drift(x_t, eps, t64, beta_min=beta_min, beta_max=beta_max)
@@ -359,7 +350,7 @@ def vp_ode_drift(
     ``eps`` is the noise as it appears in ``x_t`` (see :func:`vp_reverse_step`), so ``-eps / std`` is the
     preconditioned score ``C grad log p_t``; the ODE carries the marginals of the forward SDE.
     """
-    t64 = _f64(t)
+    t64 = as_f64(t)
     beta = vp_beta(t64, beta_min, beta_max)
     _, std = vp_marginal(t64, beta_min, beta_max)
     return expand_like(-0.5 * beta, x_t) * x_t + expand_like(0.5 * beta / std, x_t) * eps

@@ -31,10 +31,11 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
-from rezdiff.core.gaussian import Coeff, Operator, _f64, expand_like, q_sample, randn
+from rezdiff.core.gaussian import Coeff, Operator, expand_like, q_sample, randn
 from rezdiff.core.operators import GaussianMollifier, dct2, idct2
 from rezdiff.core.samplers import GAUSSIAN, get_sampler
 from rezdiff.core.sampling import Callback, EpsAfterClip, EpsFn, Generators, SamplerSettings
+from rezdiff.core.schedules import as_f64
 
 __all__ = [
     "gaussian_data_eps",
@@ -121,7 +122,7 @@ def gaussian_data_eps(
     ``T``'s ``m``) the same conditioning runs per DCT mode: gain ``sqrt(1 - ab) n^2 / (ab m^2 std^2 +
     (1 - ab) n^2)``.
     """
-    ab = _f64(alpha_bar)
+    ab = as_f64(alpha_bar)
     residual = x_t - expand_like(ab.sqrt(), x_t) * mollifier(mean.to(x_t))
     if factor >= 1.0 or std == 0:
         gain = (1 - ab).sqrt() * factor**2 / (ab * std**2 + (1 - ab) * factor**2)

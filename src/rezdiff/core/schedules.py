@@ -23,6 +23,7 @@ __all__ = [
     "BetaSchedule",
     "TimestepSpacing",
     "alphas_cumprod",
+    "as_f64",
     "cosine_alpha_bar",
     "cosine_betas",
     "linear_betas",
@@ -35,11 +36,12 @@ __all__ = [
 ]
 
 
-def _f64(t: Tensor | float) -> Tensor:
-    """``t`` as a float64 tensor on its own device (Python numbers go to the CPU)."""
+def as_f64(t: Tensor | float) -> Tensor:
+    """``t`` as a float64 tensor on its own device (Python numbers go to the CPU; MPS has no float64, so a
+    tensor there becomes float32): schedules and step coefficients are computed in double precision."""
     if isinstance(t, Tensor):
-        return t.to(torch.float64)
-    return torch.tensor(t, dtype=torch.float64)
+        return t.to(torch.float32 if t.device.type == "mps" else torch.float64)
+    return torch.tensor(float(t), dtype=torch.float64)
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -64,7 +66,7 @@ def cosine_alpha_bar(t: Tensor | float, s: float = 0.008) -> Tensor:
     def f(u: Tensor) -> Tensor:
         return torch.cos((u + s) / (1 + s) * (math.pi / 2)) ** 2
 
-    t = _f64(t)
+    t = as_f64(t)
     return f(t) / f(torch.zeros((), dtype=torch.float64, device=t.device))
 
 
@@ -148,12 +150,12 @@ def timestep_subsequence(
 
 def vp_beta(t: Tensor | float, beta_min: float = 0.1, beta_max: float = 20.0) -> Tensor:
     """Linear rate ``beta(t) = beta_min + t (beta_max - beta_min)`` of the VP SDE."""
-    return beta_min + _f64(t) * (beta_max - beta_min)
+    return beta_min + as_f64(t) * (beta_max - beta_min)
 
 
 def vp_integrated_beta(t: Tensor | float, beta_min: float = 0.1, beta_max: float = 20.0) -> Tensor:
     """``int_0^t beta(s) ds = 1/2 t^2 (beta_max - beta_min) + t beta_min``."""
-    t = _f64(t)
+    t = as_f64(t)
     return 0.5 * t**2 * (beta_max - beta_min) + t * beta_min
 
 
