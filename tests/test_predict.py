@@ -120,3 +120,36 @@ def test_predict_on_two_gloo_processes_shares_the_seeds(ckpt: Path, tmp_path: Pa
     assert {options for _, _, options in lines} == {'{"eta": 1.0, "steps": 2}'}
     written = sorted(p.name for p in (tmp_path / "run" / "predictions" / "16x16").iterdir())
     assert written == [f"seed{s:06d}.png" for s in range(7)]
+
+
+def test_a_sampler_registered_in_a_test_runs_through_sample_and_predict(ckpt: Path, tmp_path: Path) -> None:
+    """Issue 16's contract: one function plus one registry line, and ``rezdiff sample --sampler toy`` and
+    ``rezdiff predict`` run it, image k from seed k whatever the batch (``--batch-size 1`` vs one batch)."""
+    from rezdiff.core.samplers import GAUSSIAN, register_sampler, unregister_sampler
+    from tests.core.test_samplers import toy
+
+    register_sampler(GAUSSIAN, "toy", toy)
+    try:
+        model = rezdiff.load(ckpt)
+        expected = model.sample_seeds([5, 6], sampler="toy")
+        assert (model.sample_seeds([5, 6]) - expected).abs().max() > 1e-3  # toy is not the default sampler
+        height, width = model.native_resolution
+        out = tmp_path / "samples"
+        args = ["sample", "--ckpt", str(ckpt), "--sampler", "toy", "--seeds", "5-6", "--batch-size", "1"]
+        main([*args, "--out", str(out), "--device", "cpu"])
+        main(
+            _predict(
+                ckpt,
+                tmp_path / "run",
+                "--predictions.seeds",
+                "5-6",
+                "--predictions.sample_options",
+                "{sampler: toy}",
+            )
+        )
+        for folder in (out / f"{height}x{width}", tmp_path / "run" / "predictions" / f"{height}x{width}"):
+            for seed, image in zip((5, 6), expected, strict=True):
+                png = load_image(folder / f"seed{seed:06d}.png")
+                assert (png - image).abs().max() <= 1 / 255 + 1e-5, (folder, seed)
+    finally:
+        unregister_sampler(GAUSSIAN, "toy")

@@ -269,6 +269,11 @@ def parser(model_class: type | None = None) -> argparse.ArgumentParser:
     parser.add_argument(
         "--seed", type=int, default=0, help="image k is keyed by seed SEED + k (DiffusionModule.sample_seeds)"
     )
+    parser.add_argument(
+        "--seeds",
+        default=None,
+        help="one image per seed, e.g. 0-63 or 0-9,100 (instead of --num/--seed); files are named by seed",
+    )
     parser.add_argument("--batch-size", type=_positive, default=16)
     parser.add_argument("--out", default="samples", help="output folder")
     parser.add_argument("--device", default="auto", help="cpu, cuda, cuda:1, ... (auto: cuda if present)")
@@ -354,6 +359,16 @@ def sample_main(args: list[str]) -> list[Path]:
         parser_.error("--mask, --hole and --paste-known go with --inpaint")
     if options.super_resolve and not options.resolution:
         parser_.error("--super-resolve needs --resolution (the size(s) to sample at)")
+    if options.seeds is not None:
+        from rezdiff.callbacks.predictions import parse_seeds
+
+        try:
+            options.seed_list = parse_seeds(options.seeds, "--seeds")
+        except ValueError as error:
+            parser_.error(str(error))
+        options.num = len(options.seed_list)
+    else:
+        options.seed_list = None
     settings = {
         name: getattr(options, name) for name in sampler_options(type(model)) if hasattr(options, name)
     }
@@ -546,7 +561,8 @@ def _save(images: Tensor, names: list[str], folder: Path, grid: Path | None) -> 
 def _unconditional(
     model: Any, options: argparse.Namespace, out: Path, settings: dict[str, Any]
 ) -> list[Path]:
-    """``--num`` images per ``--resolution``, image k keyed by seed ``--seed + k`` (see ``sample_seeds``)."""
+    """``--num`` images per ``--resolution``, image k keyed by seed ``--seed + k`` (see ``sample_seeds``), or
+    one image per seed of ``--seeds``, named by its seed: an image is the same whatever ``--batch-size``."""
     from tqdm.auto import tqdm
 
     written: list[Path] = []
@@ -554,8 +570,9 @@ def _unconditional(
     progress = None  # opened after the first batch, so that a setting the family rejects is the only output
     for resolution in resolutions:
         batches = []
+        all_seeds = options.seed_list or range(options.seed, options.seed + options.num)
         for start in range(0, options.num, options.batch_size):
-            seeds = range(options.seed + start, options.seed + min(options.num, start + options.batch_size))
+            seeds = all_seeds[start : start + options.batch_size]
             batch = model.sample_seeds(
                 seeds, resolution, steps=options.steps, use_ema=not options.no_ema, **settings
             )
@@ -565,7 +582,10 @@ def _unconditional(
             progress.update(len(seeds))
         images = torch.cat(batches)
         folder = out / f"{images.shape[-2]}x{images.shape[-1]}"
-        names = [f"sample_{i:05d}" for i in range(len(images))]
+        if options.seed_list:
+            names = [f"seed{seed:06d}" for seed in options.seed_list]
+        else:
+            names = [f"sample_{i:05d}" for i in range(len(images))]
         written += _save(images, names, folder, out / f"grid_{folder.name}.png")
     if progress is not None:
         progress.close()
