@@ -13,9 +13,8 @@ from typing import Any
 
 import lightning
 import torch
-from torch.multiprocessing.reductions import StorageWeakRef
-from torch.utils._python_dispatch import TorchDispatchMode
-from torch.utils._pytree import tree_leaves
+
+from rezdiff.memory import PeakMemory  # noqa: F401  (re-exported: the benchmarks import it from here)
 
 
 def cpu_name() -> str:
@@ -124,29 +123,3 @@ def write_report(report: dict[str, Any], out: str | Path, name: str) -> dict[str
     (out / name).write_text(json.dumps(report, indent=2) + "\n")
     print(f"wrote {out / name}")
     return report
-
-
-class PeakMemory(TorchDispatchMode):
-    """Peak bytes of the tensor storages created inside ``with PeakMemory() as tracker:`` and alive at once.
-
-    CPU tensors have no allocator counter like ``torch.cuda.max_memory_allocated``; this counts every
-    storage an operator returns (views and in-place results share one), drops it once it is freed, and
-    keeps the maximum in ``peak``. Tensors that existed before the block (weights, inputs) are not counted.
-    On CUDA it agrees with the allocator's figure up to the allocator's rounding.
-    """
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.live: dict[StorageWeakRef, int] = {}
-        self.peak = 0
-
-    def __torch_dispatch__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
-        out = func(*args, **(kwargs or {}))
-        for ref in [ref for ref in self.live if ref.expired()]:
-            del self.live[ref]
-        for leaf in tree_leaves(out):
-            if isinstance(leaf, torch.Tensor):
-                storage = leaf.untyped_storage()
-                self.live.setdefault(StorageWeakRef(storage), storage.nbytes())
-        self.peak = max(self.peak, sum(self.live.values()))
-        return out

@@ -16,7 +16,7 @@ import rezdiff
 from rezdiff.cli import main
 from rezdiff.data import Synthetic
 from rezdiff.data.images import load_image, save_image
-from rezdiff.sample import _peak_bytes, estimate_memory
+from rezdiff.memory import estimate_memory, peak_bytes
 from tests.helpers import REPO, TINY_DDPM, untrained_checkpoint
 
 TINY_CONFIG = REPO / "tests" / "configs" / "tiny_infty_diff.yaml"
@@ -220,7 +220,7 @@ def test_memory_estimate_matches_the_measured_peak(ddpm_ckpt: Path) -> None:
     settings = {"sampler": "ddim"}
     for resolution, batch in ((64, 1), (48, 3)):
         estimate = estimate_memory(model, resolution, batch, settings)
-        with _peak_bytes(torch.device("cpu")) as peak:
+        with peak_bytes(torch.device("cpu")) as peak:
             model.sample(batch, resolution, steps=1, generator=torch.Generator().manual_seed(0), **settings)
         assert estimate.bytes == pytest.approx(peak[0], rel=0.05), (resolution, batch)
 

@@ -13,16 +13,18 @@
 The sampler settings are not listed here: they are the keyword-only parameters of the checkpoint's
 ``sample()`` (:func:`sampler_options`; a ``Literal`` becomes a choice, a ``bool`` a ``--x/--no-x`` pair,
 ``none`` unsets an optional number), read after a first pass finds ``--ckpt``; unset, each is the
-checkpoint's own. Image k of a run is keyed by seed ``--seed + k`` (``DiffusionModule.sample_seeds``).
-Before sampling at a given ``--resolution``, one sampler step of one image is probed at the training size and
-at twice it and the batch's memory extrapolated (:func:`estimate_memory`); a batch estimated beyond the
-device's free memory is refused unless ``--force``.
+checkpoint's own. Image k of a run draws its noise from seed ``--seed + k``, or from the k-th seed of
+``--seeds 0-63`` (``DiffusionModule.sample_seeds``). Before sampling at a given ``--resolution``, one
+sampler step of one image is probed at the training size and at twice it and the batch's memory
+extrapolated (:func:`rezdiff.memory.estimate_memory`); a batch estimated beyond the device's free memory is
+refused unless ``--force``.
 User errors are one line on stderr with exit status 2.
 
 Unconditional and guided runs write ``<out>/<H>x<W>/sample_#####.png`` and ``<out>/grid_<H>x<W>.png``;
 inpainting and super-resolution write ``<out>/<H>x<W>/<input name>.png`` (inpainting also
 ``<input name>_known.png``, the known pixels over grey) and the grid of the results. The heavy lifting is in
-:mod:`rezdiff.inverse`; this module only reads files and options.
+:mod:`rezdiff.inverse`; this module only reads files and options (it is longer than ~400 lines because
+the option derivation and the three kinds of run share its parser; splitting them would split one command).
 """
 
 from __future__ import annotations
@@ -31,11 +33,9 @@ import argparse
 import inspect
 import math
 import sys
-import time
 import types
 import typing
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, Union, get_args, get_origin
@@ -44,6 +44,7 @@ import torch
 from torch import Tensor
 
 from rezdiff.data.coords import Resolution, as_hw
+from rezdiff.memory import estimate_memory, format_bytes, format_seconds, free_memory
 
 __all__ = ["SamplerOption", "estimate_memory", "sample_main", "sampler_options"]
 
@@ -405,118 +406,6 @@ def sample_main(args: list[str]) -> list[Path]:
         parser_.error(f"{type(model).__name__}: {error}")
 
 
-# ---------------------------------------------------------------------------------------- memory estimate
-class _PeakMemory(torch.utils._python_dispatch.TorchDispatchMode):
-    """Peak bytes of the tensor storages created inside the block and alive at once (CPU tensors have no
-    allocator counter); weights and inputs that existed before are not counted."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.live: dict[Any, int] = {}
-        self.peak = 0
-
-    def __torch_dispatch__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
-        from torch.multiprocessing.reductions import StorageWeakRef
-        from torch.utils._pytree import tree_leaves
-
-        out = func(*args, **(kwargs or {}))
-        for ref in [ref for ref in self.live if ref.expired()]:
-            del self.live[ref]
-        for leaf in tree_leaves(out):
-            if isinstance(leaf, torch.Tensor):
-                storage = leaf.untyped_storage()
-                self.live.setdefault(StorageWeakRef(storage), storage.nbytes())
-        self.peak = max(self.peak, sum(self.live.values()))
-        return out
-
-
-@contextmanager
-def _peak_bytes(device: torch.device) -> Iterator[list[int]]:
-    """Yields a list that holds, after the block, the peak bytes the block allocated on ``device``."""
-    result: list[int] = []
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-        torch.cuda.reset_peak_memory_stats(device)
-        before = torch.cuda.memory_allocated(device)
-        yield result
-        torch.cuda.synchronize(device)
-        result.append(torch.cuda.max_memory_allocated(device) - before)
-        return
-    tracker = _PeakMemory()
-    with tracker:
-        yield result
-    result.append(tracker.peak)
-
-
-@dataclass(frozen=True)
-class MemoryEstimate:
-    """A probe's figures scaled to ``batch`` images of ``pixels`` pixels (linear in both)."""
-
-    bytes: int
-    seconds_per_step: float
-
-
-def _probe(
-    model: Any, resolution: Resolution | None, settings: dict[str, Any]
-) -> tuple[int, float, tuple[int, int]]:
-    """(peak bytes, seconds, (H, W)) of one sampler step of one image at ``resolution``."""
-    generator = torch.Generator(device=model.device).manual_seed(0)
-    with _peak_bytes(torch.device(model.device)) as peak:
-        start = time.perf_counter()
-        image = model.sample(1, resolution, steps=1, generator=generator, **settings)
-        seconds = time.perf_counter() - start
-    return peak[0], seconds, (image.shape[-2], image.shape[-1])
-
-
-def estimate_memory(
-    model: Any, resolution: Resolution, batch: int, settings: dict[str, Any]
-) -> MemoryEstimate:
-    """Peak memory and time of one sampler step for ``batch`` images at ``resolution``: one image's step
-    is probed at the model's own size and at twice it, the line through the two figures (a fixed part
-    plus a part per pixel) is extended to ``resolution``'s pixel count and multiplied by ``batch``.
-
-    Attention layers grow faster than linearly with the pixel count unless the backend computes them in
-    blocks, so the figure is a lower bound for a network with attention at a high-resolution level. On the
-    tiny test checkpoints (CPU, 4x the training size, batch 2) it was within 6 % of the measured peak for
-    DDPM, DVDP, ∞-Diff and the multilevel SDE, and 1.9x it for INFD, whose render takes one image at a time.
-    """
-    small_bytes, small_seconds, (height, width) = _probe(model, None, settings)
-    large_bytes, large_seconds, _ = _probe(model, (2 * height, 2 * width), settings)
-    pixels, small_pixels = math.prod(as_hw(resolution)), height * width
-    per_pixel = max(0.0, (large_bytes - small_bytes) / (3 * small_pixels))
-    fixed = max(0.0, small_bytes - per_pixel * small_pixels)
-    seconds = large_seconds * pixels / (4 * small_pixels)  # the larger probe: fixed costs matter less
-    return MemoryEstimate(int(batch * (fixed + per_pixel * pixels)), batch * seconds)
-
-
-def _size(num_bytes: float) -> str:
-    """``1.5 GB``, ``7.2 MB``: bytes in the largest decimal unit that keeps a digit before the point."""
-    for unit, scale in (("TB", 1e12), ("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
-        if num_bytes >= scale:
-            return f"{num_bytes / scale:.1f} {unit}"
-    return f"{num_bytes:.0f} B"
-
-
-def _duration(seconds: float) -> str:
-    """``40 s``, ``12 min``, ``96 h``."""
-    if seconds < 120:
-        return f"{seconds:.0f} s"
-    return f"{seconds / 60:.0f} min" if seconds < 7200 else f"{seconds / 3600:.0f} h"
-
-
-def free_memory(device: torch.device) -> int | None:
-    """Bytes free on ``device`` (CUDA: the driver's figure; CPU: ``MemAvailable``), None if unknown."""
-    if device.type == "cuda":
-        return int(torch.cuda.mem_get_info(device)[0])
-    try:
-        for line in Path("/proc/meminfo").read_text().splitlines():
-            if line.startswith("MemAvailable:"):
-                return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return None
-
-
 def _check_memory(
     parser_: argparse.ArgumentParser, model: Any, options: argparse.Namespace, settings: dict[str, Any]
 ) -> None:
@@ -537,10 +426,11 @@ def _check_memory(
         return
     height, width = as_hw(largest)
     tiling = " or render in smaller tiles (--tile N)" if "tile" in sampler_options(type(model)) else ""
+    size, step = format_bytes(estimate.bytes), format_seconds(estimate.seconds_per_step)
     parser_.error(
-        f"--resolution {height}x{width} with --batch-size {batch}: estimated {_size(estimate.bytes)} "
-        f"(about {_duration(estimate.seconds_per_step)} per step), but {device} has {_size(free)} free; "
-        f"lower --batch-size or --resolution{tiling}, or pass --force to try anyway"
+        f"--resolution {height}x{width} with --batch-size {batch}: estimated {size} (about {step} per step), "
+        f"but {device} has {format_bytes(free)} free; lower --batch-size or --resolution{tiling}, or pass "
+        "--force to try anyway"
     )
 
 
