@@ -112,14 +112,15 @@ class Recorder(nn.Module):
         resolution: tuple[int, int],
         *,
         steps: int | None = None,
-        generator: torch.Generator | None = None,
+        seeds: list[int] | None = None,
         use_ema: bool = True,
         sampler: str | None = None,
         eta: float | None = None,
     ) -> Tensor:
         self.calls.append(dict(num=num, steps=steps, use_ema=use_ema, sampler=sampler, eta=eta))
-        assert isinstance(generator, torch.Generator)
-        return torch.rand((num, 3, *resolution), generator=generator) * 2 - 1
+        assert seeds is not None and len(seeds) == num  # image k from its own seed
+        images = [torch.rand((3, *resolution), generator=torch.Generator().manual_seed(s)) for s in seeds]
+        return torch.stack(images) * 2 - 1
 
 
 def test_sampler_settings_reach_every_sample_call_and_bad_ones_are_named(registry: None) -> None:
