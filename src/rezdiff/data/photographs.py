@@ -43,9 +43,10 @@ class Source:
     disc: bool = False
 
 
-#: The colour photographs of the scikit-image wheel whose licence allows any use (public domain or CC0,
-#: per the docstrings of ``skimage/data/_fetchers.py``); grey photographs are left out, so every region is
-#: a colour image. The stereo motorcycle pair (Middlebury, no licence stated) is left out too.
+#: The colour photographs of the scikit-image wheel that are public domain, CC0 or (immunohistochemistry)
+#: of "no known copyright restrictions", per the docstrings of ``skimage/data/_fetchers.py``; grey
+#: photographs are left out, so every region is a colour image. The stereo motorcycle pair (Middlebury, no
+#: licence stated) is left out too.
 SOURCES = (
     Source("astronaut", "astronaut.png", (512, 512)),
     Source("chelsea", "chelsea.png", (300, 451)),
@@ -121,7 +122,7 @@ def data_folder() -> Path:
 
 @functools.lru_cache(maxsize=len(SOURCES))
 def load_source(source: Source) -> np.ndarray:
-    """``source`` decoded as a read-only ``[H, W, 3]`` uint8 array (cached per process: 10 MB for all)."""
+    """``source`` decoded as a read-only ``[H, W, 3]`` uint8 array (cached per process: 12 MB for all)."""
     from PIL import Image
 
     path = data_folder() / source.file
@@ -151,12 +152,12 @@ def area_weights(source: int, target: int) -> np.ndarray:
 class Photographs(FieldDataset):
     """Fixed ``REGION_SIZE``-square regions of scikit-image's colour photographs, rendered exactly.
 
-    The regions (:data:`REGIONS`, 35) are the centred non-overlapping 256-pixel grids of seven public
-    domain / CC0 photographs; ``split`` keeps the 27 ``"train"`` regions, the 8 ``"held_out"`` ones (every
-    fourth region) or ``"all"``. ``render(i, (H, W))`` area-averages the region's source pixels over each
-    output cell (exact for any ``H, W <= 256``; for integral factors the box filter), in float64, so the
-    native 256x256 render is the source pixels themselves; non-square sizes stretch the square region as
-    every field dataset does. Above 256 there is no detail to render, so it is an error.
+    The regions (:data:`REGIONS`, 35) are the centred non-overlapping 256-pixel grids of seven colour
+    photographs (:data:`SOURCES`); ``split`` keeps the 27 ``"train"`` regions, the 8 ``"held_out"``
+    ones (every fourth region) or ``"all"``. ``render(i, (H, W))`` area-averages the region's source
+    pixels over each output cell (exact for any ``H, W <= 256``; for integral factors the box filter), in
+    float64, so the native 256x256 render is the source pixels themselves; non-square sizes stretch the
+    square region as ``Synthetic``'s do. Above 256 there is no detail to render, so it is an error.
     """
 
     def __init__(self, split: PhotographSplit = "train", channels: Channels = 3) -> None:
