@@ -17,6 +17,7 @@ from rezdiff.data.images import (
     save_image,
     to_uint8,
 )
+from rezdiff.data.photographs import Photographs
 from rezdiff.data.samplers import FieldSampler, FullGrid, Levels, MultiScalePatches, RandomPixels
 
 __all__ = [
@@ -29,6 +30,7 @@ __all__ = [
     "ImageFolder",
     "Levels",
     "MultiScalePatches",
+    "Photographs",
     "RandomPixels",
     "SampledDataset",
     "Synthetic",
