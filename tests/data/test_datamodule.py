@@ -6,8 +6,8 @@ import torch
 
 from rezdiff.data.batch import FieldBatch
 from rezdiff.data.datamodule import FieldDataModule, SampledDataset
-from rezdiff.data.datasets import Synthetic
 from rezdiff.data.samplers import FullGrid, RandomPixels
+from rezdiff.data.synthetic import Synthetic
 
 
 def _module(**overrides):

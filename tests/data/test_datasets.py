@@ -13,8 +13,9 @@ import tqdm.auto
 from PIL import Image
 
 from rezdiff.data import datasets
-from rezdiff.data.datasets import PHOTOS, Bundled, BundledName, ImageFolder, Synthetic, stable_seed
+from rezdiff.data.datasets import PHOTOS, Bundled, BundledName, ImageFolder, stable_seed
 from rezdiff.data.images import UnreadableImageError, save_image
+from rezdiff.data.synthetic import Synthetic
 from tests.data.png_files import break_zlib, png_bytes
 
 

@@ -7,8 +7,8 @@ import torch
 
 from rezdiff.data import coords
 from rezdiff.data.batch import FieldBatch
-from rezdiff.data.datasets import Synthetic
 from rezdiff.data.samplers import FieldSampler, FullGrid, RandomPixels
+from rezdiff.data.synthetic import Synthetic
 
 
 @pytest.fixture(scope="module")

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from rezdiff.data.batch import FieldBatch
 from rezdiff.data.datamodule import FieldDataModule, SampledDataset
-from rezdiff.data.datasets import Bundled, FieldDataset, ImageFolder, Synthetic
+from rezdiff.data.datasets import Bundled, FieldDataset, ImageFolder
 from rezdiff.data.images import (
     UnreadableImageError,
     fourier_resize,
@@ -19,6 +19,7 @@ from rezdiff.data.images import (
 )
 from rezdiff.data.photographs import Photographs
 from rezdiff.data.samplers import FieldSampler, FullGrid, Levels, MultiScalePatches, RandomPixels
+from rezdiff.data.synthetic import Synthetic
 
 __all__ = [
     "Bundled",
