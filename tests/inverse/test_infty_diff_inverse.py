@@ -203,3 +203,24 @@ def test_inpaint_and_super_resolve_with_a_tiny_model() -> None:
 
 TINY = TINY_INFTY_DIFF
 pytestmark = pytest.mark.usefixtures("single_thread")
+
+
+def test_inpaint_and_super_resolve_take_per_image_seeds() -> None:
+    """``seeds=``: image k of a batch is the image inpainted (or super-resolved) alone with seed k, up to the
+    network's batch-size rounding (see the test above); seeds and generator together are refused."""
+    torch.manual_seed(0)
+    images = smooth_images(2).float().repeat(1, 2, 1, 1)[:, :3]
+    mask = left_half().float()
+    model = InftyDiff(**TINY)
+    both = inpaint(model, images, mask, steps=3, seeds=[3, 4])
+    second = inpaint(model, images[1:], mask, steps=3, seeds=[4])
+    torch.testing.assert_close(both[1:], second, rtol=0, atol=1e-3)
+    assert (both[1:] - inpaint(model, images[1:], mask, steps=3, seeds=[5])).abs().max() > 1e-2
+    with pytest.raises(ValueError, match="either generator= or seeds="):
+        inpaint(model, images, mask, steps=3, seeds=[3, 4], generator=gen(0))
+    autoencoder = InftyDiff(**TINY, latent_dim=8)
+    low = torch.nn.functional.avg_pool2d(images, 2)
+    high = super_resolve(autoencoder, low, 32, steps=3, seeds=[3, 4])
+    torch.testing.assert_close(
+        high[1:], super_resolve(autoencoder, low[1:], 32, steps=3, seeds=[4]), rtol=0, atol=1e-3
+    )

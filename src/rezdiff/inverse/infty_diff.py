@@ -37,7 +37,7 @@ from rezdiff.core.gaussian import predict_x0
 from rezdiff.core.loops import ddim_sample
 from rezdiff.core.mollified import mollified_initial_state, mollified_noise_operator
 from rezdiff.core.operators import GaussianMollifier
-from rezdiff.core.sampling import EpsAfterClip, EpsFn, Generators, StepInfo
+from rezdiff.core.sampling import EpsAfterClip, EpsFn, Generators, StepInfo, resolve_generators
 from rezdiff.core.schedules import TimestepSpacing, timestep_subsequence
 from rezdiff.data.coords import Resolution, as_hw
 
@@ -185,6 +185,7 @@ def inpaint(
     guidance_scale: float = 1.0,
     steps: int | None = None,
     generator: Generators = None,
+    seeds: Sequence[int] | None = None,
     use_ema: bool = True,
     z: Tensor | None = None,
     eta: float | None = None,
@@ -202,11 +203,12 @@ def inpaint(
     step; see the module docstring). A diffusion autoencoder is conditioned on ``z`` if given, else on the
     code of the *known pixels alone* (its encoder reads any point set). Returns images in [-1, 1], deblurred
     unless ``deblur=False`` (default: the model's ``deblur``); ``paste_known`` copies the known pixels
-    back in.
+    back in. ``seeds`` (one per image, instead of ``generator``): image k draws all its noise from its seed.
     """
     model = _require_model(model)
     if images.dim() != 4 or images.shape[1] != model.channels:
         raise ValueError(f"images must be [B, {model.channels}, H, W], got {tuple(images.shape)}")
+    generator = resolve_generators(images.shape[0], generator, seeds)
     images = images.to(model.device)
     mask = _as_mask(mask, images)
     resolution = as_hw(tuple(images.shape[-2:]))
@@ -248,6 +250,7 @@ def super_resolve(
     *,
     steps: int | None = None,
     generator: Generators = None,
+    seeds: Sequence[int] | None = None,
     use_ema: bool = True,
     eta: float | None = None,
     spacing: TimestepSpacing | None = None,
@@ -255,7 +258,8 @@ def super_resolve(
     progress: bool = False,
 ) -> Tensor:
     """``low_res_images [B, C, h, w]`` (any size) -> ``[B, C, H, W]`` at ``resolution`` (paper §5): the
-    diffusion autoencoder's code of the low-resolution images conditions pixel-level DDIM on the new grid."""
+    diffusion autoencoder's code of the low-resolution images conditions pixel-level DDIM on the new grid;
+    ``seeds`` as in :func:`inpaint`."""
     model = _require_model(model)
     if model.latent_dim is None:
         raise ValueError(
@@ -268,6 +272,7 @@ def super_resolve(
         resolution,
         steps=steps,
         generator=generator,
+        seeds=seeds,
         use_ema=use_ema,
         z=z,
         eta=eta,
