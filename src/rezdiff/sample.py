@@ -545,10 +545,9 @@ def _image_to_image(
     common = {"steps": options.steps, "use_ema": not options.no_ema, **settings}
     if options.super_resolve:
         for resolution in options.resolution:
-            generator = torch.Generator(device=pixel_model.device).manual_seed(options.seed)
-            results = [
-                super_resolve(pixel_model, image[None], resolution, generator=generator, **common).cpu()
-                for image in images
+            results = [  # image k draws its noise from seed --seed + k
+                super_resolve(pixel_model, image[None], resolution, seeds=[options.seed + k], **common).cpu()
+                for k, image in enumerate(images)
             ]
             folder = out / "{}x{}".format(*as_hw(resolution))
             written += _save(torch.cat(results), names, folder, out / f"grid_{folder.name}.png")
@@ -558,9 +557,8 @@ def _image_to_image(
         parser().error("--inpaint images of different sizes need --resolution")
     mask_image = load_image(options.mask, channels=1) if options.mask else None
     for resolution in options.resolution or [None]:
-        generator = torch.Generator(device=pixel_model.device).manual_seed(options.seed)
         results, shown = [], []
-        for image in images:
+        for k, image in enumerate(images):
             size: Resolution = as_hw(resolution) if resolution is not None else tuple(image.shape[-2:])
             image = resize(image, size)
             if mask_image is not None:
@@ -572,7 +570,7 @@ def _image_to_image(
                 image[None],
                 mask,
                 guidance_scale=options.guidance_scale,
-                generator=generator,
+                seeds=[options.seed + k],
                 paste_known=options.paste_known,
                 **common,
             )
