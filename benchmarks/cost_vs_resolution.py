@@ -12,10 +12,12 @@ fixed costs (INFD's decode and render, ∞-Diff's mollification), so "s/image at
 the family's ``sample_steps`` is an extrapolation that overstates a fixed cost by that factor. Peak
 memory: a ``steps=1`` call made before the timed one (it doubles as its warm-up) under
 ``rezdiff.memory.peak_bytes`` (live tensor storages on the CPU, allocator peak on CUDA; weights excluded).
-A point is skipped when the previous point's time x 4^a (a fitted so far, 1 before two points) predicts
-more than ``--point-budget-s``. a: least squares of log(s/step) on log(pixels); the memory exponent
-likewise, and from it the largest square resolution whose extrapolated peak stays within
-``--memory-budget-gb``. Paper-sized models are not run here: their rows belong to the GPU acceptance run.
+A point is skipped when the previous point's time x (pixel ratio)^a predicts more than
+``--point-budget-s``, a the larger of the fit so far and the last two points' slope (1 before two
+points); the untimed memory call is not in the prediction. a: least squares of log(s/step) on
+log(pixels); the memory exponent likewise, and from it the largest square resolution whose extrapolated
+peak stays within ``--memory-budget-gb``. Paper-sized models are not run here: their rows belong to the
+GPU acceptance run.
 """
 
 from __future__ import annotations
@@ -192,9 +194,12 @@ def measure_family(family: str, options: argparse.Namespace, device: torch.devic
             }
         )
         measured = [p for p in points if "seconds_per_step" in p]
-        exponent = (
-            fit_exponent([p["pixels"] for p in measured], [p["seconds_per_step"] for p in measured]) or 1.0
+        # predict with the larger of the fit and the last two points' slope: cost curves bend up
+        fitted = fit_exponent([p["pixels"] for p in measured], [p["seconds_per_step"] for p in measured])
+        recent = fit_exponent(
+            [p["pixels"] for p in measured[-2:]], [p["seconds_per_step"] for p in measured[-2:]]
         )
+        exponent = max(fitted or 1.0, recent or 1.0)
         print(family, points[-1], flush=True)
     measured = [p for p in points if "seconds_per_step" in p]
     time_exponent = fit_exponent([p["pixels"] for p in measured], [p["seconds_per_step"] for p in measured])
