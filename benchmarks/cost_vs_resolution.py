@@ -15,9 +15,9 @@ memory: a ``steps=1`` call made before the timed one (it doubles as its warm-up)
 A point is skipped when the previous point's time x (pixel ratio)^a predicts more than
 ``--point-budget-s``, a the larger of the fit so far and the last two points' slope (1 before two
 points); the untimed memory call is not in the prediction. a: least squares of log(s/step) on
-log(pixels); the memory exponent likewise, and from it the largest square resolution whose extrapolated
-peak stays within ``--memory-budget-gb``. Paper-sized models are not run here: their rows belong to the
-GPU acceptance run.
+log(pixels); the memory exponent likewise. The largest square resolution whose peak stays within
+``--memory-budget-gb`` extrapolates the last point with the last two points' memory slope, at least 1.
+Paper-sized models are not run here: their rows belong to the GPU acceptance run.
 """
 
 from __future__ import annotations
@@ -205,7 +205,12 @@ def measure_family(family: str, options: argparse.Namespace, device: torch.devic
     time_exponent = fit_exponent([p["pixels"] for p in measured], [p["seconds_per_step"] for p in measured])
     memory_exponent = fit_exponent([p["pixels"] for p in measured], [p["peak_mib"] for p in measured])
     last = measured[-1]
-    largest = largest_within(last["pixels"], last["peak_mib"], memory_exponent, options.memory_budget_gb)
+    # extrapolate from the last two points' slope, at least 1: fixed costs flatten the fit at small sizes,
+    # while a model's activations grow at least in proportion to the pixels
+    recent = fit_exponent([p["pixels"] for p in measured[-2:]], [p["peak_mib"] for p in measured[-2:]])
+    largest = largest_within(
+        last["pixels"], last["peak_mib"], max(recent or 1.0, 1.0), options.memory_budget_gb
+    )
     return {
         "family": family,
         "model": type(model).__name__,

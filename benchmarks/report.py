@@ -450,8 +450,9 @@ def cost_vs_resolution(results: list[dict[str, Any]]) -> str:
                 )
         text += (
             f"{s['steps']} sampler steps per timed call, s/step = its time / {s['steps']}; memory budget "
-            f"{s['memory_budget_gb']} GB; points predicted over {s['point_budget_s']} s skipped. "
-            f"{s['paper_sized']}.\n\n" + table(header, rows)
+            f"{s['memory_budget_gb']} GB (largest: last point extrapolated with the last two points' memory "
+            f"slope, at least 1); points predicted over {s['point_budget_s']} s skipped. "
+            f"{s['paper_sized'][:1].upper()}{s['paper_sized'][1:]}.\n\n" + table(header, rows)
         )
         if result.get("plot"):
             text += f"\n![cost vs resolution](results/{result['plot']})\n"
