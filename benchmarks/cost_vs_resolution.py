@@ -88,6 +88,8 @@ def parse(args: list[str] | None) -> argparse.Namespace:
     options = parser.parse_args(args)
     if options.steps < 1:
         parser.error(f"--steps {options.steps}: give at least 1 sampler step")
+    if sorted(set(options.multiples)) != options.multiples:
+        parser.error(f"--multiples {options.multiples}: give distinct multiples in increasing order")
     if any(m < 1 for m in options.multiples):
         parser.error(f"--multiples {options.multiples}: every multiple must be >= 1")
     if options.smoke:

@@ -6,6 +6,7 @@ import json
 import math
 from pathlib import Path
 
+import pytest
 import torch
 
 from tests.test_benchmarks import load_script
@@ -68,3 +69,9 @@ def test_point_over_budget_is_skipped(tmp_path: Path) -> None:
     [family] = cost.main(args)["families"]
     assert "seconds_per_step" in family["points"][0]
     assert family["points"][1]["skipped"] == "over budget"
+
+
+def test_repeated_multiples_are_refused() -> None:
+    cost = load_script("cost_vs_resolution")
+    with pytest.raises(SystemExit):
+        cost.parse(["--multiples", "1", "1"])
