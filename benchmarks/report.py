@@ -68,6 +68,13 @@ CLAIMS: list[tuple[str, str, str]] = [
         "every family's quickstart, scored at 1x/2x/4x",
     ),
     (
+        "Cost vs output resolution",
+        "cost_vs_resolution",
+        "per family (quickstart-sized, untrained weights): sampling time per step and peak memory at 1x-8x "
+        "the training resolution, the growth exponent a (s/step ∝ pixels^a) and the largest square output "
+        "within a memory budget",
+    ),
+    (
         "GPU acceptance",
         "gpu_acceptance",
         "every GPU figure from one run of `gpu_acceptance.py` (device, versions, commit): the parts' "
@@ -409,6 +416,51 @@ def infd_rendering(results: list[dict[str, Any]]) -> str:
     return text + "\n" + "\n".join(notes) + "\n"
 
 
+def cost_vs_resolution(results: list[dict[str, Any]]) -> str:
+    """One row per family and resolution; the fits on each family's rows; the plot where one was drawn."""
+    header = ["family", "device", "date", "resolution", "s/step", "s/image at default steps (extrapolated)"]
+    header += ["peak MiB", "a (time)", "a (memory)", "largest within budget (extrapolated)"]
+    text = ""
+    for result in results:
+        s = result["settings"]
+        rows = []
+        for family in result["families"]:
+            for point in family["points"]:
+                fits = [family["time_exponent"], family["memory_exponent"]]
+                fits.append(family["largest_resolution_within_budget_extrapolated"])
+                first = point is family["points"][0]
+                if "skipped" in point:
+                    figures: list[Any] = [f"skipped: {point['skipped']}", None, None]
+                else:
+                    figures = [
+                        point["seconds_per_step"],
+                        f"{fmt(point['seconds_per_image_default_steps_extrapolated'])} "
+                        f"({family['default_steps']} steps)",
+                        point["peak_mib"],
+                    ]
+                rows.append(
+                    [
+                        family["family"] if first else "",
+                        device_name(result),
+                        date(result),
+                        f"{point['resolution']}² ({point['multiple']}x)",
+                        *figures,
+                        *(fits if first else ["", "", ""]),
+                    ]
+                )
+        text += (
+            f"{s['steps']} sampler steps per timed call, s/step = its time / {s['steps']}; memory budget "
+            f"{s['memory_budget_gb']} GB (largest: last point extrapolated with the last two points' memory "
+            f"slope, at least 1); points predicted over {s['point_budget_s']} s skipped. "
+            f"{s['paper_sized'][:1].upper()}{s['paper_sized'][1:]}.\n\n" + table(header, rows)
+        )
+        if result.get("plot"):
+            text += f"\n![cost vs resolution](results/{result['plot']})\n"
+        if result.get("reading"):
+            text += f"\n{result['reading']}\n"
+    return text
+
+
 def gpu_acceptance(results: list[dict[str, Any]]) -> str:
     """Per run: device, versions and commit; a status table of the parts; then each part's rows and notes."""
     text = ""
@@ -460,6 +512,7 @@ RENDERERS: dict[str, Callable[[list[dict[str, Any]]], str]] = {
     "infty_diff_subsampling": infty_diff_subsampling,
     "infd_rendering": infd_rendering,
     "gpu_acceptance": gpu_acceptance,
+    "cost_vs_resolution": cost_vs_resolution,
 }
 
 
