@@ -171,3 +171,18 @@ class SeedAudit(lightning.pytorch.Callback):
         with open(f"{self.path}-rank{trainer.global_rank}.txt", "a") as file:
             for seed in batch.seeds:
                 file.write(f"{trainer.global_rank} {seed} {json.dumps(batch.options, sort_keys=True)}\n")
+
+
+def quiet_trainer(root: Path | None = None, **options: Any) -> lightning.pytorch.Trainer:
+    """A CPU ``Trainer`` that logs, checkpoints and prints nothing (writing under ``root`` if given);
+    ``options`` are the test's own (``max_steps``, callbacks, ...)."""
+    if root is not None:
+        options["default_root_dir"] = root
+    return lightning.pytorch.Trainer(
+        accelerator="cpu",
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        **options,
+    )

@@ -12,20 +12,12 @@ import pytest
 from rezdiff.cli import main
 from rezdiff.data import FieldDataModule, FullGrid, Levels, MultiScalePatches, RandomPixels, Synthetic
 from rezdiff.models import DDPM, DVDP, MultilevelSDE
-from tests.helpers import TINY_DDPM, TINY_UNET
+from tests.helpers import TINY_DDPM, TINY_UNET, quiet_trainer
 
 
 def _fit(model: pl.LightningModule, sampler, tmp_path: Path, **data) -> pl.Trainer:
     datamodule = FieldDataModule(Synthetic(num_images=8, resolution=16), sampler, batch_size=4, **data)
-    trainer = pl.Trainer(
-        max_steps=1,
-        accelerator="cpu",
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        default_root_dir=tmp_path,
-    )
+    trainer = quiet_trainer(tmp_path, max_steps=1)
     trainer.fit(model, datamodule=datamodule)
     return trainer
 

@@ -8,6 +8,7 @@ from rezdiff.data.batch import FieldBatch
 from rezdiff.data.datamodule import FieldDataModule, SampledDataset
 from rezdiff.data.samplers import FullGrid, RandomPixels
 from rezdiff.data.synthetic import Synthetic
+from tests.helpers import quiet_trainer
 
 
 def _module(**overrides):
@@ -125,15 +126,7 @@ class _TinyModel(pl.LightningModule):
 @pytest.mark.parametrize("val_fraction", [0.0, 0.25])
 def test_fits_with_a_lightning_trainer(val_fraction):
     model = _TinyModel()
-    trainer = pl.Trainer(
-        max_epochs=2,
-        accelerator="cpu",
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        num_sanity_val_steps=0,
-    )
+    trainer = quiet_trainer(max_epochs=2, num_sanity_val_steps=0)
     module = _module(val_fraction=val_fraction)
     trainer.fit(model, datamodule=module)
     assert trainer.global_step == 2 * (len(module.split()[0]) // 4)

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from collections import Counter
 
-import lightning.pytorch as pl
 import numpy as np
 import pytest
 import torch
@@ -23,7 +22,7 @@ from rezdiff.data.photographs import (
     region_indices,
 )
 from rezdiff.models import DDPM
-from tests.helpers import TINY_UNET
+from tests.helpers import TINY_UNET, quiet_trainer
 
 
 def _source_image(index: int, split: str = "all") -> torch.Tensor:
@@ -148,17 +147,7 @@ def test_a_tiny_ddpm_trains_on_the_photographs(tmp_path) -> None:
     datamodule = FieldDataModule(
         Photographs("train"), FullGrid(16), batch_size=4, val_fraction=0.1, hflip=0.5
     )
-    trainer = pl.Trainer(
-        max_steps=2,
-        accelerator="cpu",
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        num_sanity_val_steps=0,
-        limit_val_batches=0,
-        default_root_dir=tmp_path,
-    )
+    trainer = quiet_trainer(tmp_path, max_steps=2, num_sanity_val_steps=0, limit_val_batches=0)
     trainer.fit(model, datamodule=datamodule)
     assert trainer.global_step == 2
     assert len(datamodule.split()[0]) + len(datamodule.split()[1]) == 27

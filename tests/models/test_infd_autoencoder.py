@@ -13,7 +13,7 @@ from rezdiff.data import FieldBatch, FieldDataModule, MultiScalePatches, Synthet
 from rezdiff.metrics.reconstruction import psnr
 from rezdiff.models import INFDAutoencoder, NonFiniteLossError
 from rezdiff.models.infd.autoencoder import adaptive_weight, build_for_counting
-from tests.helpers import REPO
+from tests.helpers import REPO, quiet_trainer
 
 TINY_INFD = REPO / "tests" / "configs" / "tiny_infd.yaml"
 TINY = dict(
@@ -128,15 +128,7 @@ def test_non_finite_loss_stops_training(tmp_path: Path) -> None:
             return super().render(index, resolution) * float("nan")
 
     data = FieldDataModule(Broken(num_images=4, resolution=16), sampler, batch_size=2, val_fraction=0.0)
-    trainer = pl.Trainer(
-        max_steps=2,
-        accelerator="cpu",
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        default_root_dir=tmp_path,
-    )
+    trainer = quiet_trainer(tmp_path, max_steps=2)
     with pytest.raises(NonFiniteLossError, match="iteration 0"):
         trainer.fit(INFDAutoencoder(**TINY), datamodule=data)
 

@@ -6,7 +6,6 @@ import functools
 import shutil
 from pathlib import Path
 
-import lightning.pytorch as pl
 import pytest
 import torch
 
@@ -16,7 +15,7 @@ from rezdiff.data import FieldBatch, FieldDataModule, FullGrid, Synthetic
 from rezdiff.metrics import render_scale_consistency
 from rezdiff.models import INFD
 from rezdiff.models.infd import CachedLatents
-from tests.helpers import REPO, loss_before_and_after
+from tests.helpers import REPO, loss_before_and_after, quiet_trainer
 
 TINY_STAGE1 = REPO / "tests" / "configs" / "tiny_infd.yaml"
 TINY_STAGE2 = REPO / "tests" / "configs" / "tiny_infd_latent.yaml"
@@ -146,18 +145,6 @@ def test_scale_consistency_of_trained_stage1_beats_untrained(stage1: Path) -> No
         assert figures["trained"]["l1"] < figures["untrained"]["l1"], figures
 
 
-def _trainer(root: Path, **options: object) -> pl.Trainer:
-    return pl.Trainer(
-        accelerator="cpu",
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        default_root_dir=root,
-        **options,  # type: ignore[arg-type]
-    )
-
-
 def test_estimated_latent_scale_is_fixed_at_the_first_fit(stage1: Path, tmp_path: Path) -> None:
     """latent_scale=None: 1/std of the first fit's latents, then never re-estimated (validate on other
     data, rezdiff.load, --ckpt_path resume): the scale and the seeded samples stay the same."""
@@ -165,7 +152,7 @@ def test_estimated_latent_scale_is_fixed_at_the_first_fit(stage1: Path, tmp_path
     model = INFD(str(stage1), **{**TINY, "latent_scale": None, "ema_decay": 0.0})
     assert not bool(model.latent_scale_set)
     data = FieldDataModule(_dataset(), CachedLatents(), batch_size=4, val_fraction=0.25)
-    trainer = _trainer(tmp_path / "fit", max_steps=2)
+    trainer = quiet_trainer(tmp_path / "fit", max_steps=2)
     trainer.fit(model, datamodule=data)
     scale = float(model.latent_scale_value)
     assert bool(model.latent_scale_set)
@@ -184,17 +171,17 @@ def test_estimated_latent_scale_is_fixed_at_the_first_fit(stage1: Path, tmp_path
         return FieldDataModule(dataset, CachedLatents(), batch_size=4, val_fraction=0.5)
 
     assert abs(float(INFD(str(stage1), **TINY).encode_dataset(other().dataset).std()) * scale - 1) > 1e-3
-    _trainer(tmp_path / "val").validate(model, datamodule=other())
+    quiet_trainer(tmp_path / "val").validate(model, datamodule=other())
     assert float(model.latent_scale_value) == scale
     torch.testing.assert_close(samples(model), before, rtol=0, atol=0)
     loaded = rezdiff.load(ckpt)
     assert bool(loaded.latent_scale_set) and float(loaded.latent_scale_value) == scale
-    _trainer(tmp_path / "val2").validate(loaded, datamodule=other())
+    quiet_trainer(tmp_path / "val2").validate(loaded, datamodule=other())
     assert float(loaded.latent_scale_value) == scale
     torch.testing.assert_close(samples(loaded.eval()), before, rtol=0, atol=0)
     # resume on other data: the checkpoint's scale, not a new estimate
     resumed = INFD(str(stage1), **{**TINY, "latent_scale": None, "ema_decay": 0.0})
-    _trainer(tmp_path / "resume", max_steps=3).fit(resumed, datamodule=other(), ckpt_path=str(ckpt))
+    quiet_trainer(tmp_path / "resume", max_steps=3).fit(resumed, datamodule=other(), ckpt_path=str(ckpt))
     assert float(resumed.latent_scale_value) == scale
     # a checkpoint written before the flag existed holds a fitted scale: it loads as set
     state = torch.load(ckpt, weights_only=True)["state_dict"]

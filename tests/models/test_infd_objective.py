@@ -23,6 +23,7 @@ from rezdiff.models import INFD, INFDAutoencoder
 from rezdiff.models.infd.autoencoder import hinge_d_loss
 from rezdiff.nn.autoencoder import VectorQuantizer
 from rezdiff.nn.perceptual import LPIPS, LaplacianL1, VGG16Features
+from tests.helpers import quiet_trainer
 from tests.models.oracle_infd import (
     clif_by_hand,
     clif_query_by_hand,
@@ -282,16 +283,7 @@ def test_training_step_gradients_are_the_hand_written_objective(
     sampler = MultiScalePatches(patch=8, min_scale=16, max_scale=40, encoder_resolution=16)
     data = FieldDataModule(Synthetic(num_images=9, resolution=40), sampler, batch_size=3, val_fraction=0.0)
     record = Batches()
-    trainer = pl.Trainer(
-        max_steps=6,
-        accelerator="cpu",
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        callbacks=[record],
-        default_root_dir=tmp_path,
-    )
+    trainer = quiet_trainer(tmp_path, max_steps=6, callbacks=[record])
     trainer.fit(model, datamodule=data)
     assert trainer.global_step == 6 and len(record.batches) == 3
     model.train()
