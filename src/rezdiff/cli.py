@@ -22,7 +22,7 @@ from lightning.pytorch.loggers import Logger, TensorBoardLogger
 
 from rezdiff.callbacks.checkpoint import AtomicCheckpoints, CheckpointWriteError, LastCheckpoint
 from rezdiff.callbacks.predictions import PredictionWriter
-from rezdiff.commands import HELP
+from rezdiff.commands import HELP, print_overview
 from rezdiff.data.datamodule import FieldDataModule
 from rezdiff.evaluation import Evaluate
 from rezdiff.loading import (
@@ -250,10 +250,7 @@ def stats_main(args: list[str]) -> list[Path]:
 def main(args: list[str] | None = None) -> Any:
     """Run one command; returns the LightningCLI object (or the files ``sample`` wrote) for tests."""
     argv = list(sys.argv[1:] if args is None else args)
-    if not argv or argv[0] in ("-h", "--help"):
-        print(HELP)
-        if not argv:
-            raise SystemExit(2)
+    if print_overview(argv):
         return None
     command = argv[0]
     if command == "sample":

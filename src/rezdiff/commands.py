@@ -35,12 +35,21 @@ LightningCLI option (--print_config, several -c files, dotted overrides such as 
 """
 
 
+def print_overview(argv: list[str]) -> bool:
+    """Print :data:`HELP` and return True when ``argv`` is ``-h``/``--help``; with no command at all,
+    print it and exit with status 2; otherwise False (a command to run)."""
+    if argv and argv[0] not in ("-h", "--help"):
+        return False
+    print(HELP)
+    if not argv:
+        raise SystemExit(2)
+    return True
+
+
 def entry_point() -> None:
     """Print the overview for no command or ``-h``/``--help``; otherwise run :func:`rezdiff.cli.main`."""
-    argv = sys.argv[1:]
-    if not argv or argv[0] in ("-h", "--help"):
-        print(HELP)
-        raise SystemExit(0 if argv else 2)
+    if print_overview(sys.argv[1:]):
+        return
     from rezdiff.cli import entry_point as run
 
     run()

@@ -155,6 +155,7 @@ def sampler_options(cls: type) -> dict[str, SamplerOption]:
     """The sampler settings a family's ``sample()`` accepts beyond the common ones (:data:`FIXED`), read
     from its signature: a keyword a family adds appears in ``rezdiff sample`` without touching the CLI."""
     options: dict[str, SamplerOption] = {}
+    registered = cls.supported_samplers() if hasattr(cls, "supported_samplers") else ()
     for function in _option_sources(cls):
         hints = _annotations(function)
         for parameter in inspect.signature(function).parameters.values():
@@ -164,7 +165,6 @@ def sampler_options(cls: type) -> dict[str, SamplerOption]:
             if described is None:
                 continue
             kind, choices, optional = described
-            registered = cls.supported_samplers() if hasattr(cls, "supported_samplers") else ()
             if parameter.name == "sampler" and registered:
                 kind, choices = "choice", tuple(registered)  # the registry's names at parse time
             default = None if parameter.default is parameter.empty else parameter.default
