@@ -9,6 +9,9 @@ one, otherwise from ``PAPER`` below (numbers from the papers as summarised in th
     python benchmarks/report.py --check    # exit 1 if the README is not what the results give
     python benchmarks/report.py --import-sweep runs/sweeps/families_quickstart
                                            # copy a sweep's results into results/<name>_<device>.json
+    python benchmarks/report.py --import-sweep runs/sweeps/families_photographs
+                                           # the same, plus each run's parameters and steps, the 2x plot
+                                           # and one sample grid per family in docs/figures/
 """
 
 from __future__ import annotations
@@ -43,6 +46,7 @@ PAPER: dict[str, dict[str, Any]] = {
     "multilevel_warmstart": {"source": "rezdiff goal (the paper gives no wall-time figure)", "ratio": 0.6},
     "train_throughput": {"source": "baseline: no paper figure"},
     "families_quickstart": {"source": "no paper figure: FIDs use rezdiff's random_conv features"},
+    "families_photographs": {"source": "no paper figure: patch FIDs use rezdiff's random_conv features"},
 }
 
 # The claims of the issue, in README order: title, benchmark names, what the numbers show.
@@ -66,6 +70,13 @@ CLAIMS: list[tuple[str, str, str]] = [
         "Families on the quickstart data",
         "families_quickstart",
         "every family's quickstart, scored at 1x/2x/4x",
+    ),
+    (
+        "Families on photographs: 2x vs 1x + bicubic",
+        "families_photographs",
+        "every family trained at 32² on 27 photograph regions for the same optimiser steps, sampled at 1x, "
+        "2x (and 4x where cheap) and scored against the 8 held-out regions rendered at that resolution; at "
+        "2x beside its own 32² samples upsampled bicubically, DDPM's, and a DDPM trained at 64²",
     ),
     (
         "Cost vs output resolution",
@@ -281,6 +292,167 @@ def families_quickstart(results: list[dict[str, Any]]) -> str:
         if result.get("note"):
             text += f"\n{result['note']}\n"
     return text
+
+
+#: The families of the photographs sweep, in table order; ``ddpm64`` is the fixed-resolution upper bound.
+PHOTO_FAMILIES = ("ddpm", "dvdp", "multilevel", "infty_diff", "infd")
+
+
+def _change(native: Any, baseline: Any) -> str:
+    """``native`` relative to ``baseline`` in percent (negative: lower, i.e. better for SWD and FID)."""
+    if not isinstance(native, (int, float)) or not isinstance(baseline, (int, float)) or baseline == 0:
+        return "—"
+    return f"{100 * (native - baseline) / baseline:+.0f} %"
+
+
+def families_photographs(results: list[dict[str, Any]]) -> str:
+    """Budgets, then the 2x comparison (family vs its own 1x + bicubic, DDPM's, DDPM trained at 2x), then
+    every figure at every resolution."""
+    text = ""
+    for result in results:
+        rows = {str(row.get("family", row["run"])): row for row in result["rows"]}
+        budget = [
+            [family, row["status"], row.get("params"), row.get("steps"), row.get("fit_seconds"),
+             row.get("test_seconds")]
+            for family, row in rows.items()
+        ]  # fmt: skip
+        text += "Budgets (" + device_name(result) + ", " + date(result) + "):\n\n"
+        text += table(["family", "status", "trainable params", "optimiser steps", "fit s", "test s"], budget)
+        body = []
+        for family in PHOTO_FAMILIES:
+            row = rows.get(family, {})
+            swd, swd_up = row.get("swd@64"), row.get("swd_up32@64")
+            pfid, pfid_up = row.get("pfid16@64"), row.get("pfid16_up32@64")
+            figures = (swd, swd_up, pfid, pfid_up)
+            both = "—" if None in figures else ("yes" if swd < swd_up and pfid < pfid_up else "no")
+            body.append(
+                [family, swd, swd_up, _change(swd, swd_up), pfid, pfid_up, _change(pfid, pfid_up), both]
+            )
+        ddpm, upper = rows.get("ddpm", {}), rows.get("ddpm64", {})
+        body.append(
+            [
+                "(b) DDPM 32² + bicubic",
+                ddpm.get("swd_up32@64"),
+                "",
+                "",
+                ddpm.get("pfid16_up32@64"),
+                "",
+                "",
+                "",
+            ]
+        )
+        body.append(
+            ["(c) DDPM trained at 64²", upper.get("swd@64"), "", "", upper.get("pfid16@64"), "", "", ""]
+        )
+        header = ["at 64² (2x)", "SWD", "SWD 1x+bicubic", "change", "pFID16", "pFID16 1x+bicubic", "change",
+                  "beats own 1x+bicubic on both"]  # fmt: skip
+        text += (
+            "\nAt 2x, each family's own 64² samples vs its 32² samples upsampled bicubically "
+            "(lower is better):\n\n"
+        )
+        text += table(header, body)
+        keys = ["swd", "swd_up32", "pfid16", "pfid16_up32"]
+        every = []
+        for resolution in ("32", "64", "128"):
+            for family, row in rows.items():
+                values = [row.get(f"{key}@{resolution}") for key in keys]
+                if any(v is not None for v in values):
+                    every.append([family, f"{resolution}²", *values])
+        text += "\nEvery figure:\n\n" + table(["family", "resolution", *keys], every)
+        if result.get("note"):
+            text += f"\n{result['note']}\n"
+    return text
+
+
+def plot_families_photographs(result: dict[str, Any], path: Path) -> Path:
+    """Bars at 64² per family: its own 2x samples and its 1x + bicubic, SWD and pFID16 panels, with the DDPM
+    trained at 64² as a line."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = {str(row.get("family", row["run"])): row for row in result["rows"]}
+    families = [f for f in PHOTO_FAMILIES if f in rows]
+    figure, panels = plt.subplots(1, 2, figsize=(10, 3.6))
+    for panel, (key, title) in zip(
+        panels, (("swd", "multi-scale SWD at 64²"), ("pfid16", "patch FID 16² at 64²")), strict=True
+    ):
+        native = [rows[f].get(f"{key}@64") or 0.0 for f in families]
+        upsampled = [rows[f].get(f"{key}_up32@64") or 0.0 for f in families]
+        xs = range(len(families))
+        panel.bar([x - 0.2 for x in xs], native, width=0.4, label="sampled at 64²")
+        panel.bar([x + 0.2 for x in xs], upsampled, width=0.4, label="32² + bicubic")
+        upper = rows.get("ddpm64", {}).get(f"{key}@64")
+        if upper is not None:
+            panel.axhline(upper, color="k", linestyle="--", linewidth=1, label="DDPM trained at 64²")
+        panel.set_xticks(list(xs), families, rotation=20)
+        panel.set_title(title + " (lower is better)")
+        panel.grid(alpha=0.3, axis="y")
+    panels[0].legend(fontsize=8)
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+    return path
+
+
+def photograph_grids(folder: Path, out: Path) -> list[Path]:
+    """One PNG per family: held-out renders and its samples at 32², then held-out renders, its samples and
+    its 32² samples + bicubic at 64² (each block the run's ``samples/eval_*.png``, 8 images)."""
+    import torch
+    from PIL import Image, ImageDraw
+
+    from rezdiff.data import Photographs
+    from rezdiff.data.images import make_grid, to_uint8
+
+    def real(resolution: int) -> Image.Image:
+        held_out = Photographs(split="held_out")
+        images = torch.stack([held_out.render(i, resolution) for i in range(len(held_out))])
+        return Image.fromarray(to_uint8(make_grid(images)).permute(1, 2, 0).numpy())
+
+    written = []
+    reals = {32: real(32), 64: real(64)}
+    for run in sorted(folder.glob("family=*")):
+        family = run.name.split(",")[0].removeprefix("family=")
+        samples = run / "samples"
+        blocks = [("held-out 32²", reals[32]), ("samples 32²", samples / "eval_32.png"),
+                  ("held-out 64²", reals[64]), ("samples 64²", samples / "eval_64.png"),
+                  ("32² + bicubic", samples / "eval_64_up32.png")]  # fmt: skip
+        tiles = [(label, image if isinstance(image, Image.Image) else Image.open(image).convert("RGB"))
+                 for label, image in blocks if isinstance(image, Image.Image) or image.is_file()]  # fmt: skip
+        if len(tiles) < 3:
+            continue
+        width = sum(tile.width for _, tile in tiles) + 8 * (len(tiles) - 1)
+        height = max(tile.height for _, tile in tiles) + 14
+        canvas = Image.new("RGB", (width, height), "white")
+        draw, left = ImageDraw.Draw(canvas), 0
+        for label, tile in tiles:
+            draw.text((left, 0), label, fill="black")
+            canvas.paste(tile, (left, 14))
+            left += tile.width + 8
+        out.mkdir(parents=True, exist_ok=True)
+        target = out / f"families_photographs_{family}.png"
+        canvas.save(target, optimize=True)
+        written.append(target)
+    return written
+
+
+def _run_budget(run: Path) -> dict[str, Any]:
+    """A sweep run's trainable parameters (Lightning's model summary in its log) and optimiser steps (its
+    last checkpoint's global step)."""
+    import re
+
+    import torch
+
+    budget: dict[str, Any] = {}
+    log = run / "sweep" / "log.txt"
+    found = re.findall(r"Trainable params: ([0-9.]+ ?[KMG]?)", log.read_text()) if log.is_file() else []
+    if found:
+        budget["params"] = found[0].replace(" ", "")
+    checkpoint = run / "checkpoints" / "last.ckpt"
+    if checkpoint.is_file():
+        budget["steps"] = torch.load(checkpoint, map_location="cpu", weights_only=False).get("global_step")
+    return budget
 
 
 def infty_diff_subsampling(results: list[dict[str, Any]]) -> str:
@@ -509,6 +681,7 @@ RENDERERS: dict[str, Callable[[list[dict[str, Any]]], str]] = {
     "dvdp_turning_points": dvdp_turning_points,
     "multilevel_warmstart": multilevel_warmstart,
     "families_quickstart": families_quickstart,
+    "families_photographs": families_photographs,
     "infty_diff_subsampling": infty_diff_subsampling,
     "infd_rendering": infd_rendering,
     "gpu_acceptance": gpu_acceptance,
@@ -523,6 +696,7 @@ def paper_line(name: str, results: list[dict[str, Any]]) -> str:
         "multilevel_warmstart",
         "train_throughput",
         "families_quickstart",
+        "families_photographs",
         "infty_diff_subsampling",  # its table carries the paper's figures
     ):
         return ""
@@ -582,14 +756,23 @@ def import_sweep(folder: Path, device: str | None) -> Path:
     data = json.loads((folder / "results.json").read_text())
     name = data["sweep"]
     tag = device or "cpu"
-    report = {"benchmark": name, "device": device_info(torch.device("cpu")), "rows": data["rows"]}
+    rows = data["rows"]
+    if name == "families_photographs":
+        rows = [{**row, **_run_budget(folder / row["run"])} for row in rows]
+    report = {"benchmark": name, "device": device_info(torch.device("cpu")), "rows": rows}
+    settings = folder / "SETTINGS.json"  # what the sweep's README section needs beyond the rows
+    if settings.is_file():
+        report["settings"] = json.loads(settings.read_text())
     note = folder / "NOTE.md"
     if note.is_file():
         report["note"] = note.read_text().strip()
-    write_report(report, RESULTS, f"{name}_{tag}.json")
+    report = write_report(report, RESULTS, f"{name}_{tag}.json")
     for suffix in (".md", ".csv", ".png"):  # the plot only when matplotlib drew one
         if (folder / f"results{suffix}").is_file():
             shutil.copyfile(folder / f"results{suffix}", RESULTS / f"{name}_{tag}{suffix}")
+    if name == "families_photographs":
+        plot_families_photographs(report, RESULTS / f"{name}_{tag}.png")
+        photograph_grids(folder, HERE.parent / "docs" / "figures")
     return RESULTS / f"{name}_{tag}.json"
 
 

@@ -235,9 +235,8 @@ def stats_main(args: list[str]) -> list[Path]:
     device = "cuda" if torch.cuda.is_available() else "cpu"
     resolutions = evaluate.model_resolutions(cli.model)
     datamodule = cli.datamodule
-    files = evaluate.stats(
-        datamodule.dataset, resolutions, datamodule.split(), device=device, model=cli.model
-    )
+    dataset, split = evaluate.reference_source(datamodule.dataset, datamodule.split())
+    files = evaluate.stats(dataset, resolutions, split, device=device, model=cli.model)
     print(
         f"reference features: {evaluate.cache_misses} computed, {evaluate.cache_hits} found in the cache "
         f"({evaluate.stats_dir}):"

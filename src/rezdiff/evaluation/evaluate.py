@@ -45,7 +45,13 @@ class Evaluate(pl.Callback):
     generated per resolution by ``model.sample(..., steps=steps, use_ema=use_ema, **sample)`` (``sample``:
     the family's sampler settings, e.g. ``{sampler: ddim, eta: 0}``; unset ones keep the checkpoint's)
     and compared with ``num_reference`` images of the ``reference`` split (all of it when None) rendered
-    at that resolution. ``patch_size``: the crop of patch metrics (pfid). ``feature``: ``random_conv``
+    at that resolution; ``reference_dataset`` (a dataset, e.g. ``Photographs(split=held_out)``) replaces
+    the data module's dataset as the reference, all of it (``reference`` then does not apply).
+    ``patch_size``: the crop of patch metrics (pfid), ``crops_per_image`` of them per image (more patches
+    when the reference set is small). ``upsample_from`` (a resolution R0): at every evaluated resolution
+    above R0 the sample metrics are also computed on the images generated at R0 (the same images as at R0,
+    reused when R0 is evaluated too) upsampled bicubically, under keys ``<key>_up<R0>@<R>``: the
+    "1x + bicubic" baseline from the same run. ``feature``: ``random_conv``
     (weights-free; FIDs comparable within rezdiff only), ``inception`` (needs ``feature_path`` =
     inception-2015-12-05.pt) or ``torchscript``. Results go to ``<run dir>/<output>`` and the loggers
     (``eval/<key>``); the first ``save_grid`` generated images of each resolution to
@@ -70,6 +76,9 @@ class Evaluate(pl.Callback):
         reference: Reference = "all",
         num_reference: int | None = None,
         patch_size: int = 32,
+        crops_per_image: int = 1,
+        reference_dataset: FieldDataset | None = None,
+        upsample_from: int | None = None,
         stats_dir: str | None = None,
         output: str = "metrics.json",
         save_grid: int = 16,
@@ -85,6 +94,9 @@ class Evaluate(pl.Callback):
             )
         if num_samples < 2 or batch_size < 1:
             raise ValueError("num_samples must be >= 2 and batch_size >= 1")
+        if upsample_from is not None and upsample_from < 1:
+            raise ValueError(f"evaluate.upsample_from is a resolution >= 1 (or null), got {upsample_from}")
+        self.reference_dataset, self.upsample_from = reference_dataset, upsample_from
         self.resolutions = resolutions
         self.metrics = None if metrics is None else list(metrics)
         self.metric_options = _metric_options(
@@ -110,6 +122,7 @@ class Evaluate(pl.Callback):
                 reference=reference,
                 num_reference=num_reference,
                 patch_size=patch_size,
+                crops_per_image=crops_per_image,
                 stats_dir=Path(stats_dir) if stats_dir else default_stats_dir(),
             )
         )
@@ -180,6 +193,34 @@ class Evaluate(pl.Callback):
             raise ValueError(f"set evaluate.resolutions: {type(model).__name__} has no native_resolution")
         return [as_hw(native)]
 
+    def upsampled_resolutions(self, model: nn.Module) -> list[tuple[int, int]]:
+        """The evaluated resolutions that also get the ``upsample_from`` baseline: those above it."""
+        if self.upsample_from is None:
+            return []
+        source = as_hw(self.upsample_from)
+        resolutions = self.model_resolutions(model)
+        above = [r for r in resolutions if r[0] >= source[0] and r[1] >= source[1] and r != source]
+        if not above:
+            raise ValueError(
+                f"evaluate.upsample_from={self.upsample_from} is not below any of evaluate.resolutions "
+                f"{[label(r) for r in resolutions]}; add a larger resolution or set upsample_from: null"
+            )
+        return above
+
+    def reference_source(
+        self, dataset: FieldDataset, split: tuple[list[int], list[int]] | None
+    ) -> tuple[FieldDataset, tuple[list[int], list[int]] | None]:
+        """The reference images' dataset and split: ``reference_dataset`` (all of it) when set, else the
+        data module's ``dataset`` and ``split``."""
+        if self.reference_dataset is None:
+            return dataset, split
+        if self.reference_dataset.channels != dataset.channels:
+            raise ValueError(
+                f"evaluate.reference_dataset has {self.reference_dataset.channels} channel(s), the training "
+                f"data {dataset.channels}; give the reference dataset channels: {dataset.channels}"
+            )
+        return self.reference_dataset, None
+
     def _check_sample_args(self, model: nn.Module) -> None:
         parameters = inspect.signature(model.sample).parameters
         if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values()):
@@ -245,6 +286,9 @@ class Evaluate(pl.Callback):
             self._check_sample_args(model)
         indices = self.pipeline.reference_indices(dataset, split)
         double = any("reconstruction_2x" in m.needs for m in reconstructing)
+        upsampled = self.upsampled_resolutions(model) if sampling else []
+        source = as_hw(self.upsample_from) if upsampled else None
+        source_images: Tensor | None = None  # this rank's images generated at the source resolution
         results: dict[str, float] = {}
         self.metric_keys = {}
         was_training = model.training
@@ -273,6 +317,25 @@ class Evaluate(pl.Callback):
                     figures = {f"{key}@{tag}": value for key, value in metric.compute(gather).items()}
                     self.metric_keys.setdefault(metric.name, []).extend(figures)
                     results |= figures
+                if sampling and resolution == source:
+                    source_images = samples.generated
+                if resolution in upsampled:
+                    assert source is not None
+                    suffix = f"_up{label(source)}"
+                    grid = None if self.grid_dir is None else self.grid_dir / f"eval_{tag}{suffix}.png"
+                    baseline = SampleSet(
+                        self.pipeline, model, dataset, indices, resolution, rank=rank, world=world,
+                        gather=gather, grid=grid, grid_size=self.save_grid, source=source,
+                        source_images=source_images,
+                    )  # fmt: skip
+                    for metric in sampling:
+                        metric.reset()
+                        metric.update(baseline)
+                        figures = {
+                            f"{key}{suffix}@{tag}": value for key, value in metric.compute(gather).items()
+                        }
+                        self.metric_keys.setdefault(metric.name, []).extend(figures)
+                        results |= figures
         finally:
             model.train(was_training)
         self.results = results
@@ -285,11 +348,12 @@ class Evaluate(pl.Callback):
         if datamodule is None or not hasattr(datamodule, "dataset"):
             raise ValueError("Evaluate needs a FieldDataModule (its dataset is the reference set)")
         split = datamodule.split() if hasattr(datamodule, "split") else None
+        dataset, split = self.reference_source(datamodule.dataset, split)
         strategy = trainer.strategy
         self.grid_dir = Path(trainer.default_root_dir) / "samples"
         results = self.run(
             pl_module,
-            datamodule.dataset,
+            dataset,
             split,
             rank=trainer.global_rank,
             world=trainer.world_size,
@@ -327,7 +391,11 @@ class Evaluate(pl.Callback):
         """The settings behind the figures, as ``metrics.json`` records them."""
         s = self.settings
         names = ("num_samples", "batch_size", "seed", "feature", "feature_seed", "reference", "num_reference")
+        reference_dataset = None if self.reference_dataset is None else repr(self.reference_dataset)
         return {name: getattr(s, name) for name in names} | {
+            "reference_dataset": reference_dataset,
+            "crops_per_image": s.crops_per_image,
+            "upsample_from": self.upsample_from,
             "metrics": self._active or self.metrics_for(model),
             "metric_options": {m.name: m.options() for m in self.build_metrics(model)},
             "steps": self.steps,

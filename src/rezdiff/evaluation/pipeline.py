@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from rezdiff.data.datasets import FieldDataset, stable_seed
@@ -48,7 +49,19 @@ class Settings:
     reference: Reference = "all"
     num_reference: int | None = None
     patch_size: int = 32
+    crops_per_image: int = 1
     stats_dir: Path = field(default_factory=default_stats_dir)
+
+    def __post_init__(self) -> None:
+        if self.crops_per_image < 1:
+            raise ValueError(f"evaluate.crops_per_image must be >= 1, got {self.crops_per_image}")
+
+
+def upsample(images: Tensor, resolution: tuple[int, int]) -> Tensor:
+    """``images`` resized bicubically (``align_corners=False``) to ``resolution``, clamped to [-1, 1] as
+    images are: the "generate at a lower resolution, then upsample" baseline."""
+    resized = F.interpolate(images, size=resolution, mode="bicubic", align_corners=False)
+    return resized.clamp(-1.0, 1.0)
 
 
 class Pipeline:
@@ -128,14 +141,23 @@ class Pipeline:
     def crops(
         self, images: Tensor, positions: Sequence[int], resolution: tuple[int, int], tag: int
     ) -> Tensor:
-        """One ``patch_size``² crop per image, placed by a generator keyed by the image's global position (and
-        ``tag``: 0 reference, 1 generated), so crops depend on neither the batch size nor the ranks."""
-        patch = self.settings.patch_size
+        """``crops_per_image`` ``patch_size``² crops per image (image by image, ``[N * k, C, P, P]``), placed
+        by a generator keyed by the image's global position (and ``tag``: 0 reference, 1 generated), so
+        crops depend on neither the batch size nor the ranks."""
+        patch, count = self.settings.patch_size, self.settings.crops_per_image
         if images.shape[0] == 0:
             return images[..., :patch, :patch]
         keys = (self.settings.seed, tag, *resolution, patch)
         generators = [torch.Generator().manual_seed(stable_seed(*keys, p)) for p in positions]
-        return torch.cat([random_crops(im[None], patch, g) for im, g in zip(images, generators, strict=True)])
+        pairs = zip(images, generators, strict=True)
+        return torch.cat([random_crops(im[None].expand(count, -1, -1, -1), patch, g) for im, g in pairs])
+
+    def crop_positions(self, positions: Sequence[int] | Tensor) -> Tensor:
+        """The global order of the crops of images at ``positions``: crop ``j`` of image ``p`` is
+        ``p * crops_per_image + j``."""
+        count = self.settings.crops_per_image
+        images = torch.as_tensor(positions, dtype=torch.long).reshape(-1, 1)
+        return (images * count + torch.arange(count)).reshape(-1)
 
     def features(self, images: Tensor, device: torch.device) -> Tensor:
         """Features ``[N, D]`` (CPU float32) of ``images``, ``batch_size`` at a time on ``device``."""
@@ -155,10 +177,15 @@ class Pipeline:
             "indices": hashlib.sha1(json.dumps(list(map(int, indices))).encode()).hexdigest(),
             "num_images": len(indices),
             "resolution": list(resolution),
-            "kind": kind if kind == "full" else f"crop{self.settings.patch_size}",
+            "kind": kind if kind == "full" else self._crop_kind(),
             "crop_seed": None if kind == "full" else self.settings.seed,
             "feature": self.extractor.name,
         }
+
+    def _crop_kind(self) -> str:
+        """``crop<P>``, or ``crop<P>x<k>`` with ``k`` crops per image (one crop keeps the old cache keys)."""
+        s = self.settings
+        return f"crop{s.patch_size}" + (f"x{s.crops_per_image}" if s.crops_per_image > 1 else "")
 
     def cache_file(self, key: dict[str, Any]) -> Path:
         digest = hashlib.sha1(json.dumps(key, sort_keys=True).encode()).hexdigest()[:20]
@@ -188,9 +215,11 @@ class Pipeline:
         self.cache_misses += 1
         images = self.render(dataset, indices, resolution, rank, world)
         positions = local_positions(len(indices), self.settings.batch_size, rank, world)
+        order = torch.tensor(positions, dtype=torch.long)
         if kind == "crop":
             images = self.crops(images, positions, resolution, tag=0)
-        features = ordered(self.features(images, torch.device(device)), torch.tensor(positions), gather)
+            order = self.crop_positions(positions)
+        features = ordered(self.features(images, torch.device(device)), order, gather)
         if rank == 0:
             path.parent.mkdir(parents=True, exist_ok=True)
             temporary = path.with_suffix(f".tmp{os.getpid()}")
@@ -255,8 +284,11 @@ class SampleSet:
         gather: Gather = identity,
         grid: Path | None = None,
         grid_size: int = 0,
+        source: tuple[int, int] | None = None,
+        source_images: Tensor | None = None,
     ) -> None:
         self.pipeline, self.model, self.dataset = pipeline, model, dataset
+        self.source, self.source_images = source, source_images
         self.indices, self.resolution = list(indices), resolution
         self.rank, self.world, self.gather = rank, world, gather
         self.grid, self.grid_size = grid, grid_size
@@ -274,10 +306,20 @@ class SampleSet:
 
     @cached_property
     def generated(self) -> Tensor:
-        """This rank's share of the generated images (global positions: :attr:`positions`)."""
-        images = self.pipeline.generate(
-            self.model, self.resolution, self.rank, self.world, self.dataset.channels
-        )
+        """This rank's share of the generated images (global positions: :attr:`positions`); with a
+        ``source`` resolution, the images generated there (``source_images`` when given: this rank's share,
+        generated earlier) upsampled bicubically to :attr:`resolution`."""
+        if self.source is None:
+            images = self.pipeline.generate(
+                self.model, self.resolution, self.rank, self.world, self.dataset.channels
+            )
+        else:
+            low = self.source_images
+            if low is None:
+                low = self.pipeline.generate(
+                    self.model, self.source, self.rank, self.world, self.dataset.channels
+                )
+            images = upsample(low, self.resolution)
         if self.grid is not None and self.grid_size > 0 and self.rank == 0:
             save_image(images[: self.grid_size], self.grid)
         return images
@@ -305,7 +347,8 @@ class SampleSet:
     def generated_crop_features(self) -> Tensor:
         """Features of one seeded ``patch_size``² crop of every generated image, in global order."""
         crops = self.pipeline.crops(self.generated, self.positions.tolist(), self.resolution, tag=1)
-        return ordered(self.pipeline.features(crops, self.device), self.positions, self.gather)
+        order = self.pipeline.crop_positions(self.positions)
+        return ordered(self.pipeline.features(crops, self.device), order, self.gather)
 
     @cached_property
     def reference_crop_features(self) -> Tensor:
