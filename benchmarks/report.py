@@ -296,6 +296,8 @@ def families_quickstart(results: list[dict[str, Any]]) -> str:
 
 #: The families of the photographs sweep, in table order; ``ddpm64`` is the fixed-resolution upper bound.
 PHOTO_FAMILIES = ("ddpm", "dvdp", "multilevel", "infty_diff", "infd")
+#: The row of :func:`real_anchor`: the evaluation applied to real training renders.
+REAL = "real (training regions)"
 
 
 def _change(native: Any, baseline: Any) -> str:
@@ -315,6 +317,7 @@ def families_photographs(results: list[dict[str, Any]]) -> str:
             [family, row["status"], row.get("params"), row.get("steps"), row.get("fit_seconds"),
              row.get("test_seconds")]
             for family, row in rows.items()
+            if family != REAL
         ]  # fmt: skip
         text += "Budgets (" + device_name(result) + ", " + date(result) + "):\n\n"
         text += table(["family", "status", "trainable params", "optimiser steps", "fit s", "test s"], budget)
@@ -344,6 +347,14 @@ def families_photographs(results: list[dict[str, Any]]) -> str:
         body.append(
             ["(c) DDPM trained at 64²", upper.get("swd@64"), "", "", upper.get("pfid16@64"), "", "", ""]
         )
+        real = rows.get(REAL, {})
+        if real:
+            swd, swd_up = real.get("swd@64"), real.get("swd_up32@64")
+            pfid, pfid_up = real.get("pfid16@64"), real.get("pfid16_up32@64")
+            perfect = "real training regions (a perfect model)"
+            body.append(
+                [perfect, swd, swd_up, _change(swd, swd_up), pfid, pfid_up, _change(pfid, pfid_up), ""]
+            )
         header = ["at 64² (2x)", "SWD", "SWD 1x+bicubic", "change", "pFID16", "pFID16 1x+bicubic", "change",
                   "beats own 1x+bicubic on both"]  # fmt: skip
         text += (
@@ -366,7 +377,7 @@ def families_photographs(results: list[dict[str, Any]]) -> str:
 
 def plot_families_photographs(result: dict[str, Any], path: Path) -> Path:
     """Bars at 64² per family: its own 2x samples and its 1x + bicubic, SWD and pFID16 panels, with the DDPM
-    trained at 64² as a line."""
+    trained at 64² and the real training regions (:func:`real_anchor`) as lines."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -386,6 +397,11 @@ def plot_families_photographs(result: dict[str, Any], path: Path) -> Path:
         upper = rows.get("ddpm64", {}).get(f"{key}@64")
         if upper is not None:
             panel.axhline(upper, color="k", linestyle="--", linewidth=1, label="DDPM trained at 64²")
+        real = rows.get(REAL, {}).get(f"{key}@64")
+        if real is not None:
+            panel.axhline(
+                real, color="grey", linestyle=":", linewidth=1.5, label="real training regions at 64²"
+            )
         panel.set_xticks(list(xs), families, rotation=20)
         panel.set_title(title + " (lower is better)")
         panel.grid(alpha=0.3, axis="y")
@@ -415,9 +431,9 @@ def photograph_grids(folder: Path, out: Path) -> list[Path]:
     for run in sorted(folder.glob("family=*")):
         family = run.name.split(",")[0].removeprefix("family=")
         samples = run / "samples"
-        blocks = [("held-out 32²", reals[32]), ("samples 32²", samples / "eval_32.png"),
-                  ("held-out 64²", reals[64]), ("samples 64²", samples / "eval_64.png"),
-                  ("32² + bicubic", samples / "eval_64_up32.png")]  # fmt: skip
+        blocks = [("held-out 32x32", reals[32]), ("samples 32x32", samples / "eval_32.png"),
+                  ("held-out 64x64", reals[64]), ("samples 64x64", samples / "eval_64.png"),
+                  ("32x32 + bicubic", samples / "eval_64_up32.png")]  # fmt: skip
         tiles = [(label, image if isinstance(image, Image.Image) else Image.open(image).convert("RGB"))
                  for label, image in blocks if isinstance(image, Image.Image) or image.is_file()]  # fmt: skip
         if len(tiles) < 3:
@@ -432,9 +448,42 @@ def photograph_grids(folder: Path, out: Path) -> list[Path]:
             left += tile.width + 8
         out.mkdir(parents=True, exist_ok=True)
         target = out / f"families_photographs_{family}.png"
-        canvas.save(target, optimize=True)
+        canvas.quantize(256).save(target, optimize=True)  # a 256-colour palette: well under 300 KB
         written.append(target)
     return written
+
+
+def real_anchor(folder: Path) -> dict[str, Any]:
+    """The sweep's evaluation with real images in place of samples: image k is the exact render of training
+    region k mod 25 (``Photographs(split="train")``, not held out), at 32² and 64², and its 32² render
+    upsampled bicubically. ``swd@64`` is what a perfect 2x model scores, ``swd_up32@64`` a perfect 1x model
+    plus bicubic, on the same references, crops and settings as the runs (read from the ddpm run's config)."""
+    import torch
+    import yaml
+    from torch import nn
+
+    from rezdiff.data import Photographs
+    from rezdiff.evaluation import Evaluate
+
+    training = Photographs(split="train")
+    config = yaml.safe_load((folder / "family=ddpm,seed=0" / "config.yaml").read_text())["evaluate"]
+    names = ("metrics", "patch_size", "crops_per_image", "num_samples", "batch_size", "seed", "feature")
+    evaluate = Evaluate(
+        resolutions=[32, 64],
+        upsample_from=32,
+        stats_dir=str(folder / "stats"),
+        save_grid=0,
+        **{name: config[name] for name in names},
+    )
+
+    def renders(model: nn.Module, positions: Any, resolution: tuple[int, int]) -> torch.Tensor:
+        return torch.stack([training.render(k % len(training), resolution) for k in positions])
+
+    evaluate.pipeline.generate_batch = renders  # type: ignore[method-assign]
+    stand_in = nn.Linear(1, 1)  # the harness reads a parameter's device; no sample() is called
+    stand_in.sample = lambda *args, **kwargs: None  # type: ignore[attr-defined]
+    results = evaluate.run(stand_in, Photographs(split="held_out"))  # run() takes the reference set
+    return {"run": "real", "status": "done", "family": REAL, **results}
 
 
 def _run_budget(run: Path) -> dict[str, Any]:
@@ -758,7 +807,7 @@ def import_sweep(folder: Path, device: str | None) -> Path:
     tag = device or "cpu"
     rows = data["rows"]
     if name == "families_photographs":
-        rows = [{**row, **_run_budget(folder / row["run"])} for row in rows]
+        rows = [{**row, **_run_budget(folder / row["run"])} for row in rows] + [real_anchor(folder)]
     report = {"benchmark": name, "device": device_info(torch.device("cpu")), "rows": rows}
     settings = folder / "SETTINGS.json"  # what the sweep's README section needs beyond the rows
     if settings.is_file():
