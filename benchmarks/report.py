@@ -454,8 +454,8 @@ def photograph_grids(folder: Path, out: Path) -> list[Path]:
 
 
 def real_anchor(folder: Path) -> dict[str, Any]:
-    """The sweep's evaluation with real images in place of samples: image k is the exact render of training
-    region k mod 25 (``Photographs(split="train")``, not held out), at 32² and 64², and its 32² render
+    """The sweep's evaluation with real images in place of samples: image k is the exact render of region
+    k mod 27 of ``Photographs(split="train")`` (the regions not held out), at 32² and 64², and its 32² render
     upsampled bicubically. ``swd@64`` is what a perfect 2x model scores, ``swd_up32@64`` a perfect 1x model
     plus bicubic, on the same references, crops and settings as the runs (read from the ddpm run's config)."""
     import torch
