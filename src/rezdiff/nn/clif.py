@@ -285,17 +285,24 @@ def sampled_stats(
     outer = max(tile // SAMPLED_GRID, 2 * radius + 8)
     rows, inner_rows = _window_spans(height, SAMPLED_GRID, outer, radius)
     cols, inner_cols = _window_spans(width, SAMPLED_GRID, outer, radius)
-    queries = torch.cat([window_query(r, c) for r in rows for c in cols])  # window-major: [n * B, ...]
+    windows = [(r, c) for r in rows for c in cols]
+    queries: Tensor | None = None  # window-major: rows w * B .. w * B + B - 1 are window w
+    for index, (r, c) in enumerate(windows):
+        query = window_query(r, c)
+        if queries is None:
+            queries = query.new_empty(len(windows) * batch, *query.shape[1:])
+        queries[index * batch : (index + 1) * batch] = query
+    assert queries is not None
     gathered: list[Tensor] = []
 
     def pooled(k: int, h: Tensor) -> Tensor:
-        centres = h.detach()[..., inner_rows, inner_cols].reshape(h.shape[0], renderer.groups, -1)
-        var, mean = torch.var_mean(centres, dim=-1, correction=0)  # per window: no float64 copy of h
-        count = torch.full_like(mean, centres.shape[-1], dtype=torch.float64)
-        mean, var = mean.double(), var.double()
-        moments = torch.stack((count, count * mean, count * (var + mean.square())), dim=-1)
-        gathered.append(moments_to_stats(moments.view(-1, batch, *moments.shape[1:]).sum(0)))
-        return gathered[-1].repeat(h.shape[0] // batch, 1, 1)
+        # per window and channel, over the centre pixels (a strided view: no copy of h), then per group
+        var, mean = torch.var_mean(h.detach()[..., inner_rows, inner_cols], dim=(-2, -1), correction=0)
+        mean = mean.double().view(len(windows), batch, renderer.groups, -1)
+        square = (var.double().view_as(mean) + mean.square()).mean((0, -1))
+        mean = mean.mean((0, -1))  # every window and channel has the same number of centre pixels
+        gathered.append(torch.stack((mean, (square - mean.square()).clamp(min=0)), dim=-1))
+        return gathered[-1].repeat(len(windows), 1, 1)
 
     renderer.run(queries, pooled)
     return gathered
