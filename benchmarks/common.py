@@ -45,6 +45,11 @@ CPU with one thread, what the process itself spent, insensitive to other process
 _clock = CLOCKS["wall"]
 
 
+def now() -> float:
+    """The ``--clock`` reading in seconds (wall by default): for benchmarks with timers of their own."""
+    return _clock()
+
+
 def add_device_options(parser: argparse.ArgumentParser, clock: bool = True) -> None:
     """``--device auto|cpu|cuda``, ``--threads N`` and (unless ``clock=False``: a benchmark with timers of
     its own) ``--clock wall|cpu`` for :func:`timed`, read back by :func:`select_device`."""

@@ -42,11 +42,20 @@ import torch
 from torch import Tensor
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import PeakMemory, add_device_options, device_info, select_device, sync, write_report  # noqa: E402
+from common import (  # noqa: E402
+    PeakMemory,
+    add_device_options,
+    device_info,
+    now,
+    select_device,
+    sync,
+    write_report,
+)
 
 from rezdiff.evaluation import Evaluate  # noqa: E402
 from rezdiff.metrics.fid import frechet_distance, gaussian_stats  # noqa: E402
 from rezdiff.models.infd.autoencoder import INFDAutoencoder  # noqa: E402
+from rezdiff.nn.clif import NORM_MODES  # noqa: E402
 
 MIB = 2**20
 PAPER_NOTE = (
@@ -87,7 +96,8 @@ class ResidentPeak:
 
 
 def measure(fn: Callable[[], Tensor], device: torch.device, repeats: int, warmup: int) -> dict[str, Any]:
-    """Seconds (minimum over ``repeats`` runs after ``warmup`` untimed ones) and peak bytes of ``fn()``.
+    """Seconds on the ``--clock`` (minimum over ``repeats`` runs after ``warmup`` untimed ones) and peak
+    bytes of ``fn()``.
 
     The first timed run also measures memory (under :class:`PeakMemory` on the CPU, whose per-operator
     bookkeeping cost ~5% of a tiled render at tile 64 on this project's CPU, less at larger tiles)."""
@@ -98,26 +108,26 @@ def measure(fn: Callable[[], Tensor], device: torch.device, repeats: int, warmup
         sync(device)
         torch.cuda.reset_peak_memory_stats(device)
         base = torch.cuda.memory_allocated(device)
-        start = time.perf_counter()
+        start = now()
         out = fn()
         sync(device)
-        times = [time.perf_counter() - start]
+        times = [now() - start]
         row["peak_bytes"] = torch.cuda.max_memory_allocated(device) - base
     else:
         with ResidentPeak() as resident, PeakMemory() as tracker:
-            start = time.perf_counter()
+            start = now()
             out = fn()
-            times = [time.perf_counter() - start]
+            times = [now() - start]
         row["peak_bytes"] = tracker.peak
         row["rss_peak_bytes"] = resident.peak
     row["output_bytes"] = out.numel() * out.element_size()
     del out
     for _ in range(repeats - 1):
         sync(device)
-        start = time.perf_counter()
+        start = now()
         fn()
         sync(device)
-        times.append(time.perf_counter() - start)
+        times.append(now() - start)
     row["time_s"] = min(times)
     row["times_s"] = times
     row["peak_minus_output_bytes"] = row["peak_bytes"] - row["output_bytes"]
@@ -301,7 +311,7 @@ def main(args: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--resolutions", type=int, nargs="+", default=[256, 512, 1024, 2048])
     parser.add_argument("--tile", type=int, default=256)
     parser.add_argument("--pad", type=int, default=8)
-    parser.add_argument("--norms", nargs="+", choices=["global", "tile"], default=["global"])
+    parser.add_argument("--norms", nargs="+", choices=list(NORM_MODES), default=["global"])
     parser.add_argument("--batch", type=int, default=1, help="images rendered per call")
     parser.add_argument("--memory-budget-gb", type=float, default=None, help="skip whole renders above it")
     parser.add_argument("--probe-resolution", type=int, default=64, help="whole render sizing predictions")
@@ -326,11 +336,12 @@ def main(args: list[str] | None = None) -> dict[str, Any]:
     )
     pfid.add_argument("--pfid-resolution", type=int, default=None)
     pfid.add_argument("--pfid-patches", type=int, nargs="*", default=None)
-    pfid.add_argument("--pfid-images", type=int, default=8)
+    pfid.add_argument("--pfid-images", type=int, default=8, help="0: skip the pFID part")
     pfid.add_argument("--pfid-batch", type=int, default=8)
     pfid.add_argument("--feature", choices=["random_conv", "inception", "torchscript"], default="random_conv")
     pfid.add_argument("--feature-path", default=None)
     parser.add_argument("--out", default=str(Path(__file__).parent / "results"))
+    parser.add_argument("--name", default=None, help="result file name (default: infd_render_<device>.json)")
     options = parser.parse_args(args)
     device = select_device(options)
     cuda = device.type == "cuda"
@@ -369,7 +380,9 @@ def main(args: list[str] | None = None) -> dict[str, Any]:
             f"{'P/R':>10} {'images':>6} {'render s':>9} {'crop s':>9} {'feat s':>9} {'FID s':>8} "
             f"{'metric s':>9}  (per image; FID statistics per set)"
         )
-        pfid_part = pfid_rows(model, options, device)
+        pfid_part = (
+            pfid_rows(model, options, device) if options.pfid_images else {"skipped": "--pfid-images 0"}
+        )
     memory = (
         "torch.cuda.max_memory_allocated after reset_peak_memory_stats, minus memory_allocated before"
         if cuda
@@ -400,7 +413,7 @@ def main(args: list[str] | None = None) -> dict[str, Any]:
         "pfid": pfid_part,
         "paper": {"note": PAPER_NOTE},
     }
-    return write_report(report, options.out, f"infd_render_{device.type}.json")
+    return write_report(report, options.out, options.name or f"infd_render_{device.type}.json")
 
 
 if __name__ == "__main__":

@@ -5,10 +5,12 @@
 For ``--num`` held-out images of the quickstart data (``Synthetic(2048, 128)``, the last images, which the
 quickstart's seeded split need not hold out: any images serve here, the measure is of the renderer) the
 stage-1 checkpoint encodes the image at its encoder resolution once (``phi``) and renders it at
-``--resolution`` (default 4x the encoder resolution) three ways: whole (one pass, no tiles), tiled with
-global statistics and tiled with per-tile statistics (``--tile``/``--pad``). Printed as JSON:
+``--resolution`` (default 4x the encoder resolution) four ways: whole (one pass, no tiles) and tiled
+(``--tile``/``--pad``) with each GroupNorm statistics mode: exact whole-image (``global``), whole-image
+estimated from windows (``sampled``) and per tile (``tile``). Written to ``--out/--name`` as JSON:
 
-- ``max_diff_to_whole``/``mean_diff_to_whole``: the tiled render against the whole one;
+- ``max_diff_to_whole``/``mean_diff_to_whole``/``psnr_to_whole``: the tiled render against the whole one
+  (PSNR with peak-to-peak 2, images in [-1, 1]);
 - ``seam_ratio``: the mean absolute jump between neighbouring pixels across a tile border divided by the
   mean jump between neighbours inside tiles (1 = borders look like the rest; the whole render's value at the
   same positions is given as ``seam_ratio_whole``, the image content's own ratio);
@@ -20,13 +22,21 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
+import sys
+from pathlib import Path
+from typing import Any
 
 import torch
 from torch import Tensor
 
-import rezdiff
-from rezdiff.data import Synthetic
-from rezdiff.metrics import render_scale_consistency
+sys.path.insert(0, str(Path(__file__).parent))
+from common import cpu_name, write_report  # noqa: E402
+
+import rezdiff  # noqa: E402
+from rezdiff.data import Synthetic  # noqa: E402
+from rezdiff.metrics import render_scale_consistency  # noqa: E402
+from rezdiff.nn.clif import NORM_MODES  # noqa: E402
 
 
 def neighbour_jumps(images: Tensor, tile: int) -> tuple[float, float]:
@@ -40,8 +50,14 @@ def neighbour_jumps(images: Tensor, tile: int) -> tuple[float, float]:
     return float(jumps[border].mean()), float(jumps[~border].mean())
 
 
+def psnr(image: Tensor, reference: Tensor) -> float:
+    """PSNR in dB of ``image`` against ``reference``, both in [-1, 1] (peak-to-peak 2); inf when equal."""
+    mse = float((image - reference).square().mean())
+    return math.inf if mse == 0 else 10 * math.log10(4 / mse)
+
+
 @torch.no_grad()
-def main() -> None:
+def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--ckpt", required=True, help="an INFDAutoencoder (stage 1) checkpoint")
     parser.add_argument("--num", type=int, default=16)
@@ -49,7 +65,10 @@ def main() -> None:
     parser.add_argument("--tile", type=int, default=32)
     parser.add_argument("--pad", type=int, default=8)
     parser.add_argument("--threads", type=int, default=1)
-    options = parser.parse_args()
+    parser.add_argument("--out", default=str(Path(__file__).parent / "results"))
+    parser.add_argument("--name", default="infd_tile_norm_cpu.json")
+    parser.add_argument("--note", default="", help="what the checkpoint is (stored in the JSON)")
+    options = parser.parse_args(argv)
     torch.set_num_threads(options.threads)
     model = rezdiff.load(options.ckpt).eval()
     resolution = options.resolution or 4 * model.encoder_resolution
@@ -60,28 +79,33 @@ def main() -> None:
     images = torch.stack([dataset.render(i, model.encoder_resolution) for i in indices])
     phi = model.decode(model.encode(images))
     whole = model.render(phi, resolution, tile=None)
-    report: dict[str, object] = {
-        "ckpt": options.ckpt,
-        "num": options.num,
-        "resolution": resolution,
-        "tile": options.tile,
-        "pad": options.pad,
-        "seam_ratio_whole": None,
+    modes: list[tuple[str, dict[str, Any]]] = [("whole", {"tile": None})]
+    modes += [(f"tiled, norm={n}", {"tile": options.tile, "pad": options.pad, "norm": n}) for n in NORM_MODES]
+    rows = []
+    for mode, render in modes:
+        image = whole if render["tile"] is None else model.render(phi, resolution, **render)
+        border, inside = neighbour_jumps(image, options.tile)
+        rows.append(
+            {
+                "mode": mode,
+                "max_diff_to_whole": float((image - whole).abs().max()),
+                "mean_diff_to_whole": float((image - whole).abs().mean()),
+                "psnr_to_whole": psnr(image, whole),
+                "seam_ratio": border / inside,
+                "scale_consistency_psnr": render_scale_consistency(model, phi, resolution // 2, **render)[
+                    "psnr"
+                ],
+            }
+        )
+        print(json.dumps(rows[-1]))
+    settings = {key: getattr(options, key) for key in ("ckpt", "num", "tile", "pad", "note")}
+    report = {
+        "benchmark": "infd_tile_norm",
+        "settings": {**settings, "resolution": resolution, "encoder_resolution": model.encoder_resolution},
+        "device": {"type": "cpu", "cpu": cpu_name(), "threads": options.threads},
+        "rows": rows,
     }
-    border, inside = neighbour_jumps(whole, options.tile)
-    report["seam_ratio_whole"] = border / inside
-    report["scale_consistency_whole"] = render_scale_consistency(model, phi, resolution // 2, tile=None)
-    for norm in ("global", "tile"):
-        render = {"tile": options.tile, "pad": options.pad, "norm": norm}
-        tiled = model.render(phi, resolution, **render)
-        border, inside = neighbour_jumps(tiled, options.tile)
-        report[norm] = {
-            "max_diff_to_whole": float((tiled - whole).abs().max()),
-            "mean_diff_to_whole": float((tiled - whole).abs().mean()),
-            "seam_ratio": border / inside,
-            "scale_consistency": render_scale_consistency(model, phi, resolution // 2, **render),
-        }
-    print(json.dumps(report, indent=1))
+    return write_report(report, options.out, options.name)
 
 
 if __name__ == "__main__":

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.helpers import REPO, TINY_DDPM
+from tests.helpers import REPO, TINY_DDPM, untrained_checkpoint
 
 
 def load_script(name: str):
@@ -41,6 +41,16 @@ def test_train_throughput_writes_a_complete_result(tmp_path: Path) -> None:
     assert report["device"]["type"] == "cpu" and report["versions"]["torch"]
     [row] = report["rows"]
     assert row["precision"] == "32" and row["images_per_second"] > 0 and row["train_flops_per_step"] > 0
+
+
+def test_batch_invariance_benchmark_records_both_ways(tmp_path: Path) -> None:
+    ckpt = untrained_checkpoint(TINY_DDPM, tmp_path / "ddpm.ckpt")
+    args = ["--ckpt", str(ckpt), "--num", "3", "--steps", "2", "--device", "cpu"]
+    report = load_script("batch_invariance").main([*args, "--out", str(tmp_path)])
+    assert json.loads((tmp_path / "batch_invariance_cpu.json").read_text()) == report
+    [row] = report["rows"]
+    assert row["class"] == "DDPM" and row["num"] == 3 and row["batch_invariant_repeats_bit_for_bit"]
+    assert 0 <= row["max_abs_difference"] < 0.1 and row["alone_s_per_image"] > 0 and row["cost_ratio"] > 0
 
 
 def test_dvdp_benchmarks_record_complete_results(tmp_path: Path) -> None:

@@ -207,6 +207,22 @@ def test_samples_at_two_resolutions_follow_the_seed(family: Family, runs: Runs) 
 
 
 @by_family
+def test_batch_invariant_seeds_are_bit_identical_in_any_batch_and_order(family: Family, runs: Runs) -> None:
+    """``sample_seeds(..., batch_invariant=True)``: image k is bit for bit the image its seed gives alone,
+    whatever the other seeds, their number or their order (issue 16.3), at the 2x size too."""
+    if family.autoencoder:
+        pytest.skip("an autoencoder reconstructs its inputs; it has no seeds")
+    model = rezdiff.load(_ckpt(runs.full(family)))
+    resolution = family.resolutions[1]
+    with torch.no_grad():
+        batched = model.sample_seeds([4, 2, 7], resolution, batch_invariant=True, steps=SAMPLE_STEPS)
+        reordered = model.sample_seeds([7, 4], resolution, batch_invariant=True, steps=SAMPLE_STEPS)
+        alone = model.sample_seeds([2], resolution, steps=SAMPLE_STEPS)
+    assert torch.equal(batched[1], alone[0])
+    assert torch.equal(batched[0], reordered[1]) and torch.equal(batched[2], reordered[0])
+
+
+@by_family
 def test_safetensors_export_rebuilds_the_same_model(family: Family, runs: Runs, tmp_path: Path) -> None:
     """``rezdiff export`` (safetensors + JSON) and ``rezdiff.load`` of the folder: the same class, plain
     hyperparameters (tuples come back as lists), every weight and buffer, the same samples."""

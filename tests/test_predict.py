@@ -79,6 +79,45 @@ def test_predict_writes_one_png_and_npz_per_seed_with_the_settings(ckpt: Path, t
     assert (default - expected[:3]).abs().max() > 1e-3
 
 
+def test_batch_invariant_predictions_are_bit_identical_whatever_the_batch_size(
+    ckpt: Path, tmp_path: Path
+) -> None:
+    """``predictions.batch_invariant``: the stored float images of seeds 3-5 are bit for bit the same in
+    batches of 3 and of 2, and equal ``sample_seeds(..., batch_invariant=True)``."""
+    folders = []
+    for batch_size in (3, 2):
+        root = tmp_path / f"batch{batch_size}"
+        extra = ("--predictions.seeds", "3-5", "--predictions.batch_size", str(batch_size))
+        extra += ("--predictions.npz", "true", "--predictions.batch_invariant", "true")
+        main(_predict(ckpt, root, *extra))
+        folders.append(root / "predictions" / "16x16")
+    expected = rezdiff.load(ckpt).sample_seeds([3, 4, 5], batch_invariant=True)
+    for seed, image in zip((3, 4, 5), expected, strict=True):
+        stored = [np.load(folder / f"seed{seed:06d}.npz")["image"] for folder in folders]
+        assert np.array_equal(stored[0], stored[1]), seed
+        assert torch.equal(torch.from_numpy(stored[0]), image), seed
+
+
+def test_sample_command_hands_batch_invariant_to_sample_seeds(
+    ckpt: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from rezdiff.models.base import DiffusionModule
+
+    seen: list[bool] = []
+    original = DiffusionModule.sample_seeds
+
+    def spy(self: DiffusionModule, seeds: list[int], resolution: object = None, **options: object) -> object:
+        seen.append(bool(options.get("batch_invariant")))
+        return original(self, seeds, resolution, **options)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(DiffusionModule, "sample_seeds", spy)
+    args = ["sample", "--ckpt", str(ckpt), "--seeds", "1-3", "--batch-size", "2", "--steps", "2"]
+    main([*args, "--out", str(tmp_path / "a"), "--device", "cpu", "--batch-invariant"])
+    assert seen == [True, True]
+    main([*args, "--out", str(tmp_path / "b"), "--device", "cpu"])
+    assert seen == [True, True, False, False]
+
+
 def test_predict_rejects_settings_the_family_lacks(ckpt: Path, tmp_path: Path) -> None:
     with pytest.raises(SystemExit, match=r"\['turbo'\] are not settings of DDPM.sample"):
         main(_predict(ckpt, tmp_path, "--predictions.sample_options", "{turbo: 1}"))
@@ -92,14 +131,17 @@ def test_predict_rejects_settings_the_family_lacks(ckpt: Path, tmp_path: Path) -
 @pytest.mark.slow
 def test_predict_on_two_gloo_processes_shares_the_seeds(ckpt: Path, tmp_path: Path) -> None:
     """7 seeds over 2 ranks in batches of 2: uneven shares, no seed twice (Lightning would pad a training
-    sampler with repeats), none missing, every file written once."""
+    sampler with repeats), none missing, every file written once; with ``batch_invariant`` each image is
+    bit for bit what one process gives for its seed."""
     audit = tmp_path / "audit"
     callbacks = f"[{{class_path: tests.helpers.SeedAudit, init_args: {{path: {audit}}}}}]"
     args = _predict(ckpt, tmp_path / "run", "--predictions.seeds", "0-6", "--predictions.batch_size", "2")
     args = [a if a != "--trainer.callbacks=[]" else f"--trainer.callbacks={callbacks}" for a in args]
     args += ["--predictions.sample_options", "{steps: 2, eta: 1.0}"]
+    args += ["--predictions.npz", "true", "--predictions.batch_invariant", "true"]
     args += ["--trainer.accelerator", "cpu", "--trainer.devices", "2", "--trainer.strategy", "ddp"]
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO / "src"), str(REPO)])}
+    env["OMP_NUM_THREADS"] = "1"  # as this process (single_thread): the kernels round alike
     result = subprocess.run(
         [sys.executable, "-m", "rezdiff", *args],
         capture_output=True,
@@ -118,8 +160,13 @@ def test_predict_on_two_gloo_processes_shares_the_seeds(ckpt: Path, tmp_path: Pa
     assert sorted(seeds) == list(range(7)), "a seed generated twice or never"
     assert {rank for rank, _, _ in lines} == {"0", "1"}, "one rank did all the work"
     assert {options for _, _, options in lines} == {'{"eta": 1.0, "steps": 2}'}
-    written = sorted(p.name for p in (tmp_path / "run" / "predictions" / "16x16").iterdir())
-    assert written == [f"seed{s:06d}.png" for s in range(7)]
+    folder = tmp_path / "run" / "predictions" / "16x16"
+    written = sorted(p.name for p in folder.iterdir())
+    assert written == sorted([f"seed{s:06d}.png" for s in range(7)] + [f"seed{s:06d}.npz" for s in range(7)])
+    # batch_invariant: each image is bit for bit what one process gives for its seed alone
+    expected = rezdiff.load(ckpt).sample_seeds(range(7), batch_invariant=True, steps=2, eta=1.0)
+    for seed in range(7):
+        assert torch.equal(torch.from_numpy(np.load(folder / f"seed{seed:06d}.npz")["image"]), expected[seed])
 
 
 def test_a_sampler_registered_in_a_test_runs_through_sample_and_predict(ckpt: Path, tmp_path: Path) -> None:

@@ -83,14 +83,19 @@ def test_declared_dependencies_are_the_imported_ones() -> None:
 
 
 def test_core_maths_imports_without_lightning_and_the_package_names_resolve() -> None:
-    """``import rezdiff.core`` must not load Lightning or diffusers (an eager ``rezdiff/__init__`` did);
+    """No module of ``rezdiff.core`` loads Lightning, diffusers or a higher layer (an eager
+    ``rezdiff/__init__`` did; ``core/mollified`` once imported ``rezdiff.data.coords``);
     every public name of ``rezdiff`` still resolves on first use."""
     import subprocess
 
     code = (
-        "import sys, rezdiff.core\n"
+        "import importlib, pkgutil, sys, rezdiff.core\n"
+        "for module in pkgutil.iter_modules(rezdiff.core.__path__):\n"
+        "    importlib.import_module('rezdiff.core.' + module.name)\n"
         "heavy = sorted(m for m in ('lightning', 'diffusers', 'jsonargparse') if m in sys.modules)\n"
         "assert not heavy, heavy\n"
+        "layers = sorted(m for m in sys.modules if m.startswith(('rezdiff.data', 'rezdiff.models')))\n"
+        "assert not layers, layers  # core is the bottom layer\n"
         "import rezdiff\n"
         "missing = [name for name in rezdiff.__all__ if getattr(rezdiff, name, None) is None]\n"
         "assert not missing, missing\n"

@@ -14,7 +14,8 @@ The sampler settings are not listed here: they are the keyword-only parameters o
 ``sample()`` (:func:`sampler_options`; a ``Literal`` becomes a choice, a ``bool`` a ``--x/--no-x`` pair,
 ``none`` unsets an optional number), read after a first pass finds ``--ckpt``; unset, each is the
 checkpoint's own. Image k of a run draws its noise from seed ``--seed + k``, or from the k-th seed of
-``--seeds 0-63`` (``DiffusionModule.sample_seeds``). Before sampling at a given ``--resolution``, one
+``--seeds 0-63`` (``DiffusionModule.sample_seeds``), bit for bit whatever ``--batch-size`` with
+``--batch-invariant``. Before sampling at a given ``--resolution``, one
 sampler step of one image is probed at the training size and at twice it and the batch's memory
 extrapolated (:func:`rezdiff.memory.estimate_memory`); a batch estimated beyond the device's free memory is
 refused unless ``--force``.
@@ -276,6 +277,12 @@ def parser(model_class: type | None = None) -> argparse.ArgumentParser:
         help="one image per seed, e.g. 0-63 or 0-9,100 (instead of --num/--seed); files are named by seed",
     )
     parser.add_argument("--batch-size", type=_positive, default=16)
+    parser.add_argument(
+        "--batch-invariant",
+        action="store_true",
+        help="sample every image in a batch of its own: image k is then bit-identical whatever --batch-size "
+        "(batched kernels round by batch size), at the cost of batching",
+    )
     parser.add_argument("--out", default="samples", help="output folder")
     parser.add_argument("--device", default="auto", help="cpu, cuda, cuda:1, ... (auto: cuda if present)")
     parser.add_argument("--no-ema", action="store_true", help="sample with the raw weights, not the EMA")
@@ -452,7 +459,8 @@ def _unconditional(
     model: Any, options: argparse.Namespace, out: Path, settings: dict[str, Any]
 ) -> list[Path]:
     """``--num`` images per ``--resolution``, image k keyed by seed ``--seed + k`` (see ``sample_seeds``), or
-    one image per seed of ``--seeds``, named by its seed: an image is the same whatever ``--batch-size``."""
+    one image per seed of ``--seeds``, named by its seed: an image is the same whatever ``--batch-size`` up to
+    kernel rounding, and bit for bit with ``--batch-invariant``."""
     from tqdm.auto import tqdm
 
     written: list[Path] = []
@@ -464,7 +472,12 @@ def _unconditional(
         for start in range(0, options.num, options.batch_size):
             seeds = all_seeds[start : start + options.batch_size]
             batch = model.sample_seeds(
-                seeds, resolution, steps=options.steps, use_ema=not options.no_ema, **settings
+                seeds,
+                resolution,
+                batch_invariant=options.batch_invariant,
+                steps=options.steps,
+                use_ema=not options.no_ema,
+                **settings,
             )
             batches.append(batch.cpu())
             if progress is None:

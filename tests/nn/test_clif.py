@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from rezdiff.data import coords as C
-from rezdiff.nn.clif import CLIF, LIIFRenderer, grid_queries, query_features, render_field
+from rezdiff.nn.clif import CLIF, LIIFRenderer, grid_queries, query_features, render_field, sampled_stats
 
 
 def _reference_query(phi: torch.Tensor, point: torch.Tensor, cell: torch.Tensor) -> torch.Tensor:
@@ -116,3 +116,72 @@ def test_box_render_is_the_window_of_the_whole_render_for_a_pointwise_renderer()
         full_box = render_field(renderer, phi, 32, box=(-1.0, -1.0, 1.0, 1.0))
     torch.testing.assert_close(right_half, whole[..., 16:])
     torch.testing.assert_close(full_box, whole)
+
+
+def _whole_query(phi: torch.Tensor, rows: tuple[int, int], cols: tuple[int, int], size: tuple[int, int]):
+    points, cell = grid_queries(size, rows, cols, None)
+    batch = phi.shape[0]
+    return query_features(phi, points.expand(batch, -1, -1, -1), cell.view(1, 2).expand(batch, 2))
+
+
+def test_sampled_statistics_are_those_of_the_whole_render_over_the_window_centres() -> None:
+    """``sampled_stats`` on a 128x128 output cut into 8x8 adjacent 16-px windows (radius 4: centres are
+    pixels 4..11 of each window): norm k's statistics equal the per-image moments of the whole render's
+    norm-k input (under the same statistics for the earlier norms) over exactly those centre pixels. A
+    window centre that saw zero padding, images pooled together or a window left out would differ."""
+    torch.manual_seed(0)
+    renderer = CLIF(feature_channels=8, hidden_channels=16, num_res_blocks=1, norm_num_groups=4).eval()
+    assert renderer.receptive_radius == 4 and 2 * 4 + 8 == 16
+    phi = torch.randn(2, 8, 8, 8)
+    phi[1] = phi[1] * 3 + 1  # the two images have different statistics
+    size = (128, 128)
+
+    def window_query(rows: tuple[int, int], cols: tuple[int, int]) -> torch.Tensor:
+        return _whole_query(phi, rows, cols, size)
+
+    with torch.no_grad():
+        stats = sampled_stats(renderer, window_query, size, tile=128, batch=2)
+        assert len(stats) == renderer.num_norms and stats[0].shape == (2, 4, 2)
+        centre = (torch.arange(128) % 16 >= 4) & (torch.arange(128) % 16 < 12)
+        mask = centre[:, None] & centre[None, :]
+        query = window_query((0, 128), (0, 128))
+        for k in range(renderer.num_norms):
+            h = renderer.run(query, stats, stop=k)[..., mask].double().reshape(2, 4, -1)
+            expected = torch.stack((h.mean(-1), h.var(-1, unbiased=False)), dim=-1)
+            torch.testing.assert_close(stats[k], expected, rtol=1e-5, atol=1e-6)
+        assert not torch.allclose(stats[0][0], stats[0][1])
+
+
+def test_sampled_render_is_the_whole_render_under_the_sampled_statistics() -> None:
+    """Tiled ``norm="sampled"``: every tile is normalised with the sampled whole-image statistics (so no
+    seams), and the windows stay within one tile's pixels for tiles of 160 and more."""
+    torch.manual_seed(0)
+    renderer = CLIF(feature_channels=8, hidden_channels=16, norm_num_groups=4).eval()
+    phi = torch.randn(2, 8, 8, 8)
+    size = (150, 170)
+
+    def window_query(rows: tuple[int, int], cols: tuple[int, int]) -> torch.Tensor:
+        return _whole_query(phi, rows, cols, size)
+
+    with torch.no_grad():
+        stats = sampled_stats(renderer, window_query, size, tile=48, batch=2)
+        expected = renderer.run(window_query((0, 150), (0, 170)), stats)
+        tiled = render_field(renderer, phi, size, tile=48, pad=8, norm="sampled")
+        whole = render_field(renderer, phi, size, tile=None)
+        per_tile = render_field(renderer, phi, size, tile=48, pad=8, norm="tile")
+    torch.testing.assert_close(tiled, expected, rtol=1e-4, atol=1e-5)
+    assert (tiled - whole).abs().mean() < (per_tile - whole).abs().mean()
+
+    seen: list[int] = []
+
+    class Counting(CLIF):
+        def run(self, query, stats=None, stop=None):  # type: ignore[no-untyped-def]
+            seen.append(query.shape[0] * query.shape[-2] * query.shape[-1])
+            return super().run(query, stats, stop)
+
+    counting = Counting(feature_channels=8, hidden_channels=8, num_res_blocks=1, norm_num_groups=4)
+    with torch.no_grad():
+        sampled_stats(counting, lambda r, c: _whole_query(phi[:1], r, c, (1024, 1024)), (1024, 1024), 256, 1)
+    assert seen == [256 * 256]  # one pass over 8 x 8 windows of 32 px: one tile's pixels
+    with pytest.raises(ValueError, match="'global' .* 'sampled' .* 'tile'"):
+        render_field(renderer, phi, size, tile=48, norm="exact")  # type: ignore[arg-type]

@@ -58,19 +58,22 @@ class _Seeds(Dataset[int]):
         return self.seeds[index]
 
 
-def _collate(seeds: list[int], resolution: tuple[int, int] | None, options: dict[str, Any]) -> SeedBatch:
-    return SeedBatch(list(seeds), resolution, dict(options))
+def _collate(
+    seeds: list[int], resolution: tuple[int, int] | None, options: dict[str, Any], batch_invariant: bool
+) -> SeedBatch:
+    return SeedBatch(list(seeds), resolution, dict(options), batch_invariant)
 
 
 class PredictionWriter(BasePredictionWriter):
     """The ``predictions:`` settings and the files of ``rezdiff predict``.
 
-    ``seeds``: which images, e.g. ``"0-49999"`` (image k is sampled from its seed, so a seed names the same
-    image whatever the number of ranks once every family's ``sample()`` takes ``seeds=``; until then see
-    ``DiffusionModule.sample_seeds``); ``resolution``: the size, the model's own when None;
-    ``batch_size``: images per ``sample()`` call; ``npz``: also write ``seed######.npz`` holding the float
-    image in [-1, 1] (``image``, ``[C, H, W]``) and its ``seed``; ``sample_options``: keyword arguments of
-    the family's ``sample()`` (its sampler settings: ``steps``, ``sampler``, ``eta``, ``spacing``, ``tile``,
+    ``seeds``: which images, e.g. ``"0-49999"`` (image k draws its noise from its seed, so a seed names
+    the same image whatever the number of ranks; see ``DiffusionModule.sample_seeds``); ``resolution``: the
+    size, the model's own when None; ``batch_size``: images per ``sample()`` call; ``batch_invariant``:
+    sample each image in a batch of its own, so it is bit-identical whatever ``batch_size`` or the number
+    of ranks, at the cost of batching; ``npz``: also write ``seed######.npz`` holding the float image in
+    [-1, 1] (``image``, ``[C, H, W]``) and its ``seed``; ``sample_options``: keyword arguments of the
+    family's ``sample()`` (its sampler settings: ``steps``, ``sampler``, ``eta``, ``spacing``, ``tile``,
     ...), unset ones being the checkpoint's; ``out``: the folder, ``<run>/predictions`` by default.
     """
 
@@ -79,6 +82,7 @@ class PredictionWriter(BasePredictionWriter):
         seeds: str = "0-15",
         resolution: int | tuple[int, int] | None = None,
         batch_size: int = 16,
+        batch_invariant: bool = False,
         npz: bool = False,
         sample_options: dict[str, Any] | None = None,
         out: str | None = None,
@@ -89,6 +93,7 @@ class PredictionWriter(BasePredictionWriter):
         self.seeds = parse_seeds(seeds, "predictions.seeds")
         self.resolution = None if resolution is None else as_hw(resolution)
         self.batch_size = batch_size
+        self.batch_invariant = batch_invariant
         self.npz = npz
         self.sample_options = dict(sample_options or {})
         self.out = out
@@ -113,7 +118,12 @@ class PredictionWriter(BasePredictionWriter):
 
     def dataloader(self) -> DataLoader[SeedBatch]:
         """Batches of ``batch_size`` seeds in order; Lightning shards them across ranks."""
-        collate = functools.partial(_collate, resolution=self.resolution, options=self.sample_options)
+        collate = functools.partial(
+            _collate,
+            resolution=self.resolution,
+            options=self.sample_options,
+            batch_invariant=self.batch_invariant,
+        )
         return DataLoader(_Seeds(self.seeds), batch_size=self.batch_size, shuffle=False, collate_fn=collate)
 
     def folder(self, trainer: pl.Trainer, height: int, width: int) -> Path:

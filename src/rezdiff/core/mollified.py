@@ -36,6 +36,7 @@ from rezdiff.core.operators import GaussianMollifier, dct2, idct2
 from rezdiff.core.samplers import GAUSSIAN, get_sampler
 from rezdiff.core.sampling import Callback, EpsAfterClip, EpsFn, Generators, SamplerSettings
 from rezdiff.core.schedules import as_f64
+from rezdiff.core.shapes import as_hw
 
 __all__ = [
     "gaussian_data_eps",
@@ -47,21 +48,14 @@ __all__ = [
 ]
 
 
-def _hw(resolution: int | Sequence[int]) -> tuple[int, int]:
-    h, w = (resolution, resolution) if isinstance(resolution, int) else tuple(int(v) for v in resolution)
-    if h <= 0 or w <= 0:
-        raise ValueError(f"resolution must be positive, got {resolution!r}")
-    return h, w
-
-
 def resolution_factor(train_resolution: int | Sequence[int], resolution: int | Sequence[int]) -> float:
     """``f = R / R0``: how many times finer ``resolution`` is than ``train_resolution`` (ints or ``(H, W)``).
 
     For a change of aspect ratio the two axes differ; ``f`` is then their geometric mean
     ``sqrt(H W / (H0 W0))`` (the mollifier and the network's kernels are isotropic, one factor each).
     """
-    h0, w0 = _hw(train_resolution)
-    h, w = _hw(resolution)
+    h0, w0 = as_hw(train_resolution, "train_resolution")
+    h, w = as_hw(resolution)
     return math.sqrt((h * w) / (h0 * w0))
 
 

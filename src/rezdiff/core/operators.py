@@ -35,6 +35,9 @@ Conventions (every operator here):
 * **Precision.** Everything runs in float32, or float64 for float64 inputs, with autocast disabled, and is
   cast back to the input's dtype (FFTs in half precision are inaccurate or unsupported). Spectra and
   multipliers are float64 tensors on the CPU.
+
+(Over ~400 lines on purpose: every operator below rests on the conventions above, which are stated once
+here; split across files, a reader of one covariance would lose the scaling rules it depends on.)
 """
 
 from __future__ import annotations

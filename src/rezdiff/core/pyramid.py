@@ -18,6 +18,9 @@ component is exactly the base schedule's: no SNR jump to correct at a turning po
 Timesteps are 0-based indices into the schedule tables (diffusers' convention); ``t = -1`` is the data
 (``lambda = 1, sigma = 0``). A paper turning point ``T_k`` means: index ``T_k - 1`` is the last of stage
 ``k - 1``, and indices ``T_k .. T_{k+1} - 1`` form stage ``k`` (paper times ``(T_k, T_{k+1}]``, Eq. 12).
+
+(Slightly over ~400 lines: the operators, the schedule and the reverse steps share the coordinate and
+timestep conventions above and are read together against the paper's equations.)
 """
 
 from __future__ import annotations

@@ -12,20 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-Resolution = int | tuple[int, int]
-
-
-def as_hw(resolution: Resolution | list[int] | torch.Size, name: str = "resolution") -> tuple[int, int]:
-    """``64`` -> ``(64, 64)``; ``(48, 64)`` stays ``(H, W)``. Rejects non-positive sizes, naming ``name``."""
-    if isinstance(resolution, int):
-        hw = (resolution, resolution)
-    else:
-        hw = tuple(int(v) for v in resolution)
-        if len(hw) != 2:
-            raise ValueError(f"{name} must be an int or (height, width), got {resolution!r}")
-    if min(hw) <= 0:
-        raise ValueError(f"{name} must be positive, got {resolution!r}")
-    return hw  # type: ignore[return-value]
+from rezdiff.core.shapes import Resolution, as_hw  # noqa: F401  (the one definition; re-exported)
 
 
 def pixel_centers(

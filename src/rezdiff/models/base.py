@@ -49,11 +49,13 @@ def step_generator(*keys: int, device: torch.device | str = "cpu") -> torch.Gene
 @dataclass
 class SeedBatch:
     """A batch of ``rezdiff predict``: the seeds of its images, the resolution to sample at (None: the
-    model's) and the keyword arguments of ``sample()`` (sampler settings)."""
+    model's), the keyword arguments of ``sample()`` (sampler settings) and whether each image is sampled
+    alone (``sample_seeds``'s ``batch_invariant``)."""
 
     seeds: list[int]
     resolution: tuple[int, int] | None = None
     options: dict[str, Any] = field(default_factory=dict)
+    batch_invariant: bool = False
 
 
 class DiffusionModule(pl.LightningModule, ABC):
@@ -244,19 +246,34 @@ class DiffusionModule(pl.LightningModule, ABC):
         A :class:`FieldBatch` (``trainer.predict`` on a datamodule) gets as many samples as it holds, at its
         resolution."""
         if isinstance(batch, SeedBatch):
-            return self.sample_seeds(batch.seeds, batch.resolution, **batch.options)
+            return self.sample_seeds(
+                batch.seeds, batch.resolution, batch_invariant=batch.batch_invariant, **batch.options
+            )
         generator = step_generator(self._seed(), 3, batch_idx, self.global_rank, device=self.device)
         return self.sample(batch.batch_size, tuple(batch.image.shape[-2:]), generator=generator)
 
     def sample_seeds(
-        self, seeds: Sequence[int], resolution: Resolution | None = None, **options: Any
+        self,
+        seeds: Sequence[int],
+        resolution: Resolution | None = None,
+        batch_invariant: bool = False,
+        **options: Any,
     ) -> Tensor:
         """``sample(len(seeds), resolution, seeds=seeds, **options)``: the one place where ``rezdiff sample``
         and ``rezdiff predict`` turn seeds into a sampler's randomness; image k draws all its noise from
-        ``seeds[k]``, whatever the images batched with it."""
+        ``seeds[k]``, whatever the images batched with it.
+
+        Batched kernels round differently for different batch sizes (a convolution's blocking follows the
+        batch), so an image sampled among others can differ from the same seed sampled among fewer in the
+        last bits. ``batch_invariant`` samples each
+        image in a batch of its own, so image k is bit-identical whatever the batch size, order or number
+        of ranks on the same device and thread count, at the cost of batching."""
         if len(seeds) == 0:
             raise ValueError("sample_seeds needs at least one seed")
-        return self.sample(len(seeds), resolution, seeds=[int(seed) for seed in seeds], **options)
+        seeds = [int(seed) for seed in seeds]
+        if batch_invariant:
+            return torch.cat([self.sample(1, resolution, seeds=[seed], **options) for seed in seeds])
+        return self.sample(len(seeds), resolution, seeds=seeds, **options)
 
     # ----------------------------------------------------------------- optimisation
     def configure_optimizers(self) -> Any:

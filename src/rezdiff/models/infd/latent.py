@@ -44,7 +44,7 @@ from rezdiff.data.coords import Resolution
 from rezdiff.data.datasets import FieldDataset
 from rezdiff.data.samplers import FieldSampler
 from rezdiff.models.base import DiffusionModule, resolution_or, step_generator
-from rezdiff.nn.clif import NormMode
+from rezdiff.nn.clif import NormMode, check_norm_mode
 from rezdiff.nn.unet import UNet
 
 # Stage-1 arguments replaced when the autoencoder is rebuilt for inference inside stage 2: the perceptual
@@ -253,10 +253,9 @@ class INFD(DiffusionModule):
         norm: NormMode = "global",
     ) -> Tensor:
         """φ -> images at ``resolution``, one sample at a time (peak memory ~ one image's tiles); ``norm``:
-        GroupNorm statistics of a tiled render, whole-image (``"global"``) or per tile (``"tile"``, the
-        authors'), see :func:`rezdiff.nn.clif.render_field`."""
-        if norm not in ("global", "tile"):
-            raise ValueError(f"norm must be 'global' (whole-image statistics) or 'tile', got {norm!r}")
+        GroupNorm statistics of a tiled render, whole-image (``"global"``), estimated from windows
+        (``"sampled"``) or per tile (``"tile"``, the authors'), see :func:`rezdiff.nn.clif.render_field`."""
+        check_norm_mode(norm)
         # norm is passed only when not the default, so stage-1 stand-ins whose render has no norm still work
         options: dict[str, Any] = {"tile": tile, "pad": pad} | ({"norm": norm} if norm != "global" else {})
         render = self.autoencoder.render
@@ -421,13 +420,13 @@ class INFD(DiffusionModule):
         """``num`` images at ``resolution`` (default ``encoder_resolution``), any size: latent ``sampler``
         (DDIM by default; ``steps``, ``eta``, ``spacing``) → VQ + decoder → render, tiled by ``tile`` px with
         ``pad`` px context (``tile=None``: whole) and GroupNorm statistics ``norm`` (``"global"``: of the
-        whole image, the tiled render equals the whole one; ``"tile"``: of each padded tile, the authors'
-        mode). ``guidance``: a list of :class:`rezdiff.inverse.guidance.Condition` for DPS box guidance with
-        step ``guidance_scale`` (see that module). ``seeds``: one per image; ``callback`` sees every latent
+        whole image, the tiled render equals the whole one; ``"sampled"``: the whole image's, estimated from
+        windows at about one tile's extra cost; ``"tile"``: of each padded tile, the authors' mode).
+        ``guidance``: a list of :class:`rezdiff.inverse.guidance.Condition` for DPS box guidance with step
+        ``guidance_scale`` (see that module). ``seeds``: one per image; ``callback`` sees every latent
         step."""
         height, width = resolution_or(self.encoder_resolution, resolution)
-        if norm not in ("global", "tile"):  # checked before the (long) latent sampling
-            raise ValueError(f"norm must be 'global' (whole-image statistics) or 'tile', got {norm!r}")
+        check_norm_mode(norm)  # before the (long) latent sampling
         self.check_sampler(sampler)
         latents = self.sample_latents(
             num,

@@ -8,6 +8,9 @@ conditioning, attention through ``scaled_dot_product_attention``) aggregates glo
 the points bilinearly, and refined by up-blocks that fuse the down-blocks' skips. The neighbour structure is
 built once per forward pass and shared by every sparse block; ``kernel_scale = R / R0`` resizes the sparse
 kernels for sampling at a resolution ``R`` other than the training one ``R0`` (the inner grid stays fixed).
+
+(Over ~400 lines: the denoiser and the encoder share their sparse ends (``_SparseEnds``), and the U-Net
+between them is the paper's Fig. 4 in one place.)
 """
 
 from __future__ import annotations
