@@ -64,6 +64,7 @@ MODULE_TESTS: dict[str, list[str]] = {
         "tests/core/test_samplers.py",
     ],
     "rezdiff/core/mollified.py": ["tests/core/test_mollified.py"],
+    "rezdiff/core/shapes.py": ["tests/data/test_coords.py", "tests/core/test_mollified.py"],
     "rezdiff/core/samplers.py": ["tests/core/test_samplers.py"],
     "rezdiff/core/sampling.py": ["tests/core/test_samplers.py", "tests/core/test_gaussian.py"],
     "rezdiff/core/operators.py": [

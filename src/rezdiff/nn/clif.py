@@ -121,16 +121,19 @@ def layer_stats(stats: Stats, k: int, h: Tensor) -> Tensor | None:
 
 
 def group_norm(x: Tensor, norm: nn.GroupNorm, stats: Tensor | None) -> Tensor:
-    """``norm(x)``, or the same affine normalisation with given ``(mean, var)`` statistics ``[B, G, 2]``."""
+    """``norm(x)``, or the same affine normalisation with given ``(mean, var)`` statistics ``[B, G, 2]``,
+    applied as one per-channel ``scale * x + shift`` (a single output allocation: tiled rendering's peak
+    memory is a few activations of one tile)."""
     if stats is None:
         return norm(x)
-    batch, channels = x.shape[:2]
-    grouped = x.reshape(batch, norm.num_groups, -1)
-    mean, var = stats[..., :1].to(x.dtype), stats[..., 1:].to(x.dtype)
-    out = ((grouped - mean) * torch.rsqrt(var + norm.eps)).reshape_as(x)
+    per_group = x.shape[1] // norm.num_groups
+    mean, var = (stats[..., i].to(x.dtype).repeat_interleave(per_group, dim=1) for i in (0, 1))
+    scale = torch.rsqrt(var + norm.eps)  # [B, C]
+    shift = -mean * scale
     if norm.affine:
-        out = out * norm.weight.view(1, channels, 1, 1) + norm.bias.view(1, channels, 1, 1)
-    return out
+        scale = scale * norm.weight
+        shift = shift * norm.weight + norm.bias
+    return torch.addcmul(shift[..., None, None], x, scale[..., None, None])
 
 
 # ------------------------------------------------------------------------------------------ renderers
