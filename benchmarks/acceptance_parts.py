@@ -214,11 +214,11 @@ def infd(ctx: Context) -> dict[str, Any]:
 
 # ------------------------------------------------------------------------------------------ DDPM training
 def synthetic_overrides(config: str, images: int = 64) -> list[str]:
-    """CLI overrides that swap a config's dataset for ``Synthetic`` at the size its sampler reads."""
+    """CLI overrides that swap a config's dataset for ``Synthetic`` at the size its data view reads."""
     spec = yaml.safe_load(Path(config).read_text())
     data = spec["data"]["init_args"]
-    sampler = (data.get("sampler") or {}).get("init_args") or {}
-    size = sampler.get("max_scale") or sampler.get("resolution") or sampler.get("encoder_resolution") or 64
+    view = (data.get("view") or {}).get("init_args") or {}
+    size = view.get("max_scale") or view.get("resolution") or view.get("encoder_resolution") or 64
     model = spec["model"]["init_args"]
     channels = model.get("channels", 3)
     dataset = (

@@ -36,7 +36,7 @@ CONFIG = Path(__file__).resolve().parents[1] / "configs" / "quickstart" / "dvdp.
 
 def train(model: DVDP, dataset: Synthetic, train_size: int, options: argparse.Namespace) -> float:
     """Plain training loop (AdamW + warmup + clipping + EMA, as the quickstart); returns seconds."""
-    sampler = FullGrid(options.resolution)
+    view = FullGrid(options.resolution)
     optimizer = torch.optim.AdamW(model.network.parameters(), lr=model.lr, betas=model.adam_betas)
     order = torch.Generator().manual_seed(0)
     start = time.perf_counter()
@@ -44,7 +44,7 @@ def train(model: DVDP, dataset: Synthetic, train_size: int, options: argparse.Na
         for group in optimizer.param_groups:
             group["lr"] = model.lr * min(1.0, (step + 1) / max(1, model.warmup_steps))
         index = torch.randint(0, train_size, (options.batch,), generator=order).tolist()
-        batch = FieldBatch.collate([sampler(dataset, i) for i in index])
+        batch = FieldBatch.collate([view(dataset, i) for i in index])
         loss = model.loss(batch, step_generator(0, step))
         optimizer.zero_grad(set_to_none=True)
         loss.backward()

@@ -129,9 +129,9 @@ def model_arguments(resolution: int, inner: int, net: dict[str, Any], latent_dim
 def make_batch(resolution: int, rate: int, batch: int, device: torch.device) -> FieldBatch:
     """``batch`` examples of ``RandomPixels(resolution, 1 / rate)`` (8 distinct synthetic images)."""
     dataset = Synthetic(num_images=8, resolution=resolution)
-    sampler = RandomPixels(resolution, 1 / rate)
+    view = RandomPixels(resolution, 1 / rate)
     generator = torch.Generator().manual_seed(rate * 1000 + batch)
-    items = FieldBatch.collate([sampler(dataset, i % len(dataset), generator) for i in range(batch)])
+    items = FieldBatch.collate([view(dataset, i % len(dataset), generator) for i in range(batch)])
     fields = {f.name: getattr(items, f.name) for f in dataclasses.fields(items)}
     return FieldBatch(**{name: None if v is None else v.to(device) for name, v in fields.items()})
 

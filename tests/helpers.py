@@ -54,8 +54,8 @@ TINY_INFTY_DIFF = dict(
 
 def synthetic_batch(num: int, resolution: int = 16) -> FieldBatch:
     """``num`` built-in synthetic images at ``resolution``, as one FullGrid batch."""
-    dataset, sampler = Synthetic(num_images=num, resolution=resolution), FullGrid(resolution)
-    return FieldBatch.collate([sampler(dataset, i) for i in range(num)])
+    dataset, view = Synthetic(num_images=num, resolution=resolution), FullGrid(resolution)
+    return FieldBatch.collate([view(dataset, i) for i in range(num)])
 
 
 def loss_before_and_after(model: DiffusionModule, batch: FieldBatch, steps: int) -> tuple[float, float]:

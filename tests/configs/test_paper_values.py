@@ -260,22 +260,22 @@ ROWS += rows_for(
         ("derived.iterations", 1_000_000, f"{INFD} H.2: 1M iterations (global_step counts two optimisers)"),
         ("derived.mixed_precision", False, "yinboc/infd trainers: float32, no autocast"),
         (
-            "data.init_args.sampler.init_args.min_scale",
+            "data.init_args.view.init_args.min_scale",
             256,
             INFD_CODE.format("ae_ffhq.yaml") + ": resize_gt_lb",
         ),
         (
-            "data.init_args.sampler.init_args.max_scale",
+            "data.init_args.view.init_args.max_scale",
             1024,
             INFD_CODE.format("ae_ffhq.yaml") + ": resize_gt_ub",
         ),
         (
-            "data.init_args.sampler.init_args.patch",
+            "data.init_args.view.init_args.patch",
             256,
             INFD_CODE.format("ae_ffhq.yaml") + ": final_crop_gt 256",
         ),
         (
-            "data.init_args.sampler.init_args.p_max",
+            "data.init_args.view.init_args.p_max",
             0.0,
             INFD_CODE.format("ae_ffhq.yaml") + ": hrft never starts",
         ),
@@ -304,7 +304,7 @@ ROWS += [
     ),
     Row(
         "infd_ffhq6k_mix",
-        "data.init_args.sampler.init_args.high_res_prob",
+        "data.init_args.view.init_args.high_res_prob",
         0.5,
         f"{INFD} §5.3: '6K-Mix, bal.'",
     ),
@@ -513,7 +513,7 @@ DERIVED: dict[str, Callable[[str], Any]] = {
     ],
     "global_batch_8_gpus": lambda c: 8 * lookup(load(c), "data.init_args.batch_size"),
     "mixed_precision": lambda c: str(load(c)["trainer"].get("precision", "32")).endswith("-mixed"),
-    "point_fraction": lambda c: lookup(load(c), "data.init_args.sampler.init_args.fraction"),
+    "point_fraction": lambda c: lookup(load(c), "data.init_args.view.init_args.fraction"),
     "hflip": lambda c: load(c)["data"]["init_args"].get("hflip", 0.0),  # FieldDataModule's default: 0
     "time_embed_dim": lambda c: build(c).network.time_embed_dim,
     "stage1_latent_dim": lambda c: build(c).latent_dim,

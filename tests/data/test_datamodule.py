@@ -6,15 +6,15 @@ import torch
 
 from rezdiff.data.batch import FieldBatch
 from rezdiff.data.datamodule import FieldDataModule, SampledDataset
-from rezdiff.data.samplers import FullGrid, RandomPixels
 from rezdiff.data.synthetic import Synthetic
+from rezdiff.data.views import FullGrid, RandomPixels
 from tests.helpers import quiet_trainer
 
 
 def _module(**overrides):
     options = {
         "dataset": Synthetic(num_images=20, resolution=16),
-        "sampler": RandomPixels(16, 0.25),
+        "view": RandomPixels(16, 0.25),
         "batch_size": 4,
         "val_fraction": 0.25,
         "seed": 5,
@@ -48,12 +48,12 @@ def test_validation_batches_identical_across_epochs_and_modules():
         assert torch.equal(a.image, c.image) and torch.equal(a.coords, c.coords)
     # the example depends on (seed, image index) only, not on its position in a loader
     val = module.split()[1]
-    alone = SampledDataset(module.dataset, [val[3]], module.sampler, seed=5)[0]
+    alone = SampledDataset(module.dataset, [val[3]], module.view, seed=5)[0]
     assert torch.equal(alone.index, first[0].index[3])
 
 
 def test_training_batches_are_random_and_stacked():
-    module = _module(sampler=RandomPixels(16, 0.5), val_sampler=FullGrid(16), val_batch_size=2)
+    module = _module(view=RandomPixels(16, 0.5), val_view=FullGrid(16), val_batch_size=2)
     module.setup("fit")
     loader = module.train_dataloader()
     assert loader.drop_last and len(loader) == 3  # 15 images, batches of 4
@@ -218,13 +218,13 @@ def test_ffhq_configs_use_the_ldm_split_file():
 
 
 def test_hflip_draws_training_examples_from_the_mirror_image():
-    """hflip=1 mirrors every training example (through rendering samplers too: the pixels RandomPixels picks
+    """hflip=1 mirrors every training example (through rendering views too: the pixels RandomPixels picks
     are those of the mirror image), hflip=0.5 about half of them, validation never; out of range is an
     error naming the option."""
     dataset = Synthetic(num_images=8, resolution=16, seed=3)
     assert not torch.equal(dataset[0], dataset[0].flip(-1))
-    for sampler in (FullGrid(16), RandomPixels(16, fraction=0.25)):
-        module = FieldDataModule(dataset, sampler, batch_size=4, val_fraction=0.25, hflip=1.0)
+    for view in (FullGrid(16), RandomPixels(16, fraction=0.25)):
+        module = FieldDataModule(dataset, view, batch_size=4, val_fraction=0.25, hflip=1.0)
         train = module.train_dataset()
         for position, index in enumerate(train.indices):
             torch.testing.assert_close(train[position].image, dataset.render(index, 16).flip(-1))

@@ -1,4 +1,4 @@
-"""Fourier resizing is exact on band-limited functions; the Levels sampler renders the finest level."""
+"""Fourier resizing is exact on band-limited functions; the Levels view renders the finest level."""
 
 from __future__ import annotations
 
@@ -50,17 +50,17 @@ def test_down_after_up_is_the_identity_on_the_coarse_band() -> None:
 
 def test_levels_renders_the_finest_level_and_downsamples_on_demand() -> None:
     dataset = Synthetic(num_images=4, resolution=64, channels=1)
-    sampler = Levels([64, 16, 32])
-    assert sampler.resolutions == (16, 32, 64) and sampler.finest == 64
-    example = sampler(dataset, 1)
+    view = Levels([64, 16, 32])
+    assert view.resolutions == (16, 32, 64) and view.finest == 64
+    example = view(dataset, 1)
     torch.testing.assert_close(example.image, dataset.render(1, 64))
     assert int(example.level) == 2
-    batch = FieldBatch.collate([sampler(dataset, i) for i in range(3)])
-    coarse = sampler.downsample(batch.image, 32)
+    batch = FieldBatch.collate([view(dataset, i) for i in range(3)])
+    coarse = view.downsample(batch.image, 32)
     assert coarse.shape == (3, 1, 32, 32)
     torch.testing.assert_close(coarse, fourier_resize(batch.image, 32))
     with pytest.raises(ValueError, match="not one of the levels"):
-        sampler.downsample(batch.image, 48)
+        view.downsample(batch.image, 48)
 
 
 def test_levels_rejects_bad_settings() -> None:
@@ -79,4 +79,4 @@ def test_levels_feeds_the_datamodule() -> None:
     module.setup("fit")
     batch = next(iter(module.train_dataloader()))
     assert batch.image.shape == (2, 1, 32, 32) and batch.level.tolist() == [1, 1]
-    assert isinstance(FieldDataModule(module.dataset, FullGrid(32)).val_sampler, FullGrid)
+    assert isinstance(FieldDataModule(module.dataset, FullGrid(32)).val_view, FullGrid)

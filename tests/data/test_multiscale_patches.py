@@ -34,9 +34,9 @@ def _scale(example: FieldBatch) -> int:
 
 def test_crop_coordinates_are_whole_image_pixel_centres() -> None:
     dataset = Synthetic(num_images=3, resolution=64)
-    sampler = MultiScalePatches(patch=16, min_scale=16, max_scale=64, encoder_resolution=32)
+    view = MultiScalePatches(patch=16, min_scale=16, max_scale=64, encoder_resolution=32)
     for seed in range(4):
-        example = sampler(dataset, 1, torch.Generator().manual_seed(seed))
+        example = view(dataset, 1, torch.Generator().manual_seed(seed))
         scale = _scale(example)
         assert 16 <= scale <= 64 and example.image.shape == (3, 16, 16)
         top, left = divmod(int(coords.coord_to_index(example.coords[0], scale)), scale)
@@ -50,10 +50,10 @@ def test_crop_coordinates_are_whole_image_pixel_centres() -> None:
 
 def test_scales_stay_in_range_and_p_max_is_honoured() -> None:
     dataset = Sizes([40])
-    sampler = MultiScalePatches(patch=8, min_scale=10, max_scale=30, encoder_resolution=8, p_max=0.5)
-    assert sampler.scale_range(40) == (10, 30)
+    view = MultiScalePatches(patch=8, min_scale=10, max_scale=30, encoder_resolution=8, p_max=0.5)
+    assert view.scale_range(40) == (10, 30)
     generator = torch.Generator().manual_seed(0)
-    scales = [_scale(sampler(dataset, 0, generator)) for _ in range(600)]
+    scales = [_scale(view(dataset, 0, generator)) for _ in range(600)]
     assert min(scales) >= 10 and max(scales) <= 30 and len(set(scales)) > 15
     top_share = scales.count(30) / len(scales)
     expected = 0.5 + 0.5 / 21
@@ -62,13 +62,13 @@ def test_scales_stay_in_range_and_p_max_is_honoured() -> None:
 
 def test_small_images_supply_the_whole_image_at_the_patch_size() -> None:
     dataset = Sizes([5, 12, 100])
-    sampler = MultiScalePatches(patch=8, min_scale=8, max_scale=64, encoder_resolution=8)
-    example = sampler(dataset, 0, torch.Generator().manual_seed(0))
+    view = MultiScalePatches(patch=8, min_scale=8, max_scale=64, encoder_resolution=8)
+    example = view(dataset, 0, torch.Generator().manual_seed(0))
     assert _scale(example) == 8 and example.image.shape == (3, 8, 8)
     torch.testing.assert_close(example.coords, coords.pixel_centers(8).reshape(-1, 2))
     torch.testing.assert_close(example.image, resize(dataset[0], 8, "bicubic"))
-    assert sampler.scale_range(12) == (8, 12) and sampler.scale_range(100) == (8, 64)
-    batch = FieldBatch.collate([sampler(dataset, i) for i in range(3)])  # fixed shapes batch
+    assert view.scale_range(12) == (8, 12) and view.scale_range(100) == (8, 64)
+    batch = FieldBatch.collate([view(dataset, i) for i in range(3)])  # fixed shapes batch
     assert (
         batch.image.shape == (3, 3, 8, 8)
         and batch.coords.shape == (3, 64, 2)
@@ -78,32 +78,32 @@ def test_small_images_supply_the_whole_image_at_the_patch_size() -> None:
 
 def test_deterministic_with_a_generator() -> None:
     dataset = Sizes([30, 50])
-    sampler = MultiScalePatches(patch=8, min_scale=8, max_scale=50, encoder_resolution=8, p_max=0.3)
-    first = sampler(dataset, 1, torch.Generator().manual_seed(7))
-    again = sampler(dataset, 1, torch.Generator().manual_seed(7))
+    view = MultiScalePatches(patch=8, min_scale=8, max_scale=50, encoder_resolution=8, p_max=0.3)
+    first = view(dataset, 1, torch.Generator().manual_seed(7))
+    again = view(dataset, 1, torch.Generator().manual_seed(7))
     for name in ("image", "coords", "cell", "cond"):
         assert torch.equal(getattr(first, name), getattr(again, name))
 
 
 def test_balanced_mixing_draws_the_high_resolution_subset_half_the_time() -> None:
     dataset = Sizes([8] * 18 + [32, 32])  # 10% high resolution
-    sampler = MultiScalePatches(
+    view = MultiScalePatches(
         patch=8, min_scale=8, max_scale=32, encoder_resolution=8, high_res_min_size=24, high_res_prob=0.5
     )
-    assert sampler.high_res_pool(dataset) == [18, 19]
+    assert view.high_res_pool(dataset) == [18, 19]
     torch.manual_seed(0)
     draws = 400
-    high = sum(_scale(sampler(dataset, i % 18)) > 8 for i in range(draws))
+    high = sum(_scale(view(dataset, i % 18)) > 8 for i in range(draws))
     # Replaced draws land in the subset; a high-resolution image still draws r = 8 with probability 1/25.
     expected = 0.5 * (24 / 25)
     assert abs(high / draws - expected) < 4 * (expected * (1 - expected) / draws) ** 0.5, high / draws
-    fixed = [_scale(sampler(dataset, 0, torch.Generator().manual_seed(s))) for s in range(20)]
+    fixed = [_scale(view(dataset, 0, torch.Generator().manual_seed(s))) for s in range(20)]
     assert fixed == [8] * 20  # validation draws (with a generator) are never replaced
 
 
 def test_datamodule_batches() -> None:
-    sampler = MultiScalePatches(patch=8, min_scale=8, max_scale=32, encoder_resolution=16)
-    data = FieldDataModule(Synthetic(num_images=6, resolution=32), sampler, batch_size=3, val_fraction=0.34)
+    view = MultiScalePatches(patch=8, min_scale=8, max_scale=32, encoder_resolution=16)
+    data = FieldDataModule(Synthetic(num_images=6, resolution=32), view, batch_size=3, val_fraction=0.34)
     batch = next(iter(data.train_dataloader()))
     assert batch.image.shape == (3, 3, 8, 8) and batch.cond.shape == (3, 3, 16, 16)
     assert batch.coords.shape == (3, 64, 2) and batch.cell.shape == (3, 64, 2)
@@ -111,7 +111,7 @@ def test_datamodule_batches() -> None:
 
 def test_balanced_draws_stay_in_the_training_split() -> None:
     dataset = Sizes([8] * 16 + [32] * 4)  # images 16..19 are high resolution
-    sampler = MultiScalePatches(
+    view = MultiScalePatches(
         patch=8,
         min_scale=8,
         max_scale=32,
@@ -120,12 +120,12 @@ def test_balanced_draws_stay_in_the_training_split() -> None:
         high_res_min_size=24,
         high_res_prob=1.0,
     )
-    data = FieldDataModule(dataset, sampler, batch_size=1, val_fraction=0.25)
+    data = FieldDataModule(dataset, view, batch_size=1, val_fraction=0.25)
     train, val = data.split()
     train_high = [i for i in train if i >= 16]
     assert 0 < len(train_high) < 4, "the split should put some high-resolution images in validation"
-    served = data.train_dataloader().dataset.sampler
-    assert served.high_res_pool(dataset) == train_high and sampler.high_res_pool(dataset) == [16, 17, 18, 19]
+    served = data.train_dataloader().dataset.view
+    assert served.high_res_pool(dataset) == train_high and view.high_res_pool(dataset) == [16, 17, 18, 19]
     torch.manual_seed(0)
     assert all(_scale(served(dataset, 0)) == 32 for _ in range(20))  # always replaced, drawn at 32
-    assert data.val_dataloader().dataset.sampler.high_res_pool(dataset) == [i for i in val if i >= 16]
+    assert data.val_dataloader().dataset.view.high_res_pool(dataset) == [i for i in val if i >= 16]

@@ -46,16 +46,16 @@ def test_paper_sized_parameter_counts_match_table_1() -> None:
 
 
 def _data() -> FieldDataModule:
-    sampler = MultiScalePatches(patch=16, min_scale=16, max_scale=48, encoder_resolution=16)
-    return FieldDataModule(Synthetic(num_images=6, resolution=48), sampler, batch_size=6, val_fraction=0.0)
+    view = MultiScalePatches(patch=16, min_scale=16, max_scale=48, encoder_resolution=16)
+    return FieldDataModule(Synthetic(num_images=6, resolution=48), view, batch_size=6, val_fraction=0.0)
 
 
 def test_training_lowers_the_loss_and_steps_both_optimisers(tmp_path: Path) -> None:
     torch.manual_seed(0)
     model = INFDAutoencoder(**TINY)
-    sampler = MultiScalePatches(patch=16, min_scale=16, max_scale=48, encoder_resolution=16)
+    view = MultiScalePatches(patch=16, min_scale=16, max_scale=48, encoder_resolution=16)
     dataset = Synthetic(num_images=6, resolution=48)
-    fixed = FieldBatch.collate([sampler(dataset, i, torch.Generator().manual_seed(i)) for i in range(6)])
+    fixed = FieldBatch.collate([view(dataset, i, torch.Generator().manual_seed(i)) for i in range(6)])
     with torch.no_grad():
         before = model.eval().loss(fixed).item()
     disc_before = [p.detach().clone() for p in model.discriminator.parameters()]
@@ -121,13 +121,13 @@ def test_interface_shapes_and_errors() -> None:
 
 
 def test_non_finite_loss_stops_training(tmp_path: Path) -> None:
-    sampler = MultiScalePatches(patch=16, min_scale=16, max_scale=16, encoder_resolution=16)
+    view = MultiScalePatches(patch=16, min_scale=16, max_scale=16, encoder_resolution=16)
 
     class Broken(Synthetic):
         def render(self, index: int, resolution) -> torch.Tensor:  # type: ignore[override]
             return super().render(index, resolution) * float("nan")
 
-    data = FieldDataModule(Broken(num_images=4, resolution=16), sampler, batch_size=2, val_fraction=0.0)
+    data = FieldDataModule(Broken(num_images=4, resolution=16), view, batch_size=2, val_fraction=0.0)
     trainer = quiet_trainer(tmp_path, max_steps=2)
     with pytest.raises(NonFiniteLossError, match="iteration 0"):
         trainer.fit(INFDAutoencoder(**TINY), datamodule=data)

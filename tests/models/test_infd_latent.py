@@ -69,7 +69,7 @@ def test_samples_at_1x_and_4x_any_shape_and_tiled_equals_whole(stage1: Path) -> 
     assert not torch.equal(tiled, model.sample(2, 64, steps=3, generator=torch.Generator().manual_seed(2)))
 
 
-def test_wrong_sampler_is_named() -> None:
+def test_wrong_data_view_is_named() -> None:
     model = INFD("unused.ckpt", autoencoder_config=_tiny_autoencoder_config(), **TINY)
     images = FieldBatch.collate([FullGrid(16)(_dataset(), i) for i in range(2)])
     with pytest.raises(ValueError, match="CachedLatents"):

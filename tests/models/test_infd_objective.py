@@ -51,11 +51,9 @@ WEIGHTS = dict(l1_weight=1.3, perceptual_weight=0.7, vq_weight=2.1, gan_weight=0
 
 
 def patches(num: int = 3, seed: int = 0) -> FieldBatch:
-    sampler = MultiScalePatches(patch=8, min_scale=16, max_scale=40, encoder_resolution=16)
+    view = MultiScalePatches(patch=8, min_scale=16, max_scale=40, encoder_resolution=16)
     dataset = Synthetic(num_images=num, resolution=40)
-    return FieldBatch.collate(
-        [sampler(dataset, i, torch.Generator().manual_seed(seed + i)) for i in range(num)]
-    )
+    return FieldBatch.collate([view(dataset, i, torch.Generator().manual_seed(seed + i)) for i in range(num)])
 
 
 def model_with_spread_codes(**options) -> INFDAutoencoder:
@@ -280,8 +278,8 @@ def test_training_step_gradients_are_the_hand_written_objective(
     real = model.configure_optimizers()
     optimisers = [Recording(opt.param_groups[0]["params"]) for opt in real]
     model.configure_optimizers = lambda: optimisers  # type: ignore[method-assign]
-    sampler = MultiScalePatches(patch=8, min_scale=16, max_scale=40, encoder_resolution=16)
-    data = FieldDataModule(Synthetic(num_images=9, resolution=40), sampler, batch_size=3, val_fraction=0.0)
+    view = MultiScalePatches(patch=8, min_scale=16, max_scale=40, encoder_resolution=16)
+    data = FieldDataModule(Synthetic(num_images=9, resolution=40), view, batch_size=3, val_fraction=0.0)
     record = Batches()
     trainer = quiet_trainer(tmp_path, max_steps=6, callbacks=[record])
     trainer.fit(model, datamodule=data)

@@ -22,8 +22,8 @@ pytestmark = pytest.mark.usefixtures("single_thread")
 
 
 def pixel_batch(num: int, fraction: float = 0.25, resolution: int = 16) -> FieldBatch:
-    dataset, sampler = Synthetic(num_images=num, resolution=resolution), RandomPixels(resolution, fraction)
-    return FieldBatch.collate([sampler(dataset, i, torch.Generator().manual_seed(i)) for i in range(num)])
+    dataset, view = Synthetic(num_images=num, resolution=resolution), RandomPixels(resolution, fraction)
+    return FieldBatch.collate([view(dataset, i, torch.Generator().manual_seed(i)) for i in range(num)])
 
 
 def test_training_lowers_the_loss() -> None:
@@ -209,6 +209,6 @@ def test_quasi_monte_carlo_pixels_are_stratified_and_train() -> None:
     assert odd.index.unique().numel() == 180
     with pytest.raises(ValueError, match="sobol"):
         RandomPixels(16, 0.25, points="halton")  # type: ignore[arg-type]
-    sampler = RandomPixels(16, 0.25, points="sobol")
-    batch = FieldBatch.collate([sampler(Synthetic(num_images=4, resolution=16), i) for i in range(4)])
+    view = RandomPixels(16, 0.25, points="sobol")
+    batch = FieldBatch.collate([view(Synthetic(num_images=4, resolution=16), i) for i in range(4)])
     assert torch.isfinite(InftyDiff(**TINY).loss(batch, torch.Generator().manual_seed(0)))

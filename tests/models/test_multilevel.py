@@ -116,7 +116,7 @@ def test_levels_boundary_must_match_the_prior(fit_tiny) -> None:
     with pytest.raises(
         SystemExit, match=r"^rezdiff fit: error: Levels\(boundary='reflect'\) disagrees.*periodic"
     ):
-        fit_tiny("--data.init_args.sampler.init_args.boundary", "reflect", config=TINY_MULTILEVEL)
+        fit_tiny("--data.init_args.view.init_args.boundary", "reflect", config=TINY_MULTILEVEL)
 
 
 def test_the_schedule_is_a_function_of_the_counter() -> None:
@@ -138,17 +138,17 @@ def test_clear_errors_for_bad_sizes_samplers_and_schedules(fit_tiny) -> None:
         MultilevelSDE(**TINY, image_size=31)
     dataset = Synthetic(num_images=2, resolution=16)
     points = FieldBatch.collate([RandomPixels(16, 0.5)(dataset, i) for i in range(2)])
-    with pytest.raises(ValueError, match="sampler: Levels"):
+    with pytest.raises(ValueError, match="view: Levels"):
         model.loss(points, torch.Generator())
     with pytest.raises(ValueError, match="3 channels"):
         model.loss(FieldBatch(image=torch.zeros(2, 1, 16, 16)), torch.Generator())
     with pytest.raises(ValueError, match="unknown sampler"):
         MultilevelSDE(**TINY, sampler="ddim")  # type: ignore[arg-type]
     full_grid = [
-        "--data.init_args.sampler",
+        "--data.init_args.view",
         '{"class_path": "rezdiff.data.FullGrid", "init_args": {"resolution": 32}}',
     ]
-    with pytest.raises(SystemExit, match="^rezdiff fit: error: .*sampler to be rezdiff.data.Levels"):
+    with pytest.raises(SystemExit, match="^rezdiff fit: error: .*view to be rezdiff.data.Levels"):
         fit_tiny(*full_grid, config=TINY_MULTILEVEL)
     with pytest.raises(SystemExit, match=r"^rezdiff fit: error: .*resolutions \[64\] are not levels"):
         fit_tiny(

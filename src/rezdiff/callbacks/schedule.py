@@ -8,7 +8,7 @@ from typing import Any, Literal
 
 import lightning.pytorch as pl
 
-from rezdiff.data.samplers import Levels
+from rezdiff.data.views import Levels
 
 
 class ResolutionSchedule(pl.Callback):
@@ -18,7 +18,7 @@ class ResolutionSchedule(pl.Callback):
     steps (``unit``); the first must start at 0, e.g. ``[[0, 32], [50, 64]]``: epochs 0-49 at 32², then
     64². The resolution is a pure function of ``trainer.current_epoch`` / ``trainer.global_step``, so a run
     resumed from a checkpoint, every DDP rank and every DataLoader worker agree on it without any saved
-    state. Needs the data module's sampler to be :class:`rezdiff.data.Levels` with every scheduled
+    state. Needs the data module's view to be :class:`rezdiff.data.Levels` with every scheduled
     resolution among its levels (checked when training starts). Logs ``train/resolution``.
     """
 
@@ -43,16 +43,16 @@ class ResolutionSchedule(pl.Callback):
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         if stage != "fit":
             return
-        sampler = getattr(getattr(trainer, "datamodule", None), "sampler", None)
-        if not isinstance(sampler, Levels):
+        view = getattr(getattr(trainer, "datamodule", None), "view", None)
+        if not isinstance(view, Levels):
             raise ValueError(
-                "ResolutionSchedule needs the data module's sampler to be rezdiff.data.Levels, got "
-                f"{sampler!r}; set --data.init_args.sampler.class_path rezdiff.data.Levels"
+                "ResolutionSchedule needs the data module's view to be rezdiff.data.Levels, got "
+                f"{view!r}; set --data.init_args.view.class_path rezdiff.data.Levels"
             )
-        missing = sorted({r for _, r in self.milestones} - set(sampler.resolutions))
+        missing = sorted({r for _, r in self.milestones} - set(view.resolutions))
         if missing:
             raise ValueError(
-                f"ResolutionSchedule resolutions {missing} are not levels of {sampler!r}; add them to its "
+                f"ResolutionSchedule resolutions {missing} are not levels of {view!r}; add them to its "
                 "resolutions"
             )
         if not hasattr(pl_module, "train_resolution"):

@@ -1,9 +1,12 @@
-"""Data: the coordinate convention, FieldBatch, datasets, samplers and the FieldDataModule.
+"""Data: the coordinate convention, FieldBatch, datasets, data views and the FieldDataModule.
 
 The coordinate helpers stay in :mod:`rezdiff.data.coords`.
 """
 
 from __future__ import annotations
+
+import warnings
+from typing import Any
 
 from rezdiff.data.batch import FieldBatch
 from rezdiff.data.datamodule import FieldDataModule, SampledDataset
@@ -18,15 +21,15 @@ from rezdiff.data.images import (
     to_uint8,
 )
 from rezdiff.data.photographs import Photographs
-from rezdiff.data.samplers import FieldSampler, FullGrid, Levels, MultiScalePatches, RandomPixels
 from rezdiff.data.synthetic import Synthetic
+from rezdiff.data.views import FieldView, FullGrid, Levels, MultiScalePatches, RandomPixels
 
 __all__ = [
     "Bundled",
     "FieldBatch",
     "FieldDataModule",
     "FieldDataset",
-    "FieldSampler",
+    "FieldView",
     "FullGrid",
     "ImageFolder",
     "Levels",
@@ -43,3 +46,16 @@ __all__ = [
     "save_image",
     "to_uint8",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    """``FieldSampler``, the old name of :class:`FieldView`, with a DeprecationWarning (for one release)."""
+    if name == "FieldSampler":
+        warnings.warn(
+            "rezdiff.data.FieldSampler is renamed rezdiff.data.FieldView; the old name will be removed in "
+            "the next release",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        return FieldView
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

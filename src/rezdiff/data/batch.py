@@ -1,4 +1,4 @@
-"""``FieldBatch``: what every sampler returns and every model consumes."""
+"""``FieldBatch``: what every data view returns and every model consumes."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ class FieldBatch:
     """A training example (one item) or a batch of them (leading batch dimension).
 
     ``image`` is always there: the full image or patch ground truth in ``[-1, 1]``, ``[B, C, H, W]``.
-    The rest is set by the samplers that provide it (``None`` otherwise):
+    The rest is set by the data views that provide it (``None`` otherwise):
 
     - ``coords [B, N, 2]``: supervised points in the convention of :mod:`rezdiff.data.coords`,
       expressed in the frame of the *whole* image (a patch's points need not span ``[-1, 1]``).
@@ -31,14 +31,14 @@ class FieldBatch:
     cond: Tensor | None = None
     level: Tensor | None = None
 
-    def require(self, *names: str, sampler: str, model: str) -> None:
-        """Raise a ``ValueError`` naming the sampler to configure if a field the model needs is missing."""
+    def require(self, *names: str, view: str, model: str) -> None:
+        """Raise a ``ValueError`` naming the data view to configure if a field the model needs is missing."""
         missing = [name for name in names if getattr(self, name) is None]
         if missing:
             raise ValueError(
-                f"{model} needs batch fields {missing}, which this data sampler does not provide; "
-                f"configure the data module with `sampler: {sampler}` "
-                f"(e.g. --data.init_args.sampler.class_path rezdiff.data.{sampler})"
+                f"{model} needs batch fields {missing}, which this data view does not provide; "
+                f"configure the data module with `view: {view}` "
+                f"(e.g. --data.init_args.view.class_path rezdiff.data.{view})"
             )
 
     @property
@@ -50,7 +50,7 @@ class FieldBatch:
         from rezdiff.data.coords import gather_pixels
 
         if self.index is None:
-            raise ValueError("values() needs `index`; use a sampler that selects points (RandomPixels)")
+            raise ValueError("values() needs `index`; use a data view that selects points (RandomPixels)")
         return gather_pixels(self.image, self.index)
 
     @staticmethod
@@ -72,7 +72,7 @@ class FieldBatch:
                     shapes = sorted({tuple(v.shape) for v in values})  # type: ignore[union-attr]
                     raise ValueError(
                         f"cannot batch field {field.name!r} with shapes {shapes}: "
-                        "the sampler must give every "
+                        "the data view must give every "
                         "example the same size (e.g. FullGrid(resolution=...))"
                     ) from error
         return FieldBatch(**stacked)  # type: ignore[arg-type]

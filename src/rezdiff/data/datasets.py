@@ -2,8 +2,8 @@
 :mod:`rezdiff.data.synthetic`, the photograph regions in :mod:`rezdiff.data.photographs`).
 
 Every dataset returns ``[C, H, W]`` float tensors in ``[-1, 1]`` at the image's native size from
-``dataset[i]`` and can ``render(i, resolution)`` the same image at any size; samplers
-(:mod:`rezdiff.data.samplers`) call ``render`` to turn an image into a training example.
+``dataset[i]`` and can ``render(i, resolution)`` the same image at any size; data views
+(:mod:`rezdiff.data.views`) call ``render`` to turn an image into a training example.
 """
 
 from __future__ import annotations

@@ -28,7 +28,7 @@ from rezdiff.core.samplers import check_sampler, sampler_names
 from rezdiff.core.sampling import Generators
 from rezdiff.data.batch import FieldBatch
 from rezdiff.data.coords import Resolution, as_hw
-from rezdiff.data.samplers import FieldSampler, MultiScalePatches, RandomPixels
+from rezdiff.data.views import FieldView, MultiScalePatches, RandomPixels
 
 logger = logging.getLogger(__name__)
 
@@ -167,36 +167,36 @@ class DiffusionModule(pl.LightningModule, ABC):
 
     # ----------------------------------------------------------------- data checks
     def setup(self, stage: str) -> None:
-        """Check the data module's samplers against this model (:meth:`check_data`) before any batch."""
+        """Check the data module's data views against this model (:meth:`check_data`) before any batch."""
         datamodule = getattr(self._trainer, "datamodule", None)
-        for role in ("sampler", "val_sampler"):
-            sampler = getattr(datamodule, role, None)
-            if isinstance(sampler, FieldSampler):
-                self.check_data(sampler, role, stage)
+        for role in ("view", "val_view"):
+            view = getattr(datamodule, role, None)
+            if isinstance(view, FieldView):
+                self.check_data(view, role, stage)
 
-    def check_data(self, sampler: FieldSampler, role: str, stage: str) -> None:
-        """Raise a ValueError (or log one warning) when ``sampler``, the data module's ``role``
-        (``"sampler"`` or ``"val_sampler"``), does not suit this model in ``stage``. Nothing by default."""
+    def check_data(self, view: FieldView, role: str, stage: str) -> None:
+        """Raise a ValueError (or log one warning) when ``view``, the data module's ``role``
+        (``"view"`` or ``"val_view"``), does not suit this model in ``stage``. Nothing by default."""
 
-    def check_whole_image_data(self, sampler: FieldSampler, role: str, stage: str, image_size: int) -> None:
+    def check_whole_image_data(self, view: FieldView, role: str, stage: str, image_size: int) -> None:
         """:meth:`check_data` of the families that train on whole images at ``image_size`` (DDPM, DVDP).
 
-        A sampler that selects pixels or crops is an error in every stage (the loss would silently use the
-        whole grid or the crops); in ``fit``, a training sampler at another size is an error (the model
+        A data view that selects pixels or crops is an error in every stage (the loss would silently use the
+        whole grid or the crops); in ``fit``, a training view at another size is an error (the model
         would silently train at that size)."""
         name = type(self).__name__
-        if isinstance(sampler, (RandomPixels, MultiScalePatches)):
-            what = "a pixel subset it would ignore" if isinstance(sampler, RandomPixels) else "random crops"
+        if isinstance(view, (RandomPixels, MultiScalePatches)):
+            what = "a pixel subset it would ignore" if isinstance(view, RandomPixels) else "random crops"
             raise ValueError(
-                f"{name} trains on whole images, but the data's {role} is {type(sampler).__name__} ({what}); "
+                f"{name} trains on whole images, but the data's {role} is {type(view).__name__} ({what}); "
                 f"set --data.init_args.{role}.class_path rezdiff.data.FullGrid"
             )
-        size = sampler.example_resolution()
-        if stage == "fit" and role == "sampler" and size is not None and size != (image_size, image_size):
+        size = view.example_resolution()
+        if stage == "fit" and role == "view" and size is not None and size != (image_size, image_size):
             height, width = size
             raise ValueError(
-                f"{name} has image_size={image_size}, but the data's sampler renders {height}x{width}, so it "
-                f"would train at {height}x{width}; set the sampler's resolution to {image_size} or the "
+                f"{name} has image_size={image_size}, but the data's view renders {height}x{width}, so it "
+                f"would train at {height}x{width}; set the view's resolution to {image_size} or the "
                 f"model's image_size to the data's"
             )
 

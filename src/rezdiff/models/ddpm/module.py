@@ -22,13 +22,13 @@ from rezdiff.core.sampling import Callback, Generators, SamplerSettings, resolve
 from rezdiff.core.schedules import TimestepSpacing, alphas_cumprod, make_betas, timestep_subsequence
 from rezdiff.data.batch import FieldBatch
 from rezdiff.data.coords import Resolution
-from rezdiff.data.samplers import FieldSampler
+from rezdiff.data.views import FieldView
 from rezdiff.models.base import DiffusionModule, resolution_or
 from rezdiff.nn.unet import UNet
 
 
 class DDPM(DiffusionModule):
-    """ε-prediction DDPM on a diffusers U-Net, trained on full grids (``FullGrid`` sampler).
+    """ε-prediction DDPM on a diffusers U-Net, trained on full grids (``FullGrid`` data view).
 
     Sampling at a resolution other than ``image_size`` enlarges the initial noise and runs the same
     fully convolutional network on it: the naive baseline the resolution-agnostic papers compare with.
@@ -109,8 +109,8 @@ class DDPM(DiffusionModule):
         """``image_size`` as ``(H, W)``: the default of ``sample()``, evaluation and sample grids."""
         return (self.image_size, self.image_size)
 
-    def check_data(self, sampler: FieldSampler, role: str, stage: str) -> None:
-        self.check_whole_image_data(sampler, role, stage, self.image_size)
+    def check_data(self, view: FieldView, role: str, stage: str) -> None:
+        self.check_whole_image_data(view, role, stage, self.image_size)
 
     def loss(self, batch: FieldBatch, generator: torch.Generator) -> Tensor:
         x0 = batch.image

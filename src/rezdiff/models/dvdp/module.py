@@ -18,13 +18,13 @@ from rezdiff.core.sampling import Callback, Generators, SamplerSettings, resolve
 from rezdiff.core.schedules import TimestepSpacing, timestep_subsequence
 from rezdiff.data.batch import FieldBatch
 from rezdiff.data.coords import Resolution
-from rezdiff.data.samplers import FieldSampler
+from rezdiff.data.views import FieldView
 from rezdiff.models.base import DiffusionModule, resolution_or
 from rezdiff.nn.unet import UNet
 
 
 class DVDP(DiffusionModule):
-    """ε-prediction DVDP on the DDPM baseline's U-Net, trained on full grids (``FullGrid`` sampler).
+    """ε-prediction DVDP on the DDPM baseline's U-Net, trained on full grids (``FullGrid`` data view).
 
     One fully convolutional U-Net serves every stage: stage ``k`` (timesteps ``T_k .. T_{k+1} - 1``) runs
     at ``image_size / 2^k`` and the timestep tells the network which stage it is in. Sampling starts from
@@ -118,8 +118,8 @@ class DVDP(DiffusionModule):
         check_divisible(height, width, self.levels)
         self.network.check_size(height >> self.levels, width >> self.levels)
 
-    def check_data(self, sampler: FieldSampler, role: str, stage: str) -> None:
-        self.check_whole_image_data(sampler, role, stage, self.image_size)
+    def check_data(self, view: FieldView, role: str, stage: str) -> None:
+        self.check_whole_image_data(view, role, stage, self.image_size)
 
     def loss(self, batch: FieldBatch, generator: torch.Generator) -> Tensor:
         """Eq. 12: ``t`` uniform over all ``T`` steps; the stage of ``t`` fixes the resolution.

@@ -247,7 +247,7 @@ class INFDAutoencoder(DiffusionModule):
 
     # ------------------------------------------------------------------ losses
     def _render_batch(self, batch: FieldBatch) -> tuple[Tensor, Tensor, Tensor]:
-        batch.require("cond", "coords", "cell", sampler="MultiScalePatches", model="INFDAutoencoder")
+        batch.require("cond", "coords", "cell", view="MultiScalePatches", model="INFDAutoencoder")
         assert batch.cond is not None and batch.coords is not None and batch.cell is not None
         size, height, width = batch.image.shape[0], *batch.image.shape[-2:]
         if batch.coords.shape[1] != height * width:

@@ -12,10 +12,10 @@ therefore rebuilds with ``rezdiff.load`` alone, even after the stage-1 file move
 training-only parts of stage 1 are left out: the perceptual network (and its VGG weights file) is
 switched off by :data:`INFERENCE_OVERRIDES`, and the discriminator is dropped if the class allows it.
 
-**Latent cache.** Batches must come from the :class:`CachedLatents` sampler. On ``fit``/``validate``/
+**Latent cache.** Batches must come from the :class:`CachedLatents` data view. On ``fit``/``validate``/
 ``test`` start the model encodes every image of the data module's dataset once (encoder input:
 ``dataset.render(i, encoder_resolution)``, the ``cond`` of stage 1's ``MultiScalePatches``) and hands
-the ``[N, C, h, w]`` tensor to that sampler, which returns ``latents[index]`` for image ``index``.
+the ``[N, C, h, w]`` tensor to that view, which returns ``latents[index]`` for image ``index``.
 The tensor is also saved to ``latent_cache_dir`` (default ``<trainer.default_root_dir>/latent_cache``)
 as ``infd_latents_<key>.pt``; ``key`` hashes the stage-1 weights, ``repr(dataset)``, its length and the
 encoder resolution, so a changed autoencoder or dataset description makes a new file (images edited in
@@ -42,7 +42,7 @@ from rezdiff.core.schedules import TimestepSpacing, alphas_cumprod, make_betas, 
 from rezdiff.data.batch import FieldBatch
 from rezdiff.data.coords import Resolution
 from rezdiff.data.datasets import FieldDataset
-from rezdiff.data.samplers import FieldSampler
+from rezdiff.data.views import FieldView
 from rezdiff.models.base import DiffusionModule, resolution_or, step_generator
 from rezdiff.nn.clif import NormMode, check_norm_mode
 from rezdiff.nn.unet import UNet
@@ -54,11 +54,11 @@ INFERENCE_OVERRIDES: dict[str, Any] = {"perceptual": "none", "vgg_weights": None
 _CACHE_FORMAT = 1
 
 
-class CachedLatents(FieldSampler):
-    """Sampler of INFD stage 2: the cached stage-1 latent of image ``index`` as ``FieldBatch(image=z)``.
+class CachedLatents(FieldView):
+    """The data view of INFD stage 2: the cached stage-1 latent of image ``index`` as ``FieldBatch(image=z)``.
 
     It holds no latents until :class:`INFD` fills it at the start of fit/validate/test (see the module
-    docstring); it takes no arguments, so a config names it as ``sampler: rezdiff.models.infd.CachedLatents``.
+    docstring); it takes no arguments, so a config names it as ``view: rezdiff.models.infd.CachedLatents``.
     """
 
     def __init__(self) -> None:
@@ -74,7 +74,7 @@ class CachedLatents(FieldSampler):
         if self.latents is None:
             raise RuntimeError(
                 "CachedLatents is empty: it is filled by rezdiff.models.INFD when fit/validate/test starts "
-                "(use it only as the data sampler of an INFD model)"
+                "(use it only as the data view of an INFD model)"
             )
         if len(self.latents) != len(dataset):
             raise RuntimeError(
@@ -301,26 +301,26 @@ class INFD(DiffusionModule):
         return stored["latents"], key
 
     def prepare_latents(self) -> None:
-        """Fill the data module's :class:`CachedLatents` samplers (once per key)."""
+        """Fill the data module's :class:`CachedLatents` data views (once per key)."""
         datamodule = getattr(self.trainer, "datamodule", None)
-        samplers = [getattr(datamodule, name, None) for name in ("sampler", "val_sampler")]
-        if datamodule is None or not isinstance(samplers[0], CachedLatents):
+        views = [getattr(datamodule, name, None) for name in ("view", "val_view")]
+        if datamodule is None or not isinstance(views[0], CachedLatents):
             raise ValueError(
                 "INFD trains on cached stage-1 latents: configure the data module with "
-                "`sampler: rezdiff.models.infd.CachedLatents` (a FieldDataModule over the image dataset)"
+                "`view: rezdiff.models.infd.CachedLatents` (a FieldDataModule over the image dataset)"
             )
         if getattr(datamodule, "hflip", 0.0) > 0:
             raise ValueError(
                 "INFD trains on latents cached once per image, which a random flip cannot reach (the INFD "
                 "paper's runs do not flip): set the data module's hflip: 0"
             )
-        todo = [s for s in samplers if isinstance(s, CachedLatents)]
-        if all(s.latents is not None for s in todo):
+        todo = [v for v in views if isinstance(v, CachedLatents)]
+        if all(v.latents is not None for v in todo):
             return  # the autoencoder is frozen: a filled cache stays valid for the whole run
         root = Path(self.latent_cache_dir or Path(self.trainer.default_root_dir) / "latent_cache")
         latents, key = self._cached_latents(datamodule.dataset, root)
-        for sampler in todo:
-            sampler.fill(latents, key)
+        for view in todo:
+            view.fill(latents, key)
 
     def estimate_latent_scale(self, latents: Tensor) -> None:
         """Set ``latent_scale_value = 1 / std(latents)`` if no scale is set yet; a set scale is kept."""
@@ -332,8 +332,8 @@ class INFD(DiffusionModule):
     def on_fit_start(self) -> None:
         self.prepare_latents()
         if not bool(self.latent_scale_set):  # first fit only: later runs read the checkpoint's scale
-            sampler = self.trainer.datamodule.sampler  # type: ignore[attr-defined]
-            self.estimate_latent_scale(sampler.latents)
+            view = self.trainer.datamodule.view  # type: ignore[attr-defined]
+            self.estimate_latent_scale(view.latents)
 
     def on_validation_start(self) -> None:
         self.prepare_latents()
@@ -347,7 +347,7 @@ class INFD(DiffusionModule):
         if tuple(z.shape[1:]) != self.latent_shape:
             raise ValueError(
                 f"INFD expects batches of stage-1 latents {self.latent_shape}, got {tuple(z.shape[1:])}: "
-                "configure the data module with `sampler: rezdiff.models.infd.CachedLatents`"
+                "configure the data module with `view: rezdiff.models.infd.CachedLatents`"
             )
         z = z * self.latent_scale_value
         t = sample_timesteps(z.shape[0], self.num_train_steps, generator=generator, device=z.device)

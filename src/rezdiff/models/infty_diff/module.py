@@ -66,7 +66,7 @@ def _random_pixels(
 class InftyDiff(DiffusionModule):
     """∞-Diff: the network predicts the mollified noise ``T eps`` at a random subset of pixels.
 
-    Training (``loss``) needs the ``RandomPixels`` sampler: the whole image is mollified on the full grid
+    Training (``loss``) needs the ``RandomPixels`` data view: the whole image is mollified on the full grid
     (``T`` = Gaussian blur of ``mollifier_std`` pixels at ``train_resolution``, DCT, reflecting borders),
     noised, and read at the batch's pixels; MSE to ``T eps`` there. With ``latent_dim`` the model is the
     paper's diffusion autoencoder: an encoder reads the *clean* image on its own random subset of pixels
@@ -291,7 +291,7 @@ class InftyDiff(DiffusionModule):
 
     # ----------------------------------------------------------------- training
     def loss(self, batch: FieldBatch, generator: torch.Generator) -> Tensor:
-        batch.require("index", sampler="RandomPixels", model="InftyDiff")
+        batch.require("index", view="RandomPixels", model="InftyDiff")
         x0, index = batch.image, batch.index
         batch_size, channels, height, width = x0.shape
         if channels != self.channels:
@@ -299,7 +299,7 @@ class InftyDiff(DiffusionModule):
         if (height, width) != (self.train_resolution, self.train_resolution):
             raise ValueError(
                 f"InftyDiff trains at train_resolution={self.train_resolution} (its mollifier's std is in "
-                f"pixels of that grid), but the data is {height}x{width}; set the sampler's resolution to "
+                f"pixels of that grid), but the data is {height}x{width}; set the data view's resolution to "
                 f"{self.train_resolution} or the model's train_resolution to the data's"
             )
         t = sample_timesteps(batch_size, self.num_train_steps, generator=generator, device=x0.device)

@@ -22,7 +22,7 @@ from rezdiff.core.schedules import vp_marginal
 from rezdiff.data.batch import FieldBatch
 from rezdiff.data.coords import Resolution
 from rezdiff.data.images import fourier_resize
-from rezdiff.data.samplers import FieldSampler, Levels
+from rezdiff.data.views import FieldView, Levels
 from rezdiff.models.base import DiffusionModule, resolution_or
 from rezdiff.nn.fno import FNO, Positional, check_even
 from rezdiff.nn.unet import UNet
@@ -82,8 +82,8 @@ class MultilevelSDE(DiffusionModule):
     **Training data.** Full grids (``FullGrid``) or ``Levels``: a batch is trained at
     ``train_resolution`` (set per step by :class:`rezdiff.callbacks.ResolutionSchedule`; ``None`` = the
     batch's size), Fourier-downsampled on the device in the prior's basis (``prior.boundary``: Fourier
-    for ``"periodic"``, cosine for ``"reflect"``); a ``Levels`` sampler with another boundary is an
-    error. Validation logs ``val/loss_<R>`` at every level of a ``Levels`` sampler with the same ``t``
+    for ``"periodic"``, cosine for ``"reflect"``); a ``Levels`` data view with another boundary is an
+    error. Validation logs ``val/loss_<R>`` at every level of a ``Levels`` data view with the same ``t``
     and noise draws, and ``val/loss`` at the finest.
 
     **Sampling** at any even resolution: a prior draw on that grid, then the reverse SDE (Euler-Maruyama
@@ -173,7 +173,7 @@ class MultilevelSDE(DiffusionModule):
         self.sample_steps = sample_steps
         self.denoise_final = denoise_final
         self.train_resolution: int | None = None  # set per step by ResolutionSchedule
-        self.levels: tuple[int, ...] | None = None  # validation levels, from a Levels sampler
+        self.levels: tuple[int, ...] | None = None  # validation levels, from a Levels data view
         self.check_size(image_size, image_size)
         self.setup_ema()
 
@@ -199,8 +199,8 @@ class MultilevelSDE(DiffusionModule):
         if batch.index is not None or batch.coords is not None:
             raise ValueError(
                 "MultilevelSDE trains on full grids, but this batch selects points; configure the data "
-                "module with `sampler: Levels` (multilevel training) or `sampler: FullGrid` "
-                "(e.g. --data.init_args.sampler.class_path rezdiff.data.Levels)"
+                "module with `view: Levels` (multilevel training) or `view: FullGrid` "
+                "(e.g. --data.init_args.view.class_path rezdiff.data.Levels)"
             )
         x0 = batch.image
         if x0.shape[1] != self.channels:
@@ -239,25 +239,25 @@ class MultilevelSDE(DiffusionModule):
         """The basis of levels and noise: the prior's boundary, the one source of truth for both."""
         return self.prior.boundary
 
-    def check_levels(self, sampler: object) -> None:
-        """Raise a ValueError if ``sampler`` is a ``Levels`` whose boundary is not the prior's."""
-        if isinstance(sampler, Levels) and sampler.boundary != self.boundary:
+    def check_levels(self, view: object) -> None:
+        """Raise a ValueError if the data view ``view`` is a ``Levels`` whose boundary is not the prior's."""
+        if isinstance(view, Levels) and view.boundary != self.boundary:
             raise ValueError(
-                f"Levels(boundary={sampler.boundary!r}) disagrees with the prior's boundary "
-                f"{self.boundary!r} (the model resizes levels in the prior's basis); set the sampler's "
-                f"boundary: {self.boundary} or build the prior with boundary: {sampler.boundary}"
+                f"Levels(boundary={view.boundary!r}) disagrees with the prior's boundary "
+                f"{self.boundary!r} (the model resizes levels in the prior's basis); set the view's "
+                f"boundary: {self.boundary} or build the prior with boundary: {view.boundary}"
             )
 
-    def check_data(self, sampler: FieldSampler, role: str, stage: str) -> None:
-        """A ``Levels`` sampler must resize in the prior's basis (:meth:`check_levels`). Training at a finest
+    def check_data(self, view: FieldView, role: str, stage: str) -> None:
+        """A ``Levels`` view must resize in the prior's basis (:meth:`check_levels`). Training at a finest
         size other than ``image_size`` works (the score network and the prior act on functions, not grids),
         but ``image_size`` stays the default sampling grid: one warning."""
-        self.check_levels(sampler)
-        size = sampler.example_resolution()
-        if stage == "fit" and role == "sampler" and size is not None and size != (self.image_size,) * 2:
+        self.check_levels(view)
+        size = view.example_resolution()
+        if stage == "fit" and role == "view" and size is not None and size != (self.image_size,) * 2:
             logger.warning(
-                "MultilevelSDE: image_size=%d but the data's sampler renders %dx%d, so it trains at %dx%d "
-                "and samples at %d by default; set the sampler's (finest) resolution or image_size to agree",
+                "MultilevelSDE: image_size=%d but the data's view renders %dx%d, so it trains at %dx%d "
+                "and samples at %d by default; set the view's (finest) resolution or image_size to agree",
                 self.image_size,
                 *size,
                 *size,
@@ -265,11 +265,11 @@ class MultilevelSDE(DiffusionModule):
             )
 
     def setup(self, stage: str) -> None:
-        """Check the data module's samplers (:meth:`check_data`); take the validation levels."""
+        """Check the data module's data views (:meth:`check_data`); take the validation levels."""
         super().setup(stage)
         datamodule = getattr(self.trainer, "datamodule", None)
-        sampler = getattr(datamodule, "val_sampler", None)
-        self.levels = sampler.resolutions if isinstance(sampler, Levels) else None
+        view = getattr(datamodule, "val_view", None)
+        self.levels = view.resolutions if isinstance(view, Levels) else None
 
     def _eval_step(self, batch: FieldBatch, batch_idx: int, stage: str) -> Tensor:
         size = batch.image.shape[-1]

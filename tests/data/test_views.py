@@ -7,8 +7,8 @@ import torch
 
 from rezdiff.data import coords
 from rezdiff.data.batch import FieldBatch
-from rezdiff.data.samplers import FieldSampler, FullGrid, RandomPixels
 from rezdiff.data.synthetic import Synthetic
+from rezdiff.data.views import FieldView, FullGrid, RandomPixels
 
 
 @pytest.fixture(scope="module")
@@ -28,8 +28,8 @@ def test_full_grid(dataset):
 @pytest.mark.parametrize(("resolution", "fraction"), [(16, 0.25), ((10, 13), 0.3), (8, 1.0)])
 def test_random_pixels_selection(dataset, resolution, fraction):
     height, width = coords.as_hw(resolution)
-    sampler = RandomPixels(resolution, fraction)
-    example = sampler(dataset, 2, torch.Generator().manual_seed(0))
+    view = RandomPixels(resolution, fraction)
+    example = view(dataset, 2, torch.Generator().manual_seed(0))
     count = math.floor(height * width * fraction)
     assert example.image.shape == (3, height, width)
     assert example.index.shape == (count,) and example.index.dtype == torch.long
@@ -45,18 +45,18 @@ def test_random_pixels_selection(dataset, resolution, fraction):
 
 
 def test_random_pixels_deterministic_with_generator_random_without(dataset):
-    sampler = RandomPixels(32, 0.1)
-    first = sampler(dataset, 0, torch.Generator().manual_seed(7))
-    second = sampler(dataset, 0, torch.Generator().manual_seed(7))
-    other = sampler(dataset, 0, torch.Generator().manual_seed(8))
+    view = RandomPixels(32, 0.1)
+    first = view(dataset, 0, torch.Generator().manual_seed(7))
+    second = view(dataset, 0, torch.Generator().manual_seed(7))
+    other = view(dataset, 0, torch.Generator().manual_seed(8))
     assert torch.equal(first.index, second.index) and torch.equal(first.coords, second.coords)
     assert not torch.equal(first.index, other.index)
     torch.manual_seed(0)
-    a = sampler(dataset, 0).index
-    b = sampler(dataset, 0).index
+    a = view(dataset, 0).index
+    b = view(dataset, 0).index
     torch.manual_seed(0)
-    assert not torch.equal(a, b) and torch.equal(sampler(dataset, 0).index, a)  # global RNG
-    batch = FieldBatch.collate([sampler(dataset, i) for i in range(3)])
+    assert not torch.equal(a, b) and torch.equal(view(dataset, 0).index, a)  # global RNG
+    batch = FieldBatch.collate([view(dataset, i) for i in range(3)])
     assert batch.index.shape == (3, 102) and batch.values().shape == (3, 102, 3)
 
 
@@ -68,6 +68,6 @@ def test_random_pixels_validates_fraction():
         RandomPixels(4, 0.01)
 
 
-def test_sampler_base_is_abstract():
+def test_view_base_is_abstract():
     with pytest.raises(TypeError):
-        FieldSampler()  # type: ignore[abstract]
+        FieldView()  # type: ignore[abstract]
