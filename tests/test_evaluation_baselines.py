@@ -182,7 +182,7 @@ def test_photographs_sweep_expands_to_every_family_resolution_and_baseline(
             main(["fit", *[a for f in files for a in ("-c", str(f))], "--print_config"])
         configs[run.params.get("family", "stage1")] = yaml.safe_load(capsys.readouterr().out)
     stage1 = configs.pop("stage1")
-    assert stage1["data"]["init_args"]["sampler"]["init_args"]["max_scale"] == 32  # no view above 1x
+    assert stage1["data"]["init_args"]["view"]["init_args"]["max_scale"] == 32  # no view above 1x
     assert stage1["data"]["init_args"]["dataset"]["init_args"]["split"] == "train"
     for family, config in configs.items():
         data, evaluate = config["data"]["init_args"], config["evaluate"]
@@ -193,12 +193,12 @@ def test_photographs_sweep_expands_to_every_family_resolution_and_baseline(
         assert config["trainer"]["max_steps"] == 150 and data["batch_size"] == 8, family
         assert evaluate["reference_dataset"]["init_args"]["split"] == "held_out", family
         assert evaluate["metrics"] == ["pfid", "swd"] and evaluate["crops_per_image"] == 16
-        sampler = data["sampler"].get("init_args") or {}  # INFD's CachedLatents: stage 1's 32² encoder
+        view = data["view"].get("init_args") or {}  # INFD's CachedLatents: stage 1's 32² encoder
         if family == "ddpm64":
-            assert sampler["resolution"] == 64 and config["model"]["init_args"]["image_size"] == 64
+            assert view["resolution"] == 64 and config["model"]["init_args"]["image_size"] == 64
             assert evaluate["resolutions"] == [64] and evaluate["upsample_from"] is None
             continue
-        trained = sampler.get("resolution") or max(sampler.get("resolutions") or [32])
+        trained = view.get("resolution") or max(view.get("resolutions") or [32])
         assert trained == 32, family
         assert evaluate["resolutions"][:2] == [32, 64] and evaluate["upsample_from"] == 32, family
         assert data["hflip"] == (0.0 if family == "infd" else 0.5), family
