@@ -70,7 +70,8 @@ def test_print_config_stacks_files_and_dotted_overrides(
     config = yaml.safe_load(capsys.readouterr().out)
     optimizer = config["model"]["init_args"]["optimizer"]
     assert optimizer["init_args"]["lr"] == 0.123
-    assert optimizer["init_args"]["betas"] == [0.9, 0.999]  # the rest from the config below
+    # the arguments not given keep DDPM's values (weight decay 0), not AdamW's own defaults (0.01)
+    assert optimizer["init_args"]["weight_decay"] == 0.0 and optimizer["init_args"]["betas"] == [0.9, 0.999]
     assert config["model"]["init_args"]["sample_steps"] == 7
     assert config["model"]["class_path"] == "rezdiff.models.DDPM"
 

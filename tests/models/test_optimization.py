@@ -32,7 +32,7 @@ from rezdiff.models import (
     LinearWarmup,
     MultilevelSDE,
 )
-from rezdiff.models.optimization import class_spec, resolve_factory
+from rezdiff.models.optimization import class_spec, recordable, resolve_factory
 from tests.helpers import TINY_DDPM, TINY_UNET
 
 # (class, optimiser arguments, optimiser class, lr, betas, weight decay, EMA (decay, every, warm-up) or None)
@@ -278,3 +278,16 @@ def test_infd_autoencoder_takes_one_optimiser_per_player() -> None:
     critic = {id(p) for p in model.discriminator.parameters()}
     assert {id(p) for p in opt_d.param_groups[0]["params"]} == critic
     assert not {id(p) for p in opt_g.param_groups[0]["params"]} & critic
+
+
+def test_a_spec_parsed_back_by_the_cli_inside_a_wrapped_stage_record_is_read() -> None:
+    """A resumed stage-2 run re-parses its recorded stage-1 configuration (a ``dict`` argument):
+    jsonargparse hands the nested optimiser spec back as a ``Namespace`` with the call-time ``params``
+    filled in as None."""
+    from jsonargparse import Namespace
+
+    parsed = Namespace(class_path="torch.optim.AdamW", init_args=Namespace(params=None, lr=0.1))
+    assert recordable(parsed) == class_spec("torch.optim.AdamW", lr=0.1)
+    model = DDPM(**TINY_UNET, optimizer=parsed, ema=Namespace(decay=0.5, update_every=2, warmup=False))
+    assert model.configure_optimizers().defaults["lr"] == 0.1
+    assert model.hparams["ema"] == {"decay": 0.5, "update_every": 2, "warmup": False}

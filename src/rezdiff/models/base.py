@@ -156,14 +156,8 @@ class DiffusionModule(pl.LightningModule, ABC):
         for name, record in self._factory_records.items():
             if name in self.hparams and record is not None:  # None: given by the CLI, which recorded its spec
                 plain[name] = record
-        if (
-            "ema" in self.hparams
-            and self.ema_settings is not None
-            and not isinstance(self.hparams["ema"], Mapping)
-        ):
-            plain["ema"] = self.ema_settings.as_dict()
-        elif isinstance(self.hparams.get("ema"), Mapping) and self.ema_settings is not None:
-            plain["ema"] = self.ema_settings.as_dict()  # with the family's values for the settings not given
+        if "ema" in self.hparams and self.ema_settings is not None:
+            plain["ema"] = self.ema_settings.as_dict()  # every setting, the family's where none was given
         self.hparams.update(plain)
         self._hparams_initial.update(plain)
 

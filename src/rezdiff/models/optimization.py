@@ -62,6 +62,7 @@ class EMASettings:
         """``value`` as settings: the dataclass itself, or the plain dict a config or checkpoint holds."""
         if isinstance(value, EMASettings):
             return value
+        value = _as_mapping(value)
         if not isinstance(value, Mapping):
             raise ValueError(f"ema must be {{decay, update_every, warmup}}, got {value!r}")
         unknown = sorted(set(value) - {"decay", "update_every", "warmup"})
@@ -122,13 +123,33 @@ def _class_path(cls: type) -> str:
     return f"{cls.__module__}.{cls.__qualname__}"
 
 
+def _as_mapping(value: Any) -> Any:
+    """``value`` as a dict when it is a jsonargparse ``Namespace`` (a recorded spec nested in a ``dict``
+    argument, e.g. a wrapped stage's configuration, comes back from the CLI's parser as one)."""
+    if not isinstance(value, Mapping) and callable(getattr(value, "as_dict", None)):
+        return value.as_dict()
+    return value
+
+
+def _spec_init_args(init_args: Mapping[str, Any]) -> dict[str, Any]:
+    """``init_args`` without the argument the factory is called with (an optimiser's ``params``, a
+    scheduler's ``optimizer``), which a parser may have filled in as None."""
+    init_args = copy.deepcopy(dict(init_args or {}))
+    for call_time in ("params", "optimizer"):
+        if init_args.get(call_time, 0) is None:
+            del init_args[call_time]
+    return init_args
+
+
 def recordable(value: Any) -> dict[str, Any] | None:
     """The plain ``{class_path, init_args}`` spec of a factory: a spec (copied), a class, or a
     ``functools.partial`` of a class with keyword arguments only; None for anything else (a lambda)."""
+    value = _as_mapping(value)
     if isinstance(value, Mapping):
+        class_path = value.get("class_path")
         return {
-            "class_path": value.get("class_path"),
-            "init_args": copy.deepcopy(dict(value.get("init_args") or {})),
+            "class_path": class_path,
+            "init_args": _spec_init_args(value.get("init_args") or {}),
         }
     if isinstance(value, type):
         return class_spec(_class_path(value))
@@ -140,6 +161,7 @@ def recordable(value: Any) -> dict[str, Any] | None:
 def resolve_factory(value: Any, name: str, base: type) -> Callable[..., Any]:
     """The callable behind ``value`` (a spec or a callable), named ``name`` in errors; a spec must name a
     subclass of ``base`` and its ``init_args`` must be arguments of that class."""
+    value = _as_mapping(value)
     if isinstance(value, Mapping):
         unknown = sorted(set(value) - {"class_path", "init_args"})
         if unknown:
@@ -147,8 +169,7 @@ def resolve_factory(value: Any, name: str, base: type) -> Callable[..., Any]:
         cls = _import_class(value.get("class_path"), name)
         if not issubclass(cls, base):
             raise ValueError(f"{name}.class_path {value['class_path']!r} is not a {_class_path(base)}")
-        init_args = dict(value.get("init_args") or {})
-        return functools.partial(cls, **init_args)
+        return functools.partial(cls, **_spec_init_args(value.get("init_args") or {}))
     if not callable(value):
         raise ValueError(f"{name} must be a {{class_path, init_args}} spec or a callable, got {value!r}")
     return value
