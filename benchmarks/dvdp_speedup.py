@@ -77,7 +77,7 @@ def build(
         attention_head_dim=options.head_dim,
         norm_num_groups=min(32, min(options.width)),
         dropout=0.0,
-        ema_decay=0.999,
+        ema={"decay": 0.999},
     )
     if turning_points is None:
         return DDPM(**unet)

@@ -37,12 +37,12 @@ CONFIG = Path(__file__).resolve().parents[1] / "configs" / "quickstart" / "dvdp.
 def train(model: DVDP, dataset: Synthetic, train_size: int, options: argparse.Namespace) -> float:
     """Plain training loop (AdamW + warmup + clipping + EMA, as the quickstart); returns seconds."""
     view = FullGrid(options.resolution)
-    optimizer = torch.optim.AdamW(model.network.parameters(), lr=model.lr, betas=model.adam_betas)
+    configured = model.configure_optimizers()  # the config's optimiser and warm-up schedule
+    optimizer = configured["optimizer"] if isinstance(configured, dict) else configured
+    scheduler = configured["lr_scheduler"]["scheduler"] if isinstance(configured, dict) else None
     order = torch.Generator().manual_seed(0)
     start = time.perf_counter()
     for step in range(options.steps):
-        for group in optimizer.param_groups:
-            group["lr"] = model.lr * min(1.0, (step + 1) / max(1, model.warmup_steps))
         index = torch.randint(0, train_size, (options.batch,), generator=order).tolist()
         batch = FieldBatch.collate([view(dataset, i) for i in index])
         loss = model.loss(batch, step_generator(0, step))
@@ -50,6 +50,8 @@ def train(model: DVDP, dataset: Synthetic, train_size: int, options: argparse.Na
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.network.parameters(), 1.0)
         optimizer.step()
+        if scheduler is not None:
+            scheduler.step()
         model.ema.update(model.network, step)
     return time.perf_counter() - start
 

@@ -82,8 +82,8 @@ def build(options: argparse.Namespace, device: torch.device) -> MultilevelSDE:
         prior=warmstart_prior() if options.prior == "combined" else None,
         modes=options.modes,
         width=options.width,
-        lr=options.lr,
-        ema_decay=0.0,
+        optimizer={"class_path": "torch.optim.AdamW", "init_args": {"lr": options.lr}},
+        ema={"decay": 0.0},
     )
     return model.to(device).train()
 

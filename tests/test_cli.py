@@ -52,7 +52,7 @@ def test_print_config_stacks_files_and_dotted_overrides(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     second = tmp_path / "second.yaml"
-    second.write_text("model:\n  init_args:\n    lr: 0.123\n")
+    second.write_text("model:\n  init_args:\n    optimizer:\n      init_args: {lr: 0.123}\n")
     with pytest.raises(SystemExit) as exit_info:
         main(
             [
@@ -68,7 +68,10 @@ def test_print_config_stacks_files_and_dotted_overrides(
         )
     assert exit_info.value.code in (0, None)
     config = yaml.safe_load(capsys.readouterr().out)
-    assert config["model"]["init_args"]["lr"] == 0.123
+    optimizer = config["model"]["init_args"]["optimizer"]
+    assert optimizer["init_args"]["lr"] == 0.123
+    # the arguments not given keep DDPM's values (weight decay 0), not AdamW's own defaults (0.01)
+    assert optimizer["init_args"]["weight_decay"] == 0.0 and optimizer["init_args"]["betas"] == [0.9, 0.999]
     assert config["model"]["init_args"]["sample_steps"] == 7
     assert config["model"]["class_path"] == "rezdiff.models.DDPM"
 
@@ -77,7 +80,7 @@ def test_print_config_stacks_files_and_dotted_overrides(
     "override, message",
     [
         (["--model.init_args.no_such_key", "1"], "no_such_key"),
-        (["--model.init_args.lr", "fast"], "lr"),
+        (["--model.init_args.optimizer.init_args.lr", "fast"], "lr"),
         (["--model.init_args.schedule", "quadratic"], "schedule"),
     ],
 )
@@ -100,7 +103,7 @@ def test_bad_config_fails_before_any_work(
             ["--data.init_args.val_fraction", "1.5"],
             "FieldDataModule: val_fraction must be in [0, 1), got 1.5",
         ),
-        (["--model.init_args.ema_decay", "1.5"], "DDPM: ema_decay must be in [0, 1), got 1.5"),
+        (["--model.init_args.ema.decay", "1.5"], "ema.decay must be in [0, 1), got 1.5"),
     ],
 )
 def test_a_constructor_check_is_one_line_naming_the_class(
@@ -266,13 +269,13 @@ QUICK = ["--trainer.callbacks=[]", "--trainer.limit_train_batches=1", "--trainer
 
 @pytest.fixture(scope="module")
 def tiny_checkpoints(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    """One-epoch DDPM (weight_decay 0.01, which the tiny config does not set) and DVDP checkpoints."""
+    """One-epoch DDPM (weight decay 0.01, which the tiny config does not set) and DVDP checkpoints."""
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     folder = tmp_path_factory.mktemp("ckpts")
     paths = {}
     for name, config, extra in (
-        ("ddpm", TINY_DDPM, ["--model.init_args.weight_decay=0.01"]),
+        ("ddpm", TINY_DDPM, ["--model.init_args.optimizer.init_args.weight_decay=0.01"]),
         ("dvdp", TINY_DVDP, []),
     ):
         root = folder / name
@@ -334,15 +337,30 @@ def test_sample_time_overrides_win_over_the_checkpoint(
     saved = yaml.safe_load((tmp_path / "run" / "config.yaml").read_text())["model"]["init_args"]
     assert (saved["eta"], saved["sample_steps"], saved["sampler"]) == (0.7, 3, "ddpm")
     # what the config does not set comes from the checkpoint
-    assert cli.model.hparams["weight_decay"] == 0.01 and saved["weight_decay"] == 0.01
+    recorded = cli.model.hparams["optimizer"]["init_args"]["weight_decay"]
+    assert recorded == 0.01 and saved["optimizer"]["init_args"]["weight_decay"] == 0.01
 
 
 @pytest.mark.usefixtures("single_thread")
 @pytest.mark.parametrize(
     ("command", "override", "named"),
     [
-        ("fit", ["--model.init_args.lr=0.01"], "lr (0.01 given, 0.001 in the checkpoint)"),
-        ("fit", ["--model.init_args.weight_decay=0.0"], "weight_decay (0.0 given, 0.01 in the checkpoint)"),
+        (
+            "fit",
+            ["--model.init_args.optimizer.init_args.lr=0.01"],
+            "optimizer.init_args.lr (0.01 given, 0.001 in the checkpoint)",
+        ),
+        (
+            "fit",
+            ["--model.init_args.optimizer.init_args.weight_decay=0.0"],
+            "optimizer.init_args.weight_decay (0.0 given, 0.01 in the checkpoint)",
+        ),
+        (
+            "fit",
+            ["--model.init_args.optimizer=torch.optim.SGD"],
+            "optimizer.class_path ('torch.optim.SGD' given, 'torch.optim.AdamW' in the checkpoint)",
+        ),
+        ("fit", ["--model.init_args.ema.decay=0.5"], "ema.decay (0.5 given, 0.9 in the checkpoint)"),
         ("validate", ["--model.init_args.block_out_channels=[16, 48]"], "block_out_channels ([16, 48] given"),
         (
             "predict",
@@ -362,6 +380,35 @@ def test_overriding_a_fixed_hyperparameter_is_an_error_naming_it(
     assert "cannot change" in message and "eta" in message  # and it says which settings can
 
 
+@pytest.mark.usefixtures("single_thread")
+def test_a_checkpoint_with_the_former_optimiser_arguments_resumes(
+    tmp_path: Path, tiny_checkpoints: dict[str, Path]
+) -> None:
+    """A run checkpointed before the injected optimiser (``lr``, ``adam_betas``, ``weight_decay``,
+    ``warmup_steps``, ``ema_*`` hyperparameters) resumes with today's config: the former values are read as
+    ``optimizer``/``lr_scheduler``/``ema`` (one warning), so the unchanged config does not conflict."""
+    checkpoint = torch.load(tiny_checkpoints["ddpm"], weights_only=True)
+    hparams = checkpoint["hyper_parameters"]
+    optimizer, ema = hparams.pop("optimizer")["init_args"], hparams.pop("ema")
+    hparams.pop("lr_scheduler")
+    hparams.update(
+        lr=optimizer["lr"],
+        adam_betas=list(optimizer["betas"]),
+        weight_decay=optimizer["weight_decay"],
+        warmup_steps=0,
+        ema_decay=ema["decay"],
+        ema_update_every=ema["update_every"],
+        ema_warmup=ema["warmup"],
+    )
+    former = tmp_path / "former.ckpt"
+    torch.save(checkpoint, former)
+    with pytest.warns(FutureWarning, match="the former optimiser and EMA arguments"):
+        cli = _with_ckpt("fit", former, tmp_path / "run")
+    assert cli.model.hparams["optimizer"]["init_args"]["weight_decay"] == 0.01
+    assert cli.model.hparams["ema"]["decay"] == 0.9 and cli.model.hparams["lr_scheduler"] is None
+    assert type(cli.trainer.optimizers[0]) is torch.optim.AdamW
+
+
 def test_sample_time_settings_are_sampling_arguments_of_their_family() -> None:
     """Every listed name is a constructor argument of its class, and every family has a list."""
     import inspect
@@ -375,7 +422,7 @@ def test_sample_time_settings_are_sampling_arguments_of_their_family() -> None:
     assert set(SAMPLE_TIME_SETTINGS) == families
     for cls, names in SAMPLE_TIME_SETTINGS.items():
         assert names and names <= set(inspect.signature(cls.__init__).parameters), cls
-        assert not names & {"lr", "num_train_steps", "ema_decay", "image_size"}, cls
+        assert not names & {"optimizer", "lr_scheduler", "ema", "num_train_steps", "image_size"}, cls
     assert sample_time_settings(type("MyDDPM", (DDPM,), {})) == SAMPLE_TIME_SETTINGS[DDPM]
 
 

@@ -31,7 +31,7 @@ def save_like_lightning(model: rezdiff.DDPM, path: Path, **changes) -> Path:
 
 
 def test_round_trip_restores_weights_ema_and_arguments(tmp_path: Path) -> None:
-    model = rezdiff.DDPM(**TINY, ema_decay=0.5)
+    model = rezdiff.DDPM(**TINY, ema={"decay": 0.5})
     model.ema.update(model.network, 0)
     with torch.no_grad():
         next(model.network.parameters()).add_(1.0)

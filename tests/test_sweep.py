@@ -15,7 +15,7 @@ from rezdiff.cli import main
 from rezdiff.sweep import Sweep, nest_dotted, prepare
 from tests.helpers import REPO, TINY_DDPM
 
-# A stand-in for `python -m rezdiff fit|test ...`: fit fails when a config sets model.init_args.lr to
+# A stand-in for `python -m rezdiff fit|test ...`: fit fails when a config sets the model's optimiser lr to
 # "fail", otherwise writes last.ckpt; test writes metrics.json with fid@16 = lr and fid@32 = 2 lr. It lets
 # the runner's bookkeeping be tested in milliseconds; the slow test below runs the real commands.
 STUB = """#!{python}
@@ -26,7 +26,8 @@ lr = 1.0
 for i, a in enumerate(args):
     if a == "-c":
         config = yaml.safe_load(open(args[i + 1])) or {{}}
-        lr = config.get("model", {{}}).get("init_args", {{}}).get("lr", lr)
+        model = config.get("model", {{}}).get("init_args", {{}})
+        lr = model.get("optimizer", {{}}).get("init_args", {{}}).get("lr", lr)
 with open(root.parent / "calls.txt", "a") as log:
     log.write(stage + " " + root.name + "\\n")
 if lr == "fail":
@@ -60,7 +61,7 @@ def test_grid_expansion_names_runs_and_substitutes_every_leaf(tmp_path: Path) ->
         "config": {
             "trainer.max_epochs": 1,
             "model": {"class_path": {"grid": ["rezdiff.models.DDPM", "rezdiff.models.DVDP"]}},
-            "model.init_args.lr": {"grid": [0.1, 0.2, 0.3]},
+            "model.init_args.optimizer.init_args.lr": {"grid": [0.1, 0.2, 0.3]},
         },
     }
     sweep = Sweep.from_spec(spec, out=tmp_path)
@@ -73,7 +74,10 @@ def test_grid_expansion_names_runs_and_substitutes_every_leaf(tmp_path: Path) ->
     assert last.params == {"family": "dvdp", "class_path": "DVDP", "lr": "0.3"} and last.seed == 1
     assert last.fragment == {
         "trainer": {"max_epochs": 1},
-        "model": {"class_path": "rezdiff.models.DVDP", "init_args": {"lr": 0.3}},
+        "model": {
+            "class_path": "rezdiff.models.DVDP",
+            "init_args": {"optimizer": {"init_args": {"lr": 0.3}}},
+        },
     }
     assert last.configs == [str(TINY_DDPM), {"a.b": 1}]
     assert nest_dotted({"a.b.c": 1, "a": {"b": {"d": 2}}}) == {"a": {"b": {"c": 1, "d": 2}}}
@@ -98,7 +102,10 @@ def test_class_path_grid_keeps_shared_arguments(tmp_path: Path, capsys: pytest.C
 
 def test_runner_records_failures_continues_and_skips_finished_runs(tmp_path: Path, stub_python: str) -> None:
     out = tmp_path / "sweep"
-    spec = {"configs": [str(TINY_DDPM)], "config": {"model.init_args.lr": {"grid": [0.5, "fail", 2.0]}}}
+    spec = {
+        "configs": [str(TINY_DDPM)],
+        "config": {"model.init_args.optimizer.init_args.lr": {"grid": [0.5, "fail", 2.0]}},
+    }
     file = write(tmp_path / "s.yaml", spec)
     rows = main(["sweep", str(file), "--out", str(out), "--python", stub_python])
     assert [row["status"] for row in rows] == ["done", "failed", "done"]
@@ -152,8 +159,11 @@ def test_prepare_stage_is_fitted_once_first_and_its_checkpoint_substituted(
     out = tmp_path / "sweep"
     spec = {
         "configs": [str(TINY_DDPM)],
-        "prepare": {"stage1": [str(TINY_DDPM), {"model.init_args.lr": 0.25}]},
-        "config": {"stage1_ckpt": "${prepare.stage1}", "model.init_args.lr": {"grid": [0.5, 2.0]}},
+        "prepare": {"stage1": [str(TINY_DDPM), {"model.init_args.optimizer.init_args.lr": 0.25}]},
+        "config": {
+            "stage1_ckpt": "${prepare.stage1}",
+            "model.init_args.optimizer.init_args.lr": {"grid": [0.5, 2.0]},
+        },
     }
     file = write(tmp_path / "s.yaml", spec)
     commands = main(["sweep", str(file), "--out", str(out), "--print-commands"])

@@ -72,11 +72,12 @@ def _plain(value: Any) -> Any:
 
 
 def _same_class(a: Any, b: Any) -> bool:
-    """Two class paths that name one class (``rezdiff.models.DDPM`` and ``rezdiff.models.ddpm.module.DDPM``);
-    only paths inside the rezdiff package are imported to find out."""
+    """Two class paths that name one class (``rezdiff.models.DDPM`` and ``rezdiff.models.ddpm.module.DDPM``,
+    ``torch.optim.AdamW`` and ``torch.optim.adamw.AdamW``); only paths inside rezdiff and torch are imported
+    to find out."""
     if a == b:
         return True
-    if not all(isinstance(p, str) and p.startswith("rezdiff.") for p in (a, b)):
+    if not all(isinstance(p, str) and p.startswith(("rezdiff.", "torch.")) for p in (a, b)):
         return False
     try:
         return _class_of(a) is _class_of(b)
@@ -84,15 +85,20 @@ def _same_class(a: Any, b: Any) -> bool:
         return False
 
 
-def _same(given: Any, recorded: Any) -> bool:
-    """Whether a value given in the config equals the checkpoint's (a given dict compares its own keys only:
-    a nested class spec names only the arguments the user set)."""
+def _differences(name: str, given: Any, recorded: Any) -> Iterator[str]:
+    """Where a value given in the config differs from the checkpoint's, one ``key (given, recorded)`` each;
+    a given dict compares its own keys only (a nested class spec names only the arguments the user set),
+    and a changed ``class_path`` is reported alone (its arguments then mean something else)."""
     if isinstance(given, dict) and isinstance(recorded, dict):
-        return all(
-            k in recorded and (_same_class(v, recorded[k]) if k == "class_path" else _same(v, recorded[k]))
-            for k, v in given.items()
-        )
-    return given == recorded
+        if "class_path" in given and not _same_class(given["class_path"], recorded.get("class_path")):
+            recorded_path = recorded.get("class_path")
+            yield f"{name}.class_path ({given['class_path']!r} given, {recorded_path!r} in the checkpoint)"
+            return
+        for key, value in given.items():
+            if key != "class_path":
+                yield from _differences(f"{name}.{key}", value, recorded.get(key))
+    elif given != recorded:
+        yield f"{name} ({given!r} given, {recorded!r} in the checkpoint)"
 
 
 def default_logger(root: str) -> Logger:
@@ -108,6 +114,24 @@ class RezdiffCLI(LightningCLI):
     def add_arguments_to_parser(self, parser: Any) -> None:
         parser.add_class_arguments(Evaluate, "evaluate")
         parser.add_class_arguments(PredictionWriter, "predictions")
+
+    def before_instantiate_classes(self) -> None:
+        """Refuse Lightning's top-level ``--optimizer``/``--lr_scheduler``: they would replace the model's
+        ``configure_optimizers`` while the model's own optimiser settings stayed in its config, meaningless.
+        A model's optimiser and schedule are its constructor arguments (one source of truth)."""
+        config = self.config[self.subcommand] if self.subcommand else self.config
+        for key in ("optimizer", "lr_scheduler"):
+            if config.get(key) is None:
+                continue
+            names: tuple[str, ...] = (key,)
+            if key == "optimizer":
+                model_class = _class_of(config["model"].class_path) if config.get("model") else None
+                names = getattr(model_class, "optimizer_arguments", names)
+            where = " / ".join(f"--model.init_args.{name}" for name in names)
+            raise ValueError(
+                f"--{key} at the top level is refused: it would silently replace the model's own, which is "
+                f"set by {where} (a config: model.init_args.{names[0]}: {{class_path: ..., init_args: ...}})"
+            )
 
     def parse_arguments(self, parser: Any, args: Any) -> None:
         self._raw_args = args  # parsed again without defaults when a checkpoint needs what was given
@@ -128,7 +152,8 @@ class RezdiffCLI(LightningCLI):
         but never silently: a checkpoint of another class than the config's, or a given hyperparameter that
         differs from the checkpoint's, is an error naming it; the sample-time settings
         (:data:`SAMPLE_TIME_SETTINGS`) given in the config or on the command line win over the
-        checkpoint's."""
+        checkpoint's. The optimisers, ``lr_scheduler`` and ``ema`` are not among them: a resumed fit restores
+        their states (learning rates included) from the checkpoint, which would silently overrule a change."""
         subcommand = self.config.get("subcommand")
         if not subcommand:
             return
@@ -151,8 +176,8 @@ class RezdiffCLI(LightningCLI):
         for name, value in self._given_model_arguments(subcommand).items():
             if name in free or name not in recorded:  # an option newer than the checkpoint is the config's
                 overrides[name] = value
-            elif not _same(value, _plain(recorded[name])):
-                conflicts.append(f"{name} ({value!r} given, {_plain(recorded[name])!r} in the checkpoint)")
+            else:
+                conflicts.extend(_differences(name, value, _plain(recorded[name])))
         if conflicts:
             raise CheckpointError(
                 f"--ckpt_path {ckpt_path}: model.init_args {'; '.join(conflicts)} cannot change for a "

@@ -60,6 +60,9 @@ def build(class_path: str, init_args: dict[str, Any]) -> Any:
     from lightning.pytorch.core.mixins.hparams_mixin import _given_hyperparameters
 
     cls = import_rezdiff_class(class_path, "the recorded configuration", base=torch.nn.Module)
+    upgrade = getattr(cls, "upgrade_hyperparameters", None)
+    if upgrade is not None:
+        init_args = upgrade(init_args, f"the recorded configuration of {cls.__name__}")
     init_args = {**getattr(cls, "recorded_defaults", {}), **init_args}
     token = _given_hyperparameters.set(None)
     try:
@@ -161,6 +164,8 @@ def recorded_hyperparameters(path: str | Path, checkpoint: Mapping[str, Any], cl
             )
     # LightningCLI adds private entries such as `_class_path` and `_instantiator`; they are not arguments.
     hparams = {k: v for k, v in raw.items() if not k.startswith("_")}
+    if issubclass(cls, DiffusionModule):  # optimiser settings of older checkpoints in today's form
+        hparams = cls.upgrade_hyperparameters(hparams, str(path))
     parameters = inspect.signature(cls.__init__).parameters
     if not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values()):
         foreign = sorted(set(hparams) - set(parameters))

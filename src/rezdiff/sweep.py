@@ -11,7 +11,7 @@ A sweep file (YAML)::
         dvdp: configs/quickstart/dvdp.yaml
     config:                                # a config fragment applied after them (dotted keys allowed)
       trainer.max_epochs: 2
-      model.init_args.lr: {grid: [1.0e-3, 3.0e-4]}
+      model.init_args.optimizer.init_args.lr: {grid: [1.0e-3, 3.0e-4]}
       evaluate: {resolutions: [32, 64], metrics: [fid, kid, swd], num_samples: 128}
     collect: [fid, kid, swd]               # metrics (or keys) for the table and plot (default: all)
     prepare:                               # optional: fits every run depends on, done once, first

@@ -2,10 +2,10 @@
 learning rates, EMA, network sizes and parameter counts equal the values its paper states (where the paper is
 silent: the authors' code). One row per value, each naming its source.
 
-Rows read a dotted key of the YAML file (``model.init_args.lr``) or a quantity derived from it (``derived.*``,
-see ``DERIVED``): a parameter count of the network built on the meta device, channel multipliers, the
-resolutions where attention runs. Where a config departs from its source on purpose, the row asserts the
-config's value and its source names the family README's deviation.
+Rows read a dotted key of the YAML file (``model.init_args.optimizer.init_args.lr``) or a quantity derived
+from it (``derived.*``, see ``DERIVED``): a parameter count of the network built on the meta device, channel
+multipliers, the resolutions where attention runs. Where a config departs from its source on purpose, the row
+asserts the config's value and its source names the family README's deviation.
 
 Not asserted: the ∞-Diff image-model parameter counts. The authors' ``SparseUNet``/``SparseEncoder`` of
 configs/ffhq_256_config.py count 321,512,564 / 122,028,337 (``torch_dense`` backend, meta device) against
@@ -81,15 +81,25 @@ DDPM_PROCESS = [
     ("model.init_args.schedule", "linear", f"{HO}: linear betas"),
     ("model.init_args.beta_start", 1e-4, f"{HO}: beta_1 = 1e-4"),
     ("model.init_args.beta_end", 0.02, f"{HO}: beta_T = 0.02"),
-    ("model.init_args.ema_decay", 0.9999, f"{HO}: EMA decay 0.9999"),
-    ("model.init_args.ema_warmup", False, "hojonathanho/diffusion tpu_utils.make_ema: constant decay"),
-    ("model.init_args.warmup_steps", 5000, HO_CODE.format("cifar") + ": warmup=5000"),
+    ("model.init_args.optimizer.class_path", "torch.optim.AdamW", f"{HO}: Adam (AdamW with weight decay 0)"),
     (
-        "model.init_args.adam_betas",
+        "model.init_args.lr_scheduler.class_path",
+        "rezdiff.models.LinearWarmup",
+        HO_CODE.format("cifar") + ": warmup",
+    ),
+    ("model.init_args.ema.decay", 0.9999, f"{HO}: EMA decay 0.9999"),
+    ("model.init_args.ema.warmup", False, "hojonathanho/diffusion tpu_utils.make_ema: constant decay"),
+    ("model.init_args.lr_scheduler.init_args.steps", 5000, HO_CODE.format("cifar") + ": warmup=5000"),
+    (
+        "model.init_args.optimizer.init_args.betas",
         [0.9, 0.999],
         HO_CODE.format("cifar") + ": optimizer='adam' (TF defaults)",
     ),
-    ("model.init_args.weight_decay", 0.0, HO_CODE.format("cifar") + ": plain Adam, no weight decay"),
+    (
+        "model.init_args.optimizer.init_args.weight_decay",
+        0.0,
+        HO_CODE.format("cifar") + ": plain Adam, no weight decay",
+    ),
     ("trainer.gradient_clip_val", 1.0, HO_CODE.format("cifar") + ": grad_clip=1."),
 ]
 DDPM_NETWORK = [
@@ -115,7 +125,7 @@ ROWS = [
         [
             ("derived.channel_multipliers", [1, 2, 2, 2], HO_CODE.format("cifar") + ": ch_mult=(1, 2, 2, 2)"),
             ("model.init_args.dropout", 0.1, f"{HO}: dropout 0.1 on CIFAR10"),
-            ("model.init_args.lr", 2e-4, f"{HO}: learning rate 2e-4"),
+            ("model.init_args.optimizer.init_args.lr", 2e-4, f"{HO}: learning rate 2e-4"),
             ("data.init_args.batch_size", 128, f"{HO}: batch 128 for CIFAR10"),
             ("trainer.max_steps", 800_000, f"{HO}: CIFAR10 trained for 800k steps"),
         ],
@@ -126,7 +136,11 @@ ROWS = [
         [
             ("derived.channel_multipliers", [1, 1, 2, 2, 4, 4], HO_CODE.format("celebahq") + ": ch_mult"),
             ("model.init_args.dropout", 0.0, HO_CODE.format("celebahq") + " / run_lsun.py: dropout=0.0"),
-            ("model.init_args.lr", 2e-5, f"{HO}: lr lowered to 2e-5 for the 256x256 images"),
+            (
+                "model.init_args.optimizer.init_args.lr",
+                2e-5,
+                f"{HO}: lr lowered to 2e-5 for the 256x256 images",
+            ),
             ("derived.global_batch_8_gpus", 64, f"{HO}: batch 64 for larger images (config: 8 per GPU x 8)"),
             ("trainer.max_steps", 500_000, f"{HO}: CelebA-HQ 256 (the paper's face data) trained 0.5M steps"),
         ],
@@ -173,12 +187,21 @@ ROWS += rows_for(
         ("model.init_args.sampler", "ddim", f"{INFTY} §4.4: deterministic DDIM"),
         ("model.init_args.sample_steps", 100, f"{INFTY} §4.4: DDIM with 100 steps"),
         ("model.init_args.eta", 0.0, f"{INFTY} §4.4: deterministic DDIM"),
-        ("model.init_args.lr", 5e-5, f"{INFTY}: learning rate 5e-5"),
-        ("model.init_args.adam_betas", [0.9, 0.99], f"{INFTY_CODE}: adam_beta1 0.9, adam_beta2 0.99"),
-        ("model.init_args.weight_decay", 0.0, f"{INFTY}: Adam (no weight decay)"),
+        (
+            "model.init_args.optimizer.class_path",
+            "torch.optim.AdamW",
+            f"{INFTY}: Adam (AdamW with weight decay 0)",
+        ),
+        ("model.init_args.optimizer.init_args.lr", 5e-5, f"{INFTY}: learning rate 5e-5"),
+        (
+            "model.init_args.optimizer.init_args.betas",
+            [0.9, 0.99],
+            f"{INFTY_CODE}: adam_beta1 0.9, adam_beta2 0.99",
+        ),
+        ("model.init_args.optimizer.init_args.weight_decay", 0.0, f"{INFTY}: Adam (no weight decay)"),
         ("data.init_args.batch_size", 32, f"{INFTY}: batch size 32"),
-        ("model.init_args.ema_decay", 0.995, f"{INFTY_CODE}: ema_decay 0.995"),
-        ("model.init_args.ema_update_every", 10, f"{INFTY_CODE}: ema_update_every 10"),
+        ("model.init_args.ema.decay", 0.995, f"{INFTY_CODE}: ema_decay 0.995"),
+        ("model.init_args.ema.update_every", 10, f"{INFTY_CODE}: ema_update_every 10"),
         ("model.init_args.latent_dim", 1024, f"{INFTY}: latent size 1024"),
         ("model.init_args.sparse_blocks", 3, f"{INFTY}: 3 sparse residual blocks"),
         ("model.init_args.kernel_size", 7, f"{INFTY}: kernel size 7"),
@@ -227,11 +250,15 @@ ROWS += rows_for(
         ("model.init_args.schedule", "constant", f"{DIFFAE}: latent_beta_scheduler const0.008"),
         ("model.init_args.beta", 0.008, f"{DIFFAE}: const0.008"),
         ("data.init_args.batch_size", 256, f"{INFTY_LATENT_CODE}: batch_size 256"),
-        ("model.init_args.lr", 1e-4, f"{INFTY_LATENT_CODE}: learning_rate 1e-4"),
-        ("model.init_args.adam_betas", [0.9, 0.99], f"{INFTY_LATENT_CODE}: adam betas (0.9, 0.99)"),
-        ("model.init_args.weight_decay", 0.04, f"{INFTY_LATENT_CODE}: weight_decay 0.04"),
-        ("model.init_args.ema_decay", 0.995, f"{INFTY_LATENT_CODE}: ema_decay 0.995"),
-        ("model.init_args.ema_update_every", 10, f"{INFTY_LATENT_CODE}: ema_update_every 10"),
+        ("model.init_args.optimizer.init_args.lr", 1e-4, f"{INFTY_LATENT_CODE}: learning_rate 1e-4"),
+        (
+            "model.init_args.optimizer.init_args.betas",
+            [0.9, 0.99],
+            f"{INFTY_LATENT_CODE}: adam betas (0.9, 0.99)",
+        ),
+        ("model.init_args.optimizer.init_args.weight_decay", 0.04, f"{INFTY_LATENT_CODE}: weight_decay 0.04"),
+        ("model.init_args.ema.decay", 0.995, f"{INFTY_LATENT_CODE}: ema_decay 0.995"),
+        ("model.init_args.ema.update_every", 10, f"{INFTY_LATENT_CODE}: ema_update_every 10"),
         ("derived.stage1_latent_dim", 1024, f"{INFTY}: latent size 1024"),
         ("trainer.gradient_clip_val", 1.0, "samb-t/infty-diff train_latent_diffusion.py: clip 1.0"),
         ("derived.network_params", 75_639_808, LATENT_COUNTED),
@@ -254,8 +281,16 @@ ROWS += rows_for(
         ("model.init_args.renderer_channels", 256, INFD_CODE.format("models/ae-d4vq.yaml") + ": hidden 256"),
         ("model.init_args.renderer_blocks", 2, f"{INFD} H.1: two ResNet blocks in CLIF"),
         ("model.init_args.gan_weight", 0.75, INFD_CODE.format("models/ae-d4vq.yaml") + ": gan_g_loss 0.75"),
-        ("model.init_args.lr", 3.6e-5, f"{INFD} H.2: learning rate 3.6e-5"),
-        ("model.init_args.adam_betas", [0.5, 0.9], f"{INFD} H.2: Adam betas (0.5, 0.9)"),
+        *(
+            (f"model.init_args.{player}_optimizer.{key}", expected, f"{INFD} H.2: {what} (both players)")
+            for player in ("generator", "discriminator")
+            for key, expected, what in (
+                ("class_path", "torch.optim.Adam", "Adam"),
+                ("init_args.lr", 3.6e-5, "learning rate 3.6e-5"),
+                ("init_args.betas", [0.5, 0.9], "Adam betas (0.5, 0.9)"),
+                ("init_args.weight_decay", 0.0, "Adam, no weight decay"),
+            )
+        ),
         ("data.init_args.batch_size", 8, f"{INFD} H.2: batch size 8"),
         ("derived.iterations", 1_000_000, f"{INFD} H.2: 1M iterations (global_step counts two optimisers)"),
         ("derived.mixed_precision", False, "yinboc/infd trainers: float32, no autocast"),
@@ -322,12 +357,17 @@ ROWS += [
             ("model.init_args.beta_end", 0.0195, INFD_CODE.format("models/dm.yaml") + ": 0.0195"),
             ("model.init_args.sample_steps", 200, "yinboc/infd diffusion/utils.py: respacing 'ddim200'"),
             ("model.init_args.eta", 1.0, "yinboc/infd models/infd_base.py: z_ddim_eta=1.0"),
-            ("model.init_args.lr", 9.6e-5, f"{INFD} H.2: learning rate 9.6e-5"),
-            ("model.init_args.adam_betas", [0.9, 0.999], f"{INFD} H.2: AdamW betas (0.9, 0.999)"),
-            ("model.init_args.weight_decay", 0.01, f"{INFD} H.2: weight decay 0.01"),
-            ("model.init_args.ema_decay", 0.9999, "yinboc/infd models/infd_base.py: z_dm_ema_rate=0.9999"),
+            ("model.init_args.optimizer.class_path", "torch.optim.AdamW", f"{INFD} H.2: AdamW"),
+            ("model.init_args.optimizer.init_args.lr", 9.6e-5, f"{INFD} H.2: learning rate 9.6e-5"),
             (
-                "model.init_args.ema_warmup",
+                "model.init_args.optimizer.init_args.betas",
+                [0.9, 0.999],
+                f"{INFD} H.2: AdamW betas (0.9, 0.999)",
+            ),
+            ("model.init_args.optimizer.init_args.weight_decay", 0.01, f"{INFD} H.2: weight decay 0.01"),
+            ("model.init_args.ema.decay", 0.9999, "yinboc/infd models/infd_base.py: z_dm_ema_rate=0.9999"),
+            (
+                "model.init_args.ema.warmup",
                 False,
                 "yinboc/infd models/infd_base.py: update_dm_ema, constant rate",
             ),
@@ -352,9 +392,9 @@ ROWS += rows_for(
         ("model.init_args.beta_max", 20.0, ML_CODE.format("sde.py: alpha_max=20.0")),
         ("model.init_args.sampler", "sde", ML_CODE.format("utils.get_samples: Euler-Maruyama")),
         ("model.init_args.sample_steps", 1000, ML_CODE.format("main.py: get_samples(..., 1000, ...)")),
-        ("model.init_args.lr", 1e-3, ML_DEVIATION + "; authors' main.py: 6e-4"),
+        ("model.init_args.optimizer.init_args.lr", 1e-3, ML_DEVIATION + "; authors' main.py: 6e-4"),
         ("data.init_args.batch_size", 64, ML_DEVIATION + "; authors' main.py: 128"),
-        ("model.init_args.ema_decay", 0.999, ML_DEVIATION + "; authors' code: no EMA"),
+        ("model.init_args.ema.decay", 0.999, ML_DEVIATION + "; authors' code: no EMA"),
     ],
 )
 ML_WARM = ML_CODE.format("main_warmstart.py: ")
@@ -531,9 +571,9 @@ def value(row: Row) -> Any:
         return lookup(load(row.config), row.key)
     except KeyError:
         name = row.key.removeprefix("model.init_args.")
-        if name == row.key or name not in build(row.config).hparams:
+        if name == row.key:
             raise
-        return build(row.config).hparams[name]
+        return lookup(dict(build(row.config).hparams), name)  # recorded: the family's default filled in
 
 
 def same(actual: Any, expected: Any, rel: float) -> bool:
@@ -569,13 +609,39 @@ def test_paper_value(row: Row) -> None:
     )
 
 
+@pytest.mark.parametrize("config", PAPER_CONFIGS)
+def test_paper_config_optimiser_is_the_one_its_yaml_names(config: str) -> None:
+    """The rows read the YAML; the model built from it must train with exactly that optimiser and warm-up
+    (one source of truth: nothing else sets them)."""
+    model = build(config)
+    args = init_args(config)
+    for index, name in enumerate(model.optimizer_arguments):
+        spec = args[name]
+        with torch.device("meta"):
+            optimizer = model.optimizer_factories[name]([nn.Parameter(torch.zeros(1))])
+        assert f"torch.optim.{type(optimizer).__name__}" == spec["class_path"], name
+        for key, expected in spec["init_args"].items():
+            assert same(optimizer.defaults[key], expected, 0.0), (
+                name,
+                key,
+                optimizer.defaults[key],
+                expected,
+            )
+        if index == 0 and "lr_scheduler" in args:
+            scheduler = model.lr_scheduler_factory(optimizer)
+            assert type(scheduler).__name__ == "LinearWarmup"
+            assert scheduler.steps == args["lr_scheduler"]["init_args"]["steps"]
+    if "ema" in args:
+        assert model.ema_settings.as_dict() == {**model.ema_settings.as_dict(), **args["ema"]}
+
+
 # A config copy with one value changed (the kinds of slip the table exists for) must fail at least one row.
 MUTATIONS = [
-    ("ddpm_cifar10", "model.init_args.lr", 1e-4),
+    ("ddpm_cifar10", "model.init_args.optimizer.init_args.lr", 1e-4),
     ("ddpm_ffhq256", "model.init_args.block_out_channels", [128, 128, 256, 256, 512, 1024]),
     ("ddpm_cifar10", "model.init_args.num_train_steps", 4000),
-    ("infd_ffhq_latent", "model.init_args.ema_decay", 0.999),
-    ("infty_diff_ffhq256", "model.init_args.ema_decay", 0.9999),
+    ("infd_ffhq_latent", "model.init_args.ema.decay", 0.999),
+    ("infty_diff_ffhq256", "model.init_args.ema.decay", 0.9999),
     ("multilevel_mnist_like", "model.init_args.sample_steps", 500),
     ("infd_ffhq", "model.init_args.disc_layers", 4),  # only the discriminator's parameter count sees it
 ]

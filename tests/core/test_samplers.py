@@ -68,7 +68,7 @@ def registered_toy() -> Iterator[None]:
 
 
 def test_a_registered_sampler_is_usable_through_load_and_sample(registered_toy: None, tmp_path: Path) -> None:
-    model = DDPM(**TINY_UNET, ema_decay=0.0)
+    model = DDPM(**TINY_UNET, ema={"decay": 0.0})
     checkpoint = {"state_dict": model.state_dict(), "hyper_parameters": dict(model.hparams)}
     model.on_save_checkpoint(checkpoint)
     torch.save(checkpoint, tmp_path / "tiny.ckpt")

@@ -129,7 +129,7 @@ TINY_UNET = dict(
     norm_num_groups=8,
     num_train_steps=100,
     sample_steps=4,
-    ema_decay=0.0,
+    ema={"decay": 0.0},
 )
 
 

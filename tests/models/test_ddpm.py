@@ -7,6 +7,7 @@ import torch
 
 from rezdiff.data import FieldBatch
 from rezdiff.models import DDPM
+from rezdiff.models.optimization import class_spec
 from tests.helpers import TINY_UNET, WildEps, loss_before_and_after, record_noise_devices, synthetic_batch
 
 TINY = TINY_UNET
@@ -14,7 +15,11 @@ TINY = TINY_UNET
 
 def test_training_lowers_the_loss() -> None:
     torch.manual_seed(0)
-    before, after = loss_before_and_after(DDPM(**TINY, lr=2e-3, ema_decay=0.0), synthetic_batch(16), 40)
+    before, after = loss_before_and_after(
+        DDPM(**TINY, optimizer=class_spec("torch.optim.AdamW", lr=2e-3), ema={"decay": 0.0}),
+        synthetic_batch(16),
+        40,
+    )
     assert after < 0.5 * before, (before, after)
 
 
@@ -30,7 +35,7 @@ def test_sample_shapes_range_and_determinism() -> None:
 
 
 def test_sample_uses_ema_weights_by_default() -> None:
-    model = DDPM(**TINY, ema_decay=0.5, ema_warmup=False)
+    model = DDPM(**TINY, ema={"decay": 0.5, "warmup": False})
     with torch.no_grad():
         for p in model.network.parameters():
             p.add_(0.1 * torch.randn_like(p))  # the raw weights move, the EMA copy does not

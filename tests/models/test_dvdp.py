@@ -8,6 +8,7 @@ import torch
 
 from rezdiff.data import FieldBatch
 from rezdiff.models import DVDP
+from rezdiff.models.optimization import class_spec
 from tests.helpers import TINY_UNET, WildEps, loss_before_and_after, record_noise_devices, synthetic_batch
 
 TINY = {**TINY_UNET, "turning_points": (50,)}
@@ -15,7 +16,11 @@ TINY = {**TINY_UNET, "turning_points": (50,)}
 
 def test_training_lowers_the_loss() -> None:
     torch.manual_seed(0)
-    before, after = loss_before_and_after(DVDP(**TINY, lr=2e-3, ema_decay=0.0), synthetic_batch(16), 30)
+    before, after = loss_before_and_after(
+        DVDP(**TINY, optimizer=class_spec("torch.optim.AdamW", lr=2e-3), ema={"decay": 0.0}),
+        synthetic_batch(16),
+        30,
+    )
     assert after < 0.5 * before, (before, after)
 
 
@@ -42,7 +47,7 @@ def test_clear_errors_for_bad_sizes() -> None:
 
 
 def test_per_batch_stage_sampling_draws_one_stage() -> None:
-    model = DVDP(**TINY, stage_sampling="per_batch", ema_decay=0.0)
+    model = DVDP(**TINY, stage_sampling="per_batch", ema={"decay": 0.0})
     seen = set()
     calls = []
     forward = model.network.forward
@@ -168,7 +173,7 @@ def test_sample_draws_its_noise_on_the_models_device_and_is_silent_by_default(mo
 
 
 def test_sample_uses_ema_weights_by_default() -> None:
-    model = DVDP(**TINY, ema_decay=0.5, ema_warmup=False)
+    model = DVDP(**TINY, ema={"decay": 0.5, "warmup": False})
     with torch.no_grad():
         for p in model.network.parameters():
             p.add_(0.1 * torch.randn_like(p))  # the raw weights move, the EMA copy does not

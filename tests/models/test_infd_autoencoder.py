@@ -13,6 +13,7 @@ from rezdiff.data import FieldBatch, FieldDataModule, MultiScalePatches, Synthet
 from rezdiff.metrics.reconstruction import psnr
 from rezdiff.models import INFDAutoencoder, NonFiniteLossError
 from rezdiff.models.infd.autoencoder import adaptive_weight, build_for_counting
+from rezdiff.models.optimization import class_spec
 from tests.helpers import REPO, quiet_trainer
 
 TINY_INFD = REPO / "tests" / "configs" / "tiny_infd.yaml"
@@ -28,7 +29,8 @@ TINY = dict(
     perceptual="lap_l1",
     disc_channels=8,
     disc_layers=2,
-    lr=2e-3,
+    generator_optimizer=class_spec("torch.optim.Adam", lr=2e-3),
+    discriminator_optimizer=class_spec("torch.optim.Adam", lr=2e-3),
 )
 
 

@@ -15,6 +15,7 @@ from rezdiff.data import FieldBatch, FieldDataModule, FullGrid, Synthetic
 from rezdiff.metrics import render_scale_consistency
 from rezdiff.models import INFD
 from rezdiff.models.infd import CachedLatents
+from rezdiff.models.optimization import class_spec
 from tests.helpers import REPO, loss_before_and_after, quiet_trainer
 
 TINY_STAGE1 = REPO / "tests" / "configs" / "tiny_infd.yaml"
@@ -45,7 +46,7 @@ def _dataset() -> Synthetic:
 
 def test_stage2_loss_falls_on_cached_latents(stage1: Path) -> None:
     torch.manual_seed(0)
-    model = INFD(str(stage1), **TINY, lr=3e-3, ema_decay=0.0)
+    model = INFD(str(stage1), **TINY, optimizer=class_spec("torch.optim.AdamW", lr=3e-3), ema={"decay": 0.0})
     latents = model.encode_dataset(_dataset())
     assert latents.shape == (12, *model.latent_shape) and torch.isfinite(latents).all()
     batch = FieldBatch(image=latents[:8])
@@ -149,7 +150,7 @@ def test_estimated_latent_scale_is_fixed_at_the_first_fit(stage1: Path, tmp_path
     """latent_scale=None: 1/std of the first fit's latents, then never re-estimated (validate on other
     data, rezdiff.load, --ckpt_path resume): the scale and the seeded samples stay the same."""
     torch.manual_seed(0)
-    model = INFD(str(stage1), **{**TINY, "latent_scale": None, "ema_decay": 0.0})
+    model = INFD(str(stage1), **{**TINY, "latent_scale": None, "ema": {"decay": 0.0}})
     assert not bool(model.latent_scale_set)
     data = FieldDataModule(_dataset(), CachedLatents(), batch_size=4, val_fraction=0.25)
     trainer = quiet_trainer(tmp_path / "fit", max_steps=2)
@@ -180,13 +181,13 @@ def test_estimated_latent_scale_is_fixed_at_the_first_fit(stage1: Path, tmp_path
     assert float(loaded.latent_scale_value) == scale
     torch.testing.assert_close(samples(loaded.eval()), before, rtol=0, atol=0)
     # resume on other data: the checkpoint's scale, not a new estimate
-    resumed = INFD(str(stage1), **{**TINY, "latent_scale": None, "ema_decay": 0.0})
+    resumed = INFD(str(stage1), **{**TINY, "latent_scale": None, "ema": {"decay": 0.0}})
     quiet_trainer(tmp_path / "resume", max_steps=3).fit(resumed, datamodule=other(), ckpt_path=str(ckpt))
     assert float(resumed.latent_scale_value) == scale
     # a checkpoint written before the flag existed holds a fitted scale: it loads as set
     state = torch.load(ckpt, weights_only=True)["state_dict"]
     del state["latent_scale_set"]
-    fresh = INFD(str(stage1), **{**TINY, "latent_scale": None, "ema_decay": 0.0})
+    fresh = INFD(str(stage1), **{**TINY, "latent_scale": None, "ema": {"decay": 0.0}})
     fresh.load_state_dict(state)
     assert bool(fresh.latent_scale_set) and float(fresh.latent_scale_value) == scale
 

@@ -13,6 +13,7 @@ import rezdiff
 from rezdiff.data import FieldBatch, FullGrid, RandomPixels, Synthetic
 from rezdiff.models import InftyDiff, InftyDiffLatent
 from rezdiff.models.infty_diff import module
+from rezdiff.models.optimization import class_spec
 from tests.helpers import REPO, TINY_INFTY_DIFF, loss_before_and_after
 
 TINY_CONFIG = REPO / "tests" / "configs" / "tiny_infty_diff.yaml"
@@ -28,7 +29,7 @@ def pixel_batch(num: int, fraction: float = 0.25, resolution: int = 16) -> Field
 
 def test_training_lowers_the_loss() -> None:
     torch.manual_seed(0)
-    model = InftyDiff(**TINY, lr=3e-3, ema_decay=0.0)
+    model = InftyDiff(**TINY, optimizer=class_spec("torch.optim.AdamW", lr=3e-3), ema={"decay": 0.0})
     before, after = loss_before_and_after(model, pixel_batch(16), 40)
     assert after < 0.6 * before, (before, after)
 
@@ -37,7 +38,7 @@ def test_training_lowers_the_loss() -> None:
 def test_subsampling_rates_train(fraction: float) -> None:
     """The paper's rates: the loss is read at exactly the batch's pixels and every parameter gets a
     gradient, also in the autoencoder (whose encoder draws its own subset of the same size)."""
-    model = InftyDiff(**TINY, latent_dim=8, ema_decay=0.0)
+    model = InftyDiff(**TINY, latent_dim=8, ema={"decay": 0.0})
     batch = pixel_batch(4, fraction)
     assert batch.index.shape == (4, int(256 * fraction))
     loss = model.loss(batch, torch.Generator().manual_seed(0))
@@ -104,7 +105,7 @@ def test_latent_conditioning_option_and_checkpoint_mismatch() -> None:
 
 def test_kernel_scale_and_mollifier_follow_the_resolution(monkeypatch: pytest.MonkeyPatch) -> None:
     """At R = 2 R0 the network gets kernel_scale 2 and every pixel; the blur is 2 pixels wide there."""
-    model = InftyDiff(**TINY, ema_decay=0.0)
+    model = InftyDiff(**TINY, ema={"decay": 0.0})
     seen = []
     forward = model.network.denoiser.forward
 
@@ -121,7 +122,9 @@ def test_kernel_scale_and_mollifier_follow_the_resolution(monkeypatch: pytest.Mo
 
 def test_autoencoder_trains_and_encodes_deterministically() -> None:
     torch.manual_seed(0)
-    model = InftyDiff(**TINY, latent_dim=8, lr=3e-3, ema_decay=0.0)
+    model = InftyDiff(
+        **TINY, latent_dim=8, optimizer=class_spec("torch.optim.AdamW", lr=3e-3), ema={"decay": 0.0}
+    )
     with pytest.raises(ValueError, match="pass z"):
         model.sample(2, 16)
     before, after = loss_before_and_after(model, pixel_batch(16), 30)
@@ -181,7 +184,12 @@ def test_latent_stage_trains_from_a_stage1_checkpoint_and_loads_alone(tmp_path: 
     assert codes.mean(0).abs().mean() < 0.5 and 0.5 < float(codes.std(0).mean()) < 1.5
     torch.manual_seed(0)
     fresh = InftyDiffLatent(
-        str(ckpt), stage1=model.hparams["stage1"], hidden_dim=32, num_layers=3, lr=2e-3, ema_decay=0.0
+        str(ckpt),
+        stage1=model.hparams["stage1"],
+        hidden_dim=32,
+        num_layers=3,
+        optimizer=class_spec("torch.optim.AdamW", lr=2e-3),
+        ema={"decay": 0.0},
     )
     kept = {k: v for k, v in model.state_dict().items() if not k.startswith(("network", "ema"))}
     fresh.load_state_dict(kept, strict=False)

@@ -16,6 +16,7 @@ from rezdiff.core.operators import AuthorsFNOPrior, CombinedCovariance, InverseL
 from rezdiff.data import FieldBatch, Levels, RandomPixels, Synthetic, fourier_resize
 from rezdiff.models import MultilevelSDE
 from rezdiff.models.multilevel import build_covariance, covariance_spec
+from rezdiff.models.optimization import class_spec
 from tests.helpers import REPO, loss_before_and_after, synthetic_batch
 
 TINY_MULTILEVEL = REPO / "tests" / "configs" / "tiny_multilevel.yaml"
@@ -36,7 +37,13 @@ def scalars(root: Path, tag: str) -> list[float]:
 def test_training_lowers_the_loss(network: str) -> None:
     torch.manual_seed(0)
     unet = dict(block_out_channels=(16, 32), norm_num_groups=8) if network == "unet" else {}
-    model = MultilevelSDE(**TINY, **unet, network=network, lr=3e-3, ema_decay=0.0)
+    model = MultilevelSDE(
+        **TINY,
+        **unet,
+        network=network,
+        optimizer=class_spec("torch.optim.AdamW", lr=3e-3),
+        ema={"decay": 0.0},
+    )
     before, after = loss_before_and_after(model, synthetic_batch(8, 32), 40)
     assert after < 0.7 * before, (before, after)
 
@@ -56,7 +63,7 @@ def test_samples_at_several_resolutions(sampler: str) -> None:
 
 
 def test_samplers_differ_and_heun_calls_the_network_twice_per_step() -> None:
-    model = MultilevelSDE(**TINY, ema_decay=0.0, denoise_final=False)
+    model = MultilevelSDE(**TINY, ema={"decay": 0.0}, denoise_final=False)
     calls = []
     forward = model.network.forward
     model.network.forward = lambda x, t: calls.append(x.shape[-1]) or forward(x, t)  # type: ignore[method-assign]
@@ -72,7 +79,7 @@ def test_samplers_differ_and_heun_calls_the_network_twice_per_step() -> None:
 
 
 def test_train_resolution_downsamples_the_batch() -> None:
-    model = MultilevelSDE(**TINY, ema_decay=0.0)
+    model = MultilevelSDE(**TINY, ema={"decay": 0.0})
     sizes = []
     forward = model.network.forward
     model.network.forward = lambda x, t: sizes.append(x.shape[-1]) or forward(x, t)  # type: ignore[method-assign]
@@ -92,7 +99,7 @@ def test_coarse_levels_are_resized_in_the_prior_basis(boundary: str) -> None:
     """With a tiny beta the forward marginal is x_0 to 1e-6, so the network's input is the coarse data:
     it must be ``fourier_resize`` with the prior's boundary (reflect was once silently periodic)."""
     model = MultilevelSDE(
-        **TINY, prior=Matern(boundary=boundary), beta_min=1e-12, beta_max=1e-12, ema_decay=0.0
+        **TINY, prior=Matern(boundary=boundary), beta_min=1e-12, beta_max=1e-12, ema={"decay": 0.0}
     )
     inputs = []
     forward = model.network.forward

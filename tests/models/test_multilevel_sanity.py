@@ -16,6 +16,7 @@ from rezdiff.core.schedules import vp_marginal
 from rezdiff.data import FieldBatch
 from rezdiff.models import MultilevelSDE
 from rezdiff.models.multilevel.sanity import RampMixture
+from rezdiff.models.optimization import class_spec
 
 TIMES = (0.02, 0.05, 0.1, 0.2, 0.35, 0.5, 0.75, 1.0)
 
@@ -47,7 +48,13 @@ def train(
 ) -> tuple[MultilevelSDE, RampMixture]:
     torch.manual_seed(seed)
     problem = RampMixture(Matern(tau=8.0, power=0.55))
-    model = MultilevelSDE(image_size=resolution, channels=1, prior=problem.prior, lr=1e-3, ema_decay=0.99)
+    model = MultilevelSDE(
+        image_size=resolution,
+        channels=1,
+        prior=problem.prior,
+        optimizer=class_spec("torch.optim.AdamW", lr=1e-3),
+        ema={"decay": 0.99},
+    )
     optimizer = model.configure_optimizers()
     generator = torch.Generator().manual_seed(seed)
     for step in range(steps):

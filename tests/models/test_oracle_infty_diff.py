@@ -56,7 +56,7 @@ NET = dict(
     norm_num_groups=4,
     dropout=0.0,
     sample_steps=10,
-    ema_decay=0.0,
+    ema={"decay": 0.0},
 )
 STEPS = 10
 SNR = 0.05  # the Wiener filter's inverse SNR (the default)

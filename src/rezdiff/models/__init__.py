@@ -6,15 +6,18 @@ from rezdiff.models.dvdp import DVDP
 from rezdiff.models.infd import INFD, INFDAutoencoder
 from rezdiff.models.infty_diff import InftyDiff, InftyDiffLatent
 from rezdiff.models.multilevel import MultilevelSDE
+from rezdiff.models.optimization import EMASettings, LinearWarmup
 
 __all__ = [
     "DDPM",
     "DVDP",
     "INFD",
     "DiffusionModule",
+    "EMASettings",
     "INFDAutoencoder",
     "InftyDiff",
     "InftyDiffLatent",
+    "LinearWarmup",
     "MultilevelSDE",
     "NonFiniteLossError",
 ]

@@ -2,19 +2,21 @@
 
 A family provides ``loss(batch, generator)`` and ``sample(num, resolution, ...)``; this base class turns
 them into training, validation, test and predict steps, keeps the EMA copy of the network inside the
-state_dict, builds the optimiser, stops on non-finite losses and records which class to rebuild in
-every checkpoint (see :func:`rezdiff.load`).
+state_dict, builds the injected optimiser and learning-rate schedule (:mod:`rezdiff.models.optimization`),
+stops on non-finite losses and records which class to rebuild in every checkpoint (see :func:`rezdiff.load`).
 """
 
 from __future__ import annotations
 
+import copy
 import hashlib
+import inspect
 import logging
 import os
 import random
 import warnings
 from abc import ABC, abstractmethod
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
@@ -29,6 +31,7 @@ from rezdiff.core.sampling import Generators
 from rezdiff.data.batch import FieldBatch
 from rezdiff.data.coords import Resolution, as_hw
 from rezdiff.data.views import FieldView, MultiScalePatches, RandomPixels
+from rezdiff.models.optimization import EMASettings, probe, recordable, resolve_factory
 
 logger = logging.getLogger(__name__)
 
@@ -77,30 +80,137 @@ class DiffusionModule(pl.LightningModule, ABC):
     #: registered for it is a valid ``sample(sampler=...)``. ``None``: the family does not sample from noise.
     sampler_process: ClassVar[str | None] = None
 
+    #: The constructor arguments that are injected optimiser factories, in the order of
+    #: ``configure_optimizers`` (INFD's autoencoder has two: generator and discriminator).
+    optimizer_arguments: ClassVar[tuple[str, ...]] = ("optimizer",)
+
     def __init__(
         self,
         *,
-        lr: float,
-        adam_betas: tuple[float, float],
-        weight_decay: float,
-        warmup_steps: int,
-        ema_decay: float,
-        ema_update_every: int,
-        ema_warmup: bool,
+        optimizers: Mapping[str, Any],
+        lr_scheduler: Any = None,
+        ema: EMASettings | Mapping[str, Any] | None = None,
     ) -> None:
+        """``optimizers``: each of :attr:`optimizer_arguments` with its factory (a ``{class_path,
+        init_args}`` spec or a callable taking the parameters); ``lr_scheduler``: a spec or callable taking
+        the (first) optimiser, None for a constant rate; ``ema``: the EMA settings, None for no EMA."""
         super().__init__()
-        if lr <= 0:
-            raise ValueError(f"lr must be positive, got {lr}")
-        if not 0.0 <= ema_decay < 1.0:
-            raise ValueError(f"ema_decay must be in [0, 1), got {ema_decay} (0 disables the EMA)")
-        self.lr = lr
-        self.adam_betas = tuple(adam_betas)
-        self.weight_decay = weight_decay
-        self.warmup_steps = warmup_steps
-        self.ema_decay = ema_decay
-        self.ema_update_every = ema_update_every
-        self.ema_warmup = ema_warmup
+        if set(optimizers) != set(self.optimizer_arguments):
+            raise ValueError(
+                f"{type(self).__name__} takes optimisers {self.optimizer_arguments}, got {tuple(optimizers)}"
+            )
+        from lightning.pytorch.core.mixins.hparams_mixin import _given_hyperparameters
+
+        under_cli = _given_hyperparameters.get() is not None  # the CLI records the config's specs itself
+        defaults = inspect.signature(type(self).__init__).parameters
+        injected = {name: optimizers[name] for name in self.optimizer_arguments}
+        if lr_scheduler is not None:
+            injected["lr_scheduler"] = lr_scheduler
+        self._factory_records: dict[str, dict[str, Any] | None] = {}
+        for name, value in injected.items():
+            record = recordable(value)
+            if record is None and not under_cli:
+                raise ValueError(
+                    f"{name}={value!r} cannot be recorded in a checkpoint: give a {{class_path, init_args}} "
+                    "dict, a class or functools.partial(class, **init_args)"
+                )
+            default = defaults[name].default if name in defaults else None
+            if (
+                record is not None
+                and isinstance(default, Mapping)
+                and record["class_path"] == default["class_path"]
+            ):
+                # the family's class with some arguments: the others keep the family's values, as in a config
+                record["init_args"] = {**copy.deepcopy(dict(default["init_args"])), **record["init_args"]}
+            if record is not None:
+                injected[name] = record
+            self._factory_records[name] = record
+        self.optimizer_factories: dict[str, Callable[..., Any]] = {
+            name: resolve_factory(injected[name], name, torch.optim.Optimizer)
+            for name in self.optimizer_arguments
+        }
+        self.lr_scheduler_factory = (
+            None
+            if lr_scheduler is None
+            else resolve_factory(
+                injected["lr_scheduler"], "lr_scheduler", torch.optim.lr_scheduler.LRScheduler
+            )
+        )
+        for index, name in enumerate(self.optimizer_arguments):
+            probe(self.optimizer_factories[name], self.lr_scheduler_factory if index == 0 else None, name)
+        if isinstance(ema, Mapping) and isinstance(defaults.get("ema"), inspect.Parameter):
+            default_ema = defaults["ema"].default
+            if isinstance(default_ema, EMASettings):  # some settings given: the others keep the family's
+                ema = {**default_ema.as_dict(), **ema}
+        self.ema_settings = None if ema is None else EMASettings.of(ema)
         self.ema = None
+
+    def save_hyperparameters(
+        self, *args: Any, ignore: Any = None, frame: Any = None, logger: bool = True
+    ) -> None:
+        """Lightning's ``save_hyperparameters`` (the caller's arguments), then the injected factories and the
+        EMA settings as plain data (``{class_path, init_args}`` specs, a dict), so that a checkpoint stays
+        readable with ``weights_only=True`` whatever form they were given in."""
+        if frame is None:
+            frame = inspect.currentframe().f_back  # type: ignore[union-attr]
+        super().save_hyperparameters(*args, ignore=ignore, frame=frame, logger=logger)
+        plain: dict[str, Any] = {}
+        for name, record in self._factory_records.items():
+            if name in self.hparams and record is not None:  # None: given by the CLI, which recorded its spec
+                plain[name] = record
+        if "ema" in self.hparams and self.ema_settings is not None:
+            plain["ema"] = self.ema_settings.as_dict()  # every setting, the family's where none was given
+        self.hparams.update(plain)
+        self._hparams_initial.update(plain)
+
+    @classmethod
+    def upgrade_hyperparameters(
+        cls, hparams: Mapping[str, Any], origin: str = "a checkpoint"
+    ) -> dict[str, Any]:
+        """``hparams`` recorded before the injected optimiser (``lr``, ``adam_betas``, ``weight_decay``,
+        ``warmup_steps``, ``ema_decay``, ``ema_update_every``, ``ema_warmup``) in today's form, with one
+        warning; ``hparams`` unchanged when it has none of them."""
+        hparams = dict(hparams)
+        legacy = {key: hparams.pop(key) for key in LEGACY_OPTIMIZATION_KEYS if key in hparams}
+        if not legacy:
+            return hparams
+        warnings.warn(
+            f"{origin} records {', '.join(sorted(legacy))}, the former optimiser and EMA arguments; read as "
+            f"{', '.join(cls.optimizer_arguments)}, lr_scheduler and ema (saving it again records those)",
+            FutureWarning,
+            stacklevel=2,
+        )
+        parameters = inspect.signature(cls.__init__).parameters
+        for name in cls.optimizer_arguments:
+            default = parameters[name].default if name in parameters else None
+            spec = recordable(hparams.get(name, default)) or {"class_path": None, "init_args": {}}
+            init_args = spec["init_args"]
+            if "lr" in legacy:
+                init_args["lr"] = legacy["lr"]
+            if "adam_betas" in legacy:
+                init_args["betas"] = list(legacy["adam_betas"])
+            if "weight_decay" in legacy:
+                init_args["weight_decay"] = legacy["weight_decay"]
+            hparams[name] = spec
+        if "lr_scheduler" in parameters and "warmup_steps" in legacy:
+            steps = int(legacy["warmup_steps"])
+            hparams["lr_scheduler"] = (
+                {"class_path": "rezdiff.models.LinearWarmup", "init_args": {"steps": steps}}
+                if steps > 0
+                else None
+            )
+        if "ema" in parameters and {"ema_decay", "ema_update_every", "ema_warmup"} & set(legacy):
+            default = parameters["ema"].default
+            ema = EMASettings.of(hparams.get("ema", default)).as_dict()
+            for old, new in (
+                ("ema_decay", "decay"),
+                ("ema_update_every", "update_every"),
+                ("ema_warmup", "warmup"),
+            ):
+                if old in legacy:
+                    ema[new] = legacy[old]
+            hparams["ema"] = ema
+        return hparams
 
     # ----------------------------------------------------------------- what a family provides
     @abstractmethod
@@ -148,8 +258,9 @@ class DiffusionModule(pl.LightningModule, ABC):
     # ----------------------------------------------------------------- EMA
     def setup_ema(self) -> None:
         """Create the EMA copy of ``self.network`` (call at the end of the subclass ``__init__``)."""
-        if self.ema_decay > 0:
-            self.ema = EMA(self.network, self.ema_decay, self.ema_update_every, self.ema_warmup)
+        settings = self.ema_settings
+        if settings is not None and settings.decay > 0:
+            self.ema = EMA(self.network, settings.decay, settings.update_every, settings.warmup)
 
     def sampling_network(self, use_ema: bool = True) -> nn.Module:
         """The network to sample with: the EMA copy when there is one and ``use_ema``."""
@@ -277,15 +388,13 @@ class DiffusionModule(pl.LightningModule, ABC):
 
     # ----------------------------------------------------------------- optimisation
     def configure_optimizers(self) -> Any:
-        optimizer = torch.optim.AdamW(
-            self.network.parameters(), lr=self.lr, betas=self.adam_betas, weight_decay=self.weight_decay
-        )
-        if self.warmup_steps <= 0:
+        """The injected ``optimizer`` over the network's parameters and, when configured, the injected
+        ``lr_scheduler`` on it, stepped after every optimiser step (Lightning's ``interval="step"``)."""
+        optimizer = self.optimizer_factories["optimizer"](self.network.parameters())
+        if self.lr_scheduler_factory is None:
             return optimizer
-        warmup = torch.optim.lr_scheduler.LambdaLR(
-            optimizer, lambda step: min(1.0, (step + 1) / self.warmup_steps)
-        )
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": warmup, "interval": "step"}}
+        scheduler = self.lr_scheduler_factory(optimizer)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
     # ----------------------------------------------------------------- checkpoints
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
@@ -303,6 +412,19 @@ class DiffusionModule(pl.LightningModule, ABC):
         if state is not None and self._trainer is not None and self.trainer.state.fn == "fit":
             torch.set_rng_state(state["torch"])
             random.setstate(state["python"])
+
+
+LEGACY_OPTIMIZATION_KEYS = (
+    "lr",
+    "adam_betas",
+    "weight_decay",
+    "warmup_steps",
+    "ema_decay",
+    "ema_update_every",
+    "ema_warmup",
+)
+"""Constructor arguments of checkpoints written before the injected optimiser (read by
+:meth:`DiffusionModule.upgrade_hyperparameters`)."""
 
 
 def resolution_or(default: Resolution, resolution: Resolution | None) -> tuple[int, int]:

@@ -7,6 +7,7 @@ from typing import Literal
 
 import torch
 import torch.nn.functional as F
+from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from torch import Tensor
 
 from rezdiff.core.gaussian import (
@@ -24,7 +25,13 @@ from rezdiff.data.batch import FieldBatch
 from rezdiff.data.coords import Resolution
 from rezdiff.data.views import FieldView
 from rezdiff.models.base import DiffusionModule, resolution_or
+from rezdiff.models.optimization import EMASettings, class_spec
 from rezdiff.nn.unet import UNet
+
+DEFAULT_OPTIMIZER = class_spec("torch.optim.AdamW", lr=2e-4, betas=[0.9, 0.999], weight_decay=0.0)
+"""The optimiser of ``optimizer``'s default (see the family README for its source)."""
+DEFAULT_EMA = EMASettings(decay=0.9999, update_every=1, warmup=True)
+"""The EMA of ``ema``'s default."""
 
 
 class DDPM(DiffusionModule):
@@ -60,23 +67,11 @@ class DDPM(DiffusionModule):
         eta: float = 0.0,
         clip_denoised: bool = True,
         eps_after_clip: EpsAfterClip = "from_x0",
-        lr: float = 2e-4,
-        adam_betas: tuple[float, float] = (0.9, 0.999),
-        weight_decay: float = 0.0,
-        warmup_steps: int = 0,
-        ema_decay: float = 0.9999,
-        ema_update_every: int = 1,
-        ema_warmup: bool = True,
+        optimizer: OptimizerCallable = DEFAULT_OPTIMIZER,
+        lr_scheduler: LRSchedulerCallable | None = None,
+        ema: EMASettings = DEFAULT_EMA,
     ) -> None:  # pragma: no mutate block (a trampolined __init__ records no hyperparameters)
-        super().__init__(
-            lr=lr,
-            adam_betas=adam_betas,
-            weight_decay=weight_decay,
-            warmup_steps=warmup_steps,
-            ema_decay=ema_decay,
-            ema_update_every=ema_update_every,
-            ema_warmup=ema_warmup,
-        )
+        super().__init__(optimizers={"optimizer": optimizer}, lr_scheduler=lr_scheduler, ema=ema)
         self.save_hyperparameters()
         self.network = UNet(
             in_channels=channels,

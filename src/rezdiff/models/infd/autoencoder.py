@@ -15,6 +15,7 @@ from typing import Any, ClassVar, Literal
 
 import torch
 import torch.nn.functional as F
+from lightning.pytorch.cli import OptimizerCallable
 from lightning.pytorch.strategies import DDPStrategy
 from torch import Tensor, nn
 
@@ -25,10 +26,14 @@ from rezdiff.data.coords import Resolution, as_hw
 from rezdiff.data.images import resize
 from rezdiff.metrics.reconstruction import psnr
 from rezdiff.models.base import DiffusionModule, NonFiniteLossError
+from rezdiff.models.optimization import class_spec
 from rezdiff.nn.autoencoder import FeatureDecoder, LatentEncoder, VectorQuantizer, perplexity
 from rezdiff.nn.clif import CLIF, Box, LIIFRenderer, NormMode, Renderer, render_field
 from rezdiff.nn.discriminator import PatchGAN
 from rezdiff.nn.perceptual import LPIPS, VGG_HINT, LaplacianL1
+
+DEFAULT_OPTIMIZER = class_spec("torch.optim.Adam", lr=3.6e-5, betas=[0.5, 0.9], weight_decay=0.0)
+"""The default of both optimisers: the paper's Adam, lr 3.6e-5, betas (0.5, 0.9) (Appendix H.2)."""
 
 
 def hinge_d_loss(logits_real: Tensor, logits_fake: Tensor) -> Tensor:
@@ -59,6 +64,7 @@ class INFDAutoencoder(DiffusionModule):
 
     # checkpoints from before feature_norm had the decoder's output GroupNorm (φ = SiLU(GN(h)))
     recorded_defaults: ClassVar[dict[str, Any]] = {"feature_norm": True}
+    optimizer_arguments: ClassVar[tuple[str, ...]] = ("generator_optimizer", "discriminator_optimizer")
 
     def __init__(
         self,
@@ -87,21 +93,18 @@ class INFDAutoencoder(DiffusionModule):
         disc_channels: int = 64,
         disc_layers: int = 3,
         adaptive_weight_max: float = 1e4,
-        lr: float = 3.6e-5,
-        adam_betas: tuple[float, float] = (0.5, 0.9),
+        generator_optimizer: OptimizerCallable = DEFAULT_OPTIMIZER,
+        discriminator_optimizer: OptimizerCallable = DEFAULT_OPTIMIZER,
         render_tile: int | None = 256,
         render_pad: int = 8,
         val_render_resolutions: tuple[int, ...] = (),
         val_render_num: int = 4,
     ) -> None:
-        super().__init__(
-            lr=lr,
-            adam_betas=adam_betas,
-            weight_decay=0.0,
-            warmup_steps=0,
-            ema_decay=0.0,  # no EMA in stage 1 (the paper has none)
-            ema_update_every=1,
-            ema_warmup=False,
+        super().__init__(  # no EMA and no schedule in stage 1 (the paper has neither)
+            optimizers={
+                "generator_optimizer": generator_optimizer,
+                "discriminator_optimizer": discriminator_optimizer,
+            }
         )
         self.save_hyperparameters()
         self.automatic_optimization = False
@@ -333,10 +336,12 @@ class INFDAutoencoder(DiffusionModule):
         pass  # no EMA
 
     def configure_optimizers(self) -> Any:
+        """The injected ``generator_optimizer`` over encoder, quantiser, decoder and renderer, and the
+        injected ``discriminator_optimizer`` over the critic (manual optimisation steps both)."""
         generator = [*self.encoder.parameters(), *self.quantizer.parameters(), *self.decoder.parameters()]
         generator += list(self.renderer.parameters())
-        opt_g = torch.optim.Adam(generator, lr=self.lr, betas=self.adam_betas)
-        opt_d = torch.optim.Adam(self.discriminator.parameters(), lr=self.lr, betas=self.adam_betas)
+        opt_g = self.optimizer_factories["generator_optimizer"](generator)
+        opt_d = self.optimizer_factories["discriminator_optimizer"](self.discriminator.parameters())
         return [opt_g, opt_d]
 
     # ------------------------------------------------------------------ validation and predict

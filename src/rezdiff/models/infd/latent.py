@@ -33,6 +33,7 @@ from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
+from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from torch import Tensor, nn
 
 from rezdiff.core.gaussian import q_sample, randn, randn_like, sample_timesteps
@@ -44,8 +45,14 @@ from rezdiff.data.coords import Resolution
 from rezdiff.data.datasets import FieldDataset
 from rezdiff.data.views import FieldView
 from rezdiff.models.base import DiffusionModule, resolution_or, step_generator
+from rezdiff.models.optimization import EMASettings, class_spec
 from rezdiff.nn.clif import NormMode, check_norm_mode
 from rezdiff.nn.unet import UNet
+
+DEFAULT_OPTIMIZER = class_spec("torch.optim.AdamW", lr=9.6e-5, betas=[0.9, 0.999], weight_decay=0.01)
+"""The optimiser of ``optimizer``'s default (see the family README for its source)."""
+DEFAULT_EMA = EMASettings(decay=0.9999, update_every=1, warmup=False)
+"""The EMA of ``ema``'s default."""
 
 # Stage-1 arguments replaced when the autoencoder is rebuilt for inference inside stage 2: the perceptual
 # loss is training-only and would otherwise need its VGG weights file at every load.
@@ -158,23 +165,11 @@ class INFD(DiffusionModule):
         sample_steps: int = 200,
         spacing: TimestepSpacing = "trailing",
         eta: float = 1.0,
-        lr: float = 9.6e-5,
-        adam_betas: tuple[float, float] = (0.9, 0.999),
-        weight_decay: float = 0.01,
-        warmup_steps: int = 0,
-        ema_decay: float = 0.9999,
-        ema_update_every: int = 1,
-        ema_warmup: bool = False,
+        optimizer: OptimizerCallable = DEFAULT_OPTIMIZER,
+        lr_scheduler: LRSchedulerCallable | None = None,
+        ema: EMASettings = DEFAULT_EMA,
     ) -> None:
-        super().__init__(
-            lr=lr,
-            adam_betas=adam_betas,
-            weight_decay=weight_decay,
-            warmup_steps=warmup_steps,
-            ema_decay=ema_decay,
-            ema_update_every=ema_update_every,
-            ema_warmup=ema_warmup,
-        )
+        super().__init__(optimizers={"optimizer": optimizer}, lr_scheduler=lr_scheduler, ema=ema)
         if latent_scale is not None and latent_scale <= 0:
             raise ValueError(f"latent_scale must be positive or None (estimate), got {latent_scale}")
         self.save_hyperparameters()

@@ -21,6 +21,7 @@ from typing import Any, Literal
 import torch
 import torch.nn.functional as F
 from diffusers.models.embeddings import get_timestep_embedding
+from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from torch import Tensor, nn
 
 from rezdiff.core.gaussian import EpsAfterClip, q_sample, randn, randn_like, sample_timesteps
@@ -32,6 +33,12 @@ from rezdiff.data.batch import FieldBatch
 from rezdiff.data.coords import Resolution
 from rezdiff.models.base import DiffusionModule
 from rezdiff.models.infty_diff.module import InftyDiff
+from rezdiff.models.optimization import EMASettings, class_spec
+
+DEFAULT_OPTIMIZER = class_spec("torch.optim.AdamW", lr=1e-4, betas=[0.9, 0.999], weight_decay=0.01)
+"""The optimiser of ``optimizer``'s default (see the family README for its source)."""
+DEFAULT_EMA = EMASettings(decay=0.9999, update_every=1, warmup=False)
+"""The EMA of ``ema``'s default."""
 
 LatentSchedule = Literal["constant", "linear", "cosine"]
 
@@ -156,23 +163,11 @@ class InftyDiffLatent(DiffusionModule):
         flip: bool = True,
         stats_max_images: int | None = None,
         stats_batch_size: int = 64,
-        lr: float = 1e-4,
-        adam_betas: tuple[float, float] = (0.9, 0.999),
-        weight_decay: float = 0.01,
-        warmup_steps: int = 0,
-        ema_decay: float = 0.9999,
-        ema_update_every: int = 1,
-        ema_warmup: bool = False,
+        optimizer: OptimizerCallable = DEFAULT_OPTIMIZER,
+        lr_scheduler: LRSchedulerCallable | None = None,
+        ema: EMASettings = DEFAULT_EMA,
     ) -> None:
-        super().__init__(
-            lr=lr,
-            adam_betas=adam_betas,
-            weight_decay=weight_decay,
-            warmup_steps=warmup_steps,
-            ema_decay=ema_decay,
-            ema_update_every=ema_update_every,
-            ema_warmup=ema_warmup,
-        )
+        super().__init__(optimizers={"optimizer": optimizer}, lr_scheduler=lr_scheduler, ema=ema)
         self.save_hyperparameters()
         if schedule not in ("constant", "linear", "cosine"):
             raise ValueError(f"unknown schedule {schedule!r}; expected 'constant', 'linear' or 'cosine'")

@@ -10,6 +10,7 @@ from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
+from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from torch import Tensor, nn
 
 from rezdiff.core.gaussian import EpsAfterClip, EpsFn, check_eps_after_clip, randn_like, sample_timesteps
@@ -27,7 +28,13 @@ from rezdiff.data.batch import FieldBatch
 from rezdiff.data.coords import Resolution, as_hw, gather_pixels
 from rezdiff.models.base import DiffusionModule, resolution_or, step_generator
 from rezdiff.models.infty_diff.network import InftyDiffEncoder, InftyDiffNet, LatentConditioning
+from rezdiff.models.optimization import EMASettings, class_spec
 from rezdiff.nn.sparse import Backend
+
+DEFAULT_OPTIMIZER = class_spec("torch.optim.AdamW", lr=5e-5, betas=[0.9, 0.99], weight_decay=0.0)
+"""The optimiser of ``optimizer``'s default (see the family README for its source)."""
+DEFAULT_EMA = EMASettings(decay=0.995, update_every=10, warmup=False)
+"""The EMA of ``ema``'s default."""
 
 __all__ = ["InftyDiff"]
 
@@ -123,23 +130,11 @@ class InftyDiff(DiffusionModule):
         clip_denoised: bool = True,
         eps_after_clip: EpsAfterClip = "from_x0",
         deblur: bool = True,
-        lr: float = 5e-5,
-        adam_betas: tuple[float, float] = (0.9, 0.99),
-        weight_decay: float = 0.0,
-        warmup_steps: int = 0,
-        ema_decay: float = 0.995,
-        ema_update_every: int = 10,
-        ema_warmup: bool = False,
+        optimizer: OptimizerCallable = DEFAULT_OPTIMIZER,
+        lr_scheduler: LRSchedulerCallable | None = None,
+        ema: EMASettings = DEFAULT_EMA,
     ) -> None:
-        super().__init__(
-            lr=lr,
-            adam_betas=adam_betas,
-            weight_decay=weight_decay,
-            warmup_steps=warmup_steps,
-            ema_decay=ema_decay,
-            ema_update_every=ema_update_every,
-            ema_warmup=ema_warmup,
-        )
+        super().__init__(optimizers={"optimizer": optimizer}, lr_scheduler=lr_scheduler, ema=ema)
         self.save_hyperparameters()
         self.check_sampler(sampler)
         if train_resolution < 1:

@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from typing import Any, Literal
 
 import torch
+from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from torch import Tensor
 
 from rezdiff.core.gaussian import predict_x0, randn
@@ -24,8 +25,14 @@ from rezdiff.data.coords import Resolution
 from rezdiff.data.images import fourier_resize
 from rezdiff.data.views import FieldView, Levels
 from rezdiff.models.base import DiffusionModule, resolution_or
+from rezdiff.models.optimization import EMASettings, class_spec
 from rezdiff.nn.fno import FNO, Positional, check_even
 from rezdiff.nn.unet import UNet
+
+DEFAULT_OPTIMIZER = class_spec("torch.optim.AdamW", lr=1e-3, betas=[0.9, 0.999], weight_decay=0.0)
+"""The optimiser of ``optimizer``'s default (see the family README for its source)."""
+DEFAULT_EMA = EMASettings(decay=0.999, update_every=1, warmup=True)
+"""The EMA of ``ema``'s default."""
 
 logger = logging.getLogger(__name__)
 
@@ -118,23 +125,11 @@ class MultilevelSDE(DiffusionModule):
         sampler: str = "sde",
         sample_steps: int = 1000,
         denoise_final: bool = True,
-        lr: float = 1e-3,
-        adam_betas: tuple[float, float] = (0.9, 0.999),
-        weight_decay: float = 0.0,
-        warmup_steps: int = 0,
-        ema_decay: float = 0.999,
-        ema_update_every: int = 1,
-        ema_warmup: bool = True,
+        optimizer: OptimizerCallable = DEFAULT_OPTIMIZER,
+        lr_scheduler: LRSchedulerCallable | None = None,
+        ema: EMASettings = DEFAULT_EMA,
     ) -> None:
-        super().__init__(
-            lr=lr,
-            adam_betas=adam_betas,
-            weight_decay=weight_decay,
-            warmup_steps=warmup_steps,
-            ema_decay=ema_decay,
-            ema_update_every=ema_update_every,
-            ema_warmup=ema_warmup,
-        )
+        super().__init__(optimizers={"optimizer": optimizer}, lr_scheduler=lr_scheduler, ema=ema)
         self.save_hyperparameters()
         self.prior = build_covariance(Matern(tau=8.0, power=0.55) if prior is None else prior)
         self.hparams["prior"] = covariance_spec(self.prior)  # plain values: weights_only checkpoints
