@@ -8,10 +8,11 @@ threads there wait on each other's descheduling). The model is ``INFDAutoencoder
 and CLIF sizes, *randomly initialised*: time and memory depend on the shapes, not on the weights. One random
 3×64×64 latent (the paper's) is decoded once into ``phi`` [128, 256, 256]; for each output resolution the
 field is then rendered whole (one pass over the full query grid) and tiled (``--tile``/``--pad``,
-``norm="global"``: exact, ``num_norms + 1`` passes over the tiles; ``--norms global tile`` adds the one-pass
-per-tile statistics of the authors). A whole render whose predicted peak exceeds ``--memory-budget-gb`` is
-recorded as skipped with the reason; the prediction is affine in the pixel count (a fixed part, copies of
-``phi``, plus a per-pixel part), fitted to whole renders at ``--probe-resolution`` and twice it.
+``norm="global"``: exact, ``num_norms + 1`` passes over the tiles; ``--norms global sampled tile`` adds the
+whole-image statistics estimated in one small pass and the authors' one-pass per-tile statistics). A whole
+render whose predicted peak exceeds ``--memory-budget-gb`` is recorded as skipped with the reason; the
+prediction is affine in the pixel count (a fixed part, copies of ``phi``, plus a per-pixel part), fitted to
+whole renders at ``--probe-resolution`` and twice it.
 
 Peak memory is measured above what existed before the call (weights, ``phi``) and includes the output.
 CUDA: ``torch.cuda.max_memory_allocated`` after ``reset_peak_memory_stats``. CPU has no allocator counter:

@@ -622,8 +622,10 @@ def infd_rendering(results: list[dict[str, Any]]) -> str:
         "\nPeak memory is above what existed before the call (weights, phi) and includes the output; a "
         "skipped whole render shows its predicted peak in brackets; RSS peak: the process's resident-set "
         "high-water mark above its start (CPU cross-check). `global` GroupNorm statistics are exact "
-        "(one pass over the tiles per norm layer, then the render pass); `tile` is the authors' per-tile "
-        "statistics.\n"
+        "(one pass over the tiles per norm layer, then the render pass); `sampled` estimates them from an "
+        "8x8 grid of windows in one pass of one tile's pixels, then renders the tiles once; `tile` is the "
+        "authors' per-tile statistics. Files measured on different days (and clocks) are not comparable "
+        "with each other: compare rows of one file.\n"
     )
     if pfid:
         pfid_header = [
