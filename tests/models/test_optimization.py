@@ -227,24 +227,28 @@ def test_a_checkpoint_with_the_former_optimiser_arguments_loads_and_samples(tmp_
         assert rezdiff.load(path).hparams["lr_scheduler"] is None
 
 
+# A stage 1 small enough to build in milliseconds.
+TINY_INFD_AUTOENCODER = dict(
+    encoder_resolution=16,
+    base_channels=8,
+    channel_mult=(1, 2),
+    num_res_blocks=1,
+    norm_num_groups=8,
+    num_codes=16,
+    renderer_channels=8,
+    renderer_groups=8,
+    perceptual="lap_l1",
+    disc_channels=8,
+    disc_layers=1,
+)
+
+
 def test_a_former_infd_autoencoder_record_gives_both_optimisers_its_settings() -> None:
     """Stage 1 had ``lr`` and ``adam_betas`` for both Adam optimisers; stage 2 records stage 1's arguments
     and rebuilds it through ``rezdiff.loading.build``."""
-    tiny = dict(
-        encoder_resolution=16,
-        base_channels=8,
-        channel_mult=(1, 2),
-        num_res_blocks=1,
-        norm_num_groups=8,
-        num_codes=16,
-        renderer_channels=8,
-        renderer_groups=8,
-        perceptual="lap_l1",
-        disc_channels=8,
-        disc_layers=1,
-    )
     with pytest.warns(FutureWarning, match="adam_betas, lr"):
-        stage1 = build("rezdiff.models.INFDAutoencoder", {**tiny, "lr": 2e-3, "adam_betas": [0.4, 0.8]})
+        former = {**TINY_INFD_AUTOENCODER, "lr": 2e-3, "adam_betas": [0.4, 0.8]}
+        stage1 = build("rezdiff.models.INFDAutoencoder", former)
     opt_g, opt_d = stage1.configure_optimizers()
     for optimizer in (opt_g, opt_d):
         assert type(optimizer) is torch.optim.Adam and optimizer.defaults["lr"] == 2e-3
@@ -253,21 +257,8 @@ def test_a_former_infd_autoencoder_record_gives_both_optimisers_its_settings() -
 
 def test_infd_autoencoder_takes_one_optimiser_per_player() -> None:
     """The generator's and the critic's optimisers are independent arguments over their own parameters."""
-    tiny = dict(
-        encoder_resolution=16,
-        base_channels=8,
-        channel_mult=(1, 2),
-        num_res_blocks=1,
-        norm_num_groups=8,
-        num_codes=16,
-        renderer_channels=8,
-        renderer_groups=8,
-        perceptual="lap_l1",
-        disc_channels=8,
-        disc_layers=1,
-    )
     model = INFDAutoencoder(
-        **tiny,
+        **TINY_INFD_AUTOENCODER,
         generator_optimizer=class_spec("torch.optim.SGD", lr=0.1),
         discriminator_optimizer={"class_path": "torch.optim.Adam", "init_args": {"lr": 0.2}},
     )
