@@ -35,6 +35,9 @@ into ``<out>/_prepare/<name>/`` before the runs (skipped when it finished before
 only (the sweep's ``config`` fragment does not apply), and the string ``${prepare.<name>}`` anywhere in
 ``configs`` or ``config`` becomes the path of its ``last.ckpt``. ``--print-commands`` prints the prepare
 fits first: they must finish before the run lines start (e.g. a SLURM job dependency).
+
+(Over ~400 lines: the sweep file's format (grids, ``prepare``, dotted keys), the runs it expands to and the
+table collected from them are one command; the format is read by the code that expands it, in one file.)
 """
 
 from __future__ import annotations

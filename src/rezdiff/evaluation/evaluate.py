@@ -3,6 +3,9 @@
 The work is elsewhere: :mod:`~rezdiff.evaluation.pipeline` makes images and features, the metric objects
 of :mod:`~rezdiff.evaluation.metric` turn them into figures; this class builds both from its settings,
 loops over resolutions and writes the report.
+
+(Over ~400 lines: the typed constructor is the ``evaluate:`` schema, and its docstring documents every
+setting where jsonargparse and ``--print_config`` users read it.)
 """
 
 from __future__ import annotations

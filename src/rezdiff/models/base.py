@@ -4,6 +4,9 @@ A family provides ``loss(batch, generator)`` and ``sample(num, resolution, ...)`
 them into training, validation, test and predict steps, keeps the EMA copy of the network inside the
 state_dict, builds the injected optimiser and learning-rate schedule (:mod:`rezdiff.models.optimization`),
 stops on non-finite losses and records which class to rebuild in every checkpoint (see :func:`rezdiff.load`).
+
+(Over ~400 lines: it is the one contract seven classes share: steps, EMA, optimiser, data-view checks and
+checkpoint hooks; each family file stays short because this one holds them.)
 """
 
 from __future__ import annotations

@@ -21,6 +21,9 @@ as ``infd_latents_<key>.pt``; ``key`` hashes the stage-1 weights, ``repr(dataset
 encoder resolution, so a changed autoencoder or dataset description makes a new file (images edited in
 place under the same folder name are not detected: delete the folder). Under DDP rank 0 encodes and
 writes, the others wait at a barrier and read the same file, so every rank trains on identical latents.
+
+(Over ~400 lines: stage 2 owns the frozen stage 1 (its rebuild from the recorded config and weights), the
+latent scale, the latent cache and tiled rendering; each is stage-2 state, kept with the class that saves it.)
 """
 
 from __future__ import annotations
