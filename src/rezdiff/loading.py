@@ -3,9 +3,7 @@ into one line naming the file and what is wrong with it (shared with the CLI's `
 
 from __future__ import annotations
 
-import importlib
 import inspect
-import sys
 import zipfile
 from collections.abc import Mapping
 from pathlib import Path
@@ -13,6 +11,7 @@ from typing import Any
 
 import torch
 
+from rezdiff.classpaths import ClassPathError, import_attribute
 from rezdiff.models.base import DiffusionModule
 
 
@@ -29,25 +28,25 @@ PICKLE_MAGIC = b"\x80"
 
 def import_rezdiff_class(class_path: Any, what: str, base: type = DiffusionModule) -> type:
     """The class ``class_path`` names, a subclass of ``base``. A checkpoint's text never makes us import
-    arbitrary code: only modules inside the ``rezdiff`` package are imported; a class of any other module is
-    taken only if that module is already imported (the user's own code, e.g. a custom stage 1, trusted by
-    importing it). ``what`` says where the name came from."""
+    arbitrary code (:mod:`rezdiff.classpaths`): only modules inside the ``rezdiff`` package are imported; a
+    class of any other module is taken only if that module is already imported (the user's own code, e.g. a
+    custom stage 1, trusted by importing it). ``what`` says where the name came from."""
     foreign = f"{what} names class {class_path!r}, which is not a rezdiff model"
-    if not isinstance(class_path, str) or "." not in class_path:
-        raise CheckpointError(foreign)
-    module_name, _, name = class_path.rpartition(".")
-    own = class_path.startswith("rezdiff.")
-    if not own and module_name not in sys.modules:
-        raise CheckpointError(
-            f"{foreign} (a class of your own code is used only when its module is imported first: "
-            f"import {module_name})"
-        )
     try:
-        cls = getattr(importlib.import_module(module_name), name)
-    except (ImportError, AttributeError) as error:
-        raise CheckpointError(f"{what} names class {class_path!r}, which cannot be imported") from error
+        cls = import_attribute(class_path, trusted=("rezdiff",))
+    except ClassPathError as error:
+        if error.reason == "malformed":
+            raise CheckpointError(foreign) from None
+        if error.reason == "not_imported":
+            raise CheckpointError(
+                f"{foreign} (a class of your own code is used only when its module is imported first: "
+                f"import {error.module})"
+            ) from None
+        unimportable = f"{what} names class {class_path!r}, which cannot be imported"
+        raise CheckpointError(unimportable) from error.__cause__
     if not (isinstance(cls, type) and issubclass(cls, base)):
         kind = "rezdiff DiffusionModule" if base is DiffusionModule else f"{base.__module__}.{base.__name__}"
+        own = class_path.startswith("rezdiff.")
         raise CheckpointError(f"{what} names {class_path!r}, which is not a {kind}" if own else foreign)
     return cls
 

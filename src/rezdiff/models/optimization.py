@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import copy
 import functools
-import importlib
 import sys
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import asdict, dataclass
@@ -28,6 +27,8 @@ from typing import Any
 import torch
 from torch.optim import Optimizer
 from torch.optim.lr_scheduler import LRScheduler
+
+from rezdiff.classpaths import ClassPathError, import_attribute
 
 __all__ = [
     "EMASettings",
@@ -97,17 +98,19 @@ def class_spec(class_path: str, **init_args: Any) -> dict[str, Any]:
 
 def _import_class(class_path: Any, name: str) -> type:
     """The class a spec names. Modules of torch and rezdiff are imported; any other module only if it is
-    already imported (a checkpoint's text never makes us import arbitrary code)."""
-    if not isinstance(class_path, str) or "." not in class_path:
-        raise ValueError(f"{name}.class_path must name a class (e.g. torch.optim.AdamW), got {class_path!r}")
-    module_name, _, attr = class_path.rpartition(".")
-    trusted = module_name.split(".")[0] in ("torch", "rezdiff")
-    if not trusted and module_name not in sys.modules:
-        raise ValueError(f"{name}.class_path {class_path!r}: import {module_name} first to use a class of it")
+    already imported (:mod:`rezdiff.classpaths`: a checkpoint's text never makes us import arbitrary code)."""
     try:
-        cls = getattr(importlib.import_module(module_name), attr)
-    except (ImportError, AttributeError) as error:
-        raise ValueError(f"{name}.class_path {class_path!r} cannot be imported") from error
+        cls = import_attribute(class_path, trusted=("torch", "rezdiff"))
+    except ClassPathError as error:
+        if error.reason == "malformed":
+            raise ValueError(
+                f"{name}.class_path must name a class (e.g. torch.optim.AdamW), got {class_path!r}"
+            ) from None
+        if error.reason == "not_imported":
+            raise ValueError(
+                f"{name}.class_path {class_path!r}: import {error.module} first to use a class of it"
+            ) from None
+        raise ValueError(f"{name}.class_path {class_path!r} cannot be imported") from error.__cause__
     if not isinstance(cls, type):
         raise ValueError(f"{name}.class_path {class_path!r} is not a class")
     return cls
