@@ -294,6 +294,16 @@ class Evaluate(pl.Callback):
         source_images: Tensor | None = None  # this rank's images generated at the source resolution
         results: dict[str, float] = {}
         self.metric_keys = {}
+
+        def record(metric: Metric, key_suffix: str) -> None:
+            """``metric``'s figures under ``<key><key_suffix>``, noted as written by it."""
+            figures = {f"{key}{key_suffix}": value for key, value in metric.compute(gather).items()}
+            self.metric_keys.setdefault(metric.name, []).extend(figures)
+            results.update(figures)
+
+        def grid(name: str) -> Path | None:
+            return None if self.grid_dir is None else self.grid_dir / f"eval_{name}.png"
+
         was_training = model.training
         model.eval()
         try:
@@ -302,10 +312,9 @@ class Evaluate(pl.Callback):
                 for metric in metrics:
                     metric.reset()
                 if sampling:
-                    grid = None if self.grid_dir is None else self.grid_dir / f"eval_{tag}.png"
                     samples = SampleSet(
                         self.pipeline, model, dataset, indices, resolution, rank=rank, world=world,
-                        gather=gather, grid=grid, grid_size=self.save_grid,
+                        gather=gather, grid=grid(tag), grid_size=self.save_grid,
                     )  # fmt: skip
                     for metric in sampling:
                         metric.update(samples)
@@ -317,28 +326,21 @@ class Evaluate(pl.Callback):
                         for metric in reconstructing:
                             metric.update(batch)
                 for metric in metrics:
-                    figures = {f"{key}@{tag}": value for key, value in metric.compute(gather).items()}
-                    self.metric_keys.setdefault(metric.name, []).extend(figures)
-                    results |= figures
+                    record(metric, f"@{tag}")
                 if sampling and resolution == source:
                     source_images = samples.generated
                 if resolution in upsampled:
                     assert source is not None
                     suffix = f"_up{label(source)}"
-                    grid = None if self.grid_dir is None else self.grid_dir / f"eval_{tag}{suffix}.png"
                     baseline = SampleSet(
                         self.pipeline, model, dataset, indices, resolution, rank=rank, world=world,
-                        gather=gather, grid=grid, grid_size=self.save_grid, source=source,
-                        source_images=source_images,
+                        gather=gather, grid=grid(f"{tag}{suffix}"), grid_size=self.save_grid,
+                        source=source, source_images=source_images,
                     )  # fmt: skip
                     for metric in sampling:
                         metric.reset()
                         metric.update(baseline)
-                        figures = {
-                            f"{key}{suffix}@{tag}": value for key, value in metric.compute(gather).items()
-                        }
-                        self.metric_keys.setdefault(metric.name, []).extend(figures)
-                        results |= figures
+                        record(metric, f"{suffix}@{tag}")
         finally:
             model.train(was_training)
         self.results = results

@@ -309,17 +309,12 @@ class SampleSet:
         """This rank's share of the generated images (global positions: :attr:`positions`); with a
         ``source`` resolution, the images generated there (``source_images`` when given: this rank's share,
         generated earlier) upsampled bicubically to :attr:`resolution`."""
-        if self.source is None:
-            images = self.pipeline.generate(
-                self.model, self.resolution, self.rank, self.world, self.dataset.channels
-            )
-        else:
-            low = self.source_images
-            if low is None:
-                low = self.pipeline.generate(
-                    self.model, self.source, self.rank, self.world, self.dataset.channels
-                )
-            images = upsample(low, self.resolution)
+        images = self.source_images
+        if images is None:
+            size = self.resolution if self.source is None else self.source
+            images = self.pipeline.generate(self.model, size, self.rank, self.world, self.dataset.channels)
+        if self.source is not None:
+            images = upsample(images, self.resolution)
         if self.grid is not None and self.grid_size > 0 and self.rank == 0:
             save_image(images[: self.grid_size], self.grid)
         return images
@@ -345,7 +340,8 @@ class SampleSet:
 
     @cached_property
     def generated_crop_features(self) -> Tensor:
-        """Features of one seeded ``patch_size``² crop of every generated image, in global order."""
+        """Features of the seeded ``patch_size``² crops (``crops_per_image`` each) of every generated image,
+        in global crop order."""
         crops = self.pipeline.crops(self.generated, self.positions.tolist(), self.resolution, tag=1)
         order = self.pipeline.crop_positions(self.positions)
         return ordered(self.pipeline.features(crops, self.device), order, self.gather)
