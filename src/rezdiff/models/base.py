@@ -379,9 +379,9 @@ class DiffusionModule(pl.LightningModule, ABC):
 
         Batched kernels round differently for different batch sizes (a convolution's blocking follows the
         batch), so an image sampled among others can differ from the same seed sampled among fewer in the
-        last bits. ``batch_invariant`` samples each
-        image in a batch of its own, so image k is bit-identical whatever the batch size, order or number
-        of ranks on the same device and thread count, at the cost of batching."""
+        last bits. ``batch_invariant`` samples each image in a batch of its own, so image k is bit-identical
+        whatever the batch size, order or number of ranks on the same device and thread count, at the cost
+        of batching."""
         if len(seeds) == 0:
             raise ValueError("sample_seeds needs at least one seed")
         seeds = [int(seed) for seed in seeds]

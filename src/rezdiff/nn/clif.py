@@ -331,7 +331,7 @@ def render_field(
     GroupNorm statistics: ``norm="global"`` computes them over the whole output, one pass over the tiles
     per norm layer (``num_norms + 1`` passes), so the tiled render equals the whole one to float precision;
     ``norm="sampled"`` estimates the same whole-output statistics from windows spread over it
-    (:func:`sampled_stats`: one extra pass over at most one tile's pixels, then one pass over the tiles;
+    (:func:`sampled_stats`: one extra pass over about one tile's pixels, then one pass over the tiles;
     the error against ``"global"`` is measured in ``benchmarks/results/infd_tile_norm_cpu.json``);
     ``norm="tile"`` uses each padded tile's own statistics (one pass, what INFD's authors do; small seams).
     """
