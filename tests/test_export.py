@@ -107,11 +107,16 @@ def test_export_command_writes_a_pipeline(tmp_path: Path) -> None:
         },
         ckpt,
     )
-    folder = main(["export", "--ckpt", str(ckpt), "--out", str(tmp_path / "pipe"), "--format", "diffusers"])
+    folder = main(["export", "--ckpt_path", str(ckpt), "--out", str(tmp_path / "pipe"), "--format", "diffusers"])
     assert (folder / "model_index.json").is_file()
     with pytest.raises(SystemExit) as error:
-        main(["export", "--ckpt", str(tmp_path / "missing.ckpt"), "--out", str(tmp_path / "x")])
+        main(["export", "--ckpt_path", str(tmp_path / "missing.ckpt"), "--out", str(tmp_path / "x")])
     assert error.value.code == 2
+    # the spelling of earlier releases, one release more: the same export with one FutureWarning
+    with pytest.warns(FutureWarning, match="--ckpt is now --ckpt_path") as caught:
+        again = main(["export", "--ckpt", str(ckpt), "--out", str(tmp_path / "old"), "--format", "diffusers"])
+    assert (again / "model_index.json").is_file()
+    assert len([w for w in caught if issubclass(w.category, FutureWarning)]) == 1
 
 
 def test_load_names_what_a_folder_lacks(tmp_path: Path) -> None:

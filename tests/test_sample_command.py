@@ -50,8 +50,8 @@ def _known_error(out: Path, inputs: list[Path], mask: torch.Tensor) -> float:
 def test_inpaint_from_files_follows_the_known_pixels(autoencoder: Path, tmp_path: Path) -> None:
     inputs = _images(tmp_path)
     # inpainting's own default spacing (linspace: 99, 66, 33, 0 of T = 100)
-    common = ["sample", "--ckpt", str(autoencoder), "--inpaint", *map(str, inputs), "--steps", "4"]
-    guided = main([*common, "--hole=-0.5,-0.5,0.5,0.5", "--out", str(tmp_path / "guided")])
+    common = ["sample", "--ckpt_path", str(autoencoder), "--inpaint", f"[{inputs[0]},{inputs[1]}]", "--steps", "4"]
+    guided = main([*common, "--hole", "[-0.5,-0.5,0.5,0.5]", "--out", str(tmp_path / "guided")])
     names = sorted(p.relative_to(tmp_path / "guided").as_posix() for p in guided)
     assert names == sorted(
         ["16x16/photo0.png", "16x16/photo1.png", "16x16/photo0_known.png", "16x16/photo1_known.png"]
@@ -62,7 +62,7 @@ def test_inpaint_from_files_follows_the_known_pixels(autoencoder: Path, tmp_path
     known = load_image(tmp_path / "guided" / "16x16" / "photo0_known.png")
     torch.testing.assert_close(known, load_image(inputs[0]) * mask, atol=2 / 255, rtol=0)
     free = main(
-        [*common, "--hole=-0.5,-0.5,0.5,0.5", "--guidance-scale", "0", "--out", str(tmp_path / "free")]
+        [*common, "--hole", "[-0.5,-0.5,0.5,0.5]", "--guidance_scale", "0", "--out", str(tmp_path / "free")]
     )
     assert len(free) == len(guided)
     error_guided, error_free = (
@@ -75,14 +75,14 @@ def test_inpaint_from_files_follows_the_known_pixels(autoencoder: Path, tmp_path
     same = main([*common, "--mask", str(tmp_path / "mask.png"), "--out", str(tmp_path / "masked")])
     torch.testing.assert_close(load_image(same[0]), load_image(guided[0]))
     # at another resolution the images and mask are resized first
-    resized = main([*common, "--hole=-0.5,-0.5,0.5,0.5", "--resolution", "24", "--out", str(tmp_path / "r")])
+    resized = main([*common, "--hole", "[-0.5,-0.5,0.5,0.5]", "--resolution", "24", "--out", str(tmp_path / "r")])
     assert load_image(resized[0]).shape == (3, 24, 24)
 
 
 def test_super_resolve_from_files_and_errors(autoencoder: Path, tmp_path: Path) -> None:
     [low] = _images(tmp_path, num=1, resolution=8)
     written = main(
-        ["sample", "--ckpt", str(autoencoder), "--super-resolve", str(low), "--resolution", "16", "24x32"]
+        ["sample", "--ckpt_path", str(autoencoder), "--super_resolve", str(low), "--resolution", "[16,24x32]"]
         + ["--steps", "3", "--out", str(tmp_path / "sr")]
     )
     assert sorted(p.relative_to(tmp_path / "sr").as_posix() for p in written) == [
@@ -92,12 +92,12 @@ def test_super_resolve_from_files_and_errors(autoencoder: Path, tmp_path: Path) 
         "grid_24x32.png",
     ]
     assert load_image(written[2]).shape == (3, 24, 32)
-    with pytest.raises(SystemExit):  # argparse: --inpaint needs a mask or hole
-        main(["sample", "--ckpt", str(autoencoder), "--inpaint", str(low)])
-    with pytest.raises(SystemExit):  # argparse: super-resolution needs the target size
-        main(["sample", "--ckpt", str(autoencoder), "--super-resolve", str(low)])
+    with pytest.raises(SystemExit, match="--inpaint needs --mask IMAGE or --hole"):
+        main(["sample", "--ckpt_path", str(autoencoder), "--inpaint", str(low)])
+    with pytest.raises(SystemExit, match="--super_resolve needs --resolution"):
+        main(["sample", "--ckpt_path", str(autoencoder), "--super_resolve", str(low)])
     with pytest.raises(SystemExit, match="does not support --guide"):
-        main(["sample", "--ckpt", str(autoencoder), "--guide", "box=0,0,1,1,loss=color,mean=1,1,1"])
+        main(["sample", "--ckpt_path", str(autoencoder), "--guide", "box=0,0,1,1,loss=color,mean=1,1,1"])
 
 
 def test_inverse_problems_name_the_model_they_need(
@@ -117,18 +117,18 @@ def test_inverse_problems_name_the_model_they_need(
 
     monkeypatch.setattr(rezdiff.models.DDPM, "sample", spy)
     for extra in (["--spacing", "leading"], []):
-        main(["sample", "--ckpt", ckpt, "--num", "1", "--steps", "2", "--out", str(tmp_path / "s"), *extra])
+        main(["sample", "--ckpt_path", ckpt, "--num", "1", "--steps", "2", "--out", str(tmp_path / "s"), *extra])
     assert seen == ["leading", None]
     monkeypatch.undo()
     with pytest.raises(SystemExit, match="need an ∞-Diff checkpoint, got DDPM"):
-        main(["sample", "--ckpt", ckpt, "--inpaint", str(image), "--hole", "0,0,1,1"])
+        main(["sample", "--ckpt_path", ckpt, "--inpaint", str(image), "--hole", "[0,0,1,1]"])
     assert isinstance(rezdiff.load(ckpt), rezdiff.models.DDPM)
     fit_tiny(
         "--trainer.max_epochs", "1", "--trainer.callbacks", "[]", config=TINY_CONFIG, root=tmp_path / "u"
     )
     unconditional = str(tmp_path / "u" / "checkpoints" / "last.ckpt")  # an ∞-Diff without an encoder
     with pytest.raises(SystemExit, match="needs an InftyDiff diffusion autoencoder"):
-        main(["sample", "--ckpt", unconditional, "--super-resolve", str(image), "--resolution", "32"])
+        main(["sample", "--ckpt_path", unconditional, "--super_resolve", str(image), "--resolution", "32"])
 
 
 # ------------------------------------------------------------------------------ guards and messages
@@ -141,35 +141,40 @@ def ddpm_ckpt(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.mark.parametrize(
     ("extra", "expected"),
     [
-        (["--num", "0"], "argument --num: must be a positive integer (>= 1), got 0"),
-        (["--batch-size", "0"], "argument --batch-size: must be a positive integer (>= 1), got 0"),
-        (["--steps", "0"], "argument --steps: must be a positive integer (>= 1), got 0"),
-        (["--resolution", "-8"], "argument --resolution: sizes must be positive integers (>= 1), got '-8'"),
-        (
-            ["--resolution", "16x0"],
-            "argument --resolution: sizes must be positive integers (>= 1), got '16x0'",
-        ),
+        (["--num", "0"], "--num: must be a positive integer (>= 1), got 0"),
+        (["--batch_size", "0"], "--batch_size: must be a positive integer (>= 1), got 0"),
+        (["--steps", "0"], "--steps: must be a positive integer (>= 1), got 0"),
+        (["--resolution", "-8"], "--resolution: sizes must be positive integers (>= 1), got '-8'"),
+        (["--resolution", "[16,16x0]"], "--resolution: sizes must be positive integers (>= 1), got '16x0'"),
+        (["--num", "many"], "--num: expected int, got many"),
         (
             ["--resolution", "17"],
             "DDPM: this U-Net halves the resolution 1 times, so height and width must be",
         ),
-        (["--spacing", "sideways"], "argument --spacing: must be one of leading, trailing, linspace"),
-        (["--eta", "nan"], "argument --eta: must be a finite number, got 'nan'"),
+        (["--spacing", "sideways"], "--spacing: expected one of leading, trailing, linspace or null, got sideways"),
+        (["--eta", ".nan"], "--eta: must be a finite number, got nan"),
+        (["--eta", "fast"], "--eta: expected float or null, got fast"),
         (
             ["--tile", "8"],
             "unrecognized arguments: --tile 8 (DDPM accepts the sampler settings --sampler --eta",
         ),
-        (["--ckpt", "missing.ckpt"], "argument --ckpt"),
+        (["--ckpt_path", "missing.ckpt"], "--ckpt_path"),
+        (["--inpaint", "a.png", "--guide", "box=0,0,1,1,loss=color,mean=1,1,1"], "--inpaint and --guide are"),
+        (["--no_such_option", "1"], "unrecognized arguments: --no_such_option 1"),
     ],
-    ids=["num", "batch-size", "steps", "negative", "zero", "odd", "choice", "nan", "other-family", "ckpt"],
+    ids=[
+        "num", "batch_size", "steps", "negative", "zero", "not-int", "odd", "choice", "nan", "not-float",
+        "other-family", "ckpt", "exclusive", "unknown",
+    ],  # fmt: skip
 )
 def test_user_errors_are_one_line_naming_the_option(
     ddpm_ckpt: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], extra: list[str], expected: str
 ) -> None:
-    args = ["sample", "--ckpt", str(ddpm_ckpt), "--num", "1", "--steps", "1", "--out", str(tmp_path), *extra]
-    if extra[0] == "--ckpt":
-        args = ["sample", "--ckpt", str(tmp_path / "missing.ckpt")]
-        expected = f"--ckpt: no checkpoint at {tmp_path / 'missing.ckpt'}"
+    args = ["sample", "--ckpt_path", str(ddpm_ckpt), "--num", "1", "--steps", "1", "--out", str(tmp_path)]
+    args += extra
+    if extra[0] == "--ckpt_path":
+        args = ["sample", "--ckpt_path", str(tmp_path / "missing.ckpt")]
+        expected = f"--ckpt_path: no checkpoint at {tmp_path / 'missing.ckpt'}"
     with pytest.raises(SystemExit) as exit_info:
         main(args)
     assert exit_info.value.code == 2
@@ -186,7 +191,7 @@ def test_no_traceback_from_the_console(ddpm_ckpt: Path, tmp_path: Path) -> None:
             "-m",
             "rezdiff",
             "sample",
-            "--ckpt",
+            "--ckpt_path",
             str(ddpm_ckpt),
             "--resolution",
             "15",
@@ -208,9 +213,10 @@ def test_help_lists_the_checkpoints_settings(ddpm_ckpt: Path, capsys: pytest.Cap
         main(["sample", "--help"])
     plain = capsys.readouterr().out
     with pytest.raises(SystemExit):
-        main(["sample", "--ckpt", str(ddpm_ckpt), "--help"])
+        main(["sample", "--ckpt_path", str(ddpm_ckpt), "--help"])
     family = capsys.readouterr().out
-    assert "--eps-after-clip {network,from_x0}" in family and "--eps-after-clip" not in plain
+    assert "--eps_after_clip EPS_AFTER_CLIP" in family and "--eps_after_clip" not in plain
+    assert "Literal['network', 'from_x0']" in family  # the choices: the Literal of DDPM.sample's signature
     assert "DDPM sampler settings" in family
 
 
@@ -229,12 +235,12 @@ def test_memory_guard_refuses_unless_forced(
     ddpm_ckpt: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     monkeypatch.setattr("rezdiff.sample.free_memory", lambda device: 1_000_000)  # 1 MB free
-    args = ["sample", "--ckpt", str(ddpm_ckpt), "--num", "2", "--steps", "1", "--out", str(tmp_path)]
-    refused = r"--resolution 64x64 with --batch-size 2: estimated \d+\.\d MB \(about .* per step\), but "
+    args = ["sample", "--ckpt_path", str(ddpm_ckpt), "--num", "2", "--steps", "1", "--out", str(tmp_path)]
+    refused = r"--resolution 64x64 with --batch_size 2: estimated \d+\.\d MB \(about .* per step\), but "
     with pytest.raises(SystemExit, match=refused + r"cpu has 1\.0 MB free") as info:
-        main([*args, "--resolution", "16", "64"])
+        main([*args, "--resolution", "[16,64]"])
     assert info.value.code == 2 and "pass --force" in str(info.value) and "--tile" not in str(info.value)
     capsys.readouterr()
-    assert main([*args, "--resolution", "16", "--batch-size", "1"])  # 16² x 1 fits in 1 MB
+    assert main([*args, "--resolution", "16", "--batch_size", "1"])  # 16² x 1 fits in 1 MB
     written = main([*args, "--resolution", "64", "--force"])
     assert load_image(written[0]).shape == (3, 64, 64)

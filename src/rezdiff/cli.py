@@ -1,8 +1,12 @@
 """The ``rezdiff`` command: ``fit``/``validate``/``test``/``predict`` through LightningCLI, ``stats``,
 ``sample``, ``export`` and ``sweep``.
 
+Every command parses with jsonargparse in one dialect (``-c`` files, ``--print_config``, underscores, dotted
+keys): LightningCLI's parser for the four Lightning commands and ``stats`` (which shares their options),
+:func:`rezdiff.commands.command_parser` for ``sample``, ``sweep`` and ``export``.
+
 A run directory (``--trainer.default_root_dir``) holds ``config.yaml``, ``checkpoints/`` (``last.ckpt``
-always), the the TensorBoard logs (with the learning rate), ``samples/`` and, after ``rezdiff test``,
+always), the TensorBoard logs (with the learning rate), ``samples/`` and, after ``rezdiff test``,
 ``metrics.json``. Every config accepts a top-level ``evaluate:`` section (the settings of
 :class:`rezdiff.evaluation.Evaluate`); ``test`` runs it after the test loss and ``stats`` caches its
 reference features.
@@ -246,16 +250,20 @@ def lightning_main(args: list[str] | None) -> RezdiffCLI:
 
 def stats_main(args: list[str]) -> list[Path]:
     """``rezdiff stats --config CFG``: compute the reference features of ``evaluate:`` once and cache them."""
+    import warnings
+
     import torch
 
-    cli = RezdiffCLI(
-        DiffusionModule,
-        FieldDataModule,
-        subclass_mode_model=True,
-        subclass_mode_data=True,
-        run=False,
-        args=args,
-    )
+    with warnings.catch_warnings():  # args are given because `stats` is not one of LightningCLI's commands
+        warnings.filterwarnings("ignore", message="LightningCLI's args parameter", category=UserWarning)
+        cli = RezdiffCLI(
+            DiffusionModule,
+            FieldDataModule,
+            subclass_mode_model=True,
+            subclass_mode_data=True,
+            run=False,
+            args=args,
+        )
     evaluate: Evaluate = cli.config_init["evaluate"]
     device = "cuda" if torch.cuda.is_available() else "cpu"
     resolutions = evaluate.model_resolutions(cli.model)
@@ -280,7 +288,7 @@ def main(args: list[str] | None = None) -> Any:
     if command == "sample":
         try:
             return sample_main(argv[1:])
-        except (CheckpointError, FileNotFoundError) as error:  # a bad or missing --ckpt: say which and why
+        except (CheckpointError, FileNotFoundError) as error:  # a bad or missing file: say which and why
             raise SystemExit(f"rezdiff sample: error: {error}") from error
     if command == "sweep":
         from rezdiff.sweep import sweep_main

@@ -152,24 +152,41 @@ def read_safetensors(folder: Path) -> dict[str, Any]:
     return {**config, "state_dict": load_file(str(weights))}
 
 
-def export_main(args: list[str]) -> Path:
-    """``rezdiff export --ckpt CKPT --out DIR [--format diffusers|safetensors]``."""
-    import argparse
+def parse(args: list[str]) -> tuple[Any, Any]:
+    """(the parser, the options) of ``rezdiff export ARGS``: jsonargparse in the dialect of ``rezdiff fit``
+    (``-c`` files, ``--print_config``); the old ``--ckpt`` works with one FutureWarning."""
+    from typing import Optional
 
-    from rezdiff.loading import CheckpointError, load
+    from rezdiff.commands import command_parser, respell
 
-    parser = argparse.ArgumentParser(
-        prog="rezdiff export",
-        description="Write a checkpoint as a diffusers pipeline folder (DDPM, INFD's latent U-Net) or as "
+    parser = command_parser(
+        "export",
+        "Write a checkpoint as a diffusers pipeline folder (DDPM, INFD's latent U-Net) or as "
         "safetensors + JSON (any model; rezdiff.load reads it).",
     )
-    parser.add_argument("--ckpt", required=True, help="a checkpoint written by rezdiff fit")
-    parser.add_argument("--out", required=True, help="the folder to write")
-    parser.add_argument("--format", choices=("diffusers", "safetensors"), default="safetensors")
-    parser.add_argument("--scheduler", choices=("ddim", "ddpm"), default=None, help="diffusers only")
-    options = parser.parse_args(args)
+    parser.add_argument("--ckpt_path", type=str, required=True, help="a checkpoint written by rezdiff fit")
+    parser.add_argument("--out", type=str, required=True, help="the folder to write")
+    parser.add_argument("--format", type=Literal["diffusers", "safetensors"], default="safetensors")
+    parser.add_argument(
+        "--scheduler",
+        type=Optional[Literal["ddim", "ddpm"]],  # noqa: UP007 (a runtime type)
+        default=None,
+        help="diffusers only (default: the model's sampler)",
+    )
     try:
-        model = load(options.ckpt)
+        argv = respell("export", args, {"--ckpt": "--ckpt_path"})
+    except ValueError as error:
+        parser.error(str(error))
+    return parser, parser.parse_args(argv)
+
+
+def export_main(args: list[str]) -> Path:
+    """``rezdiff export --ckpt_path CKPT --out DIR [--format diffusers|safetensors]``."""
+    from rezdiff.loading import CheckpointError, load
+
+    parser, options = parse(args)
+    try:
+        model = load(options.ckpt_path)
         if options.format == "diffusers":
             folder = to_diffusers(model, options.out, scheduler=options.scheduler)
         else:

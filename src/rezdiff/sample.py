@@ -1,21 +1,26 @@
 """``rezdiff sample``: samples of any checkpoint at any resolution, and the inverse problems of the families.
 
-    rezdiff sample --ckpt CKPT --resolution 64 128 --num 16 --out samples/        # unconditional
-    rezdiff sample --ckpt CKPT --help                                             # + the family's settings
-    rezdiff sample --ckpt CKPT --sampler ddim --eta 0.5 --spacing leading         # DDPM/∞-Diff settings
-    rezdiff sample --ckpt CKPT --inpaint a.png b.png --hole=-0.5,-0.5,0.5,0.5    # ∞-Diff: fill a box
-    rezdiff sample --ckpt CKPT --inpaint a.png --mask known.png                   # ∞-Diff: white = known
-    rezdiff sample --ckpt CKPT --super-resolve low.png --resolution 128 256       # ∞-Diff autoencoder
-    rezdiff sample --ckpt STAGE1 --super-resolve low.png --resolution 256         # INFD stage 1 render
-    rezdiff sample --ckpt CKPT --guide box=-1,-1,0,0,loss=color,mean=1,-1,-1 --guidance-scale 20  # INFD
-    rezdiff sample --ckpt CKPT --resolution 1024 --tile 256 --pad 8 --tile-norm tile  # INFD tiled render
+    rezdiff sample --ckpt_path CKPT --resolution [64,128] --num 16 --out samples/   # unconditional
+    rezdiff sample --ckpt_path CKPT --help                                         # + the family's settings
+    rezdiff sample --ckpt_path CKPT --sampler ddim --eta 0.5 --spacing leading     # DDPM/∞-Diff settings
+    rezdiff sample --ckpt_path CKPT --inpaint [a.png,b.png] --hole [-0.5,-0.5,0.5,0.5]  # ∞-Diff: fill a box
+    rezdiff sample --ckpt_path CKPT --inpaint a.png --mask known.png               # ∞-Diff: white = known
+    rezdiff sample --ckpt_path CKPT --super_resolve low.png --resolution [128,256] # ∞-Diff autoencoder
+    rezdiff sample --ckpt_path STAGE1 --super_resolve low.png --resolution 256     # INFD stage 1 render
+    rezdiff sample --ckpt_path CKPT --guide box=-1,-1,0,0,loss=color,mean=1,-1,-1 --guidance_scale 20  # INFD
+    rezdiff sample --ckpt_path CKPT --resolution 1024 --tile 256 --pad 8 --norm tile  # INFD tiled render
+    rezdiff sample -c sample.yaml --num 4 --print_config                           # a file, overridden
 
-The sampler settings are not listed here: they are the keyword-only parameters of the checkpoint's
-``sample()`` (:func:`sampler_options`; a ``Literal`` becomes a choice, a ``bool`` a ``--x/--no-x`` pair,
-``none`` unsets an optional number), read after a first pass finds ``--ckpt``; unset, each is the
-checkpoint's own. Image k of a run draws its noise from seed ``--seed + k``, or from the k-th seed of
-``--seeds 0-63`` (``DiffusionModule.sample_seeds``), bit for bit whatever ``--batch-size`` with
-``--batch-invariant``. Before sampling at a given ``--resolution``, one
+The options are parsed by jsonargparse in the dialect of ``rezdiff fit`` (:func:`parser`): ``-c`` files,
+``--print_config``, underscores, lists as ``[a,b]``, flags as ``--force``/``--no_force``; the argparse
+spellings of earlier releases (``--ckpt``, ``--super-resolve``, ``--resolution 64 128``, ...) still work with
+one FutureWarning (:func:`rezdiff.commands.respell`). The sampler settings are not listed here: they are the
+keyword-only parameters of the checkpoint's ``sample()`` (:func:`sampler_options`; a ``Literal`` becomes a
+choice, a ``bool`` a ``--x/--no_x`` pair, ``null`` unsets an optional number), read after a first pass finds
+``--ckpt_path`` on the command line or in a ``-c`` file; unset, each is the checkpoint's own. Image k of a
+run draws its noise from seed ``--seed + k``, or from the k-th seed of ``--seeds 0-63``
+(``DiffusionModule.sample_seeds``), bit for bit whatever ``--batch_size`` with ``--batch_invariant``. Before
+sampling at a given ``--resolution``, one
 sampler step of one image is probed at the training size and at twice it and the batch's memory
 extrapolated (:func:`rezdiff.memory.estimate_memory`); a batch estimated beyond the device's free memory is
 refused unless ``--force``.
@@ -39,25 +44,24 @@ import typing
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, Union, get_args, get_origin
+from typing import Any, Literal, Optional, Union, get_args, get_origin
 
 import torch
 from torch import Tensor
 
+from rezdiff.commands import add_flag, command_parser, hyphenated, respell
 from rezdiff.data.coords import Resolution, as_hw
 from rezdiff.memory import estimate_memory, format_bytes, format_seconds, free_memory
 
 __all__ = ["SamplerOption", "estimate_memory", "sample_main", "sampler_options"]
 
 #: ``sample()`` keywords that the fixed options of ``rezdiff sample`` already cover (``--num``,
-#: ``--resolution``, ``--steps``, ``--seed``, ``--no-ema``, the progress bar, ``--guide``,
-#: ``--guidance-scale``, ``--guide-raw``) or that take tensors (``z``): never derived from a signature.
+#: ``--resolution``, ``--steps``, ``--seed``, ``--no_ema``, the progress bar, ``--guide``,
+#: ``--guidance_scale``, ``--guide_raw``) or that take tensors (``z``): never derived from a signature.
 FIXED = frozenset(
     {"num", "resolution", "steps", "generator", "use_ema", "progress", "z"}
     | {"guidance", "guidance_scale", "guidance_normalize"}
 )
-#: Extra spellings of derived options that earlier releases documented.
-ALIASES = {"norm": ("--tile-norm",)}
 
 
 @dataclass(frozen=True)
@@ -78,7 +82,7 @@ class SamplerOption:
 
     @property
     def flag(self) -> str:
-        return "--" + self.name.replace("_", "-")
+        return "--" + self.name
 
     def convert(self, text: str) -> Any:
         """The value of ``text`` for this option; ``none`` passes ``None`` where the signature allows it."""
@@ -174,58 +178,32 @@ def sampler_options(cls: type) -> dict[str, SamplerOption]:
     return options
 
 
-def _add_sampler_options(parser: argparse.ArgumentParser, cls: type) -> None:
+def _option_type(option: SamplerOption) -> Any:
+    """The jsonargparse type of a sampler setting: always nullable, since unset (null) means the
+    checkpoint's own setting (a setting the signature does not let be None refuses an explicit null)."""
+    if option.kind == "choice":
+        return Optional[Literal[option.choices]]  # noqa: UP007 (a runtime type, not an annotation)
+    return Optional[{"int": int, "float": float, "str": str}[option.kind]]  # noqa: UP007
+
+
+def _add_sampler_options(parser: Any, cls: type) -> None:
     group = parser.add_argument_group(
         f"{cls.__name__} sampler settings (from its sample() signature; unset: the checkpoint's setting)"
     )
     for option in sampler_options(cls).values():
-        flags = [option.flag, *ALIASES.get(option.name, ())]
         default = "the checkpoint's setting" if option.default is None else repr(option.default)
         text = f"{option.owner}({option.name}=...); default: {default}"
         if option.kind == "bool":
-            group.add_argument(
-                *flags, dest=option.name, action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS,
-                help=text,
-            )  # fmt: skip
+            add_flag(group, option.name, None, text)
             continue
-        metavar = (
-            "{" + ",".join(map(str, option.choices)) + "}" if option.kind == "choice" else option.kind.upper()
-        )
         if option.optional and option.default is not None:
-            text += " (none: unset)"
-        group.add_argument(
-            *flags,
-            dest=option.name,
-            type=option.convert,
-            default=argparse.SUPPRESS,
-            metavar=metavar,
-            help=text,
-        )
-
-
-class UsageError(SystemExit):
-    """A user error of ``rezdiff sample``: exit status 2 (argparse's) and the one-line message as ``str``."""
-
-    def __init__(self, message: str) -> None:
-        super().__init__(2)
-        self.message = message
-
-    def __str__(self) -> str:
-        return self.message
-
-
-class _Parser(argparse.ArgumentParser):
-    """argparse, but an error is one line on stderr (no usage block) raised as :class:`UsageError`."""
-
-    def error(self, message: str) -> typing.NoReturn:  # type: ignore[override]
-        line = f"{self.prog}: error: {message}"
-        print(line, file=sys.stderr)
-        raise UsageError(line)
+            text += " (null: unset)"
+        group.add_argument(option.flag, type=_option_type(option), default=None, help=text)
 
 
 def _resolution(text: str) -> int | tuple[int, int]:
     """``64`` or ``48x64``; sizes must be positive integers."""
-    parts = text.lower().split("x")
+    parts = str(text).lower().split("x")
     if len(parts) > 2:
         raise argparse.ArgumentTypeError(f"expected SIZE or HEIGHTxWIDTH (e.g. 64 or 48x64), got {text!r}")
     sizes = [_integer(part) for part in parts]
@@ -234,99 +212,89 @@ def _resolution(text: str) -> int | tuple[int, int]:
     return sizes[0] if len(sizes) == 1 else (sizes[0], sizes[1])
 
 
-def _positive(text: str) -> int:
-    value = _integer(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be a positive integer (>= 1), got {value}")
-    return value
-
-
-def _box(text: str) -> tuple[float, float, float, float]:
-    values = [float(v) for v in text.split(",")]
-    if len(values) != 4:
-        raise argparse.ArgumentTypeError(f"expected X0,Y0,X1,Y1 in [-1, 1], got {text!r}")
-    return values[0], values[1], values[2], values[3]
-
-
-def parser(model_class: type | None = None) -> argparse.ArgumentParser:
-    """The ``rezdiff sample`` parser; with ``model_class``, plus that family's sampler settings."""
-    parser = _Parser(
-        prog="rezdiff sample",
-        description="Sample any rezdiff checkpoint at any resolution, or solve an inverse problem with it. "
-        "`rezdiff sample --ckpt CKPT --help` also lists the sampler settings of the checkpoint's family.",
+def parser(model_class: type | None = None) -> Any:
+    """The ``rezdiff sample`` parser (jsonargparse, the dialect of ``rezdiff fit``); with ``model_class``,
+    plus that family's sampler settings."""
+    parser = command_parser(
+        "sample",
+        "Sample any rezdiff checkpoint at any resolution, or solve an inverse problem with it. "
+        "`rezdiff sample --ckpt_path CKPT --help` also lists the sampler settings of the checkpoint's family.",
     )
-    parser.add_argument("--ckpt", required=True, help="checkpoint written by `rezdiff fit`")
+    parser.add_argument("--ckpt_path", type=str, required=True, help="checkpoint written by `rezdiff fit`")
     parser.add_argument(
         "--resolution",
-        type=_resolution,
-        nargs="+",
+        type=Union[int, str, list[Union[int, str]], None],  # noqa: UP007
         default=None,
-        help="one or more sizes, e.g. 64 128 or 48x64 (default: the training size; inpainting: the "
+        help="one size or a list, e.g. 64, 48x64 or [64,128] (default: the training size; inpainting: the "
         "images' own size)",
     )
-    parser.add_argument(
-        "--num", type=_positive, default=16, help="samples per resolution (unconditional, guided)"
-    )
-    parser.add_argument("--steps", type=_positive, default=None, help="sampler steps (default: the model's)")
+    parser.add_argument("--num", type=int, default=16, help="samples per resolution (unconditional, guided)")
+    parser.add_argument("--steps", type=Optional[int], default=None, help="sampler steps (default: the model's)")  # noqa: UP007
     parser.add_argument(
         "--seed", type=int, default=0, help="image k is keyed by seed SEED + k (DiffusionModule.sample_seeds)"
     )
     parser.add_argument(
         "--seeds",
+        type=Union[int, str, None],  # noqa: UP007
         default=None,
         help="one image per seed, e.g. 0-63 or 0-9,100 (instead of --num/--seed); files are named by seed",
     )
-    parser.add_argument("--batch-size", type=_positive, default=16)
-    parser.add_argument(
-        "--batch-invariant",
-        action="store_true",
-        help="sample every image in a batch of its own: image k is then bit-identical whatever --batch-size "
+    parser.add_argument("--batch_size", type=int, default=16, help="images sampled together")
+    add_flag(
+        parser,
+        "batch_invariant",
+        False,
+        "sample every image in a batch of its own: image k is then bit-identical whatever --batch_size "
         "(batched kernels round by batch size), at the cost of batching",
     )
-    parser.add_argument("--out", default="samples", help="output folder")
-    parser.add_argument("--device", default="auto", help="cpu, cuda, cuda:1, ... (auto: cuda if present)")
-    parser.add_argument("--no-ema", action="store_true", help="sample with the raw weights, not the EMA")
-    parser.add_argument(
-        "--force",
-        action="store_true",
-        help="sample even when the estimated memory of a batch exceeds the device's free memory",
-    )
+    parser.add_argument("--out", type=str, default="samples", help="output folder")
+    parser.add_argument("--device", type=str, default="auto", help="cpu, cuda, cuda:1, ... (auto: cuda if present)")
+    add_flag(parser, "ema", True, "sample with the EMA weights (--no_ema: the raw weights)")
+    add_flag(parser, "force", False, "sample even when the estimated memory of a batch exceeds the device's free memory")
     if model_class is not None:
         _add_sampler_options(parser, model_class)
-    inverse = parser.add_argument_group("inverse problems (one of --inpaint, --super-resolve, --guide)")
-    task = inverse.add_mutually_exclusive_group()
-    task.add_argument("--inpaint", nargs="+", metavar="IMAGE", help="∞-Diff: fill the unknown pixels")
-    task.add_argument(
-        "--super-resolve",
-        nargs="+",
-        metavar="IMAGE",
-        help="∞-Diff diffusion autoencoder: sample at --resolution conditioned on the code of each image; "
-        "INFD stage 1 (INFDAutoencoder): its reconstruction rendered at --resolution",
-    )
-    task.add_argument(
-        "--guide",
-        action="append",
-        metavar="SPEC",
-        help="INFD box guidance, repeatable: box=X0,Y0,X1,Y1[,res=32][,weight=1],loss=color,mean=R,G,B"
-        "[,std=R,G,B] or ...,loss=ref,image=PATH (box in [-1, 1] image coordinates)",
-    )
-    known = inverse.add_mutually_exclusive_group()
-    known.add_argument("--mask", metavar="IMAGE", help="inpainting: known pixels are white (> 50%% grey)")
-    known.add_argument(
-        "--hole",
-        type=_box,
-        metavar="X0,Y0,X1,Y1",
-        help="inpainting: the box to fill, in [-1, 1] coordinates (write --hole=-0.5,... for negative X0)",
+        accepted = " ".join(option.flag for option in sampler_options(model_class).values())
+        parser.unrecognized_hint = (
+            f"{model_class.__name__} accepts the sampler settings {accepted or '(none)'}; "
+            "`rezdiff sample --ckpt_path CKPT --help` lists them"
+        )
+    inverse = parser.add_argument_group("inverse problems (one of --inpaint, --super_resolve, --guide)")
+    images = Union[str, list[str], None]  # noqa: UP007
+    inverse.add_argument(
+        "--inpaint", type=images, default=None, help="∞-Diff: fill the unknown pixels of IMAGE or [IMAGE,...]"
     )
     inverse.add_argument(
-        "--guidance-scale",
+        "--super_resolve",
+        type=images,
+        default=None,
+        help="IMAGE or [IMAGE,...]; ∞-Diff diffusion autoencoder: sample at --resolution conditioned on the "
+        "code of each image; INFD stage 1 (INFDAutoencoder): its reconstruction rendered at --resolution",
+    )
+    inverse.add_argument(
+        "--guide",
+        type=images,
+        default=None,
+        help="INFD box guidance, SPEC or '[\"SPEC\", ...]': box=X0,Y0,X1,Y1[,res=32][,weight=1],loss=color,"
+        "mean=R,G,B[,std=R,G,B] or ...,loss=ref,image=PATH (box in [-1, 1] image coordinates)",
+    )
+    inverse.add_argument(
+        "--mask", type=Optional[str], default=None, help="inpainting: known pixels are white (> 50% grey)"  # noqa: UP007
+    )
+    inverse.add_argument(
+        "--hole",
+        type=Optional[tuple[float, float, float, float]],  # noqa: UP007
+        default=None,
+        help="inpainting: the box to fill, [X0,Y0,X1,Y1] in [-1, 1] coordinates",
+    )
+    inverse.add_argument(
+        "--guidance_scale",
         type=float,
         default=1.0,
         help="inpainting: fraction of the known-pixel correction per step (1 = full); "
         "guidance: the DPS step size",
     )
-    inverse.add_argument("--guide-raw", action="store_true", help="guidance: step on L, not on sqrt(L)")
-    inverse.add_argument("--paste-known", action="store_true", help="inpainting: copy known pixels back")
+    add_flag(inverse, "guide_raw", False, "guidance: step on L, not on sqrt(L)")
+    add_flag(inverse, "paste_known", False, "inpainting: copy known pixels back")
     return parser
 
 
@@ -334,39 +302,150 @@ def _device(name: str) -> str:
     return ("cuda" if torch.cuda.is_available() else "cpu") if name == "auto" else name
 
 
+def _checkpoint_and_device(args: list[str]) -> tuple[str | None, str]:
+    """``--ckpt_path`` (or the old ``--ckpt``) and ``--device`` as the arguments and ``-c`` files set them, the
+    last one winning as in the full parse: the checkpoint decides which sampler settings the parser has."""
+    import yaml
+
+    ckpt, device = None, "auto"
+    i = 0
+    while i < len(args):
+        name, equals, value = args[i].partition("=")
+        i += 1
+        if name not in ("--ckpt", "--ckpt_path", "--device", "-c", "--config"):
+            continue
+        if not equals:
+            value = args[i] if i < len(args) else ""
+            i += 1
+        if name in ("-c", "--config"):
+            try:
+                config = yaml.safe_load(Path(value).read_text())
+            except (OSError, yaml.YAMLError):  # the full parse names the file
+                continue
+            if isinstance(config, dict):
+                ckpt = str(config["ckpt_path"]) if config.get("ckpt_path") else ckpt
+                device = str(config.get("device") or device)
+        elif name == "--device":
+            device = value
+        else:
+            ckpt = value
+    return ckpt, device
+
+
 def _load(args: list[str]) -> Any:
-    """The model of ``--ckpt`` (first pass over the arguments), or None when no ``--ckpt`` was given."""
-    first = _Parser(prog="rezdiff sample", add_help=False)
-    first.add_argument("--ckpt")
-    first.add_argument("--device", default="auto")
-    known, _ = first.parse_known_args(args)
-    if not known.ckpt:
+    """The model of ``--ckpt_path`` (first pass over the arguments), or None when none was given."""
+    ckpt, device = _checkpoint_and_device(args)
+    if not ckpt:
         return None
     from rezdiff import loading
 
     try:
-        return loading.load(known.ckpt, map_location=_device(known.device))
+        return loading.load(ckpt, map_location=_device(device))
     except (FileNotFoundError, loading.CheckpointError) as error:
-        parser().error(f"--ckpt: {error}")
+        parser().error(f"--ckpt_path: {error}")
+
+
+#: What ``rezdiff sample`` took as space-separated lists, repeated options or comma-separated words before
+#: it parsed with jsonargparse (see :func:`rezdiff.commands.respell`).
+OLD_LISTS = ("--resolution", "--inpaint", "--super_resolve")
+OLD_RENAMES = {"--ckpt": "--ckpt_path", "--tile-norm": "--norm", "--tile_norm": "--norm"}
+
+
+def _respelled(parser_: Any, model_class: type | None, args: list[str]) -> list[str]:
+    options = [name for name in parser_._option_string_actions if name.startswith("--")]
+    nullable = [o.flag for o in sampler_options(model_class).values() if o.optional] if model_class else []
+    try:
+        return respell(
+            "sample",
+            args,
+            {**hyphenated(options), **OLD_RENAMES},
+            lists=OLD_LISTS,
+            appends=("--guide",),
+            commas=("--hole",),
+            nullable=nullable,
+        )
+    except ValueError as error:
+        parser_.error(str(error))
+
+
+def _as_list(value: Any) -> list[Any] | None:
+    if value is None:
+        return None
+    return [str(v) for v in value] if isinstance(value, list) else [str(value)]
+
+
+def _positive(parser_: Any, name: str, value: int | None) -> int | None:
+    if value is not None and value < 1:
+        parser_.error(f"--{name}: must be a positive integer (>= 1), got {value}")
+    return value
+
+
+def _sampler_setting(parser_: Any, option: SamplerOption, value: Any) -> Any:
+    """A parsed sampler setting, checked as :meth:`SamplerOption.convert` checks text."""
+    if value is None and not option.optional:
+        parser_.error(f"{option.flag}: null is not accepted ({option.owner} needs a value); leave it out instead")
+    if option.kind == "int" and option.name.endswith("steps"):
+        _positive(parser_, option.name, value)
+    if option.kind == "float" and value is not None and not math.isfinite(value):
+        parser_.error(f"{option.flag}: must be a finite number, got {value}")
+    return value
+
+
+def parse(parser_: Any, model_class: type | None, args: list[str]) -> argparse.Namespace:
+    """The options of ``rezdiff sample ARGS`` as the sampling functions read them (one namespace): the fixed
+    options and the sampler settings that were given (those left out stay the checkpoint's)."""
+    argv = _respelled(parser_, model_class, args)
+    config = parser_.parse_args(argv)
+    given = parser_.parse_args(argv, defaults=False)
+    resolutions = _as_list(config.resolution)
+    try:
+        resolution = [_resolution(r) for r in resolutions] if resolutions else None
+    except argparse.ArgumentTypeError as error:
+        parser_.error(f"--resolution: {error}")
+    options = argparse.Namespace(
+        ckpt=config.ckpt_path,
+        resolution=resolution,
+        num=_positive(parser_, "num", config.num),
+        steps=_positive(parser_, "steps", config.steps),
+        seed=config.seed,
+        seeds=None if config.seeds is None else str(config.seeds),
+        batch_size=_positive(parser_, "batch_size", config.batch_size),
+        batch_invariant=bool(config.batch_invariant),
+        out=config.out,
+        device=config.device,
+        no_ema=not config.ema,
+        force=bool(config.force),
+        inpaint=_as_list(config.inpaint),
+        super_resolve=_as_list(config.super_resolve),
+        guide=_as_list(config.guide),
+        mask=config.mask,
+        hole=tuple(config.hole) if config.hole is not None else None,
+        guidance_scale=config.guidance_scale,
+        guide_raw=bool(config.guide_raw),
+        paste_known=bool(config.paste_known),
+    )
+    for name, option in sampler_options(model_class).items() if model_class else ():
+        if name in given:
+            setattr(options, name, _sampler_setting(parser_, option, given[name]))
+    tasks = [flag for flag in ("inpaint", "super_resolve", "guide") if getattr(options, flag)]
+    if len(tasks) > 1:
+        parser_.error(f"--{tasks[0]} and --{tasks[1]} are exclusive: give one inverse problem per run")
+    if options.mask and options.hole:
+        parser_.error("--mask and --hole are exclusive: give the known pixels one way")
+    return options
 
 
 def sample_main(args: list[str]) -> list[Path]:
     """Run ``rezdiff sample``; returns the files written."""
     model = _load(args)
     parser_ = parser(type(model) if model is not None else None)
-    options, unknown = parser_.parse_known_args(args)
-    if unknown:
-        accepted = " ".join(option.flag for option in sampler_options(type(model)).values())
-        parser_.error(
-            f"unrecognized arguments: {' '.join(unknown)} ({type(model).__name__} accepts the sampler "
-            f"settings {accepted or '(none)'}; `rezdiff sample --ckpt CKPT --help` lists them)"
-        )
+    options = parse(parser_, type(model) if model is not None else None, args)
     if options.inpaint and not (options.mask or options.hole):
-        parser_.error("--inpaint needs --mask IMAGE or --hole X0,Y0,X1,Y1")
+        parser_.error("--inpaint needs --mask IMAGE or --hole [X0,Y0,X1,Y1]")
     if (options.mask or options.hole or options.paste_known) and not options.inpaint:
-        parser_.error("--mask, --hole and --paste-known go with --inpaint")
+        parser_.error("--mask, --hole and --paste_known go with --inpaint")
     if options.super_resolve and not options.resolution:
-        parser_.error("--super-resolve needs --resolution (the size(s) to sample at)")
+        parser_.error("--super_resolve needs --resolution (the size(s) to sample at)")
     if options.seeds is not None:
         from rezdiff.callbacks.predictions import parse_seeds
 
@@ -405,7 +484,7 @@ def sample_main(args: list[str]) -> list[Path]:
         if hasattr(model, "reconstruct"):
             parser_.error(
                 f"{type(model).__name__} is an autoencoder, it cannot sample from noise; render "
-                "reconstructions with --super-resolve IMAGE ... --resolution R, or sample its second stage"
+                "reconstructions with --super_resolve IMAGE --resolution R, or sample its second stage"
             )
         _check_memory(parser_, model, options, {**settings, **guidance})
         return _unconditional(model, options, out, {**settings, **guidance})
@@ -435,8 +514,8 @@ def _check_memory(
     tiling = " or render in smaller tiles (--tile N)" if "tile" in sampler_options(type(model)) else ""
     size, step = format_bytes(estimate.bytes), format_seconds(estimate.seconds_per_step)
     parser_.error(
-        f"--resolution {height}x{width} with --batch-size {batch}: estimated {size} (about {step} per step), "
-        f"but {device} has {format_bytes(free)} free; lower --batch-size or --resolution{tiling}, or pass "
+        f"--resolution {height}x{width} with --batch_size {batch}: estimated {size} (about {step} per step), "
+        f"but {device} has {format_bytes(free)} free; lower --batch_size or --resolution{tiling}, or pass "
         "--force to try anyway"
     )
 
@@ -459,8 +538,8 @@ def _unconditional(
     model: Any, options: argparse.Namespace, out: Path, settings: dict[str, Any]
 ) -> list[Path]:
     """``--num`` images per ``--resolution``, image k keyed by seed ``--seed + k`` (see ``sample_seeds``), or
-    one image per seed of ``--seeds``, named by its seed: an image is the same whatever ``--batch-size`` up to
-    kernel rounding, and bit for bit with ``--batch-invariant``."""
+    one image per seed of ``--seeds``, named by its seed: an image is the same whatever ``--batch_size`` up to
+    kernel rounding, and bit for bit with ``--batch_invariant``."""
     from tqdm.auto import tqdm
 
     written: list[Path] = []
@@ -497,7 +576,7 @@ def _unconditional(
 
 
 def _reconstruct(model: Any, options: argparse.Namespace, out: Path, settings: dict[str, Any]) -> list[Path]:
-    """``--super-resolve`` with a stage-1 autoencoder (``model.reconstruct``): encode each image and render
+    """``--super_resolve`` with a stage-1 autoencoder (``model.reconstruct``): encode each image and render
     its decoding at every ``--resolution`` with the render settings given; deterministic, so ``--seed`` and
     ``--steps`` do not apply."""
     from rezdiff.data.images import load_image
@@ -525,7 +604,7 @@ def _pixel_model(model: Any) -> Any:
 
     candidate = getattr(model, "stage1", model)
     if not isinstance(candidate, InftyDiff):
-        parser().error(f"--inpaint and --super-resolve need an ∞-Diff checkpoint, got {type(model).__name__}")
+        parser().error(f"--inpaint and --super_resolve need an ∞-Diff checkpoint, got {type(model).__name__}")
     return candidate
 
 
@@ -546,7 +625,7 @@ def _image_to_image(
     from rezdiff.inverse import inpaint, super_resolve
 
     pixel_model = _pixel_model(model)
-    task, flag = (inpaint, "--inpaint") if options.inpaint else (super_resolve, "--super-resolve")
+    task, flag = (inpaint, "--inpaint") if options.inpaint else (super_resolve, "--super_resolve")
     accepted = inspect.signature(task).parameters
     refused = [sampler_options(type(model))[name].flag for name in settings if name not in accepted]
     if refused:

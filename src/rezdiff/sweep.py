@@ -26,14 +26,14 @@ Each run lives in ``<out>/<run name>/``: ``sweep/`` holds the generated config f
 ``log.txt`` (stdout and stderr of both commands); the run directory itself is the ``rezdiff fit`` run
 directory, and ``rezdiff test`` writes ``metrics.json`` there. A run with ``metrics.json`` is finished and
 skipped when the sweep is started again; a failed run is recorded (``sweep/failed.json``, status in the
-table) and the sweep goes on. ``--print-commands`` prints one shell command per unfinished run (for a SLURM
+table) and the sweep goes on. ``--print_commands`` prints one shell command per unfinished run (for a SLURM
 array or any scheduler) instead of running them; ``--collect`` only rebuilds ``results.csv``,
 ``results.md``, ``results.json`` and ``results.png`` from the run directories.
 
 ``prepare`` names fits that runs depend on, such as the stage 1 of a two-stage family: each is fitted once
 into ``<out>/_prepare/<name>/`` before the runs (skipped when it finished before), from its own config list
 only (the sweep's ``config`` fragment does not apply), and the string ``${prepare.<name>}`` anywhere in
-``configs`` or ``config`` becomes the path of its ``last.ckpt``. ``--print-commands`` prints the prepare
+``configs`` or ``config`` becomes the path of its ``last.ckpt``. ``--print_commands`` prints the prepare
 fits first: they must finish before the run lines start (e.g. a SLURM job dependency).
 
 (Over ~400 lines: the sweep file's format (grids, ``prepare``, dotted keys), the runs it expands to and the
@@ -42,7 +42,6 @@ table collected from them are one command; the format is read by the code that e
 
 from __future__ import annotations
 
-import argparse
 import copy
 import csv
 import itertools
@@ -54,7 +53,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional, Union
 
 import yaml
 
@@ -439,27 +438,46 @@ def write_results(sweep: Sweep) -> list[dict[str, Any]]:
 # ---------------------------------------------------------------------------------------------- command
 
 
+def parse(args: list[str]) -> Any:
+    """The options of ``rezdiff sweep ARGS``, parsed by jsonargparse in the dialect of ``rezdiff fit`` (``-c``
+    files, ``--print_config``, ``--print_commands``, ``--run [0,2]``); the argparse spellings of earlier
+    releases (``--print-commands``, ``--run 0 2``) warn once (:func:`rezdiff.commands.respell`)."""
+    from rezdiff.commands import add_flag, command_parser, hyphenated, respell
+
+    parser = command_parser("sweep", "Fit and test a grid of runs.")
+    parser.add_argument("file", type=str, help="sweep file, e.g. configs/sweeps/families_quickstart.yaml")
+    parser.add_argument(
+        "--out", type=Optional[str], default=None, help="sweep folder (default: the file's out: or runs/sweeps/NAME)"
+    )
+    add_flag(
+        parser,
+        "print_commands",
+        False,
+        "print one shell command per unfinished run (for SLURM arrays) instead of running",
+    )
+    parser.add_argument(
+        "--run",
+        type=Union[int, list[int], None],  # noqa: UP007 (a runtime type)
+        default=None,
+        help="run only this run index or these, e.g. 2 or [0,2]",
+    )
+    add_flag(parser, "collect", False, "only rebuild the results from the run folders")
+    add_flag(parser, "retry_failed", False, "with --print_commands: include failed runs")
+    parser.add_argument("--python", type=Optional[str], default=None, help="interpreter for the runs (default: this one)")
+    names = [name for name in parser._option_string_actions if name.startswith("--")]
+    try:
+        argv = respell("sweep", args, hyphenated(names), lists=("--run",))
+    except ValueError as error:
+        parser.error(str(error))
+    options = parser.parse_args(argv)
+    if isinstance(options.run, int):
+        options.run = [options.run]
+    return options
+
+
 def sweep_main(args: list[str]) -> list[dict[str, Any]] | list[str]:
     """``rezdiff sweep FILE``: run every unfinished run, then write the results; see the module docstring."""
-    parser = argparse.ArgumentParser(prog="rezdiff sweep", description="Fit and test a grid of runs.")
-    parser.add_argument("file", help="sweep file, e.g. configs/sweeps/families_quickstart.yaml")
-    parser.add_argument(
-        "--out", default=None, help="sweep folder (default: the file's out: or runs/sweeps/NAME)"
-    )
-    parser.add_argument(
-        "--print-commands",
-        action="store_true",
-        help="print one shell command per unfinished run (for SLURM arrays) instead of running",
-    )
-    parser.add_argument("--run", type=int, nargs="+", default=None, help="run only these run indices")
-    parser.add_argument(
-        "--collect", action="store_true", help="only rebuild the results from the run folders"
-    )
-    parser.add_argument(
-        "--retry-failed", action="store_true", help="with --print-commands: include failed runs"
-    )
-    parser.add_argument("--python", default=None, help="interpreter for the runs (default: this one)")
-    options = parser.parse_args(args)
+    options = parse(args)
 
     from tqdm.auto import tqdm
 
