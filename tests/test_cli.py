@@ -159,11 +159,10 @@ def test_fit_writes_run_directory_then_sample_and_load(tmp_path: Path, fit_tiny)
     written = main(
         [
             "sample",
-            "--ckpt",
+            "--ckpt_path",
             str(root / "checkpoints" / "last.ckpt"),
             "--resolution",
-            "16",
-            "32",
+            "[16,32]",
             "--num",
             "3",
             "--steps",
@@ -454,13 +453,13 @@ def test_a_bad_checkpoint_file_is_one_line_naming_it(
 
 
 def test_sample_from_a_bad_checkpoint_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    """rezdiff sample --ckpt raised rezdiff.load's error with its traceback; now argparse's usage line and
-    one error line naming the file, exit status 2."""
+    """rezdiff sample --ckpt_path raised rezdiff.load's error with its traceback; now one error line naming
+    the file, exit status 2."""
     text = tmp_path / "notes.ckpt"
     text.write_text("epoch: 3\n")
     for path, words in ((text, "is a text file"), (tmp_path / "absent.ckpt", "no checkpoint at")):
         with pytest.raises(SystemExit) as stop:
-            main(["sample", "--ckpt", str(path), "--out", str(tmp_path)])
+            main(["sample", "--ckpt_path", str(path), "--out", str(tmp_path)])
         assert stop.value.code == 2
         message = capsys.readouterr().err.strip().splitlines()[-1]
         assert message.startswith("rezdiff sample: error: ") and words in message and str(path) in message

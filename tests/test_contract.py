@@ -53,7 +53,7 @@ class Stage1:
 class Family:
     """One row of the contract: the class, its tiny config in ``tests/configs``, the resolution it trains
     at and another one it supports, its stage 1 if any, and whether it is an autoencoder (it reconstructs
-    images, via ``reconstruct`` and ``rezdiff sample --super-resolve``, instead of sampling from noise)."""
+    images, via ``reconstruct`` and ``rezdiff sample --super_resolve``, instead of sampling from noise)."""
 
     id: str
     cls: type[DiffusionModule]
@@ -228,7 +228,7 @@ def test_safetensors_export_rebuilds_the_same_model(family: Family, runs: Runs, 
     hyperparameters (tuples come back as lists), every weight and buffer, the same samples."""
     ckpt = _ckpt(runs.full(family))
     model = rezdiff.load(ckpt)
-    folder = main(["export", "--ckpt", str(ckpt), "--out", str(tmp_path / "export")])
+    folder = main(["export", "--ckpt_path", str(ckpt), "--out", str(tmp_path / "export")])
     again = rezdiff.load(folder)
     assert type(again) is family.cls
     assert json.loads(json.dumps(dict(again.hparams))) == json.loads(json.dumps(dict(model.hparams)))
@@ -248,16 +248,17 @@ def test_sample_command_writes_the_promised_images(family: Family, runs: Runs, t
     channels = cli.datamodule.channels
     sizes = [str(r) for r in family.resolutions]
     out = tmp_path / "samples"
-    args = ["sample", "--ckpt", str(_ckpt(cli)), "--resolution", *sizes, "--out", str(out), "--device", "cpu"]
+    args = ["sample", "--ckpt_path", str(_ckpt(cli)), "--resolution", "[" + ",".join(sizes) + "]"]
+    args += ["--out", str(out), "--device", "cpu"]
     if family.autoencoder:
         inputs = [tmp_path / f"photo{i}.png" for i in range(2)]
         images = Synthetic(num_images=2, resolution=family.resolutions[0], seed=3)
         for i, path in enumerate(inputs):
             save_image(images[i], path)
-        written = main([*args, "--super-resolve", *map(str, inputs)])
+        written = main([*args, "--super_resolve", "[" + ",".join(map(str, inputs)) + "]"])
         names = [f"photo{i}.png" for i in range(2)]
         with pytest.raises(SystemExit, match="is an autoencoder, it cannot sample from noise"):
-            main(["sample", "--ckpt", str(_ckpt(cli)), "--num", "1", "--out", str(tmp_path / "no")])
+            main(["sample", "--ckpt_path", str(_ckpt(cli)), "--num", "1", "--out", str(tmp_path / "no")])
     else:
         written = main([*args, "--num", "2", "--steps", str(SAMPLE_STEPS), "--seed", "3"])
         names = [f"sample_{i:05d}.png" for i in range(2)]
@@ -288,7 +289,7 @@ def _cli_values(option: SamplerOption) -> list[tuple[list[str], Any]]:
     if option.kind == "choice":
         return [([option.flag, str(choice)], choice) for choice in option.choices]
     if option.kind == "bool":
-        return [([option.flag], True), (["--no-" + option.flag[2:]], False)]
+        return [([option.flag], True), (["--no_" + option.flag[2:]], False)]
     assert option.name in SETTING_VALUES, f"add a test value for {option.owner}({option.name}=...)"
     text = SETTING_VALUES[option.name]
     return [([option.flag, text], option.convert(text))]
@@ -309,7 +310,7 @@ def test_every_sampler_setting_reaches_the_family_from_the_cli(
     options = sampler_options(family.cls)
     assert options, f"{family.cls.__name__} exposes no sampler setting"
     with pytest.raises(SystemExit) as exit_info:
-        main(["sample", "--ckpt", ckpt, "--help"])
+        main(["sample", "--ckpt_path", ckpt, "--help"])
     assert exit_info.value.code == 0
     listed = capsys.readouterr().out
     assert all(option.flag in listed for option in options.values()), listed
@@ -323,12 +324,12 @@ def test_every_sampler_setting_reaches_the_family_from_the_cli(
         return original(self, *args, **kwargs)
 
     monkeypatch.setattr(family.cls, method, spy)
-    base = ["sample", "--ckpt", ckpt, "--out", str(tmp_path), "--device", "cpu"]
+    base = ["sample", "--ckpt_path", ckpt, "--out", str(tmp_path), "--device", "cpu"]
     if family.autoencoder:
         Path(tmp_path / "in").mkdir()
         save_image(Synthetic(num_images=1, resolution=family.resolutions[0])[0], tmp_path / "in" / "a.png")
         base += [
-            "--super-resolve",
+            "--super_resolve",
             str(tmp_path / "in" / "a.png"),
             "--resolution",
             str(family.resolutions[0]),

@@ -111,8 +111,8 @@ def test_sample_command_hands_batch_invariant_to_sample_seeds(
         return original(self, seeds, resolution, **options)  # type: ignore[arg-type]
 
     monkeypatch.setattr(DiffusionModule, "sample_seeds", spy)
-    args = ["sample", "--ckpt", str(ckpt), "--seeds", "1-3", "--batch-size", "2", "--steps", "2"]
-    main([*args, "--out", str(tmp_path / "a"), "--device", "cpu", "--batch-invariant"])
+    args = ["sample", "--ckpt_path", str(ckpt), "--seeds", "1-3", "--batch_size", "2", "--steps", "2"]
+    main([*args, "--out", str(tmp_path / "a"), "--device", "cpu", "--batch_invariant"])
     assert seen == [True, True]
     main([*args, "--out", str(tmp_path / "b"), "--device", "cpu"])
     assert seen == [True, True, False, False]
@@ -182,7 +182,7 @@ def test_a_sampler_registered_in_a_test_runs_through_sample_and_predict(ckpt: Pa
         assert (model.sample_seeds([5, 6]) - expected).abs().max() > 1e-3  # toy is not the default sampler
         height, width = model.native_resolution
         out = tmp_path / "samples"
-        args = ["sample", "--ckpt", str(ckpt), "--sampler", "toy", "--seeds", "5-6", "--batch-size", "1"]
+        args = ["sample", "--ckpt_path", str(ckpt), "--sampler", "toy", "--seeds", "5-6", "--batch_size", "1"]
         main([*args, "--out", str(out), "--device", "cpu"])
         main(
             _predict(

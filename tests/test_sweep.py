@@ -143,7 +143,7 @@ def test_print_commands_emits_one_line_per_unfinished_run(
     file = write(tmp_path / "s.yaml", {"configs": [str(TINY_DDPM)], "seeds": [0, 1, 2]})
     main(["sweep", str(file), "--out", str(out), "--python", stub_python, "--run", "1"])
     capsys.readouterr()
-    lines = main(["sweep", str(file), "--out", str(out), "--print-commands"])
+    lines = main(["sweep", str(file), "--out", str(out), "--print_commands"])
     assert capsys.readouterr().out.strip().splitlines() == lines
     assert len(lines) == 2 and "seed=0" in lines[0] and "seed=2" in lines[1]
     assert not (out / "calls.txt").read_text().count("seed=2")  # printed, not run
@@ -166,7 +166,8 @@ def test_prepare_stage_is_fitted_once_first_and_its_checkpoint_substituted(
         },
     }
     file = write(tmp_path / "s.yaml", spec)
-    commands = main(["sweep", str(file), "--out", str(out), "--print-commands"])
+    with pytest.warns(FutureWarning, match="--print-commands is now --print_commands"):  # the old spelling
+        commands = main(["sweep", str(file), "--out", str(out), "--print-commands"])
     assert len(commands) == 3 and " fit " in commands[0] and "_prepare/stage1" in commands[0]
     assert " test " not in commands[0]
     rows = main(["sweep", str(file), "--out", str(out), "--python", stub_python])

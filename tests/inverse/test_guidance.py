@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import pytest
 import torch
 import torch.nn.functional as F
@@ -277,13 +278,13 @@ def test_sample_command_guides_boxes_from_the_command_line(tmp_path) -> None:
     checker = torch.linspace(-1, 1, 4)[None, :, None].expand(3, 4, 4).contiguous()  # a vertical ramp
     save_image(checker, tmp_path / "ramp.png")
     guides = [
-        "--guide", "box=0,-1,1,0,res=8,loss=color,mean=1,-1,-1",  # top-right quarter: red
-        "--guide", f"box=-1,0,0,1,res=8,loss=ref,image={tmp_path / 'ramp.png'}",  # bottom-left: the ramp
+        "box=0,-1,1,0,res=8,loss=color,mean=1,-1,-1",  # top-right quarter: red
+        f"box=-1,0,0,1,res=8,loss=ref,image={tmp_path / 'ramp.png'}",  # bottom-left: the ramp
     ]  # fmt: skip
-    common = ["sample", "--ckpt", str(tmp_path / "smooth.ckpt"), "--resolution", "32", "--num", "4"]
+    common = ["sample", "--ckpt_path", str(tmp_path / "smooth.ckpt"), "--resolution", "32", "--num", "4"]
     common += ["--steps", "8", "--out"]
     plain = main([*common, str(tmp_path / "plain")])
-    guided = main([*common, str(tmp_path / "guided"), *guides, "--guidance-scale", "2"])
+    guided = main([*common, str(tmp_path / "guided"), "--guide", json.dumps(guides), "--guidance_scale", "2"])
     assert [p.name for p in guided] == [p.name for p in plain]
 
     def errors(paths: list) -> tuple[float, float]:

@@ -120,7 +120,7 @@ def test_cli_fit_caches_latents_and_checkpoint_outlives_stage1_file(stage1: Path
     images = model.sample(2, 64, steps=3, generator=torch.Generator().manual_seed(0))
     assert images.shape == (2, 3, 64, 64) and torch.isfinite(images).all()
     written = main(
-        ["sample", "--ckpt", str(root / "checkpoints" / "last.ckpt"), "--resolution", "16", "32"]
+        ["sample", "--ckpt_path", str(root / "checkpoints" / "last.ckpt"), "--resolution", "[16,32]"]
         + ["--num", "1", "--steps", "2", "--out", str(tmp_path / "samples")]
     )
     assert sorted(p.name for p in written if p.name.startswith("grid")) == [
@@ -225,9 +225,9 @@ def test_tile_norm_reaches_sample_and_the_command_line(
 
     monkeypatch.setattr(model, "sample", recording)
     monkeypatch.setattr("rezdiff.loading.load", lambda *a, **k: model)
-    base = ["sample", "--ckpt", "x.ckpt", "--resolution", "32", "--num", "1", "--steps", "2"]
-    main([*base, "--out", str(tmp_path / "a"), "--tile", "16", "--pad", "7", "--tile-norm", "tile"])
-    main([*base, "--out", str(tmp_path / "b"), "--tile", "none"])
+    base = ["sample", "--ckpt_path", "x.ckpt", "--resolution", "32", "--num", "1", "--steps", "2"]
+    main([*base, "--out", str(tmp_path / "a"), "--tile", "16", "--pad", "7", "--norm", "tile"])
+    main([*base, "--out", str(tmp_path / "b"), "--tile", "null"])
     calls = [call for call in calls if call["steps"] == 2]  # not the memory probes' one-step calls
     assert (calls[0]["tile"], calls[0]["pad"], calls[0]["norm"]) == (16, 7, "tile")
     assert calls[1]["tile"] is None and "norm" not in calls[1]

@@ -194,7 +194,7 @@ def test_cli_fit_with_levels_then_load_and_sample(tmp_path: Path, fit_tiny) -> N
     for sampler in ("sde", "ode_heun"):
         assert model.sample(2, 64, steps=3, sampler=sampler).shape == (2, 1, 64, 64)
     written = main(
-        ["sample", "--ckpt", str(root / "checkpoints" / "last.ckpt"), "--resolution", "32", "128"]
+        ["sample", "--ckpt_path", str(root / "checkpoints" / "last.ckpt"), "--resolution", "[32,128]"]
         + ["--num", "2", "--steps", "2", "--out", str(tmp_path / "samples")]
     )
     assert sorted(p.name for p in written if p.name.startswith("grid")) == [
