@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +15,7 @@ import yaml
 
 from rezdiff.cli import main
 from rezdiff.data.images import load_image
-from tests.helpers import REPO, TINY_DDPM, TINY_DVDP
+from tests.helpers import REPO, TINY_DDPM, TINY_DVDP, untrained_checkpoint
 
 
 def test_help_lists_every_subcommand(capsys: pytest.CaptureFixture[str]) -> None:
@@ -463,3 +465,182 @@ def test_sample_from_a_bad_checkpoint_is_one_line(tmp_path: Path, capsys: pytest
         assert stop.value.code == 2
         message = capsys.readouterr().err.strip().splitlines()[-1]
         assert message.startswith("rezdiff sample: error: ") and words in message and str(path) in message
+
+
+# ---------------------------------------------------------- one flag dialect: sample, sweep, export, stats
+@pytest.fixture(scope="module")
+def ddpm_ckpt(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An untrained tiny DDPM checkpoint (16²)."""
+    return untrained_checkpoint(TINY_DDPM, tmp_path_factory.mktemp("ddpm") / "ddpm.ckpt")
+
+
+def _printed(capsys: pytest.CaptureFixture[str], args: list[str]) -> dict[str, Any]:
+    """The options ``rezdiff ARGS --print_config`` resolves, as a dict."""
+    with pytest.raises(SystemExit) as stop:
+        main([*args, "--print_config"])
+    assert stop.value.code in (0, None), capsys.readouterr().err
+    return yaml.safe_load(capsys.readouterr().out)
+
+
+def test_sample_sweep_export_take_config_files_and_print_config(
+    ddpm_ckpt: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Like fit: options from ``-c`` files, an option after a file overrides it and a file after an option
+    overrides that, ``--print_config`` prints the result (argparse refused ``-c`` and ``--print_config``)."""
+    file = tmp_path / "sample.yaml"
+    file.write_text(
+        f"ckpt_path: {ddpm_ckpt}\nnum: 3\nresolution: [16, 32]\neta: 0.5\nbatch_invariant: true\n"
+    )
+    config = _printed(capsys, ["sample", "-c", str(file), "--num", "2", "--eta", "0.25"])
+    assert (config["num"], config["resolution"], config["eta"], config["batch_invariant"]) == (
+        2,
+        [16, 32],
+        0.25,
+        True,
+    )
+    assert (
+        config["ckpt_path"] == str(ddpm_ckpt) and "spacing" in config
+    )  # DDPM's settings: the file's checkpoint
+    assert _printed(capsys, ["sample", "--num", "2", "-c", str(file)])["num"] == 3
+    # and the file really drives a run
+    written = main(
+        [
+            "sample",
+            "-c",
+            str(file),
+            "--resolution",
+            "16",
+            "--num",
+            "1",
+            "--steps",
+            "1",
+            "--out",
+            str(tmp_path / "s"),
+        ]
+    )
+    assert sorted(p.relative_to(tmp_path / "s").as_posix() for p in written) == [
+        "16x16/sample_00000.png",
+        "grid_16x16.png",
+    ]
+    capsys.readouterr()
+
+    file = tmp_path / "sweep.yaml"
+    file.write_text("file: configs/sweeps/families_quickstart.yaml\nrun: [0, 2]\nprint_commands: true\n")
+    config = _printed(capsys, ["sweep", "-c", str(file), "--run", "1"])
+    assert config == {
+        "file": "configs/sweeps/families_quickstart.yaml", "out": None, "print_commands": True, "run": 1,
+        "collect": False, "retry_failed": False, "python": None,
+    }  # fmt: skip
+
+    file = tmp_path / "export.yaml"
+    file.write_text(f"ckpt_path: {ddpm_ckpt}\nout: {tmp_path / 'pipe'}\nformat: diffusers\n")
+    config = _printed(capsys, ["export", "-c", str(file), "--format", "safetensors"])
+    assert config == {
+        "ckpt_path": str(ddpm_ckpt),
+        "out": str(tmp_path / "pipe"),
+        "format": "safetensors",
+        "scheduler": None,
+    }
+
+
+def test_stats_takes_fits_options_without_lightnings_args_warning(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``rezdiff stats`` parses fit's options (a dotted key overrides the file); run from the console it
+    warned that LightningCLI got both ``args`` and a command line."""
+    args = ["stats", "-c", str(TINY_DDPM), "--evaluate.resolutions", "[8,12]"]
+    monkeypatch.setattr(sys, "argv", ["rezdiff", *args, "--print_config"])
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        config = _printed(capsys, args)
+    assert (
+        config["evaluate"]["resolutions"] == [8, 12]
+        and config["model"]["class_path"] == "rezdiff.models.DDPM"
+    )
+    assert not [w for w in caught if "args parameter" in str(w.message)], [str(w.message) for w in caught]
+
+
+GUIDES = ["box=0,0,1,1,loss=color,mean=1,1,1", "box=-1,-1,0,0,loss=color,mean=1,1,1"]
+OLD_SPELLINGS = [  # (command, old words, the same in the new spelling); CKPT is the checkpoint
+    ("sample", ["--ckpt", "CKPT"], ["--ckpt_path", "CKPT"]),
+    ("sample", ["--resolution", "16", "32"], ["--resolution", "[16,32]"]),
+    ("sample", ["--batch-size", "2"], ["--batch_size", "2"]),
+    ("sample", ["--batch-invariant"], ["--batch_invariant"]),
+    ("sample", ["--no-ema"], ["--no_ema"]),
+    ("sample", ["--eps-after-clip", "network"], ["--eps_after_clip", "network"]),
+    ("sample", ["--super-resolve", "a.png", "b.png"], ["--super_resolve", "[a.png,b.png]"]),
+    (
+        "sample",
+        ["--hole=-0.5,-0.5,0.5,0.5", "--inpaint", "a.png"],
+        ["--hole", "[-0.5,-0.5,0.5,0.5]", "--inpaint", "a.png"],
+    ),
+    ("sample", ["--inpaint", "a.png", "--paste-known"], ["--inpaint", "a.png", "--paste_known"]),
+    ("sample", ["--guide", GUIDES[0], "--guide", GUIDES[1]], ["--guide", json.dumps(GUIDES)]),
+    ("sample", ["--guidance-scale", "20", "--guide-raw"], ["--guidance_scale", "20", "--guide_raw"]),
+    ("sweep", ["--print-commands", "--retry-failed"], ["--print_commands", "--retry_failed"]),
+    ("sweep", ["--run", "0", "2"], ["--run", "[0,2]"]),
+    ("export", ["--ckpt", "CKPT"], ["--ckpt_path", "CKPT"]),
+]  # fmt: skip
+BASE = {"sample": ["--ckpt_path", "CKPT"], "sweep": ["s.yaml"], "export": ["--out", "pipe"]}
+
+
+def _words(words: list[str], ckpt: Path) -> list[str]:
+    return [str(ckpt) if word == "CKPT" else word for word in words]
+
+
+@pytest.mark.parametrize(
+    ("command", "old", "new"), OLD_SPELLINGS, ids=[" ".join(case[1][:2]) for case in OLD_SPELLINGS]
+)
+def test_an_old_spelling_warns_once_naming_the_new_and_means_the_same(
+    ddpm_ckpt: Path, capsys: pytest.CaptureFixture[str], command: str, old: list[str], new: list[str]
+) -> None:
+    base = [] if "--ckpt" in old else BASE[command]
+    expected = _printed(capsys, [command, *_words(base + new, ddpm_ckpt)])
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        config = _printed(capsys, [command, *_words(base + old, ddpm_ckpt)])
+    assert config == expected
+    [warning] = [w for w in caught if issubclass(w.category, FutureWarning)]
+    assert str(warning.message).startswith(f"rezdiff {command}: old spelling: ")
+    assert all(word in str(warning.message) for word in new if word not in old), new  # the new spelling
+    assert "\n" not in str(warning.message)
+
+
+def test_an_old_spelling_still_runs(ddpm_ckpt: Path, tmp_path: Path) -> None:
+    with pytest.warns(
+        FutureWarning, match=r"--ckpt is now --ckpt_path; --resolution 16 16 is now --resolution \[16,16\]"
+    ):
+        written = main(
+            ["sample", "--ckpt", str(ddpm_ckpt), "--resolution", "16", "16", "--num", "1", "--steps", "1"]
+            + ["--batch-size", "1", "--no-ema", "--out", str(tmp_path)]
+        )
+    assert len(written) == 4  # 16x16 twice: one image and one grid each time
+
+
+@pytest.mark.parametrize(
+    ("command", "words", "named"),
+    [
+        ("sample", ["--ckpt", "CKPT", "--ckpt_path", "CKPT"], "--ckpt and --ckpt_path"),
+        (
+            "sample",
+            ["--ckpt_path", "CKPT", "--batch-size", "2", "--batch_size", "3"],
+            "--batch-size and --batch_size",
+        ),
+        (
+            "sweep",
+            ["s.yaml", "--print-commands", "--print_commands"],
+            "--print-commands and --print_commands",
+        ),
+        ("export", ["--ckpt", "CKPT", "--ckpt_path", "CKPT", "--out", "x"], "--ckpt and --ckpt_path"),
+    ],
+    ids=["sample-ckpt", "sample-batch_size", "sweep", "export"],
+)
+def test_an_old_spelling_with_its_new_one_is_one_line_error(
+    ddpm_ckpt: Path, capsys: pytest.CaptureFixture[str], command: str, words: list[str], named: str
+) -> None:
+    with pytest.raises(SystemExit) as stop:
+        main([command, *_words(words, ddpm_ckpt)])
+    assert stop.value.code == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"rezdiff {command}: error: {named} are both given"), lines
+    assert "keep only" in lines[0]

@@ -107,7 +107,9 @@ def test_export_command_writes_a_pipeline(tmp_path: Path) -> None:
         },
         ckpt,
     )
-    folder = main(["export", "--ckpt_path", str(ckpt), "--out", str(tmp_path / "pipe"), "--format", "diffusers"])
+    folder = main(
+        ["export", "--ckpt_path", str(ckpt), "--out", str(tmp_path / "pipe"), "--format", "diffusers"]
+    )
     assert (folder / "model_index.json").is_file()
     with pytest.raises(SystemExit) as error:
         main(["export", "--ckpt_path", str(tmp_path / "missing.ckpt"), "--out", str(tmp_path / "x")])

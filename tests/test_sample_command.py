@@ -50,7 +50,15 @@ def _known_error(out: Path, inputs: list[Path], mask: torch.Tensor) -> float:
 def test_inpaint_from_files_follows_the_known_pixels(autoencoder: Path, tmp_path: Path) -> None:
     inputs = _images(tmp_path)
     # inpainting's own default spacing (linspace: 99, 66, 33, 0 of T = 100)
-    common = ["sample", "--ckpt_path", str(autoencoder), "--inpaint", f"[{inputs[0]},{inputs[1]}]", "--steps", "4"]
+    common = [
+        "sample",
+        "--ckpt_path",
+        str(autoencoder),
+        "--inpaint",
+        f"[{inputs[0]},{inputs[1]}]",
+        "--steps",
+        "4",
+    ]
     guided = main([*common, "--hole", "[-0.5,-0.5,0.5,0.5]", "--out", str(tmp_path / "guided")])
     names = sorted(p.relative_to(tmp_path / "guided").as_posix() for p in guided)
     assert names == sorted(
@@ -75,7 +83,9 @@ def test_inpaint_from_files_follows_the_known_pixels(autoencoder: Path, tmp_path
     same = main([*common, "--mask", str(tmp_path / "mask.png"), "--out", str(tmp_path / "masked")])
     torch.testing.assert_close(load_image(same[0]), load_image(guided[0]))
     # at another resolution the images and mask are resized first
-    resized = main([*common, "--hole", "[-0.5,-0.5,0.5,0.5]", "--resolution", "24", "--out", str(tmp_path / "r")])
+    resized = main(
+        [*common, "--hole", "[-0.5,-0.5,0.5,0.5]", "--resolution", "24", "--out", str(tmp_path / "r")]
+    )
     assert load_image(resized[0]).shape == (3, 24, 24)
 
 
@@ -117,7 +127,20 @@ def test_inverse_problems_name_the_model_they_need(
 
     monkeypatch.setattr(rezdiff.models.DDPM, "sample", spy)
     for extra in (["--spacing", "leading"], []):
-        main(["sample", "--ckpt_path", ckpt, "--num", "1", "--steps", "2", "--out", str(tmp_path / "s"), *extra])
+        main(
+            [
+                "sample",
+                "--ckpt_path",
+                ckpt,
+                "--num",
+                "1",
+                "--steps",
+                "2",
+                "--out",
+                str(tmp_path / "s"),
+                *extra,
+            ]
+        )
     assert seen == ["leading", None]
     monkeypatch.undo()
     with pytest.raises(SystemExit, match="need an ∞-Diff checkpoint, got DDPM"):
@@ -151,7 +174,10 @@ def ddpm_ckpt(tmp_path_factory: pytest.TempPathFactory) -> Path:
             ["--resolution", "17"],
             "DDPM: this U-Net halves the resolution 1 times, so height and width must be",
         ),
-        (["--spacing", "sideways"], "--spacing: expected one of leading, trailing, linspace or null, got sideways"),
+        (
+            ["--spacing", "sideways"],
+            "--spacing: expected one of leading, trailing, linspace or null, got sideways",
+        ),
         (["--eta", ".nan"], "--eta: must be a finite number, got nan"),
         (["--eta", "fast"], "--eta: expected float or null, got fast"),
         (
@@ -163,8 +189,20 @@ def ddpm_ckpt(tmp_path_factory: pytest.TempPathFactory) -> Path:
         (["--no_such_option", "1"], "unrecognized arguments: --no_such_option 1"),
     ],
     ids=[
-        "num", "batch_size", "steps", "negative", "zero", "not-int", "odd", "choice", "nan", "not-float",
-        "other-family", "ckpt", "exclusive", "unknown",
+        "num",
+        "batch_size",
+        "steps",
+        "negative",
+        "zero",
+        "not-int",
+        "odd",
+        "choice",
+        "nan",
+        "not-float",
+        "other-family",
+        "ckpt",
+        "exclusive",
+        "unknown",
     ],  # fmt: skip
 )
 def test_user_errors_are_one_line_naming_the_option(

@@ -23,7 +23,7 @@ commands:
              ranks: rezdiff predict --config CFG --ckpt_path CKPT --predictions.seeds 0-49999
              [--predictions.resolution 256] [--predictions.sample_options '{sampler: ddim, eta: 0.5}']
   sample     write samples of any checkpoint at several resolutions, or solve an inverse problem:
-             rezdiff sample --ckpt_path run/checkpoints/last.ckpt --resolution [64,128] --num 16 --out samples/
+             rezdiff sample --ckpt_path run/checkpoints/last.ckpt --resolution [64,128] --out samples/
              (∞-Diff: --inpaint IMAGE --hole [X0,Y0,X1,Y1] | --mask IMAGE; --super_resolve IMAGE;
               INFD: --guide box=X0,Y0,X1,Y1,loss=color,mean=R,G,B --guidance_scale 20;
               INFD stage 1: --super_resolve IMAGE renders its reconstruction at --resolution)
@@ -110,7 +110,9 @@ def one_line(message: str) -> str:
     names = list(dict.fromkeys(_type_name(text) for text in expected))
     if not names:
         return f"--{key}: {' '.join(detail.split())}"
-    return f"--{key}: expected {' or '.join(names)}, got {given.group(1).strip() if given else 'another value'}"
+    return (
+        f"--{key}: expected {' or '.join(names)}, got {given.group(1).strip() if given else 'another value'}"
+    )
 
 
 def command_parser(command: str, description: str) -> Any:
@@ -132,10 +134,12 @@ def command_parser(command: str, description: str) -> Any:
 
 
 def add_flag(parser: Any, name: str, default: bool | None, help: str) -> None:
-    """A boolean option ``--NAME`` / ``--no_NAME``, also ``--NAME true|false`` and ``NAME: true`` in a file."""
+    """A flag ``--NAME`` / ``--no_NAME``, also ``--NAME true|false`` and ``NAME: true`` in a file."""
     from jsonargparse import ActionYesNo
 
-    parser.add_argument(f"--{name}", action=ActionYesNo(no_prefix="no_"), nargs="?", default=default, help=help)
+    parser.add_argument(
+        f"--{name}", action=ActionYesNo(no_prefix="no_"), nargs="?", default=default, help=help
+    )
 
 
 def _is_value(token: str) -> bool:
@@ -198,18 +202,20 @@ def respell(
                 index = appended[new]
                 merged = json.loads(out[index]) if out[index].startswith("[") else [out[index]]
                 out[index] = json.dumps([*merged, *values])
-                notes[f"{new} repeated"] = f"a repeated {new} is now one {new} '[\"A\", \"B\"]'"
+                notes[f"{new} repeated"] = f"a repeated {new} is now one {new} '{out[index]}'"
                 continue
             appended[new] = len(out) + 1
         out.append(new)
         out.extend(values)
     for new, old in used_old.items():
         if new in used_new:
-            raise ValueError(f"{old} and {new} are both given, but {old} is the old spelling of {new}; keep only {new}")
+            raise ValueError(
+                f"{old} and {new} are both given, but {old} is the old spelling of {new}; keep only {new}"
+            )
     if notes:
         warnings.warn(
-            f"rezdiff {command}: old spelling: {'; '.join(notes.values())}; the old spellings will be removed in "
-            "the next release",
+            f"rezdiff {command}: old spelling: {'; '.join(notes.values())}; "
+            "the old spellings will be removed in the next release",
             FutureWarning,
             stacklevel=2,
         )

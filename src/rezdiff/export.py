@@ -155,8 +155,6 @@ def read_safetensors(folder: Path) -> dict[str, Any]:
 def parse(args: list[str]) -> tuple[Any, Any]:
     """(the parser, the options) of ``rezdiff export ARGS``: jsonargparse in the dialect of ``rezdiff fit``
     (``-c`` files, ``--print_config``); the old ``--ckpt`` works with one FutureWarning."""
-    from typing import Optional
-
     from rezdiff.commands import command_parser, respell
 
     parser = command_parser(
@@ -169,7 +167,7 @@ def parse(args: list[str]) -> tuple[Any, Any]:
     parser.add_argument("--format", type=Literal["diffusers", "safetensors"], default="safetensors")
     parser.add_argument(
         "--scheduler",
-        type=Optional[Literal["ddim", "ddpm"]],  # noqa: UP007 (a runtime type)
+        type=Literal["ddim", "ddpm"] | None,
         default=None,
         help="diffusers only (default: the model's sampler)",
     )

@@ -44,7 +44,7 @@ import typing
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, Optional, Union, get_args, get_origin
+from typing import Any, Literal, Union, get_args, get_origin
 
 import torch
 from torch import Tensor
@@ -182,8 +182,8 @@ def _option_type(option: SamplerOption) -> Any:
     """The jsonargparse type of a sampler setting: always nullable, since unset (null) means the
     checkpoint's own setting (a setting the signature does not let be None refuses an explicit null)."""
     if option.kind == "choice":
-        return Optional[Literal[option.choices]]  # noqa: UP007 (a runtime type, not an annotation)
-    return Optional[{"int": int, "float": float, "str": str}[option.kind]]  # noqa: UP007
+        return Literal[option.choices] | None
+    return {"int": int, "float": float, "str": str}[option.kind] | None
 
 
 def _add_sampler_options(parser: Any, cls: type) -> None:
@@ -218,24 +218,25 @@ def parser(model_class: type | None = None) -> Any:
     parser = command_parser(
         "sample",
         "Sample any rezdiff checkpoint at any resolution, or solve an inverse problem with it. "
-        "`rezdiff sample --ckpt_path CKPT --help` also lists the sampler settings of the checkpoint's family.",
+        "`rezdiff sample --ckpt_path CKPT --help` also lists the sampler settings of the checkpoint's "
+        "family.",
     )
     parser.add_argument("--ckpt_path", type=str, required=True, help="checkpoint written by `rezdiff fit`")
     parser.add_argument(
         "--resolution",
-        type=Union[int, str, list[Union[int, str]], None],  # noqa: UP007
+        type=int | str | list[int | str] | None,
         default=None,
         help="one size or a list, e.g. 64, 48x64 or [64,128] (default: the training size; inpainting: the "
         "images' own size)",
     )
     parser.add_argument("--num", type=int, default=16, help="samples per resolution (unconditional, guided)")
-    parser.add_argument("--steps", type=Optional[int], default=None, help="sampler steps (default: the model's)")  # noqa: UP007
+    parser.add_argument("--steps", type=int | None, default=None, help="sampler steps (default: the model's)")
     parser.add_argument(
         "--seed", type=int, default=0, help="image k is keyed by seed SEED + k (DiffusionModule.sample_seeds)"
     )
     parser.add_argument(
         "--seeds",
-        type=Union[int, str, None],  # noqa: UP007
+        type=int | str | None,
         default=None,
         help="one image per seed, e.g. 0-63 or 0-9,100 (instead of --num/--seed); files are named by seed",
     )
@@ -248,9 +249,16 @@ def parser(model_class: type | None = None) -> Any:
         "(batched kernels round by batch size), at the cost of batching",
     )
     parser.add_argument("--out", type=str, default="samples", help="output folder")
-    parser.add_argument("--device", type=str, default="auto", help="cpu, cuda, cuda:1, ... (auto: cuda if present)")
+    parser.add_argument(
+        "--device", type=str, default="auto", help="cpu, cuda, cuda:1, ... (auto: cuda if present)"
+    )
     add_flag(parser, "ema", True, "sample with the EMA weights (--no_ema: the raw weights)")
-    add_flag(parser, "force", False, "sample even when the estimated memory of a batch exceeds the device's free memory")
+    add_flag(
+        parser,
+        "force",
+        False,
+        "sample even when the estimated memory of a batch exceeds the device's free memory",
+    )
     if model_class is not None:
         _add_sampler_options(parser, model_class)
         accepted = " ".join(option.flag for option in sampler_options(model_class).values())
@@ -259,7 +267,7 @@ def parser(model_class: type | None = None) -> Any:
             "`rezdiff sample --ckpt_path CKPT --help` lists them"
         )
     inverse = parser.add_argument_group("inverse problems (one of --inpaint, --super_resolve, --guide)")
-    images = Union[str, list[str], None]  # noqa: UP007
+    images = str | list[str] | None
     inverse.add_argument(
         "--inpaint", type=images, default=None, help="∞-Diff: fill the unknown pixels of IMAGE or [IMAGE,...]"
     )
@@ -278,11 +286,14 @@ def parser(model_class: type | None = None) -> Any:
         "mean=R,G,B[,std=R,G,B] or ...,loss=ref,image=PATH (box in [-1, 1] image coordinates)",
     )
     inverse.add_argument(
-        "--mask", type=Optional[str], default=None, help="inpainting: known pixels are white (> 50% grey)"  # noqa: UP007
+        "--mask",
+        type=str | None,
+        default=None,
+        help="inpainting: known pixels are white (> 50% grey)",
     )
     inverse.add_argument(
         "--hole",
-        type=Optional[tuple[float, float, float, float]],  # noqa: UP007
+        type=tuple[float, float, float, float] | None,
         default=None,
         help="inpainting: the box to fill, [X0,Y0,X1,Y1] in [-1, 1] coordinates",
     )
@@ -303,8 +314,8 @@ def _device(name: str) -> str:
 
 
 def _checkpoint_and_device(args: list[str]) -> tuple[str | None, str]:
-    """``--ckpt_path`` (or the old ``--ckpt``) and ``--device`` as the arguments and ``-c`` files set them, the
-    last one winning as in the full parse: the checkpoint decides which sampler settings the parser has."""
+    """``--ckpt_path`` (or the old ``--ckpt``) and ``--device`` as the arguments and ``-c`` files set them,
+    the last one winning as in the full parse: the checkpoint decides which sampler settings it parses."""
     import yaml
 
     ckpt, device = None, "auto"
@@ -383,7 +394,9 @@ def _positive(parser_: Any, name: str, value: int | None) -> int | None:
 def _sampler_setting(parser_: Any, option: SamplerOption, value: Any) -> Any:
     """A parsed sampler setting, checked as :meth:`SamplerOption.convert` checks text."""
     if value is None and not option.optional:
-        parser_.error(f"{option.flag}: null is not accepted ({option.owner} needs a value); leave it out instead")
+        parser_.error(
+            f"{option.flag}: null is not accepted ({option.owner} needs a value); leave it out instead"
+        )
     if option.kind == "int" and option.name.endswith("steps"):
         _positive(parser_, option.name, value)
     if option.kind == "float" and value is not None and not math.isfinite(value):

@@ -53,7 +53,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional, Union
+from typing import Any
 
 import yaml
 
@@ -447,7 +447,10 @@ def parse(args: list[str]) -> Any:
     parser = command_parser("sweep", "Fit and test a grid of runs.")
     parser.add_argument("file", type=str, help="sweep file, e.g. configs/sweeps/families_quickstart.yaml")
     parser.add_argument(
-        "--out", type=Optional[str], default=None, help="sweep folder (default: the file's out: or runs/sweeps/NAME)"
+        "--out",
+        type=str | None,
+        default=None,
+        help="sweep folder (default: the file's out: or runs/sweeps/NAME)",
     )
     add_flag(
         parser,
@@ -457,13 +460,15 @@ def parse(args: list[str]) -> Any:
     )
     parser.add_argument(
         "--run",
-        type=Union[int, list[int], None],  # noqa: UP007 (a runtime type)
+        type=int | list[int] | None,
         default=None,
         help="run only this run index or these, e.g. 2 or [0,2]",
     )
     add_flag(parser, "collect", False, "only rebuild the results from the run folders")
     add_flag(parser, "retry_failed", False, "with --print_commands: include failed runs")
-    parser.add_argument("--python", type=Optional[str], default=None, help="interpreter for the runs (default: this one)")
+    parser.add_argument(
+        "--python", type=str | None, default=None, help="interpreter for the runs (default: this one)"
+    )
     names = [name for name in parser._option_string_actions if name.startswith("--")]
     try:
         argv = respell("sweep", args, hyphenated(names), lists=("--run",))
