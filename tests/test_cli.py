@@ -644,3 +644,21 @@ def test_an_old_spelling_with_its_new_one_is_one_line_error(
     lines = capsys.readouterr().err.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith(f"rezdiff {command}: error: {named} are both given"), lines
     assert "keep only" in lines[0]
+
+
+def test_fit_help_hides_the_refused_top_level_optimizer(capsys: pytest.CaptureFixture[str]) -> None:
+    """Lightning's ``--optimizer``/``--lr_scheduler`` are refused (the model's arguments set the optimiser):
+    ``rezdiff fit --help`` listed them with every torch optimiser; now it does not, and they are still refused
+    with the line naming the model argument (tests/models/test_optimization.py)."""
+    with pytest.raises(SystemExit) as stop:
+        main(["fit", "--help"])
+    assert stop.value.code == 0
+    text = capsys.readouterr().out
+    assert "--trainer.max_epochs" in text and "--ckpt_path" in text
+    for hidden in (
+        "--optimizer",
+        "--lr_scheduler",
+        "Base class for all optimizers",
+        "known subclasses: torch.optim",
+    ):
+        assert hidden not in text, hidden

@@ -14,6 +14,7 @@ reference features.
 
 from __future__ import annotations
 
+import argparse
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -118,6 +119,18 @@ class RezdiffCLI(LightningCLI):
     def add_arguments_to_parser(self, parser: Any) -> None:
         parser.add_class_arguments(Evaluate, "evaluate")
         parser.add_class_arguments(PredictionWriter, "predictions")
+
+    @staticmethod
+    def link_optimizers_and_lr_schedulers(parser: Any) -> None:
+        """Lightning's hook right after it adds ``--optimizer``/``--lr_scheduler``: hide them from ``--help``
+        (they are refused, see :meth:`before_instantiate_classes`). They stay parsed rather than being left out
+        with ``auto_configure_optimizers=False`` because every run's ``config.yaml`` written so far holds
+        ``optimizer: null`` and ``lr_scheduler: null``, which the parser must still read; and a refusal that
+        names ``--model.init_args.optimizer`` says more than jsonargparse's "unrecognized arguments"."""
+        LightningCLI.link_optimizers_and_lr_schedulers(parser)
+        for action in parser._actions:
+            if action.dest.split(".")[0] in ("optimizer", "lr_scheduler"):
+                action.help = argparse.SUPPRESS
 
     def before_instantiate_classes(self) -> None:
         """Refuse Lightning's top-level ``--optimizer``/``--lr_scheduler``: they would replace the model's
