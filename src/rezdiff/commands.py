@@ -64,7 +64,8 @@ def entry_point() -> None:
 
 
 # ----------------------------------------------------------------------------------- one flag dialect
-# sample, stats, sweep and export parse with jsonargparse like fit: `-c FILE` (several allowed),
+# sample, sweep and export parse with jsonargparse like fit (and stats, which is LightningCLI's parser):
+# `-c FILE` (several allowed),
 # `--print_config`, underscores (`--ckpt_path`), lists as `--resolution [64,128]`, flags as `--force` /
 # `--no_force` (or `--force true`). The argparse spellings of earlier releases are rewritten by
 # `respell` with one FutureWarning; they go in the next release.
