@@ -123,8 +123,8 @@ class RezdiffCLI(LightningCLI):
     @staticmethod
     def link_optimizers_and_lr_schedulers(parser: Any) -> None:
         """Lightning's hook right after it adds ``--optimizer``/``--lr_scheduler``: hide them from ``--help``
-        (they are refused, see :meth:`before_instantiate_classes`). They stay parsed, rather than left out with
-        ``auto_configure_optimizers=False``, because every run's ``config.yaml`` written so far holds
+        (they are refused, see :meth:`before_instantiate_classes`). They stay parsed (not left out with
+        ``auto_configure_optimizers=False``) because every run's ``config.yaml`` written so far holds
         ``optimizer: null`` and ``lr_scheduler: null``, which the parser must still read; and a refusal that
         names ``--model.init_args.optimizer`` says more than jsonargparse's "unrecognized arguments"."""
         LightningCLI.link_optimizers_and_lr_schedulers(parser)
