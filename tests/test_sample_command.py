@@ -222,7 +222,8 @@ def test_user_errors_are_one_line_naming_the_option(
 
 
 def test_no_traceback_from_the_console(ddpm_ckpt: Path, tmp_path: Path) -> None:
-    """The console command (not only ``main``) ends a user error with one line and exit status 2."""
+    """The console command (not only ``main``) ends a user error with one line and exit status 2; an old
+    spelling adds one warning line."""
     result = subprocess.run(
         [
             sys.executable,
@@ -236,14 +237,18 @@ def test_no_traceback_from_the_console(ddpm_ckpt: Path, tmp_path: Path) -> None:
             "--num",
             "1",
         ]
-        + ["--steps", "1", "--out", str(tmp_path)],
+        + ["--steps", "1", "--out", str(tmp_path), "--batch-size", "1"],  # one old spelling
         capture_output=True,
         text=True,
         timeout=300,
         env={**os.environ, "PYTHONPATH": str(REPO / "src")},
     )
     assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
-    assert result.stderr.strip().splitlines()[-1].startswith("rezdiff sample: error: DDPM: this U-Net")
+    lines = result.stderr.strip().splitlines()
+    assert lines[-1].startswith("rezdiff sample: error: DDPM: this U-Net"), lines
+    # the old spelling's FutureWarning is one line (no code line after it), right before the error
+    assert [line for line in lines if "FutureWarning" in line] == [lines[-2]], lines
+    assert "--batch-size is now --batch_size" in lines[-2], lines
 
 
 def test_help_lists_the_checkpoints_settings(ddpm_ckpt: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -213,12 +213,14 @@ def respell(
             raise ValueError(
                 f"{old} and {new} are both given, but {old} is the old spelling of {new}; keep only {new}"
             )
-    if notes:
-        warnings.warn(
+    if notes:  # attributed to no source file, so that the console shows this one line and no code line
+        warnings.warn_explicit(
             f"rezdiff {command}: old spelling: {'; '.join(notes.values())}; "
             "the old spellings will be removed in the next release",
             FutureWarning,
-            stacklevel=2,
+            filename="rezdiff",
+            lineno=0,
+            module="rezdiff",
         )
     return out
 
