@@ -53,6 +53,18 @@ def test_batch_invariance_benchmark_records_both_ways(tmp_path: Path) -> None:
     assert 0 <= row["max_abs_difference"] < 0.1 and row["alone_s_per_image"] > 0 and row["cost_ratio"] > 0
 
 
+def test_depthwise_benchmark_records_both_ways_side_by_side(tmp_path: Path) -> None:
+    args = ["--sizes", "12:5", "12:13", "--model-resolutions", "16", "--repeats", "1", "--device", "cpu"]
+    report = load_script("depthwise_cpu").main([*args, "--out", str(tmp_path)])
+    assert json.loads((tmp_path / "depthwise_cpu.json").read_text()) == report
+    assert [(r["resolution"], r["kernel"]) for r in report["rows"]] == [(12, 5), (12, 13)]
+    for row in report["rows"]:
+        assert row["one_conv2d_ms"] > 0 and row["blocked_ms"] > 0 and row["ideal_speedup"] > 0
+        assert row["max_abs_difference"] < 1e-4 * row["output_std"]
+    [step] = report["infty_diff_quickstart_steps"]
+    assert step["resolution"] == 16 and step["blocked_s_per_step"] > 0 and step["one_conv2d_s_per_step"] > 0
+
+
 def test_dvdp_benchmarks_record_complete_results(tmp_path: Path) -> None:
     tiny = ["--resolution", "16", "--width", "16", "32", "--attention", "--steps", "1", "--warmup", "0"]
     report = load_script("dvdp_speedup").main(

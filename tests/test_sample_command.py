@@ -287,3 +287,23 @@ def test_memory_guard_refuses_unless_forced(
     assert main([*args, "--resolution", "16", "--batch_size", "1"])  # 16² x 1 fits in 1 MB
     written = main([*args, "--resolution", "64", "--force"])
     assert load_image(written[0]).shape == (3, 64, 64)
+
+
+def test_memory_guard_estimates_one_image_with_batch_invariant(
+    ddpm_ckpt: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """--batch_invariant samples one image per call: the guard must weigh one image, not --batch_size."""
+    model = rezdiff.load(ddpm_ckpt)
+    one, four = (estimate_memory(model, 32, batch, {}).bytes for batch in (1, 4))
+    monkeypatch.setattr("rezdiff.sample.free_memory", lambda device: (one + four) // 2)
+    args = ["sample", "--ckpt_path", str(ddpm_ckpt), "--num", "4", "--batch_size", "4", "--steps", "1"]
+    args += ["--resolution", "32", "--out", str(tmp_path)]
+    with pytest.raises(SystemExit, match=r"--resolution 32x32 with --batch_size 4: estimated"):
+        main(args)
+    capsys.readouterr()
+    assert len(main([*args, "--batch_invariant"])) == 4 + 1  # four images and their grid
+    monkeypatch.setattr("rezdiff.sample.free_memory", lambda device: one // 2)
+    one_at_a_time = r"--batch_invariant \(one image at a time\)"
+    refused = rf"--resolution 32x32 with {one_at_a_time}: estimated .*; lower --resolution,"
+    with pytest.raises(SystemExit, match=refused):
+        main([*args, "--batch_invariant"])

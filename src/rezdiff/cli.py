@@ -38,6 +38,7 @@ from rezdiff.loading import (
     recorded_hyperparameters,
 )
 from rezdiff.models import DDPM, DVDP, DiffusionModule, MultilevelSDE
+from rezdiff.models.hparams_context import cli_building
 from rezdiff.models.infd import INFD, INFDAutoencoder
 from rezdiff.models.infty_diff import InftyDiff, InftyDiffLatent
 from rezdiff.sample import sample_main
@@ -205,6 +206,10 @@ class RezdiffCLI(LightningCLI):
         init_args = {**recorded, **overrides}
         update = {"class_path": model_config.class_path, "init_args": init_args}
         self.config = self.parser.parse_object({subcommand: {"model": update}}, self.config)
+
+    def instantiate_classes(self) -> None:
+        with cli_building():  # the model's optimiser specs are recorded by the CLI, as its config
+            super().instantiate_classes()
 
     def after_instantiate_classes(self) -> None:
         """A checkpoint whose weights do not fit the model its own hyperparameters build: one line naming

@@ -56,18 +56,15 @@ def build(class_path: str, init_args: dict[str, Any]) -> Any:
     builds an outer module (the CLI's context would otherwise hand the outer module's hyperparameters to
     every ``save_hyperparameters()`` call): how a family builds the frozen stage it wraps. ``init_args`` are
     recorded ones: a hyperparameter they lack takes the class's ``recorded_defaults`` value, if any."""
-    from lightning.pytorch.core.mixins.hparams_mixin import _given_hyperparameters
+    from rezdiff.models.hparams_context import own_hyperparameters
 
     cls = import_rezdiff_class(class_path, "the recorded configuration", base=torch.nn.Module)
     upgrade = getattr(cls, "upgrade_hyperparameters", None)
     if upgrade is not None:
         init_args = upgrade(init_args, f"the recorded configuration of {cls.__name__}")
     init_args = {**getattr(cls, "recorded_defaults", {}), **init_args}
-    token = _given_hyperparameters.set(None)
-    try:
+    with own_hyperparameters():
         return cls(**init_args)
-    finally:
-        _given_hyperparameters.reset(token)
 
 
 def _describe_unreadable(path: Path) -> str | None:

@@ -515,7 +515,7 @@ def _check_memory(
     free = free_memory(device)
     if free is None:
         return
-    batch = min(options.batch_size, options.num)
+    batch = 1 if options.batch_invariant else min(options.batch_size, options.num)  # one image a call
     largest = max(options.resolution, key=lambda r: math.prod(as_hw(r)))
     try:
         estimate = estimate_memory(model, largest, batch, settings)
@@ -526,9 +526,13 @@ def _check_memory(
     height, width = as_hw(largest)
     tiling = " or render in smaller tiles (--tile N)" if "tile" in sampler_options(type(model)) else ""
     size, step = format_bytes(estimate.bytes), format_seconds(estimate.seconds_per_step)
+    if options.batch_invariant:
+        batched, lower = "--batch_invariant (one image at a time)", "--resolution"
+    else:
+        batched, lower = f"--batch_size {batch}", "--batch_size or --resolution"
     parser_.error(
-        f"--resolution {height}x{width} with --batch_size {batch}: estimated {size} (about {step} per step), "
-        f"but {device} has {format_bytes(free)} free; lower --batch_size or --resolution{tiling}, or pass "
+        f"--resolution {height}x{width} with {batched}: estimated {size} (about {step} per step), "
+        f"but {device} has {format_bytes(free)} free; lower {lower}{tiling}, or pass "
         "--force to try anyway"
     )
 

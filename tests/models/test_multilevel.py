@@ -4,6 +4,8 @@ misconfiguration."""
 
 from __future__ import annotations
 
+import dataclasses
+import sys
 from pathlib import Path
 
 import pytest
@@ -180,6 +182,24 @@ def test_priors_round_trip_through_plain_specs() -> None:
         assert model.prior == prior and model.hparams["prior"] == spec
     with pytest.raises(ValueError, match="not a rezdiff.core.operators.Covariance"):
         build_covariance({"class_path": "torch.nn.Linear"})
+
+
+def test_a_prior_spec_never_imports_a_module_outside_rezdiff() -> None:
+    """A checkpoint's prior spec names a class; only rezdiff's modules, or one already imported, may be
+    imported for it (the rule of ``rezdiff.classpaths``): importing ``this`` would run its code."""
+    sys.modules.pop("this", None)
+    with pytest.raises(ValueError, match=r"^prior class_path 'this.Prior': import this first"):
+        build_covariance({"class_path": "this.Prior", "init_args": {}})
+    assert "this" not in sys.modules
+    with pytest.raises(ValueError, match=r"'rezdiff.core.nothing.Prior' cannot be imported"):
+        build_covariance({"class_path": "rezdiff.core.nothing.Prior"})
+    own = {"class_path": f"{__name__}.ScaledWhite", "init_args": {"scale": 0.5}}
+    assert build_covariance(own) == ScaledWhite(scale=0.5)  # the user's module is imported: allowed
+
+
+@dataclasses.dataclass(frozen=True)
+class ScaledWhite(WhiteNoise):
+    """A user's own prior, defined in an imported module."""
 
 
 def test_cli_fit_with_levels_then_load_and_sample(tmp_path: Path, fit_tiny) -> None:

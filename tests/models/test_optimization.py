@@ -155,6 +155,20 @@ def test_the_model_optimizer_and_schedule_from_the_command_line_reach_the_traine
     assert recorded["hyper_parameters"]["optimizer"]["init_args"]["lr"] == 0.5
 
 
+def test_the_cli_path_needs_no_private_lightning_variable(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """rezdiff does not pin Lightning: in a release without its private ``_given_hyperparameters`` the CLI's
+    injected optimiser (a callable the model cannot record) is still accepted under rezdiff's own flag, and
+    recorded as the config's spec; outside a CLI an unrecordable callable is still refused."""
+    monkeypatch.setattr("rezdiff.models.hparams_context._lightning_given", lambda: None)
+    _fit(tmp_path / "run", "--model.init_args.optimizer.init_args.lr=0.25")
+    recorded = torch.load(tmp_path / "run" / "checkpoints" / "last.ckpt", weights_only=True)
+    assert recorded["hyper_parameters"]["optimizer"]["init_args"]["lr"] == 0.25
+    with pytest.raises(ValueError, match="cannot be recorded in a checkpoint"):
+        DDPM(**TINY_UNET, optimizer=lambda params: torch.optim.SGD(params, lr=0.1))
+
+
 @pytest.mark.parametrize(
     ("extra", "named"),
     [

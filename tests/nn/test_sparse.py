@@ -11,10 +11,13 @@ import torch
 import torch.nn.functional as F
 
 from rezdiff.nn.sparse import (
+    CPU_DEPTHWISE_BLOCK,
+    CPU_DEPTHWISE_MAX,
     GATHER_MAX_DENSITY,
     SparseDepthwiseConv,
     build_neighbours,
     choose_backend,
+    depthwise_conv2d,
     resize_kernel,
     resized_kernel_size,
     sparse_depthwise_conv,
@@ -134,6 +137,52 @@ def test_full_density_is_conv2d_times_k2_over_count(backend: str) -> None:
     )
     expected = (conv * size**2 / count).flatten(2).transpose(1, 2)
     torch.testing.assert_close(out, expected)
+
+
+@pytest.mark.parametrize("size", [3, 9, 11, 13, 21])
+@pytest.mark.parametrize("block", [None, 4, 7, 9])
+def test_blocked_depthwise_conv_is_conv2d_forward_and_backward(size: int, block: int | None) -> None:
+    """The kernel split into blocks (the CPU's way past 9x9) is the one conv2d: values and both gradients,
+    in float64, for blocks that divide the kernel, leave a remainder, or exceed it; rectangular images."""
+    torch.manual_seed(4)
+    image = torch.randn(2, 3, 17, 12, dtype=torch.float64, requires_grad=True)
+    weight = torch.randn(3, 1, size, size, dtype=torch.float64, requires_grad=True)
+    probe = torch.randn(2, 3, 17, 12, dtype=torch.float64)
+    results = []
+    for fn in (
+        lambda: F.conv2d(image, weight, padding=size // 2, groups=3),
+        lambda: depthwise_conv2d(image, weight, block),
+    ):
+        out = fn()
+        grads = torch.autograd.grad((out * probe).sum(), (image, weight))
+        results.append((out, *grads))
+    for got, want in zip(results[1], results[0], strict=True):
+        torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-12)
+
+
+def test_cpu_splits_only_kernels_past_the_measured_cliff(monkeypatch: pytest.MonkeyPatch) -> None:
+    """On the CPU a kernel up to CPU_DEPTHWISE_MAX is one conv2d, a wider one ceil(K / block)² blocks; the
+    dense backend of the sparse operator goes through it (a resized kernel at 2x sampling is 13 wide)."""
+    calls: list[tuple[int, ...]] = []
+    conv2d = F.conv2d
+    monkeypatch.setattr(
+        "rezdiff.nn.sparse.F.conv2d",
+        lambda x, w, *a, **k: calls.append(tuple(w.shape[-2:])) or conv2d(x, w, *a, **k),
+    )
+    image = torch.randn(1, 2, 20, 20)
+    depthwise_conv2d(image, torch.randn(2, 1, CPU_DEPTHWISE_MAX, CPU_DEPTHWISE_MAX))
+    assert calls == [(CPU_DEPTHWISE_MAX, CPU_DEPTHWISE_MAX)]
+    calls.clear()
+    size = 13
+    blocks = -(-size // CPU_DEPTHWISE_BLOCK)
+    index = torch.arange(400).expand(1, -1)
+    sparse_depthwise_conv(
+        image.flatten(2).transpose(1, 2),
+        torch.randn(2, size, size),
+        build_neighbours(index, (20, 20), size),
+        "dense",
+    )
+    assert len(calls) == blocks**2 and max(max(c) for c in calls) == CPU_DEPTHWISE_BLOCK
 
 
 def test_resized_kernel_size_rule() -> None:

@@ -34,6 +34,7 @@ from rezdiff.core.sampling import Generators
 from rezdiff.data.batch import FieldBatch
 from rezdiff.data.coords import Resolution, as_hw
 from rezdiff.data.views import FieldView, MultiScalePatches, RandomPixels
+from rezdiff.models.hparams_context import building_under_cli
 from rezdiff.models.optimization import EMASettings, probe, recordable, resolve_factory
 
 logger = logging.getLogger(__name__)
@@ -102,9 +103,7 @@ class DiffusionModule(pl.LightningModule, ABC):
             raise ValueError(
                 f"{type(self).__name__} takes optimisers {self.optimizer_arguments}, got {tuple(optimizers)}"
             )
-        from lightning.pytorch.core.mixins.hparams_mixin import _given_hyperparameters
-
-        under_cli = _given_hyperparameters.get() is not None  # the CLI records the config's specs itself
+        under_cli = building_under_cli()  # the CLI records the config's specs itself
         defaults = inspect.signature(type(self).__init__).parameters
         injected = {name: optimizers[name] for name in self.optimizer_arguments}
         if lr_scheduler is not None:

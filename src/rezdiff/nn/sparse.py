@@ -53,6 +53,15 @@ Backend = Literal["auto", "gather", "dense", "triton"]
 # subsampling (paper Table 5) need backend="gather" (or "triton").
 GATHER_MAX_DENSITY = {"cpu": 1 / 8, "cuda": 1 / 16}
 
+# oneDNN's depthwise conv2d on the CPU (torch 2.13) runs kernels up to 9x9 at ~10 GMAC/s and falls ~12x lower
+# from 11x11 up; a kernel resized for sampling at 2x-8x (13-57 taps wide) is on the slow side. On the CPU
+# the dense path splits a kernel wider than CPU_DEPTHWISE_MAX into blocks of at most CPU_DEPTHWISE_BLOCK taps
+# a side, each a depthwise convolution of the padded canvas shifted by its offset; their sum is the same
+# convolution, summed in another order (benchmarks/depthwise_cpu.py, results/depthwise_cpu.json). CUDA keeps
+# one conv2d (cuDNN's depthwise kernels are not known to have this cliff; not measured).
+CPU_DEPTHWISE_MAX = 9
+CPU_DEPTHWISE_BLOCK = 7
+
 
 @dataclass
 class Neighbours:
@@ -273,15 +282,34 @@ def sparse_depthwise_conv(
         return _GatherConv.apply(x, weight.flatten(-2), neighbours.table, factor)
     if backend == "dense":
         canvas = scatter_pixels(x, neighbours.index, neighbours.resolution)
-        depthwise = weight.ndim == 3
-        out = F.conv2d(
-            canvas,
-            weight.unsqueeze(1) if depthwise else weight,
-            padding=kernel_size // 2,
-            groups=x.shape[2] if depthwise else 1,
-        )
+        if weight.ndim == 3:
+            out = depthwise_conv2d(canvas, weight.unsqueeze(1))
+        else:
+            out = F.conv2d(canvas, weight, padding=kernel_size // 2)
         return gather_pixels(out, neighbours.index) * factor
     raise ValueError(f"backend must be 'auto', 'gather', 'dense' or 'triton', got {backend!r}")
+
+
+def depthwise_conv2d(x: Tensor, weight: Tensor, block: int | None = None) -> Tensor:
+    """``x [B, C, H, W]`` convolved channel by channel with ``weight [C, 1, K, K]`` (K odd), zero-padded to
+    the same size. ``block`` splits the kernel into blocks of at most that many taps a side (None: on the CPU
+    :data:`CPU_DEPTHWISE_BLOCK` for kernels wider than :data:`CPU_DEPTHWISE_MAX`, else one conv2d)."""
+    size, channels = weight.shape[-1], x.shape[1]
+    if block is None:
+        block = CPU_DEPTHWISE_BLOCK if x.device.type == "cpu" and size > CPU_DEPTHWISE_MAX else size
+    if block >= size:
+        return F.conv2d(x, weight, padding=size // 2, groups=channels)
+    height, width = x.shape[-2:]
+    padded = F.pad(x, (size // 2,) * 4)
+    out = None
+    for top in range(0, size, block):
+        rows = min(block, size - top)
+        for left in range(0, size, block):
+            cols = min(block, size - left)
+            window = padded[..., top : top + height + rows - 1, left : left + width + cols - 1]
+            part = F.conv2d(window, weight[..., top : top + rows, left : left + cols], groups=channels)
+            out = part if out is None else out + part
+    return out
 
 
 def resized_kernel_size(kernel_size: int, scale: float) -> int:

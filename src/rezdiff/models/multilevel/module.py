@@ -6,7 +6,6 @@ conventions, choices and results in this folder's README."""
 from __future__ import annotations
 
 import dataclasses
-import importlib
 import logging
 from collections.abc import Sequence
 from typing import Any, Literal
@@ -15,6 +14,7 @@ import torch
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from torch import Tensor
 
+from rezdiff.classpaths import ClassPathError, import_attribute
 from rezdiff.core.gaussian import predict_x0, randn
 from rezdiff.core.operators import Boundary, Covariance, Matern
 from rezdiff.core.samplers import VP, check_sampler, get_sampler
@@ -60,8 +60,14 @@ def build_covariance(spec: Covariance | dict[str, Any]) -> Covariance:
     path = spec["class_path"]
     if "." not in path:
         path = f"rezdiff.core.operators.{path}"
-    module, _, name = path.rpartition(".")
-    cls = getattr(importlib.import_module(module), name, None)
+    try:  # checkpoint text imports rezdiff modules only; a user's own prior needs its module imported first
+        cls = import_attribute(path, trusted=("rezdiff",))
+    except ClassPathError as error:
+        if error.reason == "not_imported":
+            raise ValueError(
+                f"prior class_path {spec['class_path']!r}: import {error.module} first to use a prior of it"
+            ) from None
+        raise ValueError(f"prior class_path {spec['class_path']!r} cannot be imported") from None
     if not (isinstance(cls, type) and issubclass(cls, Covariance)):
         raise ValueError(
             f"prior class_path {spec['class_path']!r} is not a rezdiff.core.operators.Covariance"
