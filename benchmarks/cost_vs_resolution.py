@@ -42,17 +42,21 @@ FAMILIES = ("ddpm", "dvdp", "multilevel", "infty_diff", "infd")
 SMOKE: dict[str, dict[str, Any]] = {
     "ddpm": {
         "image_size": 16,
-        "block_out_channels": [8, 16],
-        "attention_levels": [],
-        "norm_num_groups": 8,
-        "attention_head_dim": 8,
+        "unet": {
+            "block_out_channels": [8, 16],
+            "attention_levels": [],
+            "norm_num_groups": 8,
+            "attention_head_dim": 8,
+        },
     },
     "dvdp": {
         "image_size": 16,
-        "block_out_channels": [8, 16],
-        "attention_levels": [],
-        "norm_num_groups": 8,
-        "attention_head_dim": 8,
+        "unet": {
+            "block_out_channels": [8, 16],
+            "attention_levels": [],
+            "norm_num_groups": 8,
+            "attention_head_dim": 8,
+        },
     },
     "multilevel": {"image_size": 16, "modes": 4, "width": 8},
     "infty_diff": {
@@ -67,10 +71,12 @@ SMOKE: dict[str, dict[str, Any]] = {
         "norm_num_groups": 4,
     },
     "infd": {
-        "block_out_channels": [16, 16],
-        "attention_levels": [],
-        "attention_head_dim": 8,
-        "norm_num_groups": 8,
+        "unet": {
+            "block_out_channels": [16, 16],
+            "attention_levels": [],
+            "attention_head_dim": 8,
+            "norm_num_groups": 8,
+        },
     },
 }
 
@@ -109,7 +115,8 @@ def build(family: str, smoke: bool) -> torch.nn.Module:
     import importlib
 
     class_path, args = model_args(family)
-    args.update(SMOKE[family] if smoke else {})
+    for key, value in (SMOKE[family] if smoke else {}).items():  # the unet group merges into the config's
+        args[key] = {**args.get(key, {}), **value} if key == "unet" else value
     if family == "infd":
         stage1_path, stage1_args = _stage1()
         if smoke:

@@ -71,12 +71,14 @@ def build(
 ) -> DiffusionModule:
     unet = dict(
         image_size=options.resolution,
-        block_out_channels=tuple(options.width),
-        layers_per_block=options.layers,
-        attention_levels=tuple(options.attention),
-        attention_head_dim=options.head_dim,
-        norm_num_groups=min(32, min(options.width)),
-        dropout=0.0,
+        unet=dict(
+            block_out_channels=tuple(options.width),
+            layers_per_block=options.layers,
+            attention_levels=tuple(options.attention),
+            attention_head_dim=options.head_dim,
+            norm_num_groups=min(32, min(options.width)),
+            dropout=0.0,
+        ),
         ema={"decay": 0.999},
     )
     if turning_points is None:

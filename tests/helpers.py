@@ -22,12 +22,14 @@ TINY_DVDP = REPO / "tests" / "configs" / "tiny_dvdp.yaml"
 # The smallest U-Net settings the DDPM and DVDP tests share (16x16, two levels).
 TINY_UNET = dict(
     image_size=16,
-    block_out_channels=(16, 32),
-    layers_per_block=1,
-    attention_levels=(1,),
-    attention_head_dim=16,
-    norm_num_groups=8,
-    dropout=0.0,
+    unet=dict(
+        block_out_channels=(16, 32),
+        layers_per_block=1,
+        attention_levels=(1,),
+        attention_head_dim=16,
+        norm_num_groups=8,
+        dropout=0.0,
+    ),
     num_train_steps=100,
     sample_steps=4,
 )

@@ -243,10 +243,7 @@ def test_sample_grid_callback_leaves_training_randomness_untouched(tmp_path: Pat
 
     model = DDPM(
         image_size=16,
-        block_out_channels=(16, 32),
-        layers_per_block=1,
-        attention_levels=(),
-        norm_num_groups=8,
+        unet=dict(block_out_channels=(16, 32), layers_per_block=1, attention_levels=(), norm_num_groups=8),
         num_train_steps=50,
         sample_steps=2,
         eta=1.0,
@@ -362,7 +359,11 @@ def test_sample_time_overrides_win_over_the_checkpoint(
             "optimizer.class_path ('torch.optim.SGD' given, 'torch.optim.AdamW' in the checkpoint)",
         ),
         ("fit", ["--model.init_args.ema.decay=0.5"], "ema.decay (0.5 given, 0.9 in the checkpoint)"),
-        ("validate", ["--model.init_args.block_out_channels=[16, 48]"], "block_out_channels ([16, 48] given"),
+        (
+            "validate",
+            ["--model.init_args.unet.block_out_channels=[16, 48]"],
+            "unet.block_out_channels ([16, 48] given",
+        ),
         (
             "predict",
             ["--model.init_args.num_train_steps=50"],

@@ -13,10 +13,7 @@ from rezdiff.loading import CheckpointError
 
 TINY = dict(
     image_size=16,
-    block_out_channels=(16, 32),
-    layers_per_block=1,
-    attention_levels=(),
-    norm_num_groups=8,
+    unet=dict(block_out_channels=(16, 32), layers_per_block=1, attention_levels=(), norm_num_groups=8),
     num_train_steps=50,
     sample_steps=2,
 )
@@ -37,7 +34,7 @@ def test_round_trip_restores_weights_ema_and_arguments(tmp_path: Path) -> None:
         next(model.network.parameters()).add_(1.0)
     loaded = rezdiff.load(save_like_lightning(model, tmp_path / "m.ckpt"))
     assert isinstance(loaded, rezdiff.DDPM) and not loaded.training
-    assert loaded.hparams["block_out_channels"] == (16, 32)
+    assert loaded.hparams["unet"]["block_out_channels"] == (16, 32)
     for key, value in model.state_dict().items():
         torch.testing.assert_close(loaded.state_dict()[key], value, rtol=0, atol=0)
 
@@ -151,7 +148,7 @@ def test_a_foreign_class_is_refused_before_its_module_is_imported(tmp_path: Path
 def test_weights_of_other_settings_name_the_weight(tmp_path: Path) -> None:
     """load_state_dict raised "size mismatch for ..." for every tensor, hundreds of lines."""
     model = rezdiff.DDPM(**TINY)
-    hparams = {**dict(model.hparams), "block_out_channels": (16, 48)}
+    hparams = {**dict(model.hparams), "unet": {**model.hparams["unet"], "block_out_channels": (16, 48)}}
     message = _one_line(save_like_lightning(model, tmp_path / "edited.ckpt", hyper_parameters=hparams))
     assert re.search(
         r"weight network\.\S+ has shape \[32[],].* in the file but \[48[],].* in the DDPM", message

@@ -97,7 +97,7 @@ def test_class_path_grid_keeps_shared_arguments(tmp_path: Path, capsys: pytest.C
         main(["fit", *[a for f in files for a in ("-c", str(f))], "--print_config"])
     config = yaml.safe_load(capsys.readouterr().out)
     assert config["model"]["class_path"] == "rezdiff.models.DVDP"
-    assert config["model"]["init_args"]["block_out_channels"] == [16, 32]  # kept from the DDPM base
+    assert config["model"]["init_args"]["unet"]["block_out_channels"] == [16, 32]  # kept from the DDPM base
 
 
 def test_runner_records_failures_continues_and_skips_finished_runs(tmp_path: Path, stub_python: str) -> None:

@@ -103,7 +103,7 @@ DDPM_PROCESS = [
     ("trainer.gradient_clip_val", 1.0, HO_CODE.format("cifar") + ": grad_clip=1."),
 ]
 DDPM_NETWORK = [
-    ("model.init_args.layers_per_block", 2, f"{HO}: two residual blocks per resolution"),
+    ("model.init_args.unet.layers_per_block", 2, f"{HO}: two residual blocks per resolution"),
     ("derived.attention_resolutions", [16], f"{HO}: self-attention at 16x16"),
     ("derived.base_channels", 128, HO_CODE.format("cifar") + ": ch=128"),
 ]
@@ -124,7 +124,7 @@ ROWS = [
         CIFAR,
         [
             ("derived.channel_multipliers", [1, 2, 2, 2], HO_CODE.format("cifar") + ": ch_mult=(1, 2, 2, 2)"),
-            ("model.init_args.dropout", 0.1, f"{HO}: dropout 0.1 on CIFAR10"),
+            ("model.init_args.unet.dropout", 0.1, f"{HO}: dropout 0.1 on CIFAR10"),
             ("model.init_args.optimizer.init_args.lr", 2e-4, f"{HO}: learning rate 2e-4"),
             ("data.init_args.batch_size", 128, f"{HO}: batch 128 for CIFAR10"),
             ("trainer.max_steps", 800_000, f"{HO}: CIFAR10 trained for 800k steps"),
@@ -135,7 +135,7 @@ ROWS = [
         FFHQ256,
         [
             ("derived.channel_multipliers", [1, 1, 2, 2, 4, 4], HO_CODE.format("celebahq") + ": ch_mult"),
-            ("model.init_args.dropout", 0.0, HO_CODE.format("celebahq") + " / run_lsun.py: dropout=0.0"),
+            ("model.init_args.unet.dropout", 0.0, HO_CODE.format("celebahq") + " / run_lsun.py: dropout=0.0"),
             (
                 "model.init_args.optimizer.init_args.lr",
                 2e-5,
@@ -348,9 +348,9 @@ ROWS += [
         [
             ("derived.base_channels", 224, f"{INFD} H.1: base channels 224"),
             ("derived.channel_multipliers", [1, 2, 3, 4], f"{INFD} H.1: multipliers 1, 2, 3, 4"),
-            ("model.init_args.layers_per_block", 2, f"{INFD} H.1: 2 ResNet blocks at every level"),
+            ("model.init_args.unet.layers_per_block", 2, f"{INFD} H.1: 2 ResNet blocks at every level"),
             ("derived.attention_resolutions", [32, 16, 8], f"{INFD} H.1: attention at downsampling 2, 4, 8"),
-            ("model.init_args.attention_head_dim", 32, f"{INFD} H.1: 32 channels per head"),
+            ("model.init_args.unet.attention_head_dim", 32, f"{INFD} H.1: 32 channels per head"),
             ("model.init_args.num_train_steps", 1000, "yinboc/infd diffusion/script_util.py: steps=1000"),
             ("model.init_args.schedule", "linear", INFD_CODE.format("models/dm.yaml") + ": linear betas"),
             ("model.init_args.beta_start", 0.0015, INFD_CODE.format("models/dm.yaml") + ": 0.0015"),
@@ -546,10 +546,10 @@ DERIVED: dict[str, Callable[[str], Any]] = {
     "discriminator_params": lambda c: count(build(c).discriminator),
     "decoder_params": lambda c: count(build(c).decoder),
     "num_train_steps": lambda c: num_train_steps(build(c)),
-    "base_channels": lambda c: init_args(c)["block_out_channels"][0],
-    "channel_multipliers": lambda c: multipliers(init_args(c)["block_out_channels"]),
+    "base_channels": lambda c: init_args(c)["unet"]["block_out_channels"][0],
+    "channel_multipliers": lambda c: multipliers(init_args(c)["unet"]["block_out_channels"]),
     "attention_resolutions": lambda c: [
-        network_input_size(c) // 2**level for level in init_args(c)["attention_levels"]
+        network_input_size(c) // 2**level for level in init_args(c)["unet"]["attention_levels"]
     ],
     "global_batch_8_gpus": lambda c: 8 * lookup(load(c), "data.init_args.batch_size"),
     "mixed_precision": lambda c: str(load(c)["trainer"].get("precision", "32")).endswith("-mixed"),
@@ -638,7 +638,7 @@ def test_paper_config_optimiser_is_the_one_its_yaml_names(config: str) -> None:
 # A config copy with one value changed (the kinds of slip the table exists for) must fail at least one row.
 MUTATIONS = [
     ("ddpm_cifar10", "model.init_args.optimizer.init_args.lr", 1e-4),
-    ("ddpm_ffhq256", "model.init_args.block_out_channels", [128, 128, 256, 256, 512, 1024]),
+    ("ddpm_ffhq256", "model.init_args.unet.block_out_channels", [128, 128, 256, 256, 512, 1024]),
     ("ddpm_cifar10", "model.init_args.num_train_steps", 4000),
     ("infd_ffhq_latent", "model.init_args.ema.decay", 0.999),
     ("infty_diff_ffhq256", "model.init_args.ema.decay", 0.9999),

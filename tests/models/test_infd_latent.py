@@ -22,11 +22,13 @@ TINY_STAGE1 = REPO / "tests" / "configs" / "tiny_infd.yaml"
 TINY_STAGE2 = REPO / "tests" / "configs" / "tiny_infd_latent.yaml"
 # The U-Net part of tests/configs/tiny_infd_latent.yaml (4x4 latents of a 16x16 encoder input).
 TINY = dict(
-    block_out_channels=(16, 32),
-    layers_per_block=1,
-    attention_levels=(1,),
-    attention_head_dim=16,
-    norm_num_groups=8,
+    unet=dict(
+        block_out_channels=(16, 32),
+        layers_per_block=1,
+        attention_levels=(1,),
+        attention_head_dim=16,
+        norm_num_groups=8,
+    ),
     num_train_steps=100,
     sample_steps=4,
 )

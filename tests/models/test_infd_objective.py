@@ -329,10 +329,7 @@ def test_stage2_latents_are_the_pre_vq_encoder_outputs_and_scaled_once(single_th
         "unused.ckpt",
         autoencoder_config=config,
         latent_scale=None,
-        block_out_channels=(8, 16),
-        layers_per_block=1,
-        attention_levels=(),
-        norm_num_groups=8,
+        unet=dict(block_out_channels=(8, 16), layers_per_block=1, attention_levels=(), norm_num_groups=8),
     )
     with torch.no_grad():
         model.autoencoder.quantizer.codebook.weight.normal_(0, 0.3)

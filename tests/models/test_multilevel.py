@@ -38,7 +38,7 @@ def scalars(root: Path, tag: str) -> list[float]:
 @pytest.mark.parametrize("network", ["fno", "unet"])
 def test_training_lowers_the_loss(network: str) -> None:
     torch.manual_seed(0)
-    unet = dict(block_out_channels=(16, 32), norm_num_groups=8) if network == "unet" else {}
+    unet = dict(unet=dict(block_out_channels=(16, 32), norm_num_groups=8)) if network == "unet" else {}
     model = MultilevelSDE(
         **TINY,
         **unet,

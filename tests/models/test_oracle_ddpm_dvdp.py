@@ -37,11 +37,9 @@ from tests.models.oracle import (
 UNET = dict(
     image_size=8,
     channels=2,
-    block_out_channels=(8, 16),
-    layers_per_block=1,
-    attention_levels=(),
-    norm_num_groups=8,
-    dropout=0.0,
+    unet=dict(
+        block_out_channels=(8, 16), layers_per_block=1, attention_levels=(), norm_num_groups=8, dropout=0.0
+    ),
     clip_denoised=False,
 )
 TURNS = (300, 600)

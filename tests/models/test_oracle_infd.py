@@ -46,7 +46,7 @@ STAGE1 = dict(  # a tiny real stage 1 with 2 x 8 x 8 latents (encoder input 32, 
     disc_channels=8,
     disc_layers=1,
 )
-UNET = dict(block_out_channels=(8, 16), layers_per_block=1, attention_levels=(), norm_num_groups=8)
+UNET = dict(unet=dict(block_out_channels=(8, 16), layers_per_block=1, attention_levels=(), norm_num_groups=8))
 
 
 @pytest.fixture(scope="module")

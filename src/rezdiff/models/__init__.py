@@ -7,6 +7,7 @@ from rezdiff.models.infd import INFD, INFDAutoencoder
 from rezdiff.models.infty_diff import InftyDiff, InftyDiffLatent
 from rezdiff.models.multilevel import MultilevelSDE
 from rezdiff.models.optimization import EMASettings, LinearWarmup
+from rezdiff.nn.unet import UNetSettings
 
 __all__ = [
     "DDPM",
@@ -20,4 +21,5 @@ __all__ = [
     "LinearWarmup",
     "MultilevelSDE",
     "NonFiniteLossError",
+    "UNetSettings",
 ]

@@ -21,11 +21,12 @@ import warnings
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, ClassVar
 
 import lightning.pytorch as pl
 import torch
+from lightning.pytorch.utilities import rank_zero_warn
 from torch import Tensor, nn
 
 from rezdiff.core.ema import EMA
@@ -36,6 +37,7 @@ from rezdiff.data.coords import Resolution, as_hw
 from rezdiff.data.views import FieldView, MultiScalePatches, RandomPixels
 from rezdiff.models.hparams_context import building_under_cli
 from rezdiff.models.optimization import EMASettings, probe, recordable, resolve_factory
+from rezdiff.nn.unet import UNET_SETTINGS, UNetSettings
 
 logger = logging.getLogger(__name__)
 
@@ -94,10 +96,14 @@ class DiffusionModule(pl.LightningModule, ABC):
         optimizers: Mapping[str, Any],
         lr_scheduler: Any = None,
         ema: EMASettings | Mapping[str, Any] | None = None,
+        unet: UNetSettings | Mapping[str, Any] | None = None,
+        former_unet_arguments: Mapping[str, Any] | None = None,
     ) -> None:
         """``optimizers``: each of :attr:`optimizer_arguments` with its factory (a ``{class_path,
         init_args}`` spec or a callable taking the parameters); ``lr_scheduler``: a spec or callable taking
-        the (first) optimiser, None for a constant rate; ``ema``: the EMA settings, None for no EMA."""
+        the (first) optimiser, None for a constant rate; ``ema``: the EMA settings, None for no EMA;
+        ``unet``: a family's U-Net settings (``self.unet_settings``), with ``former_unet_arguments`` the
+        deprecated flat arguments it was given (None where not given; :meth:`_unet_settings`)."""
         super().__init__()
         if set(optimizers) != set(self.optimizer_arguments):
             raise ValueError(
@@ -146,6 +152,43 @@ class DiffusionModule(pl.LightningModule, ABC):
                 ema = {**default_ema.as_dict(), **ema}
         self.ema_settings = None if ema is None else EMASettings.of(ema)
         self.ema = None
+        self.unet_settings = None if unet is None else self._unet_settings(unet, former_unet_arguments or {})
+
+    def _unet_settings(self, unet: Any, former: Mapping[str, Any]) -> UNetSettings:
+        """``unet`` as settings (a partial dict keeps the family's values for the rest), overridden by the
+        former flat arguments given (one FutureWarning naming the new keys). Flat arguments with a ``unet``
+        other than the family's default are a ValueError, unless they state the same values (an old run's
+        config resumed against its checkpoint, whose recorded settings arrive as ``unet``). A ``unet`` equal
+        to the default counts as not given: the CLI always hands the group, filled with its defaults."""
+        name = type(self).__name__
+        parameter = inspect.signature(type(self).__init__).parameters.get("unet")
+        default = parameter.default if parameter is not None else None
+        if not isinstance(default, UNetSettings):
+            default = UNetSettings()
+        if not isinstance(unet, (UNetSettings, Mapping)) and callable(getattr(unet, "as_dict", None)):
+            unet = unet.as_dict()  # a jsonargparse Namespace
+        if isinstance(unet, Mapping):
+            unet = {**default.as_dict(), **unet}
+        settings = UNetSettings.of(unet)
+        given = {key: value for key, value in former.items() if value is not None}
+        if not given:
+            return settings
+        if settings != default:
+            clashing = [key for key, value in given.items() if replace(settings, **{key: value}) != settings]
+            if clashing:
+                raise ValueError(
+                    f"{name} got unet and the former flat argument(s) {', '.join(clashing)} with other "
+                    f"values: give only unet (model.init_args.unet.{clashing[0]} in a config)"
+                )
+        flat = ", ".join(f"model.init_args.{key}" for key in given)
+        grouped = ", ".join(f"model.init_args.unet.{key}" for key in given)
+        verb = "is a former flat argument" if len(given) == 1 else "are former flat arguments"
+        rank_zero_warn(
+            f"{flat} {verb} of {name}: write {grouped} (Python: unet=rezdiff.models.UNetSettings(...) or a "
+            "dict); the flat form will be removed in the next release",
+            category=FutureWarning,
+        )
+        return replace(settings, **given)
 
     def save_hyperparameters(
         self, *args: Any, ignore: Any = None, frame: Any = None, logger: bool = True
@@ -162,6 +205,11 @@ class DiffusionModule(pl.LightningModule, ABC):
                 plain[name] = record
         if "ema" in self.hparams and self.ema_settings is not None:
             plain["ema"] = self.ema_settings.as_dict()  # every setting, the family's where none was given
+        if "unet" in self.hparams and self.unet_settings is not None:
+            plain["unet"] = self.unet_settings.as_dict()  # the grouped form, whatever form was given
+            for record in (self.hparams, self._hparams_initial):
+                for key in UNET_SETTINGS:
+                    record.pop(key, None)  # the deprecated flat arguments live on in "unet" only
         self.hparams.update(plain)
         self._hparams_initial.update(plain)
 
@@ -170,19 +218,43 @@ class DiffusionModule(pl.LightningModule, ABC):
         cls, hparams: Mapping[str, Any], origin: str = "a checkpoint"
     ) -> dict[str, Any]:
         """``hparams`` recorded before the injected optimiser (``lr``, ``adam_betas``, ``weight_decay``,
-        ``warmup_steps``, ``ema_decay``, ``ema_update_every``, ``ema_warmup``) in today's form, with one
-        warning; ``hparams`` unchanged when it has none of them."""
+        ``warmup_steps``, ``ema_decay``, ``ema_update_every``, ``ema_warmup``) or before the ``unet`` group
+        (its settings as flat arguments) in today's form, with one warning; ``hparams`` unchanged when it
+        has none of them."""
         hparams = dict(hparams)
+        parameters = inspect.signature(cls.__init__).parameters
+        flat_unet: dict[str, Any] = {}
+        if "unet" in parameters:  # ∞-Diff's own dropout, attention_head_dim, ... are not U-Net settings
+            flat_unet = {key: hparams.pop(key) for key in UNET_SETTINGS if key in hparams}
+            flat_unet = {key: value for key, value in flat_unet.items() if value is not None}
+        if flat_unet and hparams.get("unet") is not None:
+            raise ValueError(
+                f"{origin} records both unet and the former flat U-Net argument(s) "
+                f"{', '.join(flat_unet)}; keep only unet"
+            )
         legacy = {key: hparams.pop(key) for key in LEGACY_OPTIMIZATION_KEYS if key in hparams}
-        if not legacy:
+        if not legacy and not flat_unet:
             return hparams
+        read = []
+        if legacy:
+            read.append(
+                f"{', '.join(sorted(legacy))}, the former optimiser and EMA arguments, as "
+                f"{', '.join(cls.optimizer_arguments)}, lr_scheduler and ema"
+            )
+        if flat_unet:
+            read.append(f"{', '.join(flat_unet)}, the former flat U-Net arguments, as unet")
         warnings.warn(
-            f"{origin} records {', '.join(sorted(legacy))}, the former optimiser and EMA arguments; read as "
-            f"{', '.join(cls.optimizer_arguments)}, lr_scheduler and ema (saving it again records those)",
+            f"{origin} records old arguments; read {' and '.join(read)} (saving it again records those)",
             FutureWarning,
             stacklevel=2,
         )
-        parameters = inspect.signature(cls.__init__).parameters
+        if flat_unet:
+            default = parameters["unet"].default
+            if not isinstance(default, UNetSettings):
+                default = UNetSettings()
+            hparams["unet"] = replace(default, **flat_unet).as_dict()
+        if not legacy:
+            return hparams
         for name in cls.optimizer_arguments:
             default = parameters[name].default if name in parameters else None
             spec = recordable(hparams.get(name, default)) or {"class_path": None, "init_args": {}}

@@ -26,12 +26,21 @@ from rezdiff.data.coords import Resolution
 from rezdiff.data.views import FieldView
 from rezdiff.models.base import DiffusionModule, resolution_or
 from rezdiff.models.optimization import EMASettings, class_spec
-from rezdiff.nn.unet import UNet
+from rezdiff.nn.unet import UNet, UNetSettings
 
 DEFAULT_OPTIMIZER = class_spec("torch.optim.AdamW", lr=2e-4, betas=[0.9, 0.999], weight_decay=0.0)
 """The optimiser of ``optimizer``'s default (see the family README for its source)."""
 DEFAULT_EMA = EMASettings(decay=0.9999, update_every=1, warmup=True)
 """The EMA of ``ema``'s default."""
+DEFAULT_UNET = UNetSettings(
+    block_out_channels=(64, 128, 256, 256),
+    layers_per_block=2,
+    attention_levels=(2,),
+    attention_head_dim=32,
+    dropout=0.1,
+    norm_num_groups=32,
+)
+"""The U-Net of ``unet``'s default (the paper configs set their own)."""
 
 
 class DDPM(DiffusionModule):
@@ -39,10 +48,13 @@ class DDPM(DiffusionModule):
 
     Sampling at a resolution other than ``image_size`` enlarges the initial noise and runs the same
     fully convolutional network on it: the naive baseline the resolution-agnostic papers compare with.
-    Strided sampling visits ``spacing``'s timesteps (default ``"trailing"``: the first is ``T - 1``, the
-    only one whose law is the pure noise it starts from); ``eps_after_clip`` is DDIM's choice of ε once
-    ``clip_denoised`` clipped x̂₀ (``"from_x0"``, OpenAI's and DVDP's convention, or diffusers' ``"network"``).
-    ``sampler`` is any sampler of the ``"gaussian"`` process (:mod:`rezdiff.core.samplers`).
+    Strided sampling visits ``spacing``'s timesteps (default ``"trailing"``: the first is ``T - 1``, the only
+    one whose law is the pure noise it starts from); ``eps_after_clip`` is DDIM's choice of ε once
+    ``clip_denoised`` clipped x̂₀ (``"from_x0"``, OpenAI's and DVDP's convention, or diffusers'
+    ``"network"``). ``sampler`` is any sampler of the ``"gaussian"`` process (:mod:`rezdiff.core.samplers`).
+    ``unet`` is the network (:class:`~rezdiff.nn.unet.UNetSettings`, the group DDPM, DVDP, the multilevel SDE
+    and INFD share); the keyword-only ``block_out_channels`` ... ``norm_num_groups`` are its former flat form
+    (one FutureWarning; removed in the next release).
     """
 
     sampler_process = GAUSSIAN
@@ -51,12 +63,7 @@ class DDPM(DiffusionModule):
         self,
         image_size: int = 32,
         channels: int = 3,
-        block_out_channels: tuple[int, ...] = (64, 128, 256, 256),
-        layers_per_block: int = 2,
-        attention_levels: tuple[int, ...] = (2,),
-        attention_head_dim: int = 32,
-        dropout: float = 0.1,
-        norm_num_groups: int = 32,
+        unet: UNetSettings = DEFAULT_UNET,
         num_train_steps: int = 1000,
         schedule: Literal["linear", "cosine"] = "linear",
         beta_start: float = 1e-4,
@@ -70,18 +77,33 @@ class DDPM(DiffusionModule):
         optimizer: OptimizerCallable = DEFAULT_OPTIMIZER,
         lr_scheduler: LRSchedulerCallable | None = None,
         ema: EMASettings = DEFAULT_EMA,
+        *,
+        block_out_channels: tuple[int, ...] | None = None,
+        layers_per_block: int | None = None,
+        attention_levels: tuple[int, ...] | None = None,
+        attention_head_dim: int | None = None,
+        dropout: float | None = None,
+        norm_num_groups: int | None = None,
     ) -> None:  # pragma: no mutate block (a trampolined __init__ records no hyperparameters)
-        super().__init__(optimizers={"optimizer": optimizer}, lr_scheduler=lr_scheduler, ema=ema)
+        super().__init__(
+            optimizers={"optimizer": optimizer},
+            lr_scheduler=lr_scheduler,
+            ema=ema,
+            unet=unet,
+            former_unet_arguments={
+                "block_out_channels": block_out_channels,
+                "layers_per_block": layers_per_block,
+                "attention_levels": attention_levels,
+                "attention_head_dim": attention_head_dim,
+                "dropout": dropout,
+                "norm_num_groups": norm_num_groups,
+            },
+        )
         self.save_hyperparameters()
         self.network = UNet(
             in_channels=channels,
             out_channels=channels,
-            block_out_channels=block_out_channels,
-            layers_per_block=layers_per_block,
-            attention_levels=attention_levels,
-            attention_head_dim=attention_head_dim,
-            dropout=dropout,
-            norm_num_groups=norm_num_groups,
+            **self.unet_settings.as_dict(),
         )
         self.network.check_size(image_size, image_size)
         self.image_size = image_size

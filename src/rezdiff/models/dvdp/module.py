@@ -22,23 +22,35 @@ from rezdiff.data.coords import Resolution
 from rezdiff.data.views import FieldView
 from rezdiff.models.base import DiffusionModule, resolution_or
 from rezdiff.models.optimization import EMASettings, class_spec
-from rezdiff.nn.unet import UNet
+from rezdiff.nn.unet import UNet, UNetSettings
 
 DEFAULT_OPTIMIZER = class_spec("torch.optim.AdamW", lr=2e-4, betas=[0.9, 0.999], weight_decay=0.0)
 """The optimiser of ``optimizer``'s default (see the family README for its source)."""
 DEFAULT_EMA = EMASettings(decay=0.9999, update_every=1, warmup=True)
 """The EMA of ``ema``'s default."""
+DEFAULT_UNET = UNetSettings(
+    block_out_channels=(64, 128, 256, 256),
+    layers_per_block=2,
+    attention_levels=(2,),
+    attention_head_dim=32,
+    dropout=0.1,
+    norm_num_groups=32,
+)
+"""The U-Net of ``unet``'s default (the paper configs set their own)."""
 
 
 class DVDP(DiffusionModule):
     """ε-prediction DVDP on the DDPM baseline's U-Net, trained on full grids (``FullGrid`` data view).
 
-    One fully convolutional U-Net serves every stage: stage ``k`` (timesteps ``T_k .. T_{k+1} - 1``) runs
-    at ``image_size / 2^k`` and the timestep tells the network which stage it is in. Sampling starts from
-    white noise at the lowest stage's resolution (``resolution / 2^K``) and upsamples at each turning point
-    (Eq. 11). ``turning_points`` are the paper's ``T_1 < ... < T_K``; ``()`` gives plain DDPM. ``sampler``
-    is any sampler of the ``"dvdp"`` process (:mod:`rezdiff.core.samplers`); strided sampling visits
-    ``spacing``'s timesteps (default ``"trailing"``: from ``T - 1``) plus every turning index.
+    One fully convolutional U-Net serves every stage: stage ``k`` (timesteps ``T_k .. T_{k+1} - 1``) runs at
+    ``image_size / 2^k`` and the timestep tells the network which stage it is in. Sampling starts from white
+    noise at the lowest stage's resolution (``resolution / 2^K``) and upsamples at each turning point (Eq.
+    11). ``turning_points`` are the paper's ``T_1 < ... < T_K``; ``()`` gives plain DDPM. ``sampler`` is any
+    sampler of the ``"dvdp"`` process (:mod:`rezdiff.core.samplers`); strided sampling visits ``spacing``'s
+    timesteps (default ``"trailing"``: from ``T - 1``) plus every turning index. ``unet`` is the network
+    (:class:`~rezdiff.nn.unet.UNetSettings`, the group DDPM, DVDP, the multilevel SDE and INFD share); the
+    keyword-only ``block_out_channels`` ... ``norm_num_groups`` are its former flat form (one FutureWarning;
+    removed in the next release).
     """
 
     sampler_process = DVDP_PROCESS
@@ -47,12 +59,7 @@ class DVDP(DiffusionModule):
         self,
         image_size: int = 32,
         channels: int = 3,
-        block_out_channels: tuple[int, ...] = (64, 128, 256, 256),
-        layers_per_block: int = 2,
-        attention_levels: tuple[int, ...] = (2,),
-        attention_head_dim: int = 32,
-        dropout: float = 0.1,
-        norm_num_groups: int = 32,
+        unet: UNetSettings = DEFAULT_UNET,
         num_train_steps: int = 1000,
         schedule: Literal["linear", "cosine"] = "linear",
         beta_start: float = 1e-4,
@@ -69,18 +76,33 @@ class DVDP(DiffusionModule):
         optimizer: OptimizerCallable = DEFAULT_OPTIMIZER,
         lr_scheduler: LRSchedulerCallable | None = None,
         ema: EMASettings = DEFAULT_EMA,
+        *,
+        block_out_channels: tuple[int, ...] | None = None,
+        layers_per_block: int | None = None,
+        attention_levels: tuple[int, ...] | None = None,
+        attention_head_dim: int | None = None,
+        dropout: float | None = None,
+        norm_num_groups: int | None = None,
     ) -> None:  # pragma: no mutate block (a trampolined __init__ records no hyperparameters)
-        super().__init__(optimizers={"optimizer": optimizer}, lr_scheduler=lr_scheduler, ema=ema)
+        super().__init__(
+            optimizers={"optimizer": optimizer},
+            lr_scheduler=lr_scheduler,
+            ema=ema,
+            unet=unet,
+            former_unet_arguments={
+                "block_out_channels": block_out_channels,
+                "layers_per_block": layers_per_block,
+                "attention_levels": attention_levels,
+                "attention_head_dim": attention_head_dim,
+                "dropout": dropout,
+                "norm_num_groups": norm_num_groups,
+            },
+        )
         self.save_hyperparameters()
         self.network = UNet(
             in_channels=channels,
             out_channels=channels,
-            block_out_channels=block_out_channels,
-            layers_per_block=layers_per_block,
-            attention_levels=attention_levels,
-            attention_head_dim=attention_head_dim,
-            dropout=dropout,
-            norm_num_groups=norm_num_groups,
+            **self.unet_settings.as_dict(),
         )
         self.schedule = make_dvdp_schedule(
             turning_points, num_train_steps, schedule, beta_start, beta_end, lambda_end, process

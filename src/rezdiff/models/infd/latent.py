@@ -50,12 +50,21 @@ from rezdiff.data.views import FieldView
 from rezdiff.models.base import DiffusionModule, resolution_or, step_generator
 from rezdiff.models.optimization import EMASettings, class_spec
 from rezdiff.nn.clif import NormMode, check_norm_mode
-from rezdiff.nn.unet import UNet
+from rezdiff.nn.unet import UNet, UNetSettings
 
 DEFAULT_OPTIMIZER = class_spec("torch.optim.AdamW", lr=9.6e-5, betas=[0.9, 0.999], weight_decay=0.01)
 """The optimiser of ``optimizer``'s default (see the family README for its source)."""
 DEFAULT_EMA = EMASettings(decay=0.9999, update_every=1, warmup=False)
 """The EMA of ``ema``'s default."""
+DEFAULT_UNET = UNetSettings(
+    block_out_channels=(224, 448, 672, 896),
+    layers_per_block=2,
+    attention_levels=(1, 2, 3),
+    attention_head_dim=32,
+    dropout=0.0,
+    norm_num_groups=32,
+)
+"""The latent U-Net of ``unet``'s default (the paper's, see the family README)."""
 
 # Stage-1 arguments replaced when the autoencoder is rebuilt for inference inside stage 2: the perceptual
 # loss is training-only and would otherwise need its VGG weights file at every load.
@@ -155,12 +164,7 @@ class INFD(DiffusionModule):
         latent_scale: float | None = 1.0,
         latent_cache_dir: str | None = None,
         encode_batch_size: int = 32,
-        block_out_channels: tuple[int, ...] = (224, 448, 672, 896),
-        layers_per_block: int = 2,
-        attention_levels: tuple[int, ...] = (1, 2, 3),
-        attention_head_dim: int = 32,
-        dropout: float = 0.0,
-        norm_num_groups: int = 32,
+        unet: UNetSettings = DEFAULT_UNET,
         num_train_steps: int = 1000,
         schedule: Literal["linear", "cosine"] = "linear",
         beta_start: float = 0.0015,
@@ -171,8 +175,28 @@ class INFD(DiffusionModule):
         optimizer: OptimizerCallable = DEFAULT_OPTIMIZER,
         lr_scheduler: LRSchedulerCallable | None = None,
         ema: EMASettings = DEFAULT_EMA,
+        *,
+        block_out_channels: tuple[int, ...] | None = None,
+        layers_per_block: int | None = None,
+        attention_levels: tuple[int, ...] | None = None,
+        attention_head_dim: int | None = None,
+        dropout: float | None = None,
+        norm_num_groups: int | None = None,
     ) -> None:
-        super().__init__(optimizers={"optimizer": optimizer}, lr_scheduler=lr_scheduler, ema=ema)
+        super().__init__(
+            optimizers={"optimizer": optimizer},
+            lr_scheduler=lr_scheduler,
+            ema=ema,
+            unet=unet,
+            former_unet_arguments={
+                "block_out_channels": block_out_channels,
+                "layers_per_block": layers_per_block,
+                "attention_levels": attention_levels,
+                "attention_head_dim": attention_head_dim,
+                "dropout": dropout,
+                "norm_num_groups": norm_num_groups,
+            },
+        )
         if latent_scale is not None and latent_scale <= 0:
             raise ValueError(f"latent_scale must be positive or None (estimate), got {latent_scale}")
         self.save_hyperparameters()
@@ -194,12 +218,7 @@ class INFD(DiffusionModule):
         self.network = UNet(
             in_channels=self.latent_shape[0],
             out_channels=self.latent_shape[0],
-            block_out_channels=block_out_channels,
-            layers_per_block=layers_per_block,
-            attention_levels=attention_levels,
-            attention_head_dim=attention_head_dim,
-            dropout=dropout,
-            norm_num_groups=norm_num_groups,
+            **self.unet_settings.as_dict(),
         )
         self.network.check_size(*self.latent_shape[1:])
         self.latent_scale = latent_scale

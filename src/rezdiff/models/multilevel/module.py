@@ -27,12 +27,21 @@ from rezdiff.data.views import FieldView, Levels
 from rezdiff.models.base import DiffusionModule, resolution_or
 from rezdiff.models.optimization import EMASettings, class_spec
 from rezdiff.nn.fno import FNO, Positional, check_even
-from rezdiff.nn.unet import UNet
+from rezdiff.nn.unet import UNet, UNetSettings
 
 DEFAULT_OPTIMIZER = class_spec("torch.optim.AdamW", lr=1e-3, betas=[0.9, 0.999], weight_decay=0.0)
 """The optimiser of ``optimizer``'s default (see the family README for its source)."""
 DEFAULT_EMA = EMASettings(decay=0.999, update_every=1, warmup=True)
 """The EMA of ``ema``'s default."""
+DEFAULT_UNET = UNetSettings(
+    block_out_channels=(32, 64, 64),
+    layers_per_block=1,
+    attention_levels=(),
+    attention_head_dim=32,
+    dropout=0.0,
+    norm_num_groups=16,
+)
+"""The U-Net of ``unet``'s default (used with ``network="unet"``)."""
 
 logger = logging.getLogger(__name__)
 
@@ -99,9 +108,12 @@ class MultilevelSDE(DiffusionModule):
     error. Validation logs ``val/loss_<R>`` at every level of a ``Levels`` data view with the same ``t``
     and noise draws, and ``val/loss`` at the finest.
 
-    **Sampling** at any even resolution: a prior draw on that grid, then the reverse SDE (Euler-Maruyama
-    with prior-correlated noise) or the probability-flow ODE (Euler or Heun) from ``t = 1`` to
-    ``sample_t_min``, then one Tweedie denoising step (``denoise_final``).
+    **Sampling** at any even resolution: a prior draw on that grid, then the reverse SDE (Euler-Maruyama with
+    prior-correlated noise) or the probability-flow ODE (Euler or Heun) from ``t = 1`` to ``sample_t_min``,
+    then one Tweedie denoising step (``denoise_final``). ``unet`` is the network
+    (:class:`~rezdiff.nn.unet.UNetSettings`, the group DDPM, DVDP, the multilevel SDE and INFD share); the
+    keyword-only ``block_out_channels`` ... ``norm_num_groups`` are its former flat form (one FutureWarning;
+    removed in the next release).
     """
 
     sampler_process = VP
@@ -118,12 +130,7 @@ class MultilevelSDE(DiffusionModule):
         projection: int = 128,
         positional: Positional = "periodic",
         time_embedding: int = 128,
-        block_out_channels: tuple[int, ...] = (32, 64, 64),
-        layers_per_block: int = 1,
-        attention_levels: tuple[int, ...] = (),
-        attention_head_dim: int = 32,
-        norm_num_groups: int = 16,
-        dropout: float = 0.0,
+        unet: UNetSettings = DEFAULT_UNET,
         beta_min: float = 0.1,
         beta_max: float = 20.0,
         train_t_min: float = 1e-5,
@@ -134,8 +141,28 @@ class MultilevelSDE(DiffusionModule):
         optimizer: OptimizerCallable = DEFAULT_OPTIMIZER,
         lr_scheduler: LRSchedulerCallable | None = None,
         ema: EMASettings = DEFAULT_EMA,
+        *,
+        block_out_channels: tuple[int, ...] | None = None,
+        layers_per_block: int | None = None,
+        attention_levels: tuple[int, ...] | None = None,
+        attention_head_dim: int | None = None,
+        dropout: float | None = None,
+        norm_num_groups: int | None = None,
     ) -> None:
-        super().__init__(optimizers={"optimizer": optimizer}, lr_scheduler=lr_scheduler, ema=ema)
+        super().__init__(
+            optimizers={"optimizer": optimizer},
+            lr_scheduler=lr_scheduler,
+            ema=ema,
+            unet=unet,
+            former_unet_arguments={
+                "block_out_channels": block_out_channels,
+                "layers_per_block": layers_per_block,
+                "attention_levels": attention_levels,
+                "attention_head_dim": attention_head_dim,
+                "dropout": dropout,
+                "norm_num_groups": norm_num_groups,
+            },
+        )
         self.save_hyperparameters()
         self.prior = build_covariance(Matern(tau=8.0, power=0.55) if prior is None else prior)
         self.hparams["prior"] = covariance_spec(self.prior)  # plain values: weights_only checkpoints
@@ -156,12 +183,7 @@ class MultilevelSDE(DiffusionModule):
             self.network = UNet(
                 in_channels=channels,
                 out_channels=channels,
-                block_out_channels=block_out_channels,
-                layers_per_block=layers_per_block,
-                attention_levels=attention_levels,
-                attention_head_dim=attention_head_dim,
-                dropout=dropout,
-                norm_num_groups=norm_num_groups,
+                **self.unet_settings.as_dict(),
             )
         else:
             raise ValueError(f"unknown network {network!r}; expected 'fno' or 'unet'")
