@@ -41,6 +41,7 @@ from rezdiff.models import DDPM, DVDP, DiffusionModule, MultilevelSDE
 from rezdiff.models.hparams_context import cli_building
 from rezdiff.models.infd import INFD, INFDAutoencoder
 from rezdiff.models.infty_diff import InftyDiff, InftyDiffLatent
+from rezdiff.nn.unet import UNET_SETTINGS
 from rezdiff.sample import sample_main
 
 LIGHTNING_COMMANDS = ("fit", "validate", "test", "predict")
@@ -75,6 +76,17 @@ def _plain(value: Any) -> Any:
     if isinstance(value, (list, tuple)):
         return [_plain(v) for v in value]
     return value
+
+
+def _fold_flat_unet(init_args: dict[str, Any]) -> dict[str, Any]:
+    """Given model arguments with the former flat U-Net arguments folded into ``unet`` (over the given
+    ``unet``'s keys): how a checkpoint records them, so that an old run's flat ``config.yaml`` (which also
+    holds a default-filled ``unet``) resumes against its own checkpoint."""
+    flat = {key: init_args.pop(key) for key in UNET_SETTINGS if key in init_args}
+    flat = {key: value for key, value in flat.items() if value is not None}
+    if flat:
+        init_args["unet"] = {**(init_args.get("unet") or {}), **flat}
+    return init_args
 
 
 def _same_class(a: Any, b: Any) -> bool:
@@ -163,7 +175,7 @@ class RezdiffCLI(LightningCLI):
         else:
             given = self.parser.parse_args(args, defaults=False)
         model = _plain((given.get(subcommand) or {}).get("model") or {})
-        return dict(model.get("init_args") or {}) if isinstance(model, dict) else {}
+        return _fold_flat_unet(dict(model.get("init_args") or {})) if isinstance(model, dict) else {}
 
     def _parse_ckpt_path(self) -> None:
         """Take the model's class and hyperparameters from the ``--ckpt_path`` checkpoint, as Lightning does,

@@ -175,6 +175,34 @@ def test_a_flat_config_and_override_train_with_one_warning(tmp_path: Path) -> No
 
 
 @pytest.mark.usefixtures("single_thread")
+@pytest.mark.usefixtures("single_thread")
+def test_a_flat_runs_own_config_yaml_resumes_from_its_checkpoint(tmp_path: Path) -> None:
+    """A run started from a flat config writes the flat keys and a default-filled ``unet`` into its
+    config.yaml; resuming with that file and --ckpt_path compares the flat values (folded into ``unet``, as
+    the checkpoint records them) with the checkpoint, not the default ``unet``."""
+    with pytest.warns(FutureWarning):
+        _fit(_flat_config(tmp_path), tmp_path / "run")
+    written = yaml.safe_load((tmp_path / "run" / "config.yaml").read_text())["model"]["init_args"]
+    assert written["block_out_channels"] == [16, 32] and "unet" in written  # what makes the case
+    with pytest.warns(FutureWarning):
+        cli = _fit(
+            tmp_path / "run" / "config.yaml",
+            tmp_path / "resumed",
+            "--ckpt_path",
+            str(tmp_path / "run" / "checkpoints" / "last.ckpt"),
+            "--trainer.max_epochs=2",
+        )
+    assert cli.model.hparams["unet"]["block_out_channels"] == (16, 32)
+    with pytest.raises(SystemExit, match=r"block_out_channels .* cannot change"):
+        _fit(
+            tmp_path / "run" / "config.yaml",
+            tmp_path / "changed",
+            "--ckpt_path",
+            str(tmp_path / "run" / "checkpoints" / "last.ckpt"),
+            "--model.init_args.block_out_channels=[16,16]",
+        )
+
+
 def test_an_old_flat_checkpoint_resumes_with_the_new_and_the_old_config(tmp_path: Path) -> None:
     _fit(TINY_DDPM, tmp_path / "run")
     checkpoint = torch.load(tmp_path / "run" / "checkpoints" / "last.ckpt", weights_only=True)
