@@ -18,13 +18,21 @@ from rezdiff.models import DDPM, DVDP, INFD
 from tests.models.test_infd_latent import TINY, _tiny_autoencoder_config
 
 pytestmark = pytest.mark.usefixtures("single_thread")
-UNET = dict(block_out_channels=(16, 32), layers_per_block=1, attention_levels=(1,), attention_head_dim=16)
+UNET = dict(
+    unet=dict(
+        block_out_channels=(16, 32),
+        layers_per_block=1,
+        attention_levels=(1,),
+        attention_head_dim=16,
+        norm_num_groups=8,
+    )
+)
 
 
 def _ddpm(**options) -> DDPM:
     torch.manual_seed(0)
     options = {"sample_steps": 8, **options}
-    model = DDPM(image_size=8, channels=3, norm_num_groups=8, num_train_steps=40, **UNET, **options)
+    model = DDPM(image_size=8, channels=3, num_train_steps=40, **UNET, **options)
     # an EMA that differs from the raw weights, so exporting the wrong copy is visible
     for p in model.ema.module.parameters():
         p.data.add_(0.05 * torch.randn_like(p))
@@ -91,7 +99,7 @@ def test_infd_latent_unet_and_scheduler_give_the_model_latents(tmp_path: Path) -
 
 
 def test_to_diffusers_refuses_other_families(tmp_path: Path) -> None:
-    model = DVDP(image_size=8, **UNET, norm_num_groups=8)
+    model = DVDP(image_size=8, **UNET)
     with pytest.raises(ValueError, match="DVDP has no diffusers equivalent"):
         to_diffusers(model, tmp_path)
 

@@ -124,11 +124,13 @@ def test_guidance_pulls_toward_the_target() -> None:
 
 # ---------------------------------------------------------------------------------- INFD box guidance
 TINY_UNET = dict(
-    block_out_channels=(16, 32),
-    layers_per_block=1,
-    attention_levels=(1,),
-    attention_head_dim=16,
-    norm_num_groups=8,
+    unet=dict(
+        block_out_channels=(16, 32),
+        layers_per_block=1,
+        attention_levels=(1,),
+        attention_head_dim=16,
+        norm_num_groups=8,
+    ),
     num_train_steps=100,
     sample_steps=4,
     ema={"decay": 0.0},
