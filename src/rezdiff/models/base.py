@@ -103,7 +103,8 @@ class DiffusionModule(pl.LightningModule, ABC):
         init_args}`` spec or a callable taking the parameters); ``lr_scheduler``: a spec or callable taking
         the (first) optimiser, None for a constant rate; ``ema``: the EMA settings, None for no EMA;
         ``unet``: a family's U-Net settings (``self.unet_settings``), with ``former_unet_arguments`` the
-        deprecated flat arguments it was given (None where not given; :meth:`_unet_settings`)."""
+        deprecated flat arguments it was given, read by the names of :data:`UNET_SETTINGS` (the
+        constructor's ``locals()``; None where not given; :meth:`_unet_settings`)."""
         super().__init__()
         if set(optimizers) != set(self.optimizer_arguments):
             raise ValueError(
@@ -170,7 +171,7 @@ class DiffusionModule(pl.LightningModule, ABC):
         if isinstance(unet, Mapping):
             unet = {**default.as_dict(), **unet}
         settings = UNetSettings.of(unet)
-        given = {key: value for key, value in former.items() if value is not None}
+        given = {key: former[key] for key in UNET_SETTINGS if former.get(key) is not None}
         if not given:
             return settings
         if settings != default:

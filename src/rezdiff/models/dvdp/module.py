@@ -89,14 +89,7 @@ class DVDP(DiffusionModule):
             lr_scheduler=lr_scheduler,
             ema=ema,
             unet=unet,
-            former_unet_arguments={
-                "block_out_channels": block_out_channels,
-                "layers_per_block": layers_per_block,
-                "attention_levels": attention_levels,
-                "attention_head_dim": attention_head_dim,
-                "dropout": dropout,
-                "norm_num_groups": norm_num_groups,
-            },
+            former_unet_arguments=locals(),  # the deprecated flat U-Net keywords, read by name
         )
         self.save_hyperparameters()
         self.network = UNet(
