@@ -11,7 +11,7 @@ in its own folder ``build/mutation/<subset>/`` (mutmut keeps its state, ``mutant
 from, so subsets do not disturb each other and a rerun only tests mutants of functions that changed). That
 folder holds a copy of ``src`` (the subset's modules with the ``__init__`` pragma mutmut needs and
 ``@torch.no_grad()`` moved into the body so that mutmut mutates the method, see :func:`mutable_copy`),
-a link to ``tests``, a copy of ``setup.cfg`` (the pytest settings) and a
+links to ``tests`` and ``configs``, a copy of ``setup.cfg`` (the pytest settings) and a
 ``pyproject.toml`` whose ``[tool.mutmut]`` is the repository's with ``only_mutate`` set to the subset's
 modules and the test selection set to the union of their test files (:data:`MODULE_TESTS`). mutmut runs
 that selection once to learn which tests call which function, then runs each mutant against only those
@@ -504,9 +504,10 @@ def check_mutable(source: str, module: str) -> list[str]:
 def prepare(folder: Path, modules: list[str], tests: list[str]) -> None:
     """Lay out ``folder`` for mutmut: links to src and tests, setup.cfg, and the subset's pyproject.toml."""
     folder.mkdir(parents=True, exist_ok=True)
-    link = folder / "tests"
-    if not link.is_symlink():
-        link.symlink_to(os.path.relpath(REPO / "tests", folder))
+    for name in ("tests", "configs"):  # the tests read the paper configs by relative path
+        link = folder / name
+        if not link.is_symlink():
+            link.symlink_to(os.path.relpath(REPO / name, folder))
     # a copy of src, not a link: the subset's modules get the __init__ pragma mutmut needs (the package's
     # own files stay free of it); files already equal are left untouched (mutmut compares contents)
     copy = folder / "src"
@@ -529,6 +530,8 @@ def prepare(folder: Path, modules: list[str], tests: list[str]) -> None:
         **base,
         "only_mutate": [f"src/{m}" for m in modules],
         "pytest_add_cli_args_test_selection": tests,
+        # mutmut runs the tests from its mutants/ folder, into which it copies tests/ but not configs/
+        "also_copy": [*base.get("also_copy", []), "configs"],
     }
     body = "\n".join(f"{key} = {json.dumps(value)}" for key, value in config.items())
     text = f"# written by benchmarks/mutation.py\n[tool.mutmut]\n{body}\n"

@@ -105,6 +105,7 @@ def test_prepare_writes_the_subset_config(tmp_path: Path) -> None:
     assert config["only_mutate"] == ["src/rezdiff/core/ema.py"]
     assert config["pytest_add_cli_args_test_selection"] == ["tests/core/test_ema.py"]
     assert config["process_isolation"] == "forkserver"  # the repository's settings carried over
+    assert config["also_copy"] == ["configs"] and (tmp_path / "configs").is_symlink()
     assert (tmp_path / "src" / "rezdiff" / "core" / "ema.py").exists() and (tmp_path / "setup.cfg").exists()
     # src is a copy whose subset modules carry the __init__ pragma; the package's own file does not
     module = "rezdiff/models/infd/latent.py"

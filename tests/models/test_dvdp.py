@@ -46,6 +46,13 @@ def test_clear_errors_for_bad_sizes() -> None:
         DVDP(**TINY, lambda_end=0.99)
 
 
+def test_loss_names_the_channel_mismatch() -> None:
+    """The error names both channel counts (the data's is axis 1 of [B, C, H, W], not axis 2)."""
+    model = DVDP(**TINY)
+    with pytest.raises(ValueError, match=r"^DVDP was built for 3 channels, the data has 1$"):
+        model.loss(FieldBatch(image=torch.zeros(2, 1, 16, 16)), torch.Generator().manual_seed(0))
+
+
 def test_per_batch_stage_sampling_draws_one_stage() -> None:
     model = DVDP(**TINY, stage_sampling="per_batch", ema={"decay": 0.0})
     seen = set()
@@ -182,3 +189,28 @@ def test_sample_uses_ema_weights_by_default() -> None:
     raw = model.sample(1, 16, steps=2, generator=torch.Generator().manual_seed(0), use_ema=False)
     torch.testing.assert_close(default, ema, rtol=0, atol=0)
     assert not torch.allclose(default, raw)
+
+
+def test_loss_draws_timesteps_and_noise_on_the_datas_device_and_dtype(monkeypatch) -> None:
+    """``t`` goes to the data's device and each stage's noise is drawn on it in the data's dtype (a CUDA
+    batch trains on CUDA; on a CPU-only machine only the arguments show it)."""
+    import rezdiff.models.dvdp.module as dvdp_module
+
+    draws: list[tuple[object, object]] = []
+    real_timesteps, real_randn = dvdp_module.sample_timesteps, dvdp_module.randn
+
+    def recording_timesteps(*args, **kwargs):
+        draws.append(("t", kwargs.get("device")))
+        return real_timesteps(*args, **kwargs)
+
+    def recording_randn(shape, generator=None, device=None, dtype=torch.float32):
+        draws.append((device, dtype))
+        return real_randn(shape, generator, device, dtype)
+
+    monkeypatch.setattr(dvdp_module, "sample_timesteps", recording_timesteps)
+    monkeypatch.setattr(dvdp_module, "randn", recording_randn)
+    model = DVDP(**{**TINY, "turning_points": (30, 60)})
+    model.network = WildEps()
+    x0 = torch.zeros(4, 3, 16, 16, dtype=torch.float64)
+    model.loss(FieldBatch(image=x0), torch.Generator().manual_seed(3))  # stages 2, 1, 1, 2
+    assert draws == [("t", x0.device), (x0.device, torch.float64), (x0.device, torch.float64)]
