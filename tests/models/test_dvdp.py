@@ -152,15 +152,16 @@ def _reference_loss(
 def test_loss_is_eq_12_written_out_per_example(per_batch: bool) -> None:
     """Exact reference: each example's mean squared error at its own stage's resolution, then the batch mean.
 
-    Seeds are chosen so a stage is missing from the batch (the loop must skip it and go on) and, per batch,
-    the drawn stage is not the first one.
+    The seed is chosen so a stage is missing from the batch (the loop must skip it and go on) and, per batch,
+    the drawn stage is not the first one and is the first example's, not the second's.
     """
     model = DVDP(
         **{**TINY, "turning_points": (30, 60)}, stage_sampling="per_batch" if per_batch else "per_example"
     )
     model.network = WildEps()
     x0 = torch.rand(4, 3, 16, 16, generator=torch.Generator().manual_seed(0)) * 2 - 1
-    seed = 0 if per_batch else 3  # per example: stages 2, 1, 1, 2; per batch: stage 1
+    # t's stages are 2, 1, 1, 2: per example all of them; per batch t[0]'s, stage 2 (t[1]'s would differ)
+    seed = 3
     expected, stages = _reference_loss(model, x0, seed, per_batch)
     assert 0 not in stages and len(stages) < 3
     loss = model.loss(FieldBatch(image=x0), torch.Generator().manual_seed(seed))
@@ -214,3 +215,20 @@ def test_loss_draws_timesteps_and_noise_on_the_datas_device_and_dtype(monkeypatc
     x0 = torch.zeros(4, 3, 16, 16, dtype=torch.float64)
     model.loss(FieldBatch(image=x0), torch.Generator().manual_seed(3))  # stages 2, 1, 1, 2
     assert draws == [("t", x0.device), (x0.device, torch.float64), (x0.device, torch.float64)]
+
+
+def test_per_batch_stage_draw_uses_the_generators_device(monkeypatch) -> None:
+    """The per-batch ``t`` is drawn where the generator lives (a CUDA generator cannot draw on the CPU)."""
+    devices: list[object] = []
+    real = torch.randint
+
+    def recording_randint(*args, **kwargs):
+        devices.append(kwargs.get("device"))
+        return real(*args, **kwargs)
+
+    model = DVDP(**{**TINY, "turning_points": (30, 60)}, stage_sampling="per_batch")
+    model.network = WildEps()
+    monkeypatch.setattr(torch, "randint", recording_randint)
+    generator = torch.Generator().manual_seed(0)
+    model.loss(FieldBatch(image=torch.zeros(2, 3, 16, 16)), generator)
+    assert devices == [generator.device, generator.device]  # sample_timesteps' draw, then the stage's
