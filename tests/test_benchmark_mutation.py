@@ -155,11 +155,18 @@ def test_family_subsets_run_their_oracle_tests_and_a_narrowed_selection_stays_in
         return {t for m in mutation.modules_of(mutation.SUBSETS[subset]) for t in mutation.tests_for(m)}
 
     start, seeds = "tests/models/test_sampling_start.py", "tests/models/test_sampling_seeds.py"
+    defaults = "tests/models/test_sample_defaults.py"
     expected = {
         "dvdp": {"tests/models/test_oracle_ddpm_dvdp.py", start, seeds},
-        "multilevel": {"tests/models/test_oracle_multilevel.py", start, seeds},
-        "infty_diff": {"tests/models/test_oracle_infty_diff.py", start, seeds},
-        "infd": {"tests/models/test_oracle_infd.py", "tests/models/test_infd_objective.py", start, seeds},
+        "multilevel": {"tests/models/test_oracle_multilevel.py", start, seeds, defaults},
+        "infty_diff": {"tests/models/test_oracle_infty_diff.py", start, seeds, defaults},
+        "infd": {
+            "tests/models/test_oracle_infd.py",
+            "tests/models/test_infd_objective.py",
+            start,
+            seeds,
+            defaults,
+        },
     }
     for subset, files in expected.items():
         assert files <= tests_of(subset), subset

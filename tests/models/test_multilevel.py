@@ -248,14 +248,3 @@ def test_paper_configs_train_on_an_image_folder(config: str, tmp_path: Path) -> 
         ]  # the epoch mean of two steps at 32² and two at 64²
     assert torch.isfinite(model.sample(1, 56, steps=2)).all()
 
-
-def test_sample_uses_ema_weights_by_default() -> None:
-    model = MultilevelSDE(**TINY, ema={"decay": 0.5, "warmup": False})
-    with torch.no_grad():
-        for p in model.network.parameters():
-            p.add_(0.1 * torch.randn_like(p))  # the raw weights move, the EMA copy does not
-    default = model.sample(1, 16, steps=2, generator=torch.Generator().manual_seed(0))
-    ema = model.sample(1, 16, steps=2, generator=torch.Generator().manual_seed(0), use_ema=True)
-    raw = model.sample(1, 16, steps=2, generator=torch.Generator().manual_seed(0), use_ema=False)
-    torch.testing.assert_close(default, ema, rtol=0, atol=0)
-    assert not torch.allclose(default, raw)
