@@ -529,6 +529,20 @@ def test_latent_loss_by_hand() -> None:
     assert 5 <= sum(flips) <= 35  # mirrored about half the time
 
 
+def test_latent_loss_flip_is_drawn_from_the_loss_generator() -> None:
+    """Whether an image is mirrored comes from the generator handed to ``loss`` (as t and the noise do), so
+    one seed gives one loss whatever the global RNG holds."""
+    model = latent_model()
+    batch, encoder = latent_batch(4, seed=8, symmetric=False)
+    model.stage1.network.encoder = encoder
+    for seed in range(6):
+        losses = []
+        for global_seed in (1, 2):
+            torch.manual_seed(global_seed)
+            losses.append(float(model.loss(batch, torch.Generator().manual_seed(seed))))
+        assert losses[0] == losses[1], (seed, losses)
+
+
 def test_latent_statistics_by_hand() -> None:
     """Per-dimension mean and unbiased std over the codes of the images and their mirror images, at most
     ``stats_max_images`` images; ``flip=False`` uses the images alone."""
