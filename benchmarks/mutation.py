@@ -90,6 +90,7 @@ MODULE_TESTS: dict[str, list[str]] = {
         "tests/models/test_multilevel_sanity.py",
         "tests/models/test_oracle_multilevel.py",
         "tests/models/test_sampling_start.py",
+        "tests/models/test_sample_defaults.py",
         "tests/models/test_sampling_seeds.py",
     ],
     "rezdiff/models/infty_diff/*.py": [
@@ -97,6 +98,7 @@ MODULE_TESTS: dict[str, list[str]] = {
         "tests/models/test_infty_diff_network.py",
         "tests/models/test_oracle_infty_diff.py",
         "tests/models/test_sampling_start.py",
+        "tests/models/test_sample_defaults.py",
         "tests/models/test_sampling_seeds.py",
     ],
     "rezdiff/models/infd/*.py": [
@@ -105,6 +107,7 @@ MODULE_TESTS: dict[str, list[str]] = {
         "tests/models/test_infd_objective.py",
         "tests/models/test_oracle_infd.py",
         "tests/models/test_sampling_start.py",
+        "tests/models/test_sample_defaults.py",
         "tests/models/test_sampling_seeds.py",
     ],
     "rezdiff/inverse/guidance.py": ["tests/inverse/test_guidance.py"],

@@ -113,9 +113,10 @@ def test_train_resolution_resizes_only_a_batch_of_another_size_and_refuses_non_s
     model.loss(synthetic_batch(2, 16), torch.Generator().manual_seed(0))
     model.loss(synthetic_batch(2, 32), torch.Generator().manual_seed(0))
     assert resized == [16]  # the 32² batch only
-    tall = FieldBatch(image=torch.zeros(2, 3, 16, 8))
-    with pytest.raises(ValueError, match=r"cannot train at 16x16 on \(16, 8\) data"):
-        model.loss(tall, torch.Generator().manual_seed(0))
+    for height, width in ((16, 8), (8, 32)):  # larger than the level; smaller than it but not square
+        batch = FieldBatch(image=torch.zeros(2, 3, height, width))
+        with pytest.raises(ValueError, match=rf"cannot train at 16x16 on \({height}, {width}\) data"):
+            model.loss(batch, torch.Generator().manual_seed(0))
 
 
 @pytest.mark.parametrize("boundary", ["periodic", "reflect"])
