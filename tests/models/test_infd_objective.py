@@ -168,6 +168,8 @@ def test_adaptive_weight_by_hand_and_its_default_cap() -> None:
     layer = torch.ones(4, requires_grad=True)
     weight = adaptive_weight((2.0 * layer).sum(), layer.sum(), layer)  # gradient norms 4 and 2
     assert float(weight) == pytest.approx(4.0 / (2.0 + 1e-4), rel=1e-6) and not weight.requires_grad
+    small = adaptive_weight(layer.sum(), (2.0 * layer).sum(), layer)  # below 1: no floor but 0
+    assert float(small) == pytest.approx(2.0 / (4.0 + 1e-4), rel=1e-6)
     capped = adaptive_weight((1e3 * layer).sum(), (1e-6 * layer).sum(), layer)  # ratio ~2e7
     assert float(capped) == 1e4
 
