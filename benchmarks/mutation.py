@@ -9,7 +9,9 @@
 Needs the ``dev`` extra (``pip install -c constraints.txt -e ".[dev]"``); not run by CI. Each subset runs
 in its own folder ``build/mutation/<subset>/`` (mutmut keeps its state, ``mutants/``, in the folder it runs
 from, so subsets do not disturb each other and a rerun only tests mutants of functions that changed). That
-folder holds links to ``src`` and ``tests``, a copy of ``setup.cfg`` (the pytest settings) and a
+folder holds a copy of ``src`` (the subset's modules with the ``__init__`` pragma mutmut needs and
+``@torch.no_grad()`` moved into the body so that mutmut mutates the method, see :func:`mutable_copy`),
+links to ``tests`` and ``configs``, a copy of ``setup.cfg`` (the pytest settings) and a
 ``pyproject.toml`` whose ``[tool.mutmut]`` is the repository's with ``only_mutate`` set to the subset's
 modules and the test selection set to the union of their test files (:data:`MODULE_TESTS`). mutmut runs
 that selection once to learn which tests call which function, then runs each mutant against only those
@@ -73,19 +75,41 @@ MODULE_TESTS: dict[str, list[str]] = {
     ],
     "rezdiff/core/pyramid.py": ["tests/core/test_pyramid.py", "tests/models/test_oracle_ddpm_dvdp.py"],
     "rezdiff/core/schedules.py": ["tests/core/test_schedules.py", "tests/core/test_gaussian.py"],
-    # the exact-oracle tests and the wiring tests (sample == core sampler); test_sampling_start.py is left
-    # out to keep a run within an hour on 2 shared cores
+    # the exact-oracle tests (sample laws, loss minima, objective terms by hand), the wiring tests
+    # (sample == core sampler) and the start-time and per-image-seed tests of the family's sample();
+    # DDPM leaves test_sampling_start.py out to keep its run within an hour on 2 shared cores
     "rezdiff/models/ddpm/module.py": ["tests/models/test_oracle_ddpm_dvdp.py", "tests/models/test_ddpm.py"],
-    "rezdiff/models/dvdp/module.py": ["tests/models/test_oracle_ddpm_dvdp.py", "tests/models/test_dvdp.py"],
+    "rezdiff/models/dvdp/module.py": [
+        "tests/models/test_oracle_ddpm_dvdp.py",
+        "tests/models/test_dvdp.py",
+        "tests/models/test_sampling_start.py",
+        "tests/models/test_sampling_seeds.py",
+    ],
     "rezdiff/models/multilevel/*.py": [
         "tests/models/test_multilevel.py",
         "tests/models/test_multilevel_sanity.py",
+        "tests/models/test_oracle_multilevel.py",
+        "tests/models/test_sampling_start.py",
+        "tests/models/test_sample_defaults.py",
+        "tests/models/test_sampling_seeds.py",
     ],
     "rezdiff/models/infty_diff/*.py": [
         "tests/models/test_infty_diff.py",
         "tests/models/test_infty_diff_network.py",
+        "tests/models/test_oracle_infty_diff.py",
+        "tests/models/test_sampling_start.py",
+        "tests/models/test_sample_defaults.py",
+        "tests/models/test_sampling_seeds.py",
     ],
-    "rezdiff/models/infd/*.py": ["tests/models/test_infd_autoencoder.py", "tests/models/test_infd_latent.py"],
+    "rezdiff/models/infd/*.py": [
+        "tests/models/test_infd_autoencoder.py",
+        "tests/models/test_infd_latent.py",
+        "tests/models/test_infd_objective.py",
+        "tests/models/test_oracle_infd.py",
+        "tests/models/test_sampling_start.py",
+        "tests/models/test_sample_defaults.py",
+        "tests/models/test_sampling_seeds.py",
+    ],
     "rezdiff/inverse/guidance.py": ["tests/inverse/test_guidance.py"],
     "rezdiff/inverse/infty_diff.py": ["tests/inverse/test_infty_diff_inverse.py"],
     "rezdiff/nn/sparse.py": ["tests/nn/test_sparse.py"],
@@ -159,6 +183,21 @@ def tests_for(module: str) -> list[str]:
         if fnmatch.fnmatch(module, pattern):
             return tests
     raise ValueError(f"no tests mapped for {module}: add it to MODULE_TESTS in benchmarks/mutation.py")
+
+
+def narrowed(tests: list[str], chosen: list[str]) -> list[str]:
+    """``chosen`` (files or node ids) if each lies in one of ``tests``, else ``tests``; raise for a stray one.
+
+    A narrower selection makes mutmut's instrumented run shorter; it stays within the mapped files so that a
+    subset's score is never taken against tests of another module.
+    """
+    for item in chosen:
+        if item.split("::", 1)[0] not in tests:
+            raise ValueError(
+                f"--tests {item!r} is not in this subset's test files ({', '.join(tests)}): "
+                "name one of those files or a node id inside one"
+            )
+    return list(chosen) or tests
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -331,33 +370,129 @@ def markdown(subset: str, date: str, scores: list[ModuleScore], settings: dict[s
     return "\n".join(lines).rstrip() + "\n"
 
 
-def check_mutable(source: str, module: str) -> list[str]:
-    """Names of the functions mutmut will leave alone (decorated ones); raise for what breaks its run.
+PRAGMA = "# pragma: no mutate block"
 
-    mutmut 3 copies each mutated function out of its class; a copied ``__init__`` that calls
-    ``save_hyperparameters()`` records no hyperparameters, and the tests that read them fail before any
-    mutant runs. Such an ``__init__`` needs ``# pragma: no mutate block`` on its ``def`` line's end.
-    Functions with a decorator other than ``staticmethod``/``classmethod`` (e.g. ``@torch.no_grad()``)
-    are not mutated at all: put the context in the body to have them tested.
-    """
+
+def _trampoline_breakers(source: str) -> list[int]:
+    """0-based indices of the ``def`` header lines (their last line) of every ``__init__`` that calls
+    ``save_hyperparameters()`` without ``# pragma: no mutate`` in its header."""
     import ast
 
     lines = source.splitlines()
-    skipped: list[str] = []
+    found: list[int] = []
     for node in ast.walk(ast.parse(source)):
-        if not isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+        if not isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef) or node.name != "__init__":
             continue
-        header = "\n".join(lines[node.lineno - 1 : node.body[0].lineno - 1])
+        header = lines[node.lineno - 1 : node.body[0].lineno - 1]
         calls = {
             c.func.attr
             for c in ast.walk(node)
             if isinstance(c, ast.Call) and isinstance(c.func, ast.Attribute)
         }
-        if node.name == "__init__" and "save_hyperparameters" in calls and "pragma: no mutate" not in header:
-            raise ValueError(
-                f"{module}:{node.lineno}: __init__ calls save_hyperparameters(), which records nothing in "
-                "mutmut's copy: end its def line with `# pragma: no mutate block`"
-            )
+        if "save_hyperparameters" in calls and "pragma: no mutate" not in "\n".join(header):
+            last = max(i for i, line in enumerate(header) if line.split("#", 1)[0].rstrip().endswith(":"))
+            found.append(node.lineno - 1 + last)
+    return found
+
+
+def with_init_pragma(source: str) -> str:
+    """``source`` with ``# pragma: no mutate block`` ending the header of every ``__init__`` that needs it.
+
+    mutmut 3 copies each mutated function out of its class; a copied ``__init__`` that calls
+    ``save_hyperparameters()`` records no hyperparameters, and the tests that read them fail before any
+    mutant runs. :func:`prepare` applies this to the mutation folder's copy of the sources, so that the
+    package itself needs no mutmut comments (such an ``__init__`` is then not mutated).
+    """
+    lines = source.splitlines(keepends=True)
+    for index in _trampoline_breakers(source):
+        body = lines[index].rstrip("\r\n")
+        lines[index] = f"{body}  {PRAGMA}" + lines[index][len(body) :]
+    return "".join(lines)
+
+
+def _is_no_grad(decorator: Any) -> bool:
+    """Whether a decorator node is ``torch.no_grad()`` (called, no arguments)."""
+    import ast
+
+    return (
+        isinstance(decorator, ast.Call)
+        and not decorator.args
+        and not decorator.keywords
+        and ast.unparse(decorator.func) == "torch.no_grad"
+    )
+
+
+def without_no_grad_decorators(source: str) -> str:
+    """``source`` with every ``@torch.no_grad()`` method turned into one whose body runs in ``with
+    torch.no_grad():`` (after the docstring): the same behaviour, but mutmut mutates it.
+
+    mutmut leaves decorated functions alone, and most families' ``sample()`` carries this decorator.
+    Applied to the mutation folder's copy only. A function whose body holds a multi-line string (whose
+    text the extra indentation would change) or that is a generator is left decorated.
+    """
+    import ast
+
+    lines = source.splitlines(keepends=True)
+    edits: list[tuple[int, int, int]] = []  # (decorator line, first body line, last body line), 0-based
+    for node in ast.walk(ast.parse(source)):
+        if not isinstance(node, ast.FunctionDef) or len(node.decorator_list) != 1:
+            continue
+        if not _is_no_grad(node.decorator_list[0]):
+            continue
+        body = node.body
+        docstring = isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant)
+        statements = body[1:] if docstring else body
+        inner = [n for s in statements for n in ast.walk(s)]
+        multiline = any(
+            isinstance(n, ast.Constant) and isinstance(n.value, str) and n.lineno != n.end_lineno
+            for n in inner
+        )
+        generator = any(
+            isinstance(n, ast.Yield | ast.YieldFrom)
+            for n in inner
+            if not isinstance(n, ast.FunctionDef | ast.Lambda)
+        )
+        if not statements or multiline or generator:
+            continue
+        decorator = node.decorator_list[0]
+        if decorator.lineno != decorator.end_lineno:
+            continue
+        edits.append((decorator.lineno - 1, statements[0].lineno - 1, node.end_lineno - 1))
+    for decorator, first, last in sorted(edits, reverse=True):
+        indent = lines[first][: len(lines[first]) - len(lines[first].lstrip())]
+        block = [("    " + line if line.strip() else line) for line in lines[first : last + 1]]
+        opening = f"{indent}with torch.no_grad():  # @torch.no_grad() unwrapped for mutmut\n"
+        lines[first : last + 1] = [opening, *block]
+        del lines[decorator]
+    return "".join(lines)
+
+
+def mutable_copy(source: str) -> str:
+    """The text :func:`prepare` writes for a subset's module: :func:`with_init_pragma` and
+    :func:`without_no_grad_decorators` applied; the package's own files are never changed."""
+    return with_init_pragma(without_no_grad_decorators(source))
+
+
+def check_mutable(source: str, module: str) -> list[str]:
+    """Names of the functions mutmut will leave alone (decorated ones); raise for what breaks its run.
+
+    An ``__init__`` that calls ``save_hyperparameters()`` breaks it unless its header carries
+    ``# pragma: no mutate block`` (see :func:`with_init_pragma`, which the mutation folder's copy gets).
+    Functions with a decorator other than ``staticmethod``/``classmethod`` (e.g. ``@torch.no_grad()``)
+    are not mutated at all: put the context in the body to have them tested.
+    """
+    import ast
+
+    broken = _trampoline_breakers(source)
+    if broken:
+        raise ValueError(
+            f"{module}:{broken[0] + 1}: __init__ calls save_hyperparameters(), which records nothing in "
+            f"mutmut's copy: end its def line with `{PRAGMA}`"
+        )
+    skipped: list[str] = []
+    for node in ast.walk(ast.parse(source)):
+        if not isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+            continue
         plain = {"staticmethod", "classmethod"}
         if any(not (isinstance(d, ast.Name) and d.id in plain) for d in node.decorator_list):
             skipped.append(node.name)
@@ -372,16 +507,34 @@ def check_mutable(source: str, module: str) -> list[str]:
 def prepare(folder: Path, modules: list[str], tests: list[str]) -> None:
     """Lay out ``folder`` for mutmut: links to src and tests, setup.cfg, and the subset's pyproject.toml."""
     folder.mkdir(parents=True, exist_ok=True)
-    for name in ("src", "tests"):
+    for name in ("tests", "configs"):  # the tests read the paper configs by relative path
         link = folder / name
         if not link.is_symlink():
             link.symlink_to(os.path.relpath(REPO / name, folder))
+    # a copy of src, not a link: the subset's modules get the __init__ pragma mutmut needs (the package's
+    # own files stay free of it); files already equal are left untouched (mutmut compares contents)
+    copy = folder / "src"
+    if copy.is_symlink():
+        copy.unlink()
+    for source in (REPO / "src").rglob("*"):
+        module = str(source.relative_to(REPO / "src"))
+        if not source.is_file() or "__pycache__" in source.parts or ".egg-info" in module:
+            continue
+        data = source.read_bytes()
+        if module in modules:
+            data = mutable_copy(data.decode()).encode()
+        target = copy / module
+        if not target.exists() or target.read_bytes() != data:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_bytes(data)
     (folder / "setup.cfg").write_text((REPO / "setup.cfg").read_text())
     base = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["mutmut"]
     config = {
         **base,
         "only_mutate": [f"src/{m}" for m in modules],
         "pytest_add_cli_args_test_selection": tests,
+        # mutmut runs the tests from its mutants/ folder, into which it copies tests/ but not configs/
+        "also_copy": [*base.get("also_copy", []), "configs"],
     }
     body = "\n".join(f"{key} = {json.dumps(value)}" for key, value in config.items())
     text = f"# written by benchmarks/mutation.py\n[tool.mutmut]\n{body}\n"
@@ -476,6 +629,13 @@ def main(args: list[str] | None = None) -> int:
     parser.add_argument(
         "--workers", type=int, default=1, help="mutmut's --max-children (default 1: shared machine)"
     )
+    parser.add_argument(
+        "--tests",
+        nargs="+",
+        default=[],
+        help="test files or node ids (within the subset's test files) instead of all of them: narrows a "
+        "slow instrumented run to the tests that reach the --functions",
+    )
     parser.add_argument("--nice", type=int, default=15)
     parser.add_argument(
         "--report-only", action="store_true", help="only rebuild the result files from the last run"
@@ -501,10 +661,10 @@ def main(args: list[str] | None = None) -> int:
         if not options.modules and subset not in SUBSETS:
             parser.error(f"unknown subset {subset!r}: choose from {', '.join(SUBSETS)} or give --modules")
         modules = modules_of(options.modules or SUBSETS[subset])
-        tests = sorted({t for m in modules for t in tests_for(m)})
+        tests = narrowed(sorted({t for m in modules for t in tests_for(m)}), options.tests)
         wall = "not measured (--report-only)"
         for module in modules:
-            skipped = check_mutable((REPO / "src" / module).read_text(), module)
+            skipped = check_mutable(mutable_copy((REPO / "src" / module).read_text()), module)
             if skipped:
                 print(f"{module}: not mutated (decorated): {', '.join(skipped)}")
         if not options.report_only:

@@ -105,7 +105,15 @@ def test_prepare_writes_the_subset_config(tmp_path: Path) -> None:
     assert config["only_mutate"] == ["src/rezdiff/core/ema.py"]
     assert config["pytest_add_cli_args_test_selection"] == ["tests/core/test_ema.py"]
     assert config["process_isolation"] == "forkserver"  # the repository's settings carried over
+    assert config["also_copy"] == ["configs"] and (tmp_path / "configs").is_symlink()
     assert (tmp_path / "src" / "rezdiff" / "core" / "ema.py").exists() and (tmp_path / "setup.cfg").exists()
+    # src is a copy whose subset modules carry the __init__ pragma; the package's own file does not
+    module = "rezdiff/models/infd/latent.py"
+    mutation.prepare(tmp_path, [module], ["tests/models/test_oracle_infd.py"])
+    copied, original = (tmp_path / "src" / module).read_text(), (REPO / "src" / module).read_text()
+    assert not (tmp_path / "src").is_symlink() and "pragma: no mutate" not in original
+    assert copied == mutation.mutable_copy(original) != original
+    assert (tmp_path / "src" / "rezdiff" / "py.typed").exists()
     assert json.dumps(config)  # plain values only
 
 
@@ -126,6 +134,87 @@ def test_check_mutable_names_decorated_functions_and_rejects_a_trampolined_init(
     assert mutation.check_mutable(source.format(pragma="  # pragma: no mutate block"), "m.py") == ["sample"]
     with pytest.raises(ValueError, match=r"m.py:2: __init__ .*# pragma: no mutate block"):
         mutation.check_mutable(source.format(pragma=""), "m.py")
-    # the modules of the subsets already run pass the check
-    for module in mutation.modules_of(mutation.SUBSETS["ddpm_dvdp"] + mutation.SUBSETS["core"]):
-        mutation.check_mutable((REPO / "src" / module).read_text(), module)
+    # the mutation folder's copy gets the pragma; the rest of the source is unchanged
+    patched = mutation.with_init_pragma(source.format(pragma=""))
+    assert patched == source.format(pragma="  # pragma: no mutate block")
+    assert mutation.with_init_pragma(patched) == patched
+    assert mutation.check_mutable(patched, "m.py") == ["sample"]
+    # a multi-line header gets it on its last line, after any comment there
+    header = "class M:\n    def __init__(\n        self, a\n    ) -> None:  # noqa\n"
+    header += "        self.save_hyperparameters()\n"
+    last = mutation.with_init_pragma(header).splitlines()[3]
+    assert last == "    ) -> None:  # noqa  # pragma: no mutate block"
+    # every module of every subset passes the check once patched
+    for patterns in mutation.SUBSETS.values():
+        for module in mutation.modules_of(patterns):
+            mutation.check_mutable(mutation.with_init_pragma((REPO / "src" / module).read_text()), module)
+
+
+def test_family_subsets_run_their_oracle_tests_and_a_narrowed_selection_stays_inside_them() -> None:
+    def tests_of(subset: str) -> set[str]:
+        return {t for m in mutation.modules_of(mutation.SUBSETS[subset]) for t in mutation.tests_for(m)}
+
+    start, seeds = "tests/models/test_sampling_start.py", "tests/models/test_sampling_seeds.py"
+    defaults = "tests/models/test_sample_defaults.py"
+    expected = {
+        "dvdp": {"tests/models/test_oracle_ddpm_dvdp.py", start, seeds},
+        "multilevel": {"tests/models/test_oracle_multilevel.py", start, seeds, defaults},
+        "infty_diff": {"tests/models/test_oracle_infty_diff.py", start, seeds, defaults},
+        "infd": {
+            "tests/models/test_oracle_infd.py",
+            "tests/models/test_infd_objective.py",
+            start,
+            seeds,
+            defaults,
+        },
+    }
+    for subset, files in expected.items():
+        assert files <= tests_of(subset), subset
+    files = ["tests/models/test_dvdp.py", start]
+    assert mutation.narrowed(files, []) == files
+    assert mutation.narrowed(files, [f"{start}::test_x"]) == [f"{start}::test_x"]
+    with pytest.raises(ValueError, match="not in this subset's test files"):
+        mutation.narrowed(files, ["tests/models/test_ddpm.py"])
+
+
+def test_no_grad_methods_are_unwrapped_into_a_block_that_behaves_the_same() -> None:
+    import torch
+
+    source = (
+        "import torch\n"
+        "\n"
+        "class M:\n"
+        "    @torch.no_grad()\n"
+        "    def sample(self, x):\n"
+        '        """Doc."""\n'
+        "        y = x * 2\n"
+        "\n"
+        "        return y.requires_grad, torch.is_grad_enabled()\n"
+        "\n"
+        "    @torch.no_grad()\n"
+        "    def kept(self):\n"
+        '        return """a\n'
+        'b"""\n'
+    )
+    unwrapped = mutation.without_no_grad_decorators(source)
+    lines = unwrapped.splitlines()
+    assert lines[3:9] == [
+        "    def sample(self, x):",
+        '        """Doc."""',
+        "        with torch.no_grad():  # @torch.no_grad() unwrapped for mutmut",
+        "            y = x * 2",
+        "",
+        "            return y.requires_grad, torch.is_grad_enabled()",
+    ]
+    # a multi-line string would change with the indentation: that method keeps its decorator
+    assert mutation.check_mutable(unwrapped, "m.py") == ["kept"]
+    namespace: dict[str, object] = {}
+    exec(compile(unwrapped, "m.py", "exec"), namespace)
+    x = torch.ones(2, requires_grad=True)
+    assert namespace["M"]().sample(x) == (False, False)  # type: ignore[attr-defined]
+    assert namespace["M"]().kept() == "a\nb"  # type: ignore[attr-defined]
+    # the family modules' sample() methods become mutable
+    for subset in ("multilevel", "infty_diff", "infd"):
+        for module in mutation.modules_of(mutation.SUBSETS[subset]):
+            copy = mutation.mutable_copy((REPO / "src" / module).read_text())
+            assert "sample" not in mutation.check_mutable(copy, module), module

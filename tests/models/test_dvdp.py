@@ -46,6 +46,13 @@ def test_clear_errors_for_bad_sizes() -> None:
         DVDP(**TINY, lambda_end=0.99)
 
 
+def test_loss_names_the_channel_mismatch() -> None:
+    """The error names both channel counts (the data's is axis 1 of [B, C, H, W], not axis 2)."""
+    model = DVDP(**TINY)
+    with pytest.raises(ValueError, match=r"^DVDP was built for 3 channels, the data has 1$"):
+        model.loss(FieldBatch(image=torch.zeros(2, 1, 16, 16)), torch.Generator().manual_seed(0))
+
+
 def test_per_batch_stage_sampling_draws_one_stage() -> None:
     model = DVDP(**TINY, stage_sampling="per_batch", ema={"decay": 0.0})
     seen = set()
@@ -145,15 +152,16 @@ def _reference_loss(
 def test_loss_is_eq_12_written_out_per_example(per_batch: bool) -> None:
     """Exact reference: each example's mean squared error at its own stage's resolution, then the batch mean.
 
-    Seeds are chosen so a stage is missing from the batch (the loop must skip it and go on) and, per batch,
-    the drawn stage is not the first one.
+    The seed is chosen so a stage is missing from the batch (the loop must skip it and go on) and, per batch,
+    the drawn stage is not the first one and is the first example's, not the second's.
     """
     model = DVDP(
         **{**TINY, "turning_points": (30, 60)}, stage_sampling="per_batch" if per_batch else "per_example"
     )
     model.network = WildEps()
     x0 = torch.rand(4, 3, 16, 16, generator=torch.Generator().manual_seed(0)) * 2 - 1
-    seed = 0 if per_batch else 3  # per example: stages 2, 1, 1, 2; per batch: stage 1
+    # t's stages are 2, 1, 1, 2: per example all of them; per batch t[0]'s, stage 2 (t[1]'s would differ)
+    seed = 3
     expected, stages = _reference_loss(model, x0, seed, per_batch)
     assert 0 not in stages and len(stages) < 3
     loss = model.loss(FieldBatch(image=x0), torch.Generator().manual_seed(seed))
@@ -182,3 +190,45 @@ def test_sample_uses_ema_weights_by_default() -> None:
     raw = model.sample(1, 16, steps=2, generator=torch.Generator().manual_seed(0), use_ema=False)
     torch.testing.assert_close(default, ema, rtol=0, atol=0)
     assert not torch.allclose(default, raw)
+
+
+def test_loss_draws_timesteps_and_noise_on_the_datas_device_and_dtype(monkeypatch) -> None:
+    """``t`` goes to the data's device and each stage's noise is drawn on it in the data's dtype (a CUDA
+    batch trains on CUDA; on a CPU-only machine only the arguments show it)."""
+    import rezdiff.models.dvdp.module as dvdp_module
+
+    draws: list[tuple[object, object]] = []
+    real_timesteps, real_randn = dvdp_module.sample_timesteps, dvdp_module.randn
+
+    def recording_timesteps(*args, **kwargs):
+        draws.append(("t", kwargs.get("device")))
+        return real_timesteps(*args, **kwargs)
+
+    def recording_randn(shape, generator=None, device=None, dtype=torch.float32):
+        draws.append((device, dtype))
+        return real_randn(shape, generator, device, dtype)
+
+    monkeypatch.setattr(dvdp_module, "sample_timesteps", recording_timesteps)
+    monkeypatch.setattr(dvdp_module, "randn", recording_randn)
+    model = DVDP(**{**TINY, "turning_points": (30, 60)})
+    model.network = WildEps()
+    x0 = torch.zeros(4, 3, 16, 16, dtype=torch.float64)
+    model.loss(FieldBatch(image=x0), torch.Generator().manual_seed(3))  # stages 2, 1, 1, 2
+    assert draws == [("t", x0.device), (x0.device, torch.float64), (x0.device, torch.float64)]
+
+
+def test_per_batch_stage_draw_uses_the_generators_device(monkeypatch) -> None:
+    """The per-batch ``t`` is drawn where the generator lives (a CUDA generator cannot draw on the CPU)."""
+    devices: list[object] = []
+    real = torch.randint
+
+    def recording_randint(*args, **kwargs):
+        devices.append(kwargs.get("device"))
+        return real(*args, **kwargs)
+
+    model = DVDP(**{**TINY, "turning_points": (30, 60)}, stage_sampling="per_batch")
+    model.network = WildEps()
+    monkeypatch.setattr(torch, "randint", recording_randint)
+    generator = torch.Generator().manual_seed(0)
+    model.loss(FieldBatch(image=torch.zeros(2, 3, 16, 16)), generator)
+    assert devices == [generator.device, generator.device]  # sample_timesteps' draw, then the stage's

@@ -20,7 +20,7 @@ import torch
 
 from rezdiff.data import FieldBatch, FieldDataModule, MultiScalePatches, Synthetic
 from rezdiff.models import INFD, INFDAutoencoder
-from rezdiff.models.infd.autoencoder import hinge_d_loss
+from rezdiff.models.infd.autoencoder import adaptive_weight, hinge_d_loss
 from rezdiff.nn.autoencoder import VectorQuantizer
 from rezdiff.nn.perceptual import LPIPS, LaplacianL1, VGG16Features
 from tests.helpers import quiet_trainer
@@ -161,6 +161,17 @@ def test_hinge_critic_loss_by_hand() -> None:
     # relu(1 - real): 0, 0.5, 1.5, 0 -> mean 0.5; relu(1 + fake): 0, 0.7, 1.4, 2.5 -> mean 1.15
     assert float(hinge_d_loss(real, fake)) == pytest.approx((0.5 + 1.15) / 2)
     assert float(hinge_by_hand(real, fake)) == pytest.approx((0.5 + 1.15) / 2)
+
+
+def test_adaptive_weight_by_hand_and_its_default_cap() -> None:
+    """``||d rec / d layer|| / (||d gan / d layer|| + 1e-4)``, capped at 1e4 by default (LDM's), detached."""
+    layer = torch.ones(4, requires_grad=True)
+    weight = adaptive_weight((2.0 * layer).sum(), layer.sum(), layer)  # gradient norms 4 and 2
+    assert float(weight) == pytest.approx(4.0 / (2.0 + 1e-4), rel=1e-6) and not weight.requires_grad
+    small = adaptive_weight(layer.sum(), (2.0 * layer).sum(), layer)  # below 1: no floor but 0
+    assert float(small) == pytest.approx(2.0 / (4.0 + 1e-4), rel=1e-6)
+    capped = adaptive_weight((1e3 * layer).sum(), (1e-6 * layer).sum(), layer)  # ratio ~2e7
+    assert float(capped) == 1e4
 
 
 def test_optimisers_own_exactly_the_generator_and_the_critic() -> None:

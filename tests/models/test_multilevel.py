@@ -96,6 +96,31 @@ def test_train_resolution_downsamples_the_batch() -> None:
         model.loss(batch, torch.Generator().manual_seed(0))
 
 
+def test_train_resolution_resizes_only_a_batch_of_another_size_and_refuses_non_square_data(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A square batch already at ``train_resolution`` is used as it is (no resize); a non-square batch is
+    refused when it must be resized (its height is the level, its width is not)."""
+    import rezdiff.models.multilevel.module as multilevel_module
+
+    resized: list[int] = []
+    real = multilevel_module.fourier_resize
+    monkeypatch.setattr(
+        multilevel_module,
+        "fourier_resize",
+        lambda x, size, boundary: resized.append(size) or real(x, size, boundary),
+    )
+    model = MultilevelSDE(**TINY, ema={"decay": 0.0})
+    model.train_resolution = 16  # as ResolutionSchedule sets it
+    model.loss(synthetic_batch(2, 16), torch.Generator().manual_seed(0))
+    model.loss(synthetic_batch(2, 32), torch.Generator().manual_seed(0))
+    assert resized == [16]  # the 32² batch only
+    for height, width in ((16, 8), (8, 32)):  # larger than the level; smaller than it but not square
+        batch = FieldBatch(image=torch.zeros(2, 3, height, width))
+        with pytest.raises(ValueError, match=rf"cannot train at 16x16 on \({height}, {width}\) data"):
+            model.loss(batch, torch.Generator().manual_seed(0))
+
+
 @pytest.mark.parametrize("boundary", ["periodic", "reflect"])
 def test_coarse_levels_are_resized_in_the_prior_basis(boundary: str) -> None:
     """With a tiny beta the forward marginal is x_0 to 1e-6, so the network's input is the coarse data:

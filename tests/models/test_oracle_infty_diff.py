@@ -529,6 +529,44 @@ def test_latent_loss_by_hand() -> None:
     assert 5 <= sum(flips) <= 35  # mirrored about half the time
 
 
+def test_latent_loss_flip_is_drawn_from_the_loss_generator() -> None:
+    """Whether an image is mirrored comes from the generator handed to ``loss`` (as t and the noise do), so
+    one seed gives one loss whatever the global RNG holds."""
+    model = latent_model()
+    batch, encoder = latent_batch(4, seed=8, symmetric=False)
+    model.stage1.network.encoder = encoder
+    for seed in range(6):
+        losses = []
+        for global_seed in (1, 2):
+            torch.manual_seed(global_seed)
+            losses.append(float(model.loss(batch, torch.Generator().manual_seed(seed))))
+        assert losses[0] == losses[1], (seed, losses)
+
+
+def test_latent_loss_flips_where_the_draw_is_below_one_half_on_the_generators_device(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """An image is mirrored iff its draw is < 0.5 (a draw of exactly 0.5 keeps it), and the draw is made on
+    the generator's device (a CUDA generator cannot draw on the CPU)."""
+    model = latent_model()
+    batch, encoder = latent_batch(1, seed=8, symmetric=False)
+    model.stage1.network.encoder = encoder
+    devices: list[object] = []
+
+    def loss_with_draw(value: float) -> float:
+        def fixed_rand(*size: int, generator: torch.Generator | None = None, device: object = None) -> Tensor:
+            devices.append(device)
+            return torch.full(size, value)  # the generator is not advanced: t and the noise stay the same
+
+        with monkeypatch.context() as patch:
+            patch.setattr(torch, "rand", fixed_rand)
+            return float(model.loss(batch, torch.Generator().manual_seed(0)))
+
+    kept, at_half, mirrored = loss_with_draw(0.75), loss_with_draw(0.5), loss_with_draw(0.25)
+    assert kept == at_half != mirrored
+    assert devices == [torch.device("cpu")] * 3
+
+
 def test_latent_statistics_by_hand() -> None:
     """Per-dimension mean and unbiased std over the codes of the images and their mirror images, at most
     ``stats_max_images`` images; ``flip=False`` uses the images alone."""
