@@ -9,8 +9,9 @@ quickstart; 7 -> 13, 29, 57 for the paper's), so sampling above the training res
 shifted depthwise convolution. Recorded, side by side in one run:
 
 * per (resolution, kernel): one conv2d vs the blocked one, ms per call (32 channels, batch 1, ``--repeats``
-  calls each), their ratio, and the ideal ratio -- the one conv2d's time over the time of the same
-  multiply-adds at the throughput of a 7x7 kernel at that resolution (what the blocks can reach at best);
+  calls each after one untimed call), their ratio, and the ideal ratio -- the one conv2d's time over the
+  time of the same multiply-adds at the throughput of a 7x7 kernel at that resolution (what the blocks can
+  reach at best);
 * per resolution: the ∞-Diff quickstart (untrained) seconds per sampler step with one conv2d (blocking
   turned off) and with the blocks.
 """
@@ -41,6 +42,9 @@ def conv_row(resolution: int, size: int, channels: int, repeats: int, device: to
     weight = torch.randn(channels, 1, size, size, device=device)
     fast = torch.randn(channels, 1, 7, 7, device=device)
     with torch.no_grad():
+        for warm_up in (weight, fast):  # oneDNN builds a primitive on a shape's first call
+            F.conv2d(x, warm_up, padding=warm_up.shape[-1] // 2, groups=channels)
+        sparse.depthwise_conv2d(x, weight, sparse.CPU_DEPTHWISE_BLOCK)
         one = timed(lambda _: F.conv2d(x, weight, padding=size // 2, groups=channels), repeats, device)
         blocked = timed(
             lambda _: sparse.depthwise_conv2d(x, weight, sparse.CPU_DEPTHWISE_BLOCK), repeats, device
@@ -90,7 +94,9 @@ def step_row(model: InftyDiff, resolution: int, repeats: int, device: torch.devi
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     parser.add_argument(
-        "--sizes", nargs="+", default=["64:9", "64:13", "128:13", "128:21", "256:21", "256:41"]
+        "--sizes",
+        nargs="+",
+        default=["64:7", "64:9", "64:11", "64:13", "128:9", "128:11", "128:13", "128:21", "256:21", "256:41"],
     )
     parser.add_argument("--channels", type=int, default=32)
     parser.add_argument("--repeats", type=int, default=3)
