@@ -10,7 +10,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from rezdiff.nn.sparse import (
+from rezdiff.models.infty_diff.sparse import (
     GATHER_MAX_DENSITY,
     SparseDepthwiseConv,
     build_neighbours,
