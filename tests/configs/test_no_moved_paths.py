@@ -12,19 +12,28 @@ import pytest
 from tests.configs.test_no_old_data_keys import CONFIG_FILES
 from tests.helpers import REPO
 
-_PRIORS = (
-    "AuthorsFNOPrior|CombinedCovariance|Covariance|FNOPrior|InverseLaplacian|Matern|SumCovariance|WhiteNoise"
+_PRIORS = "|".join(
+    ("AuthorsFNOPrior", "CombinedCovariance", "Covariance", "FNOPrior", "InverseLaplacian", "Matern")
+    + ("SumCovariance", "WhiteNoise")
 )
+_NETWORKS = "|".join(  # the old names of rezdiff.nn that moved (UNet stays)
+    ("FNO", "CLIF", "LIIFRenderer", "render_field", "FeatureDecoder", "LatentEncoder", "VectorQuantizer")
+    + ("PatchGAN", "LPIPS", "LaplacianL1", "VGG16Features", "grid_to_points", "points_to_grid")
+    + ("Neighbours", "SparseDepthwiseConv", "build_neighbours", "sparse_depthwise_conv")
+)
+_MODULES = "sparse|sparse_triton|interpolate|clif|autoencoder|discriminator|perceptual|fno"
 OLD_PATH = re.compile(
     r"rezdiff\.(?:"
     r"core\.mollified\b"
-    rf"|core\.operators\.(?:GaussianMollifier|{_PRIORS})\b"
-    rf"|core\.(?:GaussianMollifier|{_PRIORS})\b"
-    r"|nn\.(?:sparse|sparse_triton|interpolate|clif|autoencoder|discriminator|perceptual|fno)\b"
-    r"|nn\.(?!UNet\b)[A-Za-z_]\w*"
+    rf"|core\.(?:operators\.)?(?:GaussianMollifier|{_PRIORS})\b"
+    rf"|nn\.(?:{_MODULES}|{_NETWORKS})\b"
     r"|inverse\b"
     r"|data\.(?:views\.)?MultiScalePatches\b"
     r")"
+    # the same names in import statements, e.g. from rezdiff.core.operators import Matern
+    r"|from rezdiff\.(?:core(?:\.operators)?|data(?:\.views)?) import [^\n]*?"
+    rf"\b(?:GaussianMollifier|{_PRIORS}|MultiScalePatches)\b"
+    rf"|from rezdiff\.nn import [^\n]*?\b(?:{_MODULES}|{_NETWORKS})\b"
 )
 FILES = [*CONFIG_FILES, *sorted((REPO / "notebooks").glob("*.ipynb"))]
 
@@ -47,6 +56,10 @@ def test_the_check_finds_every_old_path_and_spares_the_new_ones() -> None:
         "from rezdiff.inverse import inpaint",
         "rezdiff.inverse.guidance.guided_sample",
         "import rezdiff.core.mollified",
+        "from rezdiff.core.operators import Matern",
+        "from rezdiff.core import dct2, GaussianMollifier",
+        "from rezdiff.data import FullGrid, MultiScalePatches",
+        "from rezdiff.nn import FNO",
     ):
         assert old_paths(old), old
     for new in (
@@ -54,9 +67,14 @@ def test_the_check_finds_every_old_path_and_spares_the_new_ones() -> None:
         "class_path: rezdiff.models.multilevel.priors.Matern",
         "class_path: rezdiff.models.infd.CachedLatents",
         "rezdiff.nn.UNet",
+        "rezdiff.nn.unet.UNet",
+        'from rezdiff.nn import UNet\\n",',
         "rezdiff.data.FullGrid",
         "rezdiff.core.operators.dct2",
         "from rezdiff.models.infty_diff.inverse import inpaint",
+        "from rezdiff.core.operators import dct2",
+        "from rezdiff.data import FullGrid, RandomPixels",
+        "from rezdiff.nn import UNet",
     ):
         assert not old_paths(new), new
 
