@@ -64,7 +64,6 @@ MODULE_TESTS: dict[str, list[str]] = {
         "tests/core/test_samplers.py",
     ],
     "rezdiff/models/infty_diff/mollified.py": ["tests/core/test_mollified.py"],
-    "rezdiff/core/mollified.py": ["tests/test_moved.py"],  # the old path's alias (no functions)
     "rezdiff/core/shapes.py": ["tests/data/test_coords.py", "tests/core/test_mollified.py"],
     "rezdiff/core/samplers.py": ["tests/core/test_samplers.py"],
     "rezdiff/core/sampling.py": ["tests/core/test_samplers.py", "tests/core/test_gaussian.py"],

@@ -84,16 +84,14 @@ def test_declared_dependencies_are_the_imported_ones() -> None:
 
 def test_core_maths_imports_without_lightning_and_the_package_names_resolve() -> None:
     """No module of ``rezdiff.core`` loads Lightning, diffusers or a higher layer (an eager
-    ``rezdiff/__init__`` did; ``core/mollified``, now ∞-Diff's, once imported ``rezdiff.data.coords``; its old
-    path is an alias of the family's module and is left out);
+    ``rezdiff/__init__`` did; ``core/mollified`` once imported ``rezdiff.data.coords``);
     every public name of ``rezdiff`` still resolves on first use."""
     import subprocess
 
     code = (
         "import importlib, pkgutil, sys, rezdiff.core\n"
         "for module in pkgutil.iter_modules(rezdiff.core.__path__):\n"
-        "    if module.name != 'mollified':  # the old path of a module moved to models/infty_diff/\n"
-        "        importlib.import_module('rezdiff.core.' + module.name)\n"
+        "    importlib.import_module('rezdiff.core.' + module.name)\n"
         "heavy = sorted(m for m in ('lightning', 'diffusers', 'jsonargparse') if m in sys.modules)\n"
         "assert not heavy, heavy\n"
         "layers = sorted(m for m in sys.modules if m.startswith(('rezdiff.data', 'rezdiff.models')))\n"
