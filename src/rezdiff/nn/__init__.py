@@ -14,23 +14,16 @@ __all__ = ["UNet"]
 
 _INFD, _INFTY_DIFF = "rezdiff.models.infd", "rezdiff.models.infty_diff"
 MOVED = {
-    "CLIF": f"{_INFD}.clif",
-    "LIIFRenderer": f"{_INFD}.clif",
-    "render_field": f"{_INFD}.clif",
-    "FeatureDecoder": f"{_INFD}.networks",
-    "LatentEncoder": f"{_INFD}.networks",
-    "VectorQuantizer": f"{_INFD}.networks",
-    "PatchGAN": f"{_INFD}.discriminator",
-    "LPIPS": f"{_INFD}.perceptual",
-    "LaplacianL1": f"{_INFD}.perceptual",
-    "VGG16Features": f"{_INFD}.perceptual",
-    "FNO": "rezdiff.models.multilevel.fno",
-    "grid_to_points": f"{_INFTY_DIFF}.interpolate",
-    "points_to_grid": f"{_INFTY_DIFF}.interpolate",
-    "Neighbours": f"{_INFTY_DIFF}.sparse",
-    "SparseDepthwiseConv": f"{_INFTY_DIFF}.sparse",
-    "build_neighbours": f"{_INFTY_DIFF}.sparse",
-    "sparse_depthwise_conv": f"{_INFTY_DIFF}.sparse",
+    **dict.fromkeys(("CLIF", "LIIFRenderer", "render_field"), f"{_INFD}.clif"),
+    **dict.fromkeys(("FeatureDecoder", "LatentEncoder", "VectorQuantizer"), f"{_INFD}.networks"),
+    **dict.fromkeys(("PatchGAN",), f"{_INFD}.discriminator"),
+    **dict.fromkeys(("LPIPS", "LaplacianL1", "VGG16Features"), f"{_INFD}.perceptual"),
+    **dict.fromkeys(("FNO",), "rezdiff.models.multilevel.fno"),
+    **dict.fromkeys(("grid_to_points", "points_to_grid"), f"{_INFTY_DIFF}.interpolate"),
+    **dict.fromkeys(
+        ("Neighbours", "SparseDepthwiseConv", "build_neighbours", "sparse_depthwise_conv"),
+        f"{_INFTY_DIFF}.sparse",
+    ),
 }
 
 
