@@ -5,7 +5,7 @@
 oneDNN's depthwise conv2d (torch's CPU kernel) is fast up to 9x9 kernels and an order of magnitude slower per
 multiply-add from 11x11 up. ∞-Diff resizes its kernels with the output (5 -> 9 at 2x, 21 at 4x for the
 quickstart; 7 -> 13, 29, 57 for the paper's), so sampling above the training resolution falls off the cliff.
-``rezdiff.nn.sparse.depthwise_conv2d`` splits a wide kernel into blocks of at most 7 taps a side, each a
+``rezdiff.models.infty_diff.sparse.depthwise_conv2d`` splits a wide kernel into blocks of at most 7 taps a side, each a
 shifted depthwise convolution. Recorded, side by side in one run:
 
 * per (resolution, kernel): one conv2d vs the blocked one, ms per call (32 channels, batch 1, ``--repeats``
@@ -31,7 +31,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from common import add_device_options, device_info, select_device, timed, write_report  # noqa: E402
 
 from rezdiff.models import InftyDiff  # noqa: E402
-from rezdiff.nn import sparse  # noqa: E402
+from rezdiff.models.infty_diff import sparse  # noqa: E402
 
 CONFIG = Path(__file__).parents[1] / "configs" / "quickstart" / "infty_diff.yaml"
 

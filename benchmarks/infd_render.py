@@ -56,7 +56,7 @@ from common import (  # noqa: E402
 from rezdiff.evaluation import Evaluate  # noqa: E402
 from rezdiff.metrics.fid import frechet_distance, gaussian_stats  # noqa: E402
 from rezdiff.models.infd.autoencoder import INFDAutoencoder  # noqa: E402
-from rezdiff.nn.clif import NORM_MODES  # noqa: E402
+from rezdiff.models.infd.clif import NORM_MODES  # noqa: E402
 
 MIB = 2**20
 PAPER_NOTE = (

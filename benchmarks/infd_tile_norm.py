@@ -36,7 +36,7 @@ from common import cpu_name, write_report  # noqa: E402
 import rezdiff  # noqa: E402
 from rezdiff.data import Synthetic  # noqa: E402
 from rezdiff.metrics import render_scale_consistency  # noqa: E402
-from rezdiff.nn.clif import NORM_MODES  # noqa: E402
+from rezdiff.models.infd.clif import NORM_MODES  # noqa: E402
 
 
 def neighbour_jumps(images: Tensor, tile: int) -> tuple[float, float]:

@@ -48,7 +48,7 @@ from common import PeakMemory, add_device_options, device_info, select_device, s
 from rezdiff.data import FieldBatch, RandomPixels, Synthetic  # noqa: E402
 from rezdiff.models import InftyDiff  # noqa: E402
 from rezdiff.models.base import step_generator  # noqa: E402
-from rezdiff.nn.sparse import choose_backend  # noqa: E402
+from rezdiff.models.infty_diff.sparse import choose_backend  # noqa: E402
 
 # The paper's figures (Appendix C; one A100 80GB, mixed precision). Keys: "<data>/<inner grid>", then rate.
 # Table 4: training speed-up at a fixed 10 GB budget ("∞": the full grid does not fit); Table 5: memory

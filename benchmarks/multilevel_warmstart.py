@@ -29,10 +29,10 @@ import torch
 sys.path.insert(0, str(Path(__file__).parent))
 from common import add_device_options, device_info, select_device, timed, write_report  # noqa: E402
 
-from rezdiff.core.operators import AuthorsFNOPrior, CombinedCovariance, InverseLaplacian  # noqa: E402
 from rezdiff.data import FieldBatch, Synthetic  # noqa: E402
 from rezdiff.models import MultilevelSDE  # noqa: E402
 from rezdiff.models.base import step_generator  # noqa: E402
+from rezdiff.models.multilevel.priors import AuthorsFNOPrior, CombinedCovariance, InverseLaplacian  # noqa: E402
 
 
 def parse(args: list[str] | None) -> argparse.Namespace:

@@ -65,7 +65,7 @@ MODULE_TESTS: dict[str, list[str]] = {
         "tests/core/test_vp_ode.py",
         "tests/core/test_samplers.py",
     ],
-    "rezdiff/core/mollified.py": ["tests/core/test_mollified.py"],
+    "rezdiff/models/infty_diff/mollified.py": ["tests/core/test_mollified.py"],
     "rezdiff/core/shapes.py": ["tests/data/test_coords.py", "tests/core/test_mollified.py"],
     "rezdiff/core/samplers.py": ["tests/core/test_samplers.py"],
     "rezdiff/core/sampling.py": ["tests/core/test_samplers.py", "tests/core/test_gaussian.py"],
@@ -85,6 +85,19 @@ MODULE_TESTS: dict[str, list[str]] = {
         "tests/models/test_sampling_start.py",
         "tests/models/test_sampling_seeds.py",
     ],
+    # family modules with their own tests, before their family's glob (the first matching key wins)
+    "rezdiff/models/multilevel/priors.py": [
+        "tests/core/test_operators.py",
+        "tests/models/test_oracle_multilevel_priors.py",
+    ],
+    "rezdiff/models/infty_diff/mollifier.py": [
+        "tests/core/test_operators.py",
+        "tests/core/test_mollified.py",
+    ],
+    "rezdiff/models/infd/guidance.py": ["tests/inverse/test_guidance.py"],
+    "rezdiff/models/infty_diff/inverse.py": ["tests/inverse/test_infty_diff_inverse.py"],
+    "rezdiff/models/infty_diff/sparse.py": ["tests/nn/test_sparse.py"],
+    "rezdiff/models/infd/clif.py": ["tests/nn/test_clif.py"],
     "rezdiff/models/multilevel/*.py": [
         "tests/models/test_multilevel.py",
         "tests/models/test_multilevel_sanity.py",
@@ -110,10 +123,6 @@ MODULE_TESTS: dict[str, list[str]] = {
         "tests/models/test_sample_defaults.py",
         "tests/models/test_sampling_seeds.py",
     ],
-    "rezdiff/inverse/guidance.py": ["tests/inverse/test_guidance.py"],
-    "rezdiff/inverse/infty_diff.py": ["tests/inverse/test_infty_diff_inverse.py"],
-    "rezdiff/nn/sparse.py": ["tests/nn/test_sparse.py"],
-    "rezdiff/nn/clif.py": ["tests/nn/test_clif.py"],
 }
 
 # subset name -> module patterns (keys of MODULE_TESTS or globs over them)
@@ -124,17 +133,22 @@ SUBSETS: dict[str, list[str]] = {
         "rezdiff/core/schedules.py",
         "rezdiff/core/operators.py",
         "rezdiff/core/pyramid.py",
-        "rezdiff/core/mollified.py",
+        "rezdiff/models/infty_diff/mollified.py",
     ],
-    "operators": ["rezdiff/core/operators.py"],  # the spectral operators and priors alone
+    # the spectral operators and priors alone
+    "operators": [
+        "rezdiff/core/operators.py",
+        "rezdiff/models/multilevel/priors.py",
+        "rezdiff/models/infty_diff/mollifier.py",
+    ],
     "ddpm": ["rezdiff/models/ddpm/module.py"],
     "dvdp": ["rezdiff/models/dvdp/module.py"],
     "ddpm_dvdp": ["rezdiff/models/ddpm/module.py", "rezdiff/models/dvdp/module.py"],  # one stats run for both
     "multilevel": ["rezdiff/models/multilevel/*.py"],
     "infty_diff": ["rezdiff/models/infty_diff/*.py"],
     "infd": ["rezdiff/models/infd/*.py"],
-    "inverse": ["rezdiff/inverse/*.py"],
-    "nn": ["rezdiff/nn/sparse.py", "rezdiff/nn/clif.py"],
+    "inverse": ["rezdiff/models/infty_diff/inverse.py", "rezdiff/models/infd/guidance.py"],
+    "nn": ["rezdiff/models/infty_diff/sparse.py", "rezdiff/models/infd/clif.py"],
 }
 
 # mutmut's exit code of a mutant's test run -> our category (mutmut.stats.status_by_exit_code, grouped)

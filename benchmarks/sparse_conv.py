@@ -14,7 +14,7 @@ plain zero-padded depthwise ``conv2d`` over the full image (what a grid network 
 neighbour structure is built outside the timed region, as in the network where one build serves every
 block; its cost is reported separately. The JSON records every time, the ratios, and the density up to
 which each loop (gather, triton) beats the dense backend on this device: that is where
-``rezdiff.nn.sparse.GATHER_MAX_DENSITY`` comes from.
+``rezdiff.models.infty_diff.sparse.GATHER_MAX_DENSITY`` comes from.
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ import torch.nn.functional as F
 sys.path.insert(0, str(Path(__file__).parent))
 from common import add_device_options, device_info, select_device, timed, write_report  # noqa: E402
 
-from rezdiff.nn.sparse import GATHER_MAX_DENSITY, build_neighbours, sparse_depthwise_conv  # noqa: E402
+from rezdiff.models.infty_diff.sparse import GATHER_MAX_DENSITY, build_neighbours, sparse_depthwise_conv  # noqa: E402
 
 DENSITIES = (1 / 16, 1 / 8, 1 / 4, 1 / 2, 1.0)
 BACKENDS = ("gather", "triton", "dense")  # the order of the columns
@@ -38,7 +38,7 @@ BACKENDS = ("gather", "triton", "dense")  # the order of the columns
 
 def default_backends(device: torch.device) -> list[str]:
     """``gather`` and ``dense``, plus ``triton`` on CUDA when it is installed."""
-    from rezdiff.nn.sparse_triton import triton_available
+    from rezdiff.models.infty_diff.sparse_triton import triton_available
 
     return ["gather", "dense"] + (["triton"] if device.type == "cuda" and triton_available(device) else [])
 

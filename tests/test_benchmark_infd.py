@@ -9,7 +9,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from rezdiff.nn.clif import CLIF, render_field
+from rezdiff.models.infd.clif import CLIF, render_field
 from tests.test_benchmarks import load_script
 
 

@@ -9,7 +9,11 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
+from rezdiff import moved as _moved
+
 __version__ = "0.1.0"
+
+_moved.install()  # old module paths of moved code (one release)
 
 # public name -> the module that defines it
 _EXPORTS = {

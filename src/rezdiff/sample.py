@@ -29,7 +29,8 @@ User errors are one line on stderr with exit status 2.
 Unconditional and guided runs write ``<out>/<H>x<W>/sample_#####.png`` and ``<out>/grid_<H>x<W>.png``;
 inpainting and super-resolution write ``<out>/<H>x<W>/<input name>.png`` (inpainting also
 ``<input name>_known.png``, the known pixels over grey) and the grid of the results. The heavy lifting is in
-:mod:`rezdiff.inverse`; this module only reads files and options (it is longer than ~400 lines because
+the families' folders (:mod:`rezdiff.models.infty_diff.inverse`, :mod:`rezdiff.models.infd.guidance`); this
+module only reads files and options (it is longer than ~400 lines because
 the option derivation and the three kinds of run share its parser; splitting them would split one command).
 """
 
@@ -480,7 +481,7 @@ def sample_main(args: list[str]) -> list[Path]:
             return _image_to_image(model, options, out, settings)
         guidance: dict[str, Any] = {}
         if options.guide:
-            from rezdiff.inverse.guidance import parse_condition
+            from rezdiff.models.infd.guidance import parse_condition
 
             if "guidance" not in inspect.signature(model.sample).parameters:
                 parser_.error(f"{type(model).__name__} does not support --guide (INFD does)")
@@ -639,7 +640,7 @@ def _image_to_image(
     model: Any, options: argparse.Namespace, out: Path, settings: dict[str, Any]
 ) -> list[Path]:
     from rezdiff.data.images import load_image, resize
-    from rezdiff.inverse import inpaint, super_resolve
+    from rezdiff.models.infty_diff.inverse import inpaint, super_resolve
 
     pixel_model = _pixel_model(model)
     task, flag = (inpaint, "--inpaint") if options.inpaint else (super_resolve, "--super_resolve")

@@ -10,8 +10,10 @@ import pytest
 import torch
 from torch import Tensor
 
-from rezdiff.core import GaussianMollifier, alphas_cumprod, cosine_betas, ddpm_step, q_posterior
-from rezdiff.core.mollified import (
+from rezdiff.core import alphas_cumprod, cosine_betas, ddpm_step, q_posterior
+from rezdiff.core.operators import dct2, idct2
+from rezdiff.core.schedules import timestep_subsequence
+from rezdiff.models.infty_diff.mollified import (
     gaussian_data_eps,
     mollified_initial_state,
     mollified_marginal,
@@ -19,8 +21,7 @@ from rezdiff.core.mollified import (
     mollified_sample,
     resolution_factor,
 )
-from rezdiff.core.operators import dct2, idct2
-from rezdiff.core.schedules import timestep_subsequence
+from rezdiff.models.infty_diff.mollifier import GaussianMollifier
 
 H, W = 4, 5  # 20 pixels: dense 20 x 20 covariance matrices
 N = 40_000

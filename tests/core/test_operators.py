@@ -8,6 +8,7 @@ Monte-Carlo estimates.
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pytest
@@ -16,20 +17,20 @@ import scipy.ndimage
 import torch
 
 from rezdiff.core.gaussian import q_sample, vp_reverse_step
-from rezdiff.core.operators import (
+from rezdiff.core.operators import dct2, idct2, laplacian_eigenvalues
+from rezdiff.models.infty_diff.mollifier import GaussianMollifier
+from rezdiff.models.multilevel.priors import (
     AuthorsFNOPrior,
     CombinedCovariance,
-    Covariance,
     FNOPrior,
-    GaussianMollifier,
     InverseLaplacian,
     Matern,
     SumCovariance,
     WhiteNoise,
-    dct2,
-    idct2,
-    laplacian_eigenvalues,
 )
+
+if TYPE_CHECKING:  # annotations only
+    from rezdiff.models.multilevel.priors import Covariance
 
 F64 = torch.float64
 

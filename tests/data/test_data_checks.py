@@ -10,8 +10,9 @@ import lightning.pytorch as pl
 import pytest
 
 from rezdiff.cli import main
-from rezdiff.data import FieldDataModule, FullGrid, Levels, MultiScalePatches, RandomPixels, Synthetic
+from rezdiff.data import FieldDataModule, FullGrid, Levels, RandomPixels, Synthetic
 from rezdiff.models import DDPM, DVDP, MultilevelSDE
+from rezdiff.models.infd import MultiScalePatches
 from tests.helpers import TINY_DDPM, TINY_UNET, quiet_trainer
 
 

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import torch
 
-from rezdiff.data import FieldBatch, FieldDataModule, MultiScalePatches, Synthetic, coords
+from rezdiff.data import FieldBatch, FieldDataModule, Synthetic, coords
 from rezdiff.data.datasets import FieldDataset
 from rezdiff.data.images import resize
+from rezdiff.models.infd import MultiScalePatches
 
 
 class Sizes(FieldDataset):

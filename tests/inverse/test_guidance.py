@@ -16,7 +16,9 @@ from rezdiff.core.samplers import GAUSSIAN, get_sampler
 from rezdiff.core.sampling import SamplerSettings
 from rezdiff.core.schedules import alphas_cumprod, linear_betas
 from rezdiff.data.coords import Resolution
-from rezdiff.inverse.guidance import (
+from rezdiff.models import INFD
+from rezdiff.models.infd.clif import grid_queries
+from rezdiff.models.infd.guidance import (
     Box,
     ColorLoss,
     Condition,
@@ -26,8 +28,6 @@ from rezdiff.inverse.guidance import (
     dps_ddim_sample,
     guided_sample,
 )
-from rezdiff.models import INFD
-from rezdiff.nn.clif import grid_queries
 from tests.helpers import REPO
 
 AB = alphas_cumprod(linear_betas(100, 1e-3, 0.05))
@@ -242,7 +242,7 @@ def test_infd_colour_guidance_moves_the_box_and_null_guidance_changes_nothing() 
 
 def test_guide_specs_parse_into_conditions(tmp_path) -> None:
     from rezdiff.data.images import save_image
-    from rezdiff.inverse.guidance import parse_condition
+    from rezdiff.models.infd.guidance import parse_condition
 
     red = parse_condition("box=-1,-1,0,0,res=16x8,weight=2,loss=color,mean=1,-1,-1,std=0.1,0.1,0.1")
     assert red.box == Box(-1, -1, 0, 0) and red.resolution == (16, 8) and red.weight == 2

@@ -7,12 +7,18 @@ import pytest
 import torch
 from torch import Tensor
 
-from rezdiff.core import GaussianMollifier, alphas_cumprod, cosine_betas
-from rezdiff.core.mollified import gaussian_data_eps, mollified_initial_state, mollified_sample
+from rezdiff.core import alphas_cumprod, cosine_betas
 from rezdiff.core.schedules import timestep_subsequence
-from rezdiff.inverse import inpaint, super_resolve
-from rezdiff.inverse.infty_diff import INPAINT_SPACING, blurred_known, guided_inpaint_sample
 from rezdiff.models import InftyDiff
+from rezdiff.models.infty_diff.inverse import (
+    INPAINT_SPACING,
+    blurred_known,
+    guided_inpaint_sample,
+    inpaint,
+    super_resolve,
+)
+from rezdiff.models.infty_diff.mollified import gaussian_data_eps, mollified_initial_state, mollified_sample
+from rezdiff.models.infty_diff.mollifier import GaussianMollifier
 from tests.helpers import TINY_INFTY_DIFF
 
 AB = alphas_cumprod(cosine_betas(1000))

@@ -9,9 +9,10 @@ import pytest
 import torch
 
 import rezdiff
-from rezdiff.data import FieldBatch, FieldDataModule, MultiScalePatches, Synthetic
+from rezdiff.data import FieldBatch, FieldDataModule, Synthetic
 from rezdiff.metrics.reconstruction import psnr
 from rezdiff.models import INFDAutoencoder, NonFiniteLossError
+from rezdiff.models.infd import MultiScalePatches
 from rezdiff.models.infd.autoencoder import adaptive_weight, build_for_counting
 from rezdiff.models.optimization import class_spec
 from tests.helpers import REPO, quiet_trainer

@@ -197,7 +197,7 @@ def test_estimated_latent_scale_is_fixed_at_the_first_fit(stage1: Path, tmp_path
 def test_tile_norm_reaches_sample_and_the_command_line(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
-    from rezdiff.nn.clif import render_field
+    from rezdiff.models.infd.clif import render_field
 
     torch.manual_seed(0)
     model = INFD("unused.ckpt", autoencoder_config=_tiny_autoencoder_config(), **TINY).eval()

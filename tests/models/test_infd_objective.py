@@ -18,11 +18,12 @@ import lightning.pytorch as pl
 import pytest
 import torch
 
-from rezdiff.data import FieldBatch, FieldDataModule, MultiScalePatches, Synthetic
+from rezdiff.data import FieldBatch, FieldDataModule, Synthetic
 from rezdiff.models import INFD, INFDAutoencoder
+from rezdiff.models.infd import MultiScalePatches
 from rezdiff.models.infd.autoencoder import adaptive_weight, hinge_d_loss
-from rezdiff.nn.autoencoder import VectorQuantizer
-from rezdiff.nn.perceptual import LPIPS, LaplacianL1, VGG16Features
+from rezdiff.models.infd.networks import VectorQuantizer
+from rezdiff.models.infd.perceptual import LPIPS, LaplacianL1, VGG16Features
 from tests.helpers import quiet_trainer
 from tests.models.oracle_infd import (
     clif_by_hand,

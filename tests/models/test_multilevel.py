@@ -14,10 +14,16 @@ import torch
 import rezdiff
 from rezdiff.callbacks import ResolutionSchedule
 from rezdiff.cli import main
-from rezdiff.core.operators import AuthorsFNOPrior, CombinedCovariance, InverseLaplacian, Matern, WhiteNoise
 from rezdiff.data import FieldBatch, Levels, RandomPixels, Synthetic, fourier_resize
 from rezdiff.models import MultilevelSDE
 from rezdiff.models.multilevel import build_covariance, covariance_spec
+from rezdiff.models.multilevel.priors import (
+    AuthorsFNOPrior,
+    CombinedCovariance,
+    InverseLaplacian,
+    Matern,
+    WhiteNoise,
+)
 from rezdiff.models.optimization import class_spec
 from tests.helpers import REPO, loss_before_and_after, synthetic_batch
 
@@ -205,7 +211,7 @@ def test_priors_round_trip_through_plain_specs() -> None:
         )
         model = MultilevelSDE(**TINY, prior=spec)
         assert model.prior == prior and model.hparams["prior"] == spec
-    with pytest.raises(ValueError, match="not a rezdiff.core.operators.Covariance"):
+    with pytest.raises(ValueError, match="not a rezdiff.models.multilevel.priors.Covariance"):
         build_covariance({"class_path": "torch.nn.Linear"})
 
 

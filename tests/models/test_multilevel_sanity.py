@@ -11,10 +11,10 @@ import time
 import pytest
 import torch
 
-from rezdiff.core.operators import Matern
 from rezdiff.core.schedules import vp_marginal
 from rezdiff.data import FieldBatch
 from rezdiff.models import MultilevelSDE
+from rezdiff.models.multilevel.priors import Matern
 from rezdiff.models.multilevel.sanity import RampMixture
 from rezdiff.models.optimization import class_spec
 

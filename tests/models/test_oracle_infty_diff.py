@@ -25,10 +25,10 @@ import pytest
 import torch
 from torch import Tensor, nn
 
-from rezdiff.core.mollified import mollified_marginal
-from rezdiff.core.operators import GaussianMollifier
 from rezdiff.data.batch import FieldBatch
 from rezdiff.models import InftyDiff, InftyDiffLatent
+from rezdiff.models.infty_diff.mollified import mollified_marginal
+from rezdiff.models.infty_diff.mollifier import GaussianMollifier
 from tests.models.oracle import gaussian_law, whitened_statistics
 from tests.models.oracle_infty_diff import (
     LatentOracle,

@@ -30,7 +30,9 @@ import math
 import pytest
 import torch
 
-from rezdiff.core.operators import (
+from rezdiff.data.batch import FieldBatch
+from rezdiff.models import MultilevelSDE
+from rezdiff.models.multilevel.priors import (
     AuthorsFNOPrior,
     CombinedCovariance,
     Covariance,
@@ -38,8 +40,6 @@ from rezdiff.core.operators import (
     InverseLaplacian,
     Matern,
 )
-from rezdiff.data.batch import FieldBatch
-from rezdiff.models import MultilevelSDE
 from tests.models.oracle_multilevel import (
     MultilevelOracle,
     PriorOperator,

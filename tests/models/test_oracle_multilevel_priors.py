@@ -24,7 +24,13 @@ from __future__ import annotations
 import pytest
 import torch
 
-from rezdiff.core.operators import AuthorsFNOPrior, CombinedCovariance, Covariance, FNOPrior, InverseLaplacian
+from rezdiff.models.multilevel.priors import (
+    AuthorsFNOPrior,
+    CombinedCovariance,
+    Covariance,
+    FNOPrior,
+    InverseLaplacian,
+)
 from tests.models.oracle_multilevel import (
     PriorOperator,
     assert_follows,

@@ -20,9 +20,9 @@ import torch
 from torch import Tensor
 
 from rezdiff.core.gaussian import expand_like
-from rezdiff.core.mollified import gaussian_data_eps, mollified_initial_state
 from rezdiff.core.schedules import timestep_subsequence
 from rezdiff.models import DDPM, DVDP, INFD, InftyDiff, InftyDiffLatent, MultilevelSDE
+from rezdiff.models.infty_diff.mollified import gaussian_data_eps, mollified_initial_state
 from tests.helpers import TINY_INFTY_DIFF, TINY_UNET
 
 pytestmark = pytest.mark.usefixtures("single_thread")

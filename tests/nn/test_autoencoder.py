@@ -6,7 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from rezdiff.nn.autoencoder import FeatureDecoder, LatentEncoder, VectorQuantizer, perplexity
+from rezdiff.models.infd.networks import FeatureDecoder, LatentEncoder, VectorQuantizer, perplexity
 
 SMALL = dict(base_channels=16, channel_mult=(1, 2, 2), num_res_blocks=1, norm_num_groups=8)
 

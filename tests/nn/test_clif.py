@@ -7,7 +7,14 @@ import pytest
 import torch
 
 from rezdiff.data import coords as C
-from rezdiff.nn.clif import CLIF, LIIFRenderer, grid_queries, query_features, render_field, sampled_stats
+from rezdiff.models.infd.clif import (
+    CLIF,
+    LIIFRenderer,
+    grid_queries,
+    query_features,
+    render_field,
+    sampled_stats,
+)
 
 
 def _reference_query(phi: torch.Tensor, point: torch.Tensor, cell: torch.Tensor) -> torch.Tensor:

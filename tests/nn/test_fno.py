@@ -11,7 +11,7 @@ import torch
 from torch import Tensor
 
 from rezdiff.data import fourier_resize
-from rezdiff.nn import FNO
+from rezdiff.models.multilevel.fno import FNO
 
 
 def band_limited(n: int, batch: int = 2) -> Tensor:

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from rezdiff.data.coords import index_to_coord, pixel_centers
-from rezdiff.nn.interpolate import grid_to_points, points_to_grid
+from rezdiff.models.infty_diff.interpolate import grid_to_points, points_to_grid
 
 
 def random_index(batch: int, pixels: int, num: int, seed: int = 0) -> torch.Tensor:

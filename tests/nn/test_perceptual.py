@@ -8,7 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from rezdiff.nn.perceptual import (
+from rezdiff.models.infd.perceptual import (
     LPIPS,
     LaplacianL1,
     VGG16Features,

@@ -10,7 +10,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from rezdiff.nn.sparse import (
+from rezdiff.models.infty_diff.sparse import (
     CPU_DEPTHWISE_BLOCK,
     CPU_DEPTHWISE_MAX,
     GATHER_MAX_DENSITY,
@@ -166,7 +166,7 @@ def test_cpu_splits_only_kernels_past_the_measured_cliff(monkeypatch: pytest.Mon
     calls: list[tuple[int, ...]] = []
     conv2d = F.conv2d
     monkeypatch.setattr(
-        "rezdiff.nn.sparse.F.conv2d",
+        "rezdiff.models.infty_diff.sparse.F.conv2d",
         lambda x, w, *a, **k: calls.append(tuple(w.shape[-2:])) or conv2d(x, w, *a, **k),
     )
     image = torch.randn(1, 2, 20, 20)

@@ -17,8 +17,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from rezdiff.nn import sparse_triton
-from rezdiff.nn.sparse import (
+from rezdiff.models.infty_diff import sparse_triton
+from rezdiff.models.infty_diff.sparse import (
     GATHER_MAX_DENSITY,
     SparseDepthwiseConv,
     build_neighbours,

@@ -3,10 +3,10 @@
     TRITON_INTERPRET=1 python tests/nn/triton_interpreter_check.py     # prints one JSON object per check
 
 Triton chooses between compiling and interpreting when a kernel is decorated, so the variable must be set
-before ``rezdiff.nn.sparse_triton`` is first imported: ``tests/nn/test_sparse_triton.py`` runs this file in
-a fresh process, leaving the rest of the suite on the compiled path. The tiles are shrunk (8 channels x 16
-points) so that odd channel counts and point counts cover several partly masked tiles at interpreter speed;
-one case keeps the production tiles. Exit status 1 if any check fails.
+before ``rezdiff.models.infty_diff.sparse_triton`` is first imported: ``tests/nn/test_sparse_triton.py`` runs
+this file in a fresh process, leaving the rest of the suite on the compiled path. The tiles are shrunk
+(8 channels x 16 points) so that odd channel counts and point counts cover several partly masked tiles at
+interpreter speed; one case keeps the production tiles. Exit status 1 if any check fails.
 """
 
 from __future__ import annotations
@@ -38,7 +38,7 @@ def random_index(batch: int, height: int, width: int, num: int, seed: int) -> to
 def run(
     backend: str, x: torch.Tensor, weight: torch.Tensor, neighbours: Any, probe: torch.Tensor
 ) -> tuple[torch.Tensor, ...]:
-    from rezdiff.nn.sparse import sparse_depthwise_conv
+    from rezdiff.models.infty_diff.sparse import sparse_depthwise_conv
 
     xb, wb = x.detach().clone().requires_grad_(), weight.detach().clone().requires_grad_()
     out = sparse_depthwise_conv(xb, wb, neighbours, backend)  # type: ignore[arg-type]
@@ -77,7 +77,7 @@ def case(
     kernel_size: int, density: float, channels: int, dtype: torch.dtype = torch.float32, seed: int = 0
 ) -> Checks:
     """Triton vs the gather twin (tight) and the dense backend, forward and both gradients, 2 images."""
-    from rezdiff.nn.sparse import build_neighbours
+    from rezdiff.models.infty_diff.sparse import build_neighbours
 
     height, width, batch = 12, 16, 2
     num = round(density * height * width)
@@ -133,7 +133,12 @@ def case(
 
 def routing() -> Checks:
     """Regular weights go to the PyTorch loop; "auto" on CPU is unchanged; autocast dtypes match the twin."""
-    from rezdiff.nn.sparse import SparseDepthwiseConv, build_neighbours, choose_backend, sparse_depthwise_conv
+    from rezdiff.models.infty_diff.sparse import (
+        SparseDepthwiseConv,
+        build_neighbours,
+        choose_backend,
+        sparse_depthwise_conv,
+    )
 
     index = random_index(1, 8, 8, 16, seed=1)
     neighbours = build_neighbours(index, 8, 3)
@@ -170,7 +175,7 @@ def main() -> int:
     if os.environ.get("TRITON_INTERPRET") != "1":
         print("set TRITON_INTERPRET=1 (before Python starts) to run this check", file=sys.stderr)
         return 2
-    from rezdiff.nn import sparse_triton
+    from rezdiff.models.infty_diff import sparse_triton
 
     assert sparse_triton.interpreting(), "the kernels were not decorated in interpreter mode"
     start = time.perf_counter()

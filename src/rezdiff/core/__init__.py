@@ -1,7 +1,9 @@
-"""Diffusion mathematics as small pure functions: schedules, Gaussian processes, linear operators, EMA.
+"""Diffusion mathematics as small pure functions: schedules, Gaussian processes, spectral operators, EMA.
 
 Tensors in, tensors out; no Lightning and no trainable parameters (the EMA only holds a frozen copy).
 """
+
+from typing import Any
 
 from rezdiff.core.ema import EMA
 from rezdiff.core.gaussian import (
@@ -26,21 +28,7 @@ from rezdiff.core.gaussian import (
     x0_from_v,
 )
 from rezdiff.core.loops import ddim_sample, ddpm_sample, vp_integrate, vp_sample
-from rezdiff.core.operators import (
-    Boundary,
-    Covariance,
-    FNOPrior,
-    GaussianMollifier,
-    InverseLaplacian,
-    LaplacianKind,
-    Matern,
-    SumCovariance,
-    WhiteNoise,
-    ZeroMode,
-    dct2,
-    idct2,
-    laplacian_eigenvalues,
-)
+from rezdiff.core.operators import MOVED, Boundary, LaplacianKind, dct2, idct2, laplacian_eigenvalues
 from rezdiff.core.samplers import get_sampler, register_sampler, sampler_names
 from rezdiff.core.sampling import SamplerSettings, StepInfo, VPSchedule
 from rezdiff.core.schedules import (
@@ -69,18 +57,10 @@ __all__ = [
     "BetaSchedule",
     "Boundary",
     "Coeff",
-    "Covariance",
     "EpsFn",
-    "FNOPrior",
-    "GaussianMollifier",
-    "InverseLaplacian",
     "LaplacianKind",
-    "Matern",
     "Operator",
-    "SumCovariance",
     "TimestepSpacing",
-    "WhiteNoise",
-    "ZeroMode",
     "alphas_cumprod",
     "cosine_alpha_bar",
     "cosine_betas",
@@ -115,3 +95,11 @@ __all__ = [
     "vp_sample",
     "x0_from_v",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    """A name that moved to its family's folder (``operators.MOVED``: the mollifier, the covariances),
+    read through with one FutureWarning."""
+    from rezdiff.moved import moved_attribute
+
+    return moved_attribute(__name__, name, MOVED)

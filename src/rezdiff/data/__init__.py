@@ -22,7 +22,8 @@ from rezdiff.data.images import (
 )
 from rezdiff.data.photographs import Photographs
 from rezdiff.data.synthetic import Synthetic
-from rezdiff.data.views import FieldView, FullGrid, Levels, MultiScalePatches, RandomPixels
+from rezdiff.data.views import FieldView, FullGrid, Levels, RandomPixels
+from rezdiff.moved import moved_attribute
 
 __all__ = [
     "Bundled",
@@ -33,7 +34,6 @@ __all__ = [
     "FullGrid",
     "ImageFolder",
     "Levels",
-    "MultiScalePatches",
     "Photographs",
     "RandomPixels",
     "SampledDataset",
@@ -49,7 +49,9 @@ __all__ = [
 
 
 def __getattr__(name: str) -> Any:
-    """``FieldSampler``, the old name of :class:`FieldView`, with a DeprecationWarning (for one release)."""
+    """``FieldSampler``, the old name of :class:`FieldView`, with a DeprecationWarning, and
+    ``MultiScalePatches``, now ``rezdiff.models.infd.MultiScalePatches``, with a FutureWarning (for one
+    release)."""
     if name == "FieldSampler":
         warnings.warn(
             "rezdiff.data.FieldSampler is renamed rezdiff.data.FieldView; the old name will be removed in "
@@ -58,4 +60,4 @@ def __getattr__(name: str) -> Any:
             stacklevel=2,
         )
         return FieldView
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return moved_attribute(__name__, name, {"MultiScalePatches": "rezdiff.models.infd.views"})

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import warnings
 
-from rezdiff.data.views import FieldView, FullGrid, Levels, MultiScalePatches, RandomPixels
+from rezdiff.data.views import FieldView, FullGrid, Levels, RandomPixels
+from rezdiff.models.infd.views import MultiScalePatches
 
 FieldSampler = FieldView
 

@@ -1,14 +1,20 @@
-"""Inverse problems solved with trained rezdiff models: super-resolution, inpainting and region guidance."""
+"""Deprecated: the inverse problems moved to their families' folders (∞-Diff's super-resolution and
+inpainting: :mod:`rezdiff.models.infty_diff.inverse`; INFD's box guidance:
+:mod:`rezdiff.models.infd.guidance`). The old names read through for one release with a FutureWarning."""
 
-from rezdiff.inverse.guidance import Box, ColorLoss, Condition, ReferenceLoss, guided_sample
-from rezdiff.inverse.infty_diff import inpaint, super_resolve
+from typing import Any
 
-__all__ = [
-    "Box",
-    "ColorLoss",
-    "Condition",
-    "ReferenceLoss",
-    "guided_sample",
-    "inpaint",
-    "super_resolve",
-]
+from rezdiff.moved import moved_attribute
+
+MOVED = {
+    **{name: "rezdiff.models.infty_diff.inverse" for name in ("inpaint", "super_resolve")},
+    **{
+        name: "rezdiff.models.infd.guidance"
+        for name in ("Box", "ColorLoss", "Condition", "ReferenceLoss", "guided_sample")
+    },
+}
+
+
+def __getattr__(name: str) -> Any:
+    """An inverse-problem name's old place (:data:`MOVED`), read through with one FutureWarning."""
+    return moved_attribute(__name__, name, MOVED)

@@ -34,7 +34,7 @@ from rezdiff.core.samplers import check_sampler, sampler_names
 from rezdiff.core.sampling import Generators
 from rezdiff.data.batch import FieldBatch
 from rezdiff.data.coords import Resolution, as_hw
-from rezdiff.data.views import FieldView, MultiScalePatches, RandomPixels
+from rezdiff.data.views import FieldView, RandomPixels
 from rezdiff.models.hparams_context import building_under_cli
 from rezdiff.models.optimization import EMASettings, probe, recordable, resolve_factory
 from rezdiff.nn.unet import UNET_SETTINGS, UNetSettings
@@ -370,6 +370,8 @@ class DiffusionModule(pl.LightningModule, ABC):
         A data view that selects pixels or crops is an error in every stage (the loss would silently use the
         whole grid or the crops); in ``fit``, a training view at another size is an error (the model
         would silently train at that size)."""
+        from rezdiff.models.infd.views import MultiScalePatches  # lazy: the families import this module
+
         name = type(self).__name__
         if isinstance(view, (RandomPixels, MultiScalePatches)):
             what = "a pixel subset it would ignore" if isinstance(view, RandomPixels) else "random crops"

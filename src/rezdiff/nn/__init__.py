@@ -1,31 +1,32 @@
-"""Networks that know nothing about diffusion: tensors and conditioning in, tensors out."""
+"""Networks that know nothing about diffusion and serve several families: the U-Net.
 
-from rezdiff.nn.autoencoder import FeatureDecoder, LatentEncoder, VectorQuantizer
-from rezdiff.nn.clif import CLIF, LIIFRenderer, render_field
-from rezdiff.nn.discriminator import PatchGAN
-from rezdiff.nn.fno import FNO
-from rezdiff.nn.interpolate import grid_to_points, points_to_grid
-from rezdiff.nn.perceptual import LPIPS, LaplacianL1, VGG16Features
-from rezdiff.nn.sparse import Neighbours, SparseDepthwiseConv, build_neighbours, sparse_depthwise_conv
+A network one family alone uses lives in that family's folder (FNO: ``models/multilevel``; the sparse
+operators and point interpolation: ``models/infty_diff``; CLIF, the stage-1 encoder/decoder, PatchGAN and
+the perceptual losses: ``models/infd``); their old names here read through for one release.
+"""
+
+from typing import Any
+
+from rezdiff.moved import moved_attribute
 from rezdiff.nn.unet import UNet
 
-__all__ = [
-    "CLIF",
-    "FNO",
-    "LPIPS",
-    "FeatureDecoder",
-    "LIIFRenderer",
-    "LaplacianL1",
-    "LatentEncoder",
-    "Neighbours",
-    "PatchGAN",
-    "SparseDepthwiseConv",
-    "UNet",
-    "VGG16Features",
-    "VectorQuantizer",
-    "build_neighbours",
-    "grid_to_points",
-    "points_to_grid",
-    "render_field",
-    "sparse_depthwise_conv",
-]
+__all__ = ["UNet"]
+
+_INFD, _INFTY_DIFF = "rezdiff.models.infd", "rezdiff.models.infty_diff"
+MOVED = {
+    **dict.fromkeys(("CLIF", "LIIFRenderer", "render_field"), f"{_INFD}.clif"),
+    **dict.fromkeys(("FeatureDecoder", "LatentEncoder", "VectorQuantizer"), f"{_INFD}.networks"),
+    **dict.fromkeys(("PatchGAN",), f"{_INFD}.discriminator"),
+    **dict.fromkeys(("LPIPS", "LaplacianL1", "VGG16Features"), f"{_INFD}.perceptual"),
+    **dict.fromkeys(("FNO",), "rezdiff.models.multilevel.fno"),
+    **dict.fromkeys(("grid_to_points", "points_to_grid"), f"{_INFTY_DIFF}.interpolate"),
+    **dict.fromkeys(
+        ("Neighbours", "SparseDepthwiseConv", "build_neighbours", "sparse_depthwise_conv"),
+        f"{_INFTY_DIFF}.sparse",
+    ),
+}
+
+
+def __getattr__(name: str) -> Any:
+    """A network's old name here (:data:`MOVED`), read through with one FutureWarning."""
+    return moved_attribute(__name__, name, MOVED)

@@ -26,11 +26,11 @@ from rezdiff.data.coords import Resolution, as_hw
 from rezdiff.data.images import resize
 from rezdiff.metrics.reconstruction import psnr
 from rezdiff.models.base import DiffusionModule, NonFiniteLossError
+from rezdiff.models.infd.clif import CLIF, Box, LIIFRenderer, NormMode, Renderer, render_field
+from rezdiff.models.infd.discriminator import PatchGAN
+from rezdiff.models.infd.networks import FeatureDecoder, LatentEncoder, VectorQuantizer, perplexity
+from rezdiff.models.infd.perceptual import LPIPS, VGG_HINT, LaplacianL1
 from rezdiff.models.optimization import class_spec
-from rezdiff.nn.autoencoder import FeatureDecoder, LatentEncoder, VectorQuantizer, perplexity
-from rezdiff.nn.clif import CLIF, Box, LIIFRenderer, NormMode, Renderer, render_field
-from rezdiff.nn.discriminator import PatchGAN
-from rezdiff.nn.perceptual import LPIPS, VGG_HINT, LaplacianL1
 
 DEFAULT_OPTIMIZER = class_spec("torch.optim.Adam", lr=3.6e-5, betas=[0.5, 0.9], weight_decay=0.0)
 """The default of both optimisers: the paper's Adam, lr 3.6e-5, betas (0.5, 0.9) (Appendix H.2)."""
@@ -59,7 +59,7 @@ class INFDAutoencoder(DiffusionModule):
     ``disc_start`` counts *iterations* (the paper's ``gan_start_after_iters``): the adversarial terms are on
     from iteration ``disc_start`` (0-based), i.e. global step ``2 * disc_start``. ``feature_norm``: ``False``
     (the authors' ``give_pre_end=True``) makes ``phi`` the decoder's raw last activation, ``True`` applies
-    the decoder's output GroupNorm + SiLU first (see :class:`rezdiff.nn.autoencoder.FeatureDecoder`).
+    the decoder's output GroupNorm + SiLU first (see :class:`rezdiff.models.infd.networks.FeatureDecoder`).
     """
 
     # checkpoints from before feature_norm had the decoder's output GroupNorm (φ = SiLU(GN(h)))
@@ -224,7 +224,7 @@ class INFDAutoencoder(DiffusionModule):
     ) -> Tensor:
         """The field of ``phi`` on the ``resolution`` pixel grid of the whole image, or of ``box = (x0, y0,
         x1, y1)`` (whole-image coordinates in [-1, 1]), ``[B, C, H, W]``; tiled for outputs above ``tile``
-        (see :func:`rezdiff.nn.clif.render_field` for ``pad`` and ``norm``)."""
+        (see :func:`rezdiff.models.infd.clif.render_field` for ``pad`` and ``norm``)."""
         return render_field(self.renderer, phi, resolution, box=box, tile=tile, pad=pad, norm=norm)
 
     def reconstruct(self, images: Tensor, resolution: Resolution | None = None, **render: Any) -> Tensor:

@@ -3,7 +3,7 @@
 The diffusion model is an ADM-sized U-Net on the raw *pre-VQ* encoder outputs of stage 1
 (:class:`~rezdiff.models.infd.autoencoder.INFDAutoencoder`); a sample is latent DDIM → VQ + decoder
 (feature map φ) → CLIF render at any resolution, tiled for large outputs. Box-guided sampling
-(paper §5.5) lives in :mod:`rezdiff.inverse.guidance` and is reached through ``sample(guidance=...)``.
+(paper §5.5) lives in :mod:`rezdiff.models.infd.guidance` and is reached through ``sample(guidance=...)``.
 
 **The stage-1 model inside stage 2.** ``autoencoder_ckpt`` is read once, when the model is first built;
 its class and (inference-only) arguments are recorded in the hyperparameter ``autoencoder_config`` and
@@ -46,10 +46,10 @@ from rezdiff.core.schedules import TimestepSpacing, alphas_cumprod, make_betas, 
 from rezdiff.data.batch import FieldBatch
 from rezdiff.data.coords import Resolution
 from rezdiff.data.datasets import FieldDataset
-from rezdiff.data.views import FieldView
 from rezdiff.models.base import DiffusionModule, resolution_or, step_generator
+from rezdiff.models.infd.clif import NormMode, check_norm_mode
+from rezdiff.models.infd.views import CachedLatents
 from rezdiff.models.optimization import EMASettings, class_spec
-from rezdiff.nn.clif import NormMode, check_norm_mode
 from rezdiff.nn.unet import UNet, UNetSettings
 
 DEFAULT_OPTIMIZER = class_spec("torch.optim.AdamW", lr=9.6e-5, betas=[0.9, 0.999], weight_decay=0.01)
@@ -71,38 +71,6 @@ DEFAULT_UNET = UNetSettings(
 INFERENCE_OVERRIDES: dict[str, Any] = {"perceptual": "none", "vgg_weights": None}
 # Bump when the way images become encoder inputs changes, so old latent caches are not reused.
 _CACHE_FORMAT = 1
-
-
-class CachedLatents(FieldView):
-    """The data view of INFD stage 2: the cached stage-1 latent of image ``index`` as ``FieldBatch(image=z)``.
-
-    It holds no latents until :class:`INFD` fills it at the start of fit/validate/test (see the module
-    docstring); it takes no arguments, so a config names it as ``view: rezdiff.models.infd.CachedLatents``.
-    """
-
-    def __init__(self) -> None:
-        self.latents: Tensor | None = None
-        self.key: str | None = None
-
-    def fill(self, latents: Tensor, key: str) -> None:
-        self.latents, self.key = latents.detach().cpu().contiguous(), key
-
-    def __call__(
-        self, dataset: FieldDataset, index: int, generator: torch.Generator | None = None
-    ) -> FieldBatch:
-        if self.latents is None:
-            raise RuntimeError(
-                "CachedLatents is empty: it is filled by rezdiff.models.INFD when fit/validate/test starts "
-                "(use it only as the data view of an INFD model)"
-            )
-        if len(self.latents) != len(dataset):
-            raise RuntimeError(
-                f"the latent cache holds {len(self.latents)} images, the dataset {len(dataset)}"
-            )
-        return FieldBatch(image=self.latents[index])
-
-    def __repr__(self) -> str:
-        return f"CachedLatents(filled={self.latents is not None})"
 
 
 def read_autoencoder_config(path: str | os.PathLike[str]) -> tuple[dict[str, Any], dict[str, Tensor]]:
@@ -264,7 +232,7 @@ class INFD(DiffusionModule):
     ) -> Tensor:
         """φ -> images at ``resolution``, one sample at a time (peak memory ~ one image's tiles); ``norm``:
         GroupNorm statistics of a tiled render, whole-image (``"global"``), estimated from windows
-        (``"sampled"``) or per tile (``"tile"``, the authors'), see :func:`rezdiff.nn.clif.render_field`."""
+        (``"sampled"``) or per tile (``"tile"``, the authors'), see :func:`.clif.render_field`."""
         check_norm_mode(norm)
         # norm is passed only when not the default, so stage-1 stand-ins whose render has no norm still work
         options: dict[str, Any] = {"tile": tile, "pad": pad} | ({"norm": norm} if norm != "global" else {})
@@ -383,9 +351,9 @@ class INFD(DiffusionModule):
     ) -> Tensor:
         """Scaled latents ``[num, C, h, w]`` by ``sampler`` (any of the ``"gaussian"`` process; DDIM by
         default, ``steps``, ``eta``, ``spacing``: default the model's, ``"trailing"`` = from ``T - 1``),
-        DPS-guided if ``guidance`` (:class:`~rezdiff.inverse.guidance.DPSGuidance` wraps the network and
+        DPS-guided if ``guidance`` (:class:`~rezdiff.models.infd.guidance.DPSGuidance` wraps the network and
         moves the state after each step, before ``callback``); ``generator`` may be one per latent."""
-        from rezdiff.inverse.guidance import DPSGuidance, conditions_loss
+        from rezdiff.models.infd.guidance import DPSGuidance, conditions_loss
 
         entry = get_sampler(GAUSSIAN, sampler)
         network = self.sampling_network(use_ema)
@@ -432,7 +400,7 @@ class INFD(DiffusionModule):
         ``pad`` px context (``tile=None``: whole) and GroupNorm statistics ``norm`` (``"global"``: of the
         whole image, the tiled render equals the whole one; ``"sampled"``: the whole image's, estimated from
         windows at about one tile's extra cost; ``"tile"``: of each padded tile, the authors' mode).
-        ``guidance``: a list of :class:`rezdiff.inverse.guidance.Condition` for DPS box guidance with step
+        ``guidance``: a list of :class:`rezdiff.models.infd.guidance.Condition` for DPS box guidance with step
         ``guidance_scale`` (see that module). ``seeds``: one per image; ``callback`` sees every latent
         step."""
         height, width = resolution_or(self.encoder_resolution, resolution)

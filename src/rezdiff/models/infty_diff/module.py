@@ -1,5 +1,5 @@
 """∞-Diff (Bond-Taylor & Willcocks 2024): mollified diffusion trained on random pixel subsets, sampled on any
-grid. Mathematics in :mod:`rezdiff.core.mollified`, the network in :mod:`.network`; choices, deviations
+grid. Mathematics in :mod:`.mollified`, the network in :mod:`.network`; choices, deviations
 and results in this folder's README."""
 
 from __future__ import annotations
@@ -14,22 +14,22 @@ from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from torch import Tensor, nn
 
 from rezdiff.core.gaussian import EpsAfterClip, EpsFn, check_eps_after_clip, randn_like, sample_timesteps
-from rezdiff.core.mollified import (
-    mollified_initial_state,
-    mollified_marginal,
-    mollified_sample,
-    resolution_factor,
-)
-from rezdiff.core.operators import GaussianMollifier
 from rezdiff.core.samplers import GAUSSIAN, get_sampler
 from rezdiff.core.sampling import Callback, Generators, resolve_generators
 from rezdiff.core.schedules import TimestepSpacing, alphas_cumprod, cosine_betas, timestep_subsequence
 from rezdiff.data.batch import FieldBatch
 from rezdiff.data.coords import Resolution, as_hw, gather_pixels
 from rezdiff.models.base import DiffusionModule, resolution_or, step_generator
+from rezdiff.models.infty_diff.mollified import (
+    mollified_initial_state,
+    mollified_marginal,
+    mollified_sample,
+    resolution_factor,
+)
+from rezdiff.models.infty_diff.mollifier import GaussianMollifier
 from rezdiff.models.infty_diff.network import InftyDiffEncoder, InftyDiffNet, LatentConditioning
+from rezdiff.models.infty_diff.sparse import Backend
 from rezdiff.models.optimization import EMASettings, class_spec
-from rezdiff.nn.sparse import Backend
 
 DEFAULT_OPTIMIZER = class_spec("torch.optim.AdamW", lr=5e-5, betas=[0.9, 0.99], weight_decay=0.0)
 """The optimiser of ``optimizer``'s default (see the family README for its source)."""
@@ -83,7 +83,7 @@ class InftyDiff(DiffusionModule):
 
     Sampling (``sample``) runs on every pixel of any grid: a grid ``f = R / R0`` times finer starts from
     ``T'(f eps)`` with ``T'`` the blur of ``std * f`` pixels (below 1x the point values of that field,
-    :func:`~rezdiff.core.mollified.mollified_noise_operator`), and the network's kernels are resized by ``f``.
+    :func:`~.mollified.mollified_noise_operator`), and the network's kernels are resized by ``f``.
     It returns the Wiener-deblurred estimate of ``x_0`` (inverse SNR ``wiener_inverse_snr``, the images the
     paper shows) in [-1, 1], or the mollified sample ``T x_0`` itself with ``deblur=False``.
 

@@ -23,8 +23,14 @@ from diffusers.models.unets.unet_2d_blocks import UNetMidBlock2D, get_down_block
 from torch import Tensor, nn
 
 from rezdiff.data.coords import Resolution, as_hw, index_to_coord
-from rezdiff.nn.interpolate import grid_to_points, points_to_grid
-from rezdiff.nn.sparse import Backend, Neighbours, SparseDepthwiseConv, build_neighbours, resized_kernel_size
+from rezdiff.models.infty_diff.interpolate import grid_to_points, points_to_grid
+from rezdiff.models.infty_diff.sparse import (
+    Backend,
+    Neighbours,
+    SparseDepthwiseConv,
+    build_neighbours,
+    resized_kernel_size,
+)
 
 __all__ = ["InftyDiffEncoder", "InftyDiffNet", "InnerUNet", "LatentConditioning", "SparseResBlock"]
 

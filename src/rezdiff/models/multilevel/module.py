@@ -16,7 +16,7 @@ from torch import Tensor
 
 from rezdiff.classpaths import ClassPathError, import_attribute
 from rezdiff.core.gaussian import predict_x0, randn
-from rezdiff.core.operators import Boundary, Covariance, Matern
+from rezdiff.core.operators import Boundary
 from rezdiff.core.samplers import VP, check_sampler, get_sampler
 from rezdiff.core.sampling import Callback, Generators, SamplerSettings, VPSchedule, resolve_generators
 from rezdiff.core.schedules import vp_marginal
@@ -25,8 +25,9 @@ from rezdiff.data.coords import Resolution
 from rezdiff.data.images import fourier_resize
 from rezdiff.data.views import FieldView, Levels
 from rezdiff.models.base import DiffusionModule, resolution_or
+from rezdiff.models.multilevel.fno import FNO, Positional, check_even
+from rezdiff.models.multilevel.priors import Covariance, Matern
 from rezdiff.models.optimization import EMASettings, class_spec
-from rezdiff.nn.fno import FNO, Positional, check_even
 from rezdiff.nn.unet import UNet, UNetSettings
 
 DEFAULT_OPTIMIZER = class_spec("torch.optim.AdamW", lr=1e-3, betas=[0.9, 0.999], weight_decay=0.0)
@@ -68,7 +69,7 @@ def build_covariance(spec: Covariance | dict[str, Any]) -> Covariance:
         raise ValueError(f"a prior is a Covariance or a {{'class_path', 'init_args'}} dict, got {spec!r}")
     path = spec["class_path"]
     if "." not in path:
-        path = f"rezdiff.core.operators.{path}"
+        path = f"rezdiff.models.multilevel.priors.{path}"
     try:  # checkpoint text imports rezdiff modules only; a user's own prior needs its module imported first
         cls = import_attribute(path, trusted=("rezdiff",))
     except ClassPathError as error:
@@ -79,7 +80,7 @@ def build_covariance(spec: Covariance | dict[str, Any]) -> Covariance:
         raise ValueError(f"prior class_path {spec['class_path']!r} cannot be imported") from None
     if not (isinstance(cls, type) and issubclass(cls, Covariance)):
         raise ValueError(
-            f"prior class_path {spec['class_path']!r} is not a rezdiff.core.operators.Covariance"
+            f"prior class_path {spec['class_path']!r} is not a rezdiff.models.multilevel.priors.Covariance"
         )
     args = dict(spec.get("init_args") or {})
     if "parts" in args:
@@ -94,7 +95,7 @@ class MultilevelSDE(DiffusionModule):
     """Function-space VP score SDE ``dX = -beta/2 X dt + sqrt(beta) C^{1/2} dW`` with an FNO (or U-Net).
 
     **Convention.** Images are functions on the unit square; a grid holds their values at pixel centres.
-    ``prior`` is the covariance ``C`` (any :class:`~rezdiff.core.operators.Covariance`, chosen by
+    ``prior`` is the covariance ``C`` (any :class:`~rezdiff.models.multilevel.priors.Covariance`, chosen by
     ``class_path`` in configs; default the Matérn ``(8 I - Δ)^{-0.55}``); its draws are the same random
     function at every resolution. The network predicts the noise ``C^{1/2} xi`` as it appears in
     ``x_t = m(t) x_0 + std(t) C^{1/2} xi`` (denoising score matching for the preconditioned score

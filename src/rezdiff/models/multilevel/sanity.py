@@ -21,8 +21,8 @@ import torch
 from torch import Tensor
 
 from rezdiff.core.gaussian import randn
-from rezdiff.core.operators import Covariance
 from rezdiff.core.schedules import vp_marginal
+from rezdiff.models.multilevel.priors import Covariance
 
 
 @dataclass(frozen=True)

@@ -19,7 +19,7 @@ Interchangeable backends compute the same numbers:
   gradient is the same gather with the flipped kernel applied to ``G · K²/count`` (no atomics, no
   scatter), and the same gathered rows give the weight gradient: K² gathers forward, K² backward.
 * ``"triton"`` (CUDA, optional): the same loop and backward fused into Triton kernels, one program per tile
-  of points x channels (:mod:`rezdiff.nn.sparse_triton`); the regular (non-depthwise) weight runs the
+  of points x channels (:mod:`.sparse_triton`); the regular (non-depthwise) weight runs the
   ``"gather"`` loop. Checked against ``"gather"`` and ``"dense"`` in Triton's interpreter on CPU.
 * ``"dense"``: scatter the points onto a zero canvas ``[B, C, H, W]``, run ``conv2d``, read the points back.
 
@@ -169,7 +169,9 @@ def choose_backend(density: float, device: torch.device | str) -> Literal["gathe
     if density > GATHER_MAX_DENSITY.get(kind, GATHER_MAX_DENSITY["cuda"]):
         return "dense"
     if kind == "cuda":
-        from rezdiff.nn.sparse_triton import triton_available  # imports without triton, then says False
+        from rezdiff.models.infty_diff.sparse_triton import (
+            triton_available,
+        )  # imports without triton, then says False
 
         if triton_available(device):
             return "triton"
@@ -272,7 +274,7 @@ def sparse_depthwise_conv(
     weight = weight.to(x.dtype)
     factor = (kernel_size**2 / neighbours.counts.to(x.dtype)).unsqueeze(-1)  # [B, N, 1]
     if backend == "triton":
-        from rezdiff.nn.sparse_triton import TritonGatherConv, check_available
+        from rezdiff.models.infty_diff.sparse_triton import TritonGatherConv, check_available
 
         check_available(x.device)
         if weight.ndim == 3:  # the kernel is depthwise; the regular convolution runs the PyTorch loop

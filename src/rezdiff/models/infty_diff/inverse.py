@@ -35,11 +35,11 @@ from torch import Tensor
 
 from rezdiff.core.gaussian import predict_x0
 from rezdiff.core.loops import ddim_sample
-from rezdiff.core.mollified import mollified_initial_state, mollified_noise_operator
-from rezdiff.core.operators import GaussianMollifier
 from rezdiff.core.sampling import EpsAfterClip, EpsFn, Generators, StepInfo, resolve_generators
 from rezdiff.core.schedules import TimestepSpacing, timestep_subsequence
 from rezdiff.data.coords import Resolution, as_hw
+from rezdiff.models.infty_diff.mollified import mollified_initial_state, mollified_noise_operator
+from rezdiff.models.infty_diff.mollifier import GaussianMollifier
 
 if TYPE_CHECKING:
     from rezdiff.models.infty_diff import InftyDiff

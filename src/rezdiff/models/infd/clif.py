@@ -8,8 +8,7 @@ way (2 when the output has ``phi``'s size, 1 at twice that, ...): ``C + 4`` quer
 :class:`LIIFRenderer` maps each query independently with an MLP (the LIIF-style ablation of INFD's
 Appendix A). :func:`render_field` renders a whole image or a box of it, tiled when it is large.
 
-This module reads :mod:`rezdiff.data.coords` (a leaf module): the one coordinate convention wins over the
-rule that ``nn`` imports nothing from ``data``, as for ``nn/fno.py``.
+Queries follow :mod:`rezdiff.data.coords`, the one coordinate convention.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Optional Triton fast path for the ``"gather"`` backend of the sparse convolution (``rezdiff.nn.sparse``).
+"""Optional Triton fast path for the ``"gather"`` backend of the sparse convolution (:mod:`.sparse`).
 
 What: for ``N`` points per example, a neighbour table ``[B, N, K²]`` (sentinel ``N`` = absent) and a per-point
 factor ``K²/count``, one Triton program per tile of points x channels computes the depthwise operator::
@@ -7,7 +7,7 @@ factor ``K²/count``, one Triton program per tile of points x channels computes 
 
 with the ``K²`` loop fused in registers and fp32 accumulation (fp64 inputs accumulate in fp64). The backward
 reuses the same kernel for the input gradient, with the flipped kernel applied to ``grad · factor`` (the
-symmetric-neighbour identity of :class:`rezdiff.nn.sparse._GatherConv`, no atomics), and a second kernel
+symmetric-neighbour identity of :class:`.sparse._GatherConv`, no atomics), and a second kernel
 for the weight gradient.
 
 Why: the PyTorch twin launches about three kernels and writes a ``[B·N, C]`` temporary per offset, so on a
@@ -16,8 +16,8 @@ output (and each gradient) is written once, in one launch. The tile sizes below 
 kernels have been checked in the interpreter and compiled ahead of time, not yet run or timed on a GPU.
 
 Only depthwise weights ``[C, K²]`` go through Triton; the regular convolution of the Table 2 ablation stays
-on the PyTorch twin (:func:`rezdiff.nn.sparse.sparse_depthwise_conv` routes it). Triton is optional: this
-module imports without it, and :mod:`rezdiff.nn.sparse` imports this module only when a ``"triton"`` backend
+on the PyTorch twin (:func:`.sparse.sparse_depthwise_conv` routes it). Triton is optional: this
+module imports without it, and :mod:`.sparse` imports this module only when a ``"triton"`` backend
 is asked for or ``"auto"`` runs on CUDA. Triton decides between compiling and interpreting when a kernel is
 decorated, that is when this module is first imported: with ``TRITON_INTERPRET=1`` set before then, the
 kernels run on CPU tensors in Triton's interpreter, which is how the tests check them without a GPU.
@@ -174,8 +174,8 @@ def check_available(device: torch.device | str) -> None:
         raise RuntimeError(
             "the 'triton' sparse convolution backend runs on CUDA tensors, got a "
             f"{torch.device(device).type} tensor; use backend='gather' (or 'auto') here. Triton's "
-            "interpreter (TRITON_INTERPRET=1 set before rezdiff.nn.sparse_triton is first imported) runs it "
-            "on CPU, slowly, for tests."
+            "interpreter (TRITON_INTERPRET=1 set before rezdiff.models.infty_diff.sparse_triton is first "
+            "imported) runs it on CPU, slowly, for tests."
         )
 
 
@@ -254,7 +254,7 @@ def _weight_grad(x: Tensor, scaled: Tensor, table: Tensor) -> Tensor:
 
 
 class TritonGatherConv(torch.autograd.Function):
-    """Triton twin of :class:`rezdiff.nn.sparse._GatherConv` (same arguments, same numbers), depthwise only.
+    """Triton twin of :class:`.sparse._GatherConv` (same arguments, same numbers), depthwise only.
 
     ``forward(x [B, N, C], weight [C, K²], table [B, N, K²], factor [B, N, 1]) -> [B, N, C]`` in ``x``'s
     dtype; the weight and factor are read in their own dtypes, and sums are accumulated in fp32 (fp64 for

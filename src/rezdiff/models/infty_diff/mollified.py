@@ -1,6 +1,6 @@
 """∞-Diff's mollified diffusion (Bond-Taylor & Willcocks, paper §3.2 and Appendix B).
 
-With ``T`` the Gaussian mollifier (:class:`~rezdiff.core.operators.GaussianMollifier`) the forward marginal
+With ``T`` the Gaussian mollifier (:class:`~.mollifier.GaussianMollifier`) the forward marginal
 is ``x_t = sqrt(ab) T x_0 + sqrt(1 - ab) T eps`` (Eq. 9), computed on the *full* pixel grid (``T`` is a
 global operator) and only then read at the sampled pixels. The network predicts ``T eps``; the posterior
 ``q(x_{t-1} | x_t, x_0)`` is DDPM's with ``x_0`` replaced by ``T x_0`` and covariance ``beta_tilde T T*``
@@ -32,11 +32,12 @@ import torch
 from torch import Tensor
 
 from rezdiff.core.gaussian import Coeff, Operator, expand_like, q_sample, randn
-from rezdiff.core.operators import GaussianMollifier, dct2, idct2
+from rezdiff.core.operators import dct2, idct2
 from rezdiff.core.samplers import GAUSSIAN, get_sampler
 from rezdiff.core.sampling import Callback, EpsAfterClip, EpsFn, Generators, SamplerSettings
 from rezdiff.core.schedules import as_f64
 from rezdiff.core.shapes import as_hw
+from rezdiff.models.infty_diff.mollifier import GaussianMollifier
 
 __all__ = [
     "gaussian_data_eps",
