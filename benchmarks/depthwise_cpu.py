@@ -5,8 +5,8 @@
 oneDNN's depthwise conv2d (torch's CPU kernel) is fast up to 9x9 kernels and an order of magnitude slower per
 multiply-add from 11x11 up. ∞-Diff resizes its kernels with the output (5 -> 9 at 2x, 21 at 4x for the
 quickstart; 7 -> 13, 29, 57 for the paper's), so sampling above the training resolution falls off the cliff.
-``rezdiff.models.infty_diff.sparse.depthwise_conv2d`` splits a wide kernel into blocks of at most 7 taps a side, each a
-shifted depthwise convolution. Recorded, side by side in one run:
+``rezdiff.models.infty_diff.sparse.depthwise_conv2d`` splits a wide kernel into blocks of at most 7 taps a
+side, each a shifted depthwise convolution. Recorded, side by side in one run:
 
 * per (resolution, kernel): one conv2d vs the blocked one, ms per call (32 channels, batch 1, ``--repeats``
   calls each after one untimed call), their ratio, and the ideal ratio -- the one conv2d's time over the
