@@ -18,15 +18,7 @@ from rezdiff.models import DDPM, DVDP, INFD
 from tests.models.test_infd_latent import TINY, _tiny_autoencoder_config
 
 pytestmark = pytest.mark.usefixtures("single_thread")
-UNET = dict(
-    unet=dict(
-        block_out_channels=(16, 32),
-        layers_per_block=1,
-        attention_levels=(1,),
-        attention_head_dim=16,
-        norm_num_groups=8,
-    )
-)
+UNET = {"unet": TINY["unet"]}  # the U-Net of tests/configs/tiny_infd_latent.yaml
 
 
 def _ddpm(**options) -> DDPM:

@@ -29,6 +29,7 @@ from rezdiff.models.infd.guidance import (
     guided_sample,
 )
 from tests.helpers import REPO
+from tests.models.test_infd_latent import TINY
 
 AB = alphas_cumprod(linear_betas(100, 1e-3, 0.05))
 TIMESTEPS = [90, 60, 30, 0]
@@ -123,18 +124,7 @@ def test_guidance_pulls_toward_the_target() -> None:
 
 
 # ---------------------------------------------------------------------------------- INFD box guidance
-TINY_UNET = dict(
-    unet=dict(
-        block_out_channels=(16, 32),
-        layers_per_block=1,
-        attention_levels=(1,),
-        attention_head_dim=16,
-        norm_num_groups=8,
-    ),
-    num_train_steps=100,
-    sample_steps=4,
-    ema={"decay": 0.0},
-)
+TINY_UNET = {**TINY, "ema": {"decay": 0.0}}  # the U-Net of tests/configs/tiny_infd_latent.yaml
 
 
 def _infd(renderer: str = "clif") -> INFD:
