@@ -70,6 +70,17 @@ class UNetSettings:
 UNET_SETTINGS: tuple[str, ...] = tuple(field.name for field in fields(UNetSettings))
 """The names of :class:`UNetSettings`' fields (which were flat constructor arguments of the families)."""
 
+DDPM_UNET = UNetSettings(
+    block_out_channels=(64, 128, 256, 256),
+    layers_per_block=2,
+    attention_levels=(2,),
+    attention_head_dim=32,
+    dropout=0.1,
+    norm_num_groups=32,
+)
+"""The default U-Net of the DDPM baseline and of DVDP (the DVDP paper compares the two on one network; the
+paper configs set their own)."""
+
 
 class UNet(nn.Module):
     """``forward(x [B, C, H, W], t [B]) -> [B, out_channels, H, W]``.

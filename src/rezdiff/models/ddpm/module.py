@@ -26,21 +26,14 @@ from rezdiff.data.coords import Resolution
 from rezdiff.data.views import FieldView
 from rezdiff.models.base import DiffusionModule, resolution_or
 from rezdiff.models.optimization import EMASettings, class_spec
-from rezdiff.nn.unet import UNet, UNetSettings
+from rezdiff.nn.unet import DDPM_UNET, UNet, UNetSettings
 
 DEFAULT_OPTIMIZER = class_spec("torch.optim.AdamW", lr=2e-4, betas=[0.9, 0.999], weight_decay=0.0)
 """The optimiser of ``optimizer``'s default (see the family README for its source)."""
 DEFAULT_EMA = EMASettings(decay=0.9999, update_every=1, warmup=True)
 """The EMA of ``ema``'s default."""
-DEFAULT_UNET = UNetSettings(
-    block_out_channels=(64, 128, 256, 256),
-    layers_per_block=2,
-    attention_levels=(2,),
-    attention_head_dim=32,
-    dropout=0.1,
-    norm_num_groups=32,
-)
-"""The U-Net of ``unet``'s default (the paper configs set their own)."""
+DEFAULT_UNET = DDPM_UNET
+"""The U-Net of ``unet``'s default."""
 
 
 class DDPM(DiffusionModule):

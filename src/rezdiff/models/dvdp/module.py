@@ -21,11 +21,15 @@ from rezdiff.data.batch import FieldBatch
 from rezdiff.data.coords import Resolution
 from rezdiff.data.views import FieldView
 from rezdiff.models.base import DiffusionModule, resolution_or
+from rezdiff.models.optimization import EMASettings, class_spec
+from rezdiff.nn.unet import DDPM_UNET, UNet, UNetSettings
 
-# the DDPM baseline's U-Net, optimiser and EMA defaults: the paper compares the two on one network
-from rezdiff.models.ddpm.module import DEFAULT_EMA, DEFAULT_OPTIMIZER, DEFAULT_UNET
-from rezdiff.models.optimization import EMASettings
-from rezdiff.nn.unet import UNet, UNetSettings
+DEFAULT_OPTIMIZER = class_spec("torch.optim.AdamW", lr=2e-4, betas=[0.9, 0.999], weight_decay=0.0)
+"""The optimiser of ``optimizer``'s default (see the family README for its source)."""
+DEFAULT_EMA = EMASettings(decay=0.9999, update_every=1, warmup=True)
+"""The EMA of ``ema``'s default."""
+DEFAULT_UNET = DDPM_UNET
+"""The U-Net of ``unet``'s default: the DDPM baseline's."""
 
 
 class DVDP(DiffusionModule):
