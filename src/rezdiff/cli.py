@@ -175,7 +175,7 @@ class RezdiffCLI(LightningCLI):
         else:
             given = self.parser.parse_args(args, defaults=False)
         model = _plain((given.get(subcommand) or {}).get("model") or {})
-        return _fold_flat_unet(dict(model.get("init_args") or {})) if isinstance(model, dict) else {}
+        return dict(model.get("init_args") or {}) if isinstance(model, dict) else {}
 
     def _parse_ckpt_path(self) -> None:
         """Take the model's class and hyperparameters from the ``--ckpt_path`` checkpoint, as Lightning does,
@@ -203,7 +203,10 @@ class RezdiffCLI(LightningCLI):
         recorded = recorded_hyperparameters(ckpt_path, checkpoint, recorded_class)
         free = sample_time_settings(recorded_class)
         overrides, conflicts = {}, []
-        for name, value in self._given_model_arguments(subcommand).items():
+        given = self._given_model_arguments(subcommand)
+        if "unet" in recorded:  # a U-Net-group family (∞-Diff has dropout etc. of its own)
+            given = _fold_flat_unet(given)
+        for name, value in given.items():
             if name in free or name not in recorded:  # an option newer than the checkpoint is the config's
                 overrides[name] = value
             else:
