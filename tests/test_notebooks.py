@@ -26,4 +26,3 @@ def test_notebook_executes(path: Path, tmp_path: Path, monkeypatch: pytest.Monke
         o for cell in notebook.cells for o in cell.get("outputs", []) if o.get("output_type") == "error"
     ]
     assert not errors
-
