@@ -41,7 +41,7 @@ from rezdiff.models import DDPM, DVDP, DiffusionModule, MultilevelSDE
 from rezdiff.models.hparams_context import cli_building
 from rezdiff.models.infd import INFD, INFDAutoencoder
 from rezdiff.models.infty_diff import InftyDiff, InftyDiffLatent
-from rezdiff.nn.unet import UNET_SETTINGS
+from rezdiff.nn.unet import UNET_SETTINGS, former_unet_arguments
 from rezdiff.sample import sample_main
 
 LIGHTNING_COMMANDS = ("fit", "validate", "test", "predict")
@@ -82,8 +82,9 @@ def _fold_flat_unet(init_args: dict[str, Any]) -> dict[str, Any]:
     """Given model arguments with the former flat U-Net arguments folded into ``unet`` (over the given
     ``unet``'s keys): how a checkpoint records them, so that an old run's flat ``config.yaml`` (which also
     holds a default-filled ``unet``) resumes against its own checkpoint."""
-    flat = {key: init_args.pop(key) for key in UNET_SETTINGS if key in init_args}
-    flat = {key: value for key, value in flat.items() if value is not None}
+    flat = former_unet_arguments(init_args)
+    for key in UNET_SETTINGS:
+        init_args.pop(key, None)
     if flat:
         init_args["unet"] = {**(init_args.get("unet") or {}), **flat}
     return init_args

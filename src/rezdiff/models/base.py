@@ -37,7 +37,7 @@ from rezdiff.data.coords import Resolution, as_hw
 from rezdiff.data.views import FieldView, RandomPixels
 from rezdiff.models.hparams_context import building_under_cli
 from rezdiff.models.optimization import EMASettings, probe, recordable, resolve_factory
-from rezdiff.nn.unet import UNET_SETTINGS, UNetSettings
+from rezdiff.nn.unet import UNET_SETTINGS, UNetSettings, former_unet_arguments
 
 logger = logging.getLogger(__name__)
 
@@ -162,16 +162,13 @@ class DiffusionModule(pl.LightningModule, ABC):
         config resumed against its checkpoint, whose recorded settings arrive as ``unet``). A ``unet`` equal
         to the default counts as not given: the CLI always hands the group, filled with its defaults."""
         name = type(self).__name__
-        parameter = inspect.signature(type(self).__init__).parameters.get("unet")
-        default = parameter.default if parameter is not None else None
-        if not isinstance(default, UNetSettings):
-            default = UNetSettings()
+        default = self.default_unet()
         if not isinstance(unet, (UNetSettings, Mapping)) and callable(getattr(unet, "as_dict", None)):
             unet = unet.as_dict()  # a jsonargparse Namespace
         if isinstance(unet, Mapping):
             unet = {**default.as_dict(), **unet}
         settings = UNetSettings.of(unet)
-        given = {key: former[key] for key in UNET_SETTINGS if former.get(key) is not None}
+        given = former_unet_arguments(former)
         if not given:
             return settings
         if settings != default:
@@ -215,6 +212,13 @@ class DiffusionModule(pl.LightningModule, ABC):
         self._hparams_initial.update(plain)
 
     @classmethod
+    def default_unet(cls) -> UNetSettings:
+        """The family's ``unet`` default (``UNetSettings()`` where the constructor gives none)."""
+        parameter = inspect.signature(cls.__init__).parameters.get("unet")
+        default = parameter.default if parameter is not None else None
+        return default if isinstance(default, UNetSettings) else UNetSettings()
+
+    @classmethod
     def upgrade_hyperparameters(
         cls, hparams: Mapping[str, Any], origin: str = "a checkpoint"
     ) -> dict[str, Any]:
@@ -226,8 +230,9 @@ class DiffusionModule(pl.LightningModule, ABC):
         parameters = inspect.signature(cls.__init__).parameters
         flat_unet: dict[str, Any] = {}
         if "unet" in parameters:  # ∞-Diff's own dropout, attention_head_dim, ... are not U-Net settings
-            flat_unet = {key: hparams.pop(key) for key in UNET_SETTINGS if key in hparams}
-            flat_unet = {key: value for key, value in flat_unet.items() if value is not None}
+            flat_unet = former_unet_arguments(hparams)
+            for key in UNET_SETTINGS:
+                hparams.pop(key, None)
         if flat_unet and hparams.get("unet") is not None:
             raise ValueError(
                 f"{origin} records both unet and the former flat U-Net argument(s) "
@@ -250,10 +255,7 @@ class DiffusionModule(pl.LightningModule, ABC):
             stacklevel=2,
         )
         if flat_unet:
-            default = parameters["unet"].default
-            if not isinstance(default, UNetSettings):
-                default = UNetSettings()
-            hparams["unet"] = replace(default, **flat_unet).as_dict()
+            hparams["unet"] = replace(cls.default_unet(), **flat_unet).as_dict()
         if not legacy:
             return hparams
         for name in cls.optimizer_arguments:

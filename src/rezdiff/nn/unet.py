@@ -70,6 +70,13 @@ class UNetSettings:
 UNET_SETTINGS: tuple[str, ...] = tuple(field.name for field in fields(UNetSettings))
 """The names of :class:`UNetSettings`' fields (which were flat constructor arguments of the families)."""
 
+
+def former_unet_arguments(values: Mapping[str, Any]) -> dict[str, Any]:
+    """The former flat U-Net arguments given in ``values`` (keyword arguments, recorded hyperparameters or a
+    parsed config), by the names of :data:`UNET_SETTINGS`; None counts as not given."""
+    return {key: values[key] for key in UNET_SETTINGS if values.get(key) is not None}
+
+
 DDPM_UNET = UNetSettings(
     block_out_channels=(64, 128, 256, 256),
     layers_per_block=2,
