@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import warnings
 
 import pytest
 import torch
@@ -51,6 +52,21 @@ def test_cosine_betas_are_clipped_and_consistent_with_alpha_bar() -> None:
     assert cosine_alpha_bar(0.0).item() == 1.0
     with pytest.raises(ValueError, match="unknown beta schedule"):
         make_betas("sigmoid", 10)  # type: ignore[arg-type]
+
+
+def test_a_schedule_that_leaves_data_in_its_last_step_warns_with_the_settings_and_the_fix() -> None:
+    """DDPM's linear betas over 200 steps keep sqrt(alpha_bar) = 0.36 of the data where sampling starts
+    from pure noise (the notebook's first DDPM trained so and drew blobs); the paper's 1000 steps, LDM's
+    range and the cosine schedule do not warn."""
+    with pytest.warns(
+        UserWarning, match=r"schedule='linear' with num_train_steps=200, beta_end=0.02 keeps 0.36 "
+    ):
+        make_betas("linear", 200)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        make_betas("linear", 1000)
+        make_betas("linear", 1000, 0.0015, 0.0195)
+        make_betas("cosine", 20)
 
 
 @pytest.mark.parametrize("spacing", ["leading", "trailing", "linspace"])
