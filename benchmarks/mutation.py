@@ -135,6 +135,8 @@ SUBSETS: dict[str, list[str]] = {
         "rezdiff/core/pyramid.py",
         "rezdiff/models/infty_diff/mollified.py",
     ],
+    # the reverse steps and loops every family's sample() calls (DDPM/DDIM/VP SDE/ODE) and their registry
+    "core_sampling": ["rezdiff/core/gaussian.py", "rezdiff/core/loops.py", "rezdiff/core/samplers.py"],
     # the spectral operators and priors alone
     "operators": [
         "rezdiff/core/operators.py",

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 import torch
 from diffusers import DDIMScheduler, DDPMScheduler
@@ -26,7 +28,10 @@ from rezdiff.core import (
     randn_like,
     sample_timesteps,
     timestep_subsequence,
+    vp_heun_step,
+    vp_integrate,
     vp_marginal,
+    vp_reverse_step,
     vp_sample,
     x0_from_v,
 )
@@ -334,6 +339,122 @@ def test_loops_validate_timesteps() -> None:
         ddim_sample(fake_eps, x, acp, [10, 5])
     with pytest.raises(ValueError, match="noise"):
         ddim_step(x, x, acp[5], acp[3], None, eta=1.0)
+
+
+def test_step_errors_name_the_step_and_the_choices_in_full() -> None:
+    """Each step's one-line error names the step that needs noise, or the bad value and the valid ones
+    (the whole message: a loose ``match`` lets a garbled name through)."""
+    x = torch.ones(1, 2, dtype=torch.float64)
+    expected = {
+        "ddpm_step needs `noise` for a stochastic step": lambda: ddpm_step(x, x, 0.5, 0.8, None),
+        "ddim_step with eta > 0 needs `noise` for a stochastic step": lambda: ddim_step(
+            x, x, 0.5, 0.8, None, eta=1.0
+        ),
+        "vp_reverse_step (SDE) needs `noise` for a stochastic step": lambda: vp_reverse_step(
+            x, x, 0.5, 0.4, None
+        ),
+        "unknown variance 'medium'; expected 'small' or 'large'": lambda: ddpm_step(
+            x,
+            x,
+            0.5,
+            0.8,
+            x,
+            variance="medium",  # type: ignore[arg-type]
+        ),
+        "unknown eps_after_clip 'clipped'; expected 'network' or 'from_x0'": lambda: ddim_step(
+            x,
+            x,
+            0.5,
+            0.8,
+            eps_after_clip="clipped",  # type: ignore[arg-type]
+        ),
+    }
+    for message, call in expected.items():
+        with pytest.raises(ValueError, match=f"^{re.escape(message)}$"):
+            call()
+
+
+def test_vp_loop_refuses_each_bad_grid_and_solver_with_its_own_message() -> None:
+    """A 2-D grid, a single point, a repeated point and a rising grid are each refused (not only their
+    combination); the solver errors name the value and the fix."""
+    x = torch.zeros(1, 2, dtype=torch.float64)
+    for grid in ([[0.5, 0.4]], [0.5], [0.5, 0.5, 0.4], [0.4, 0.5]):
+        with pytest.raises(
+            ValueError, match=r"^the VP time grid must be 1-D, strictly decreasing, with >= 2 points; got "
+        ):
+            vp_integrate(fake_eps, x, torch.tensor(grid, dtype=torch.float64), ode=True)
+    with pytest.raises(ValueError, match=r"^unknown solver 'rk4'; expected 'euler' or 'heun'$"):
+        vp_integrate(fake_eps, x, torch.tensor([0.5, 0.4]), ode=True, solver="rk4")  # type: ignore[arg-type]
+    with pytest.raises(
+        ValueError,
+        match=r"^solver='heun' integrates the probability-flow ODE; "
+        r"pass ode=True \(the SDE uses Euler-Maruyama\)$",
+    ):
+        vp_integrate(fake_eps, x, torch.tensor([0.5, 0.4]), solver="heun")
+
+
+def test_progress_bars_name_the_sampler(capsys: pytest.CaptureFixture[str]) -> None:
+    """With ``progress=True`` each loop shows a bar labelled with its sampler (and the ODE's solver)."""
+    acp = alphas_cumprod(linear_betas(10))
+    x = torch.zeros(1, 2, dtype=torch.float64)
+    runs = {
+        "DDIM": lambda: ddim_sample(fake_eps, x, acp, [9, 5, 0], progress=True),
+        "DDPM": lambda: ddpm_sample(fake_eps, x, acp, timesteps=[9, 5, 0], generator=gen(0), progress=True),
+        "VP SDE": lambda: vp_sample(fake_eps, x, 2, generator=gen(0), progress=True),
+        "VP ODE (heun)": lambda: vp_sample(fake_eps, x, 2, ode=True, solver="heun", progress=True),
+        "VP ODE (euler)": lambda: vp_sample(fake_eps, x, 2, ode=True, progress=True),
+    }
+    for desc, run in runs.items():
+        run()
+        err = capsys.readouterr().err
+        assert f"{desc}: 100%" in err, (desc, err)
+    # and no bar by default
+    ddim_sample(fake_eps, x, acp, [9, 5, 0])
+    ddpm_sample(fake_eps, x, acp, timesteps=[9, 5, 0], generator=gen(0))
+    vp_sample(fake_eps, x, 2, generator=gen(0))
+    vp_integrate(fake_eps, x, torch.tensor([0.5, 0.4]), ode=True)
+    assert capsys.readouterr().err == ""
+
+
+class _Called(Exception):
+    """Raised by a network stand-in once it has recorded what it was called with."""
+
+
+def test_loops_give_the_network_t_on_the_states_device_in_the_documented_dtype() -> None:
+    """DDIM and DDPM pass ``t`` as a long ``[B]`` tensor, the VP loops and the Heun corrector as a ``[B]``
+    tensor in ``x``'s dtype, all on ``x``'s device (the meta device here: a tensor left on the CPU shows)."""
+    seen: list[Tensor] = []
+
+    def record(x: Tensor, t: Tensor) -> Tensor:
+        seen.append(t)
+        if len(seen) == 2 or x.device.type == "meta":
+            raise _Called
+        return torch.zeros_like(x)
+
+    acp = alphas_cumprod(linear_betas(10))
+    meta = torch.zeros(3, 2, dtype=torch.float64, device="meta")
+    runs = {
+        ("ddim", torch.long): lambda: ddim_sample(record, meta, acp, [9, 5]),
+        ("ddpm", torch.long): lambda: ddpm_sample(record, meta, acp, timesteps=[8, 5]),
+        ("vp_integrate", torch.float64): lambda: vp_integrate(
+            record, meta, torch.tensor([0.5, 0.25]), ode=True
+        ),
+        ("vp_sample", torch.float32): lambda: vp_sample(record, meta.float(), 1, t_max=0.75, t_min=0.25),
+    }
+    for (name, dtype), run in runs.items():
+        seen.clear()
+        with pytest.raises(_Called):
+            run()
+        (t,) = seen
+        assert (t.dtype, t.device.type, t.shape) == (dtype, "meta", (3,)), name
+    # Heun's second (corrector) call: at t_next, in x's dtype
+    seen.clear()
+    with pytest.raises(_Called):
+        vp_heun_step(record, torch.zeros(3, 2, dtype=torch.float64), 0.5, 0.25)
+    assert [(t.dtype, t.shape, t.tolist()) for t in seen] == [
+        (torch.float64, (3,), [0.5] * 3),
+        (torch.float64, (3,), [0.25] * 3),
+    ]
 
 
 # --------------------------------------------------------------------------------------------------------

@@ -151,3 +151,78 @@ def test_a_list_of_generators_draws_row_k_from_generator_k() -> None:
     both = ddim_sample(_oracle_eps(ab), x_T, ab, [19, 9], eta=1.0, generator=seed_generators([1, 2]))
     one = ddim_sample(_oracle_eps(ab), x_T[1:], ab, [19, 9], eta=1.0, generator=seed_generators([2]))
     assert torch.equal(both[1:], one)
+
+
+def test_registered_samplers_forward_every_setting_to_their_loop(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each registry entry calls its loop with the schedule, the timesteps and every knob of
+    ``SamplerSettings`` it uses (non-default values here, so a dropped or swapped one shows), the generator
+    and the callback; the VP entries pass the grid as float64 and their ODE/SDE flag and solver."""
+    import rezdiff.core.samplers as samplers
+
+    calls: dict[str, tuple[tuple, dict]] = {}
+    for loop in ("ddim_sample", "ddpm_sample", "vp_integrate", "dvdp_sample"):
+        monkeypatch.setattr(
+            samplers,
+            loop,
+            lambda *args, _loop=loop, **kwargs: calls.update({_loop: (args, kwargs)}) or args[1],
+        )
+
+    def eps_fn(x: Tensor, t: Tensor) -> Tensor:
+        return x
+
+    def operator(z: Tensor) -> Tensor:
+        return 2 * z
+
+    def callback(info: StepInfo) -> None:
+        return None
+
+    x_T = torch.zeros(1, 2)
+    generator = torch.Generator()
+    settings = SamplerSettings(
+        eta=0.5,
+        clip_x0=2.0,
+        eps_after_clip="from_x0",
+        noise_operator=operator,
+        variance="large",
+        final_alpha_bar=0.9,
+        progress=True,
+    )
+    acp = alphas_cumprod(linear_betas(10))
+    common = {"generator": generator, "progress": True, "callback": callback}
+
+    get_sampler(GAUSSIAN, "ddim").fn(eps_fn, x_T, acp, [9, 4], settings, generator, callback)
+    expected = dict(
+        eta=0.5, clip_x0=2.0, eps_after_clip="from_x0", noise_operator=operator, final_alpha_bar=0.9
+    )
+    assert calls["ddim_sample"] == ((eps_fn, x_T, acp, [9, 4]), {**expected, **common})
+
+    get_sampler(GAUSSIAN, "ddpm").fn(eps_fn, x_T, acp, [9, 4], settings, generator, callback)
+    expected = dict(variance="large", clip_x0=2.0, noise_operator=operator, timesteps=[9, 4])
+    assert calls["ddpm_sample"] == ((eps_fn, x_T, acp), {**expected, **common})
+
+    vp_schedule = samplers.VPSchedule(beta_min=0.2, beta_max=7.0)
+    for name, ode, solver in (
+        ("sde", False, "euler"),
+        ("ode_euler", True, "euler"),
+        ("ode_heun", True, "heun"),
+    ):
+        get_sampler(VP, name).fn(eps_fn, x_T, vp_schedule, [0.75, 0.5], settings, generator, callback)
+        (fn, x, grid), kwargs = calls.pop("vp_integrate")
+        assert (fn, x) == (eps_fn, x_T) and grid.dtype == torch.float64 and grid.tolist() == [0.75, 0.5]
+        expected = dict(beta_min=0.2, beta_max=7.0, noise_operator=operator, ode=ode, solver=solver)
+        assert kwargs == {**expected, **common}, name
+        kind = "ODE" if ode else "SDE"
+        assert get_sampler(VP, name).fn.__doc__.startswith(f"The reverse VP {kind} by {solver} ("), name
+
+    for name in ("ddim", "ddpm"):
+        dvdp_schedule = object()
+        get_sampler(samplers.DVDP, name).fn(
+            eps_fn, x_T, dvdp_schedule, torch.tensor([9, 4]), settings, generator, callback
+        )
+        (fn, x, schedule, timesteps), kwargs = calls.pop("dvdp_sample")
+        assert (fn, x, schedule) == (eps_fn, x_T, dvdp_schedule)
+        assert timesteps == [9, 4] and all(type(t) is int for t in timesteps)
+        assert kwargs == {"sampler": name, "eta": 0.5, "clip_x0": 2.0, **common}, name
+        assert get_sampler(samplers.DVDP, name).fn.__doc__.startswith(f"DVDP's {name} reverse process ("), (
+            name
+        )

@@ -127,6 +127,16 @@ def test_train_resolution_resizes_only_a_batch_of_another_size_and_refuses_non_s
             model.loss(batch, torch.Generator().manual_seed(0))
 
 
+@pytest.mark.parametrize("height, width", [(16, 15), (15, 16)])
+def test_loss_refuses_an_odd_grid_in_either_dimension(height: int, width: int) -> None:
+    """With no level to resize to, the batch's own grid goes to the FNO: an odd height or width (even a
+    non-square one whose other side is even) is the one-line even-size error, not a silent run."""
+    model = MultilevelSDE(**TINY, ema={"decay": 0.0})
+    batch = FieldBatch(image=torch.zeros(2, 3, height, width))
+    with pytest.raises(ValueError, match=rf"the FNO needs even grid sizes, got {height}x{width}"):
+        model.loss(batch, torch.Generator().manual_seed(0))
+
+
 @pytest.mark.parametrize("boundary", ["periodic", "reflect"])
 def test_coarse_levels_are_resized_in_the_prior_basis(boundary: str) -> None:
     """With a tiny beta the forward marginal is x_0 to 1e-6, so the network's input is the coarse data:
