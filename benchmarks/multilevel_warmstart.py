@@ -94,6 +94,12 @@ def parse(args: list[str] | None) -> argparse.Namespace:
         "matern: the model's default Matern(8)",
     )
     parser.add_argument(
+        "--coarse-only",
+        type=int,
+        default=0,
+        help="only train this many coarse steps, evaluated at the fine level (no fine-only run, no branches)",
+    )
+    parser.add_argument(
         "--fine-only-from",
         default=None,
         help="a result file of this script with the same settings and seed: reuse its fine-only curve",
@@ -127,6 +133,10 @@ def check(options: argparse.Namespace) -> None:
             )
     if options.steps % options.eval_every:
         raise ValueError(f"--steps {options.steps} must be a multiple of --eval-every {options.eval_every}")
+    if options.coarse_only % options.eval_every:
+        raise ValueError(
+            f"--coarse-only {options.coarse_only} must be a multiple of --eval-every {options.eval_every}"
+        )
     if options.confirm < 1 or options.switch_warmup < 0:
         raise ValueError("--confirm must be >= 1 and --switch-warmup >= 0")
 
@@ -409,6 +419,8 @@ def main(args: list[str] | None = None) -> dict[str, Any]:
         "definition": RATIO_DEFINITION,
         "goal_ratio": 0.6,
     }
+    if options.coarse_only:
+        return coarse_only(options, make, report, name.replace(".json", "_coarse_only.json"))
     fine_only = fine_only_curve(options, make)
     target = smoothed(fine_only)[-1]
     report.update(fine_only={"curve": fine_only}, target_val_loss=target)
@@ -438,6 +450,18 @@ def main(args: list[str] | None = None) -> dict[str, Any]:
     report["sampling"] = sampling_rows(options, device)
     report["complete"] = True
     return write_report(report, options.out, name)
+
+
+def coarse_only(options: argparse.Namespace, make: Any, report: dict[str, Any], name: str) -> dict[str, Any]:
+    """The coarse trajectory alone, written after every evaluation (what coarse training buys at the fine
+    level, step for step: compare with a fine-only curve of the same seed)."""
+    print(f"coarse-only at {options.coarse}², seed {options.seed}, {options.coarse_only} steps")
+    trainer = make()
+    for _ in range(options.coarse_only // options.eval_every):
+        timed_total(trainer, options.eval_every, options.coarse)
+        report.update(coarse_only={"curve": trainer.curve}, complete=trainer.step == options.coarse_only)
+        written = write_report(report, options.out, name)
+    return written
 
 
 RATIO_DEFINITION = (

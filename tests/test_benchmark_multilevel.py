@@ -184,3 +184,18 @@ def test_report_table_names_the_schedule_and_seeds() -> None:
     }
     table = load_script("report").multilevel_warmstart([result])
     assert "240 steps, combined prior; coarse fraction 0.5, switch keep; median of seeds 0, 1, 2" in table
+
+
+def test_coarse_only_repeats_the_coarse_trajectory_of_a_full_run(tmp_path: Path, bench: Any) -> None:
+    """``--coarse-only`` trains the same coarse steps (seeded by step) as a full run's coarse trajectory."""
+    full = bench.main(
+        [*TINY, *SMALL_DATA, "--coarse-fraction", "0.5", "--sample-resolutions", "--out", str(tmp_path)]
+    )
+    alone = bench.main([*TINY, *SMALL_DATA, "--coarse-only", "4", "--out", str(tmp_path)])
+    assert (tmp_path / "multilevel_warmstart_16_cpu_combined_seed0_coarse_only.json").is_file()
+    assert "fine_only" not in alone and alone["complete"]
+    assert [row["step"] for row in alone["coarse_only"]["curve"]] == [2, 4]
+    losses = [row["val_loss"] for row in alone["coarse_only"]["curve"]]
+    assert losses[0] == full["coarse_only"]["curve"][0]["val_loss"]
+    with pytest.raises(ValueError, match="--coarse-only 3 must be a multiple"):
+        bench.parse([*TINY, "--coarse-only", "3"])
