@@ -502,9 +502,15 @@ def sampling_rows(options: argparse.Namespace, device: torch.device) -> list[dic
 def summarize(options: argparse.Namespace) -> dict[str, Any]:
     """Median and range over seeds of each schedule's ratio (a schedule: coarse fraction, switch rule and
     warm-up); one result file per schedule, named by it, and with ``--plot`` one figure of every curve."""
-    results = [json.loads(Path(path).read_text()) for path in options.summarize]
+    loaded = [json.loads(Path(path).read_text()) for path in options.summarize]
+    results = [result for result in loaded if "fine_only" in result]
+    for alone in (result for result in loaded if "fine_only" not in result):  # a --coarse-only file
+        for result in results:  # its longer coarse trajectory replaces the one of its seed's full run
+            if result["settings"]["seed"] == alone["settings"]["seed"]:
+                result["coarse_only"] = alone["coarse_only"]
+    paths = [path for path, result in zip(options.summarize, loaded, strict=True) if "fine_only" in result]
     groups: dict[tuple[float, str, int], list[dict[str, Any]]] = {}
-    for path, result in zip(options.summarize, results, strict=True):
+    for path, result in zip(paths, results, strict=True):
         for branch in result.get("branches", []):
             members = groups.setdefault(
                 (branch["coarse_fraction"], branch["switch"], branch["switch_warmup"]), []
@@ -525,6 +531,17 @@ def summarize(options: argparse.Namespace) -> dict[str, Any]:
             "values": values,
         }
 
+    coarse_rows = [  # what coarse steps alone buy at the fine level, in fine-only steps
+        {
+            "seed": result["settings"]["seed"],
+            "curve": result["coarse_only"]["curve"],
+            "equivalent_steps": equivalent_steps(
+                result["coarse_only"]["curve"], result["fine_only"]["curve"]
+            ),
+        }
+        for result in results
+        if result.get("coarse_only")
+    ]
     summaries = []
     for (fraction, switch, warmup), members in sorted(groups.items()):
         figures = ("time_ratio", "ideal_ratio", "step_cost_ratio", "fine_only_seconds")
@@ -551,6 +568,7 @@ def summarize(options: argparse.Namespace) -> dict[str, Any]:
             "coarse_to_fine_seconds": row["coarse_to_fine_seconds"]["median"],
             "time_ratio": ratio["median"],
             "time_ratio_spread": ratio,
+            "coarse_only": coarse_rows,
             "sampling": [],
         }
         prior = "" if settings.get("prior") == "matern" else f"_{settings.get('prior', 'combined')}"

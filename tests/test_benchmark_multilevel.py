@@ -118,14 +118,24 @@ def test_summary_takes_the_median_over_seeds(tmp_path: Path, bench: Any) -> None
         result.update(fine_only={"curve": curve}, target_val_loss=0.4)
         paths.append(tmp_path / f"seed{seed}.json")
         paths[-1].write_text(json.dumps(result))
+    coarse = [
+        {"step": 2, "train_seconds": 0.2, "val_loss": 0.45},
+        {"step": 4, "train_seconds": 0.4, "val_loss": 0.4},
+    ]
+    alone = tmp_path / "seed0_coarse_only.json"  # a --coarse-only run of seed 0: joins seed 0's curves
+    alone.write_text(json.dumps({"settings": {"seed": 0}, "coarse_only": {"curve": coarse}}))
     plot = tmp_path / "curves.png"
-    report = bench.main(["--summarize", *map(str, paths), "--out", str(tmp_path), "--plot", str(plot)])
+    report = bench.main(
+        ["--summarize", *map(str, paths), str(alone), "--out", str(tmp_path), "--plot", str(plot)]
+    )
     assert plot.stat().st_size > 0
     [summary] = report["summaries"]
     spread = summary["time_ratio_spread"]
     assert spread["median"] == 0.6 and (spread["min"], spread["max"]) == (0.5, 0.9)
     assert summary["settings"]["seed"] == [0, 1, 2] and summary["time_ratio"] == 0.6
     assert summary["label"] == "coarse fraction 0.5, switch keep; median of seeds 0, 1, 2 (ratio 0.50-0.90)"
+    [coarse_row] = summary["coarse_only"]  # 0.45 is fine-only's loss half-way from step 2 to step 4
+    assert coarse_row["seed"] == 0 and coarse_row["equivalent_steps"] == pytest.approx([3.0, 4.0])
     written = json.loads((tmp_path / "multilevel_warmstart_16_cpu_combined_f0.5_keep.json").read_text())
     assert written == summary
     with pytest.raises(ValueError, match="one file per seed"):
