@@ -100,6 +100,11 @@ def parse(args: list[str] | None) -> argparse.Namespace:
         help="only train this many coarse steps, evaluated at the fine level (no fine-only run, no branches)",
     )
     parser.add_argument(
+        "--from-log",
+        default=None,
+        help="the printed log of a stopped run of these settings: write its result",
+    )
+    parser.add_argument(
         "--fine-only-from",
         default=None,
         help="a result file of this script with the same settings and seed: reuse its fine-only curve",
@@ -375,20 +380,23 @@ def warm_branches(
         for switch in options.switch:
             print(f"branch: {coarse_steps} coarse steps, switch {switch}, {options.fine}² to {target:.5f}")
             trainer = snapshot.branch(switch)
-            below = 0
-            while trainer.step < coarse_steps + options.steps and below < options.confirm:
-                if give_up is not None and trainer.curve[-1][key] > give_up:
-                    break
-                timed_total(trainer, options.eval_every, options.fine)
-                below = below + 1 if trainer.curve[-1]["val_loss"] <= target else 0
             branch = {
                 "coarse_fraction": fraction,
                 "coarse_steps": coarse_steps,
                 "switch": switch,
                 "switch_warmup": options.switch_warmup,
                 "curve": trainer.curve,
+                "finished": False,
             }
             branches.append(branch)
+            below = 0
+            while trainer.step < coarse_steps + options.steps and below < options.confirm:
+                if give_up is not None and trainer.curve[-1][key] > give_up:
+                    break
+                timed_total(trainer, options.eval_every, options.fine)
+                below = below + 1 if trainer.curve[-1]["val_loss"] <= target else 0
+                save(branches, coarse.curve)  # after every evaluation: a stopped run keeps its curves
+            branch["finished"] = True
             save(branches, coarse.curve)
     return branches
 
@@ -421,6 +429,8 @@ def main(args: list[str] | None = None) -> dict[str, Any]:
     }
     if options.coarse_only:
         return coarse_only(options, make, report, name.replace(".json", "_coarse_only.json"))
+    if options.from_log:
+        return from_log(options, report, name)
     fine_only = fine_only_curve(options, make)
     target = smoothed(fine_only)[-1]
     report.update(fine_only={"curve": fine_only}, target_val_loss=target)
@@ -436,6 +446,7 @@ def main(args: list[str] | None = None) -> dict[str, Any]:
             report["coarse_to_fine"] = {"curve": first["curve"]}
         write_report(report, options.out, name)
 
+    save([], [])
     fine_time = time_to(fine_only, target, key)
     give_up = None if fine_time is None else options.max_ratio * fine_time
     branches = warm_branches(options, make, target, give_up, save)
@@ -449,6 +460,56 @@ def main(args: list[str] | None = None) -> dict[str, Any]:
         report.update(time_ratio=None)
     report["sampling"] = sampling_rows(options, device)
     report["complete"] = True
+    return write_report(report, options.out, name)
+
+
+def read_log(path: str | Path) -> tuple[list[dict[str, Any]], list[dict[str, Any]], list[dict[str, Any]]]:
+    """The fine-only curve, coarse trajectory and branches printed by a run of this script (CPU seconds to
+    0.1 s, losses to 1e-5): the record of a run stopped before it wrote its file."""
+    fine_only: list[dict[str, Any]] = []
+    coarse: list[dict[str, Any]] = []
+    branches: list[dict[str, Any]] = []
+    current = fine_only
+    for line in Path(path).read_text().splitlines():
+        words = line.replace(",", " ").replace(":", " ").split()
+        if line.startswith("coarse trajectory"):
+            current = coarse
+        elif line.startswith("branch: "):
+            coarse_steps, switch = int(words[1]), words[5]
+            rows = [row for row in coarse if row["step"] <= coarse_steps]
+            branch = {"coarse_steps": coarse_steps, "switch": switch, "curve": rows, "finished": False}
+            branches.append(branch)
+            current = branch["curve"]
+        elif line.startswith("  step "):  # "  step   150 at 64²:    63.3 CPU-s, fine val loss 0.02521"
+            seconds = float(words[4])
+            resolution = int(words[3].rstrip("²"))
+            row = {"step": int(words[1]), "train_seconds": seconds, "train_cpu_seconds": seconds}
+            current.append({**row, "resolution": resolution, "val_loss": float(words[-1])})
+    return fine_only, coarse, branches
+
+
+def from_log(options: argparse.Namespace, report: dict[str, Any], name: str) -> dict[str, Any]:
+    """``--from-log``: score the curves of a run's printed log (its settings passed again on the command
+    line) and write its result file, marked ``from_log``."""
+    if getattr(options, "timer", "wall") != "cpu":
+        raise ValueError("--from-log reads the printed CPU seconds: pass --clock cpu as the run did")
+    fine_only, coarse, branches = read_log(options.from_log)
+    if not fine_only:
+        raise ValueError(f"--from-log {options.from_log} holds no fine-only curve; pass a log of this script")
+    target = smoothed(fine_only)[-1]
+    for branch in branches:
+        branch.update(
+            coarse_fraction=branch["coarse_steps"] / options.steps, switch_warmup=options.switch_warmup
+        )
+        branch.update(score(branch, fine_only, "train_cpu_seconds"))
+    report.update(
+        from_log=Path(options.from_log).name, fine_only={"curve": fine_only}, target_val_loss=target
+    )
+    report.update(branches=branches, coarse_only={"curve": coarse}, sampling=[], complete=False)
+    if branches:
+        report.update(
+            {k: branches[0][k] for k in ("fine_only_seconds", "coarse_to_fine_seconds", "time_ratio")}
+        )
     return write_report(report, options.out, name)
 
 

@@ -209,3 +209,26 @@ def test_coarse_only_repeats_the_coarse_trajectory_of_a_full_run(tmp_path: Path,
     assert losses[0] == full["coarse_only"]["curve"][0]["val_loss"]
     with pytest.raises(ValueError, match="--coarse-only 3 must be a multiple"):
         bench.parse([*TINY, "--coarse-only", "3"])
+
+
+def test_a_stopped_runs_log_rebuilds_its_curves(tmp_path: Path, bench: Any, capsys: Any) -> None:
+    """``--from-log`` reads back what a run printed: its curves to the printed precision, scored alike."""
+    args = [*TINY, *SMALL_DATA, "--coarse-fraction", "0.5", "--sample-resolutions", "--clock", "cpu"]
+    run = bench.main([*args, "--out", str(tmp_path)])
+    log = tmp_path / "run.log"
+    log.write_text(capsys.readouterr().out)
+    rebuilt = bench.main([*args, "--from-log", str(log), "--out", str(tmp_path), "--name", "rebuilt.json"])
+    assert rebuilt["from_log"] == "run.log" and not rebuilt["complete"]
+    [branch], [original] = rebuilt["branches"], run["branches"]
+    for mine, theirs in [
+        (rebuilt["fine_only"]["curve"], run["fine_only"]["curve"]),
+        (branch["curve"], original["curve"]),
+    ]:
+        assert [(r["step"], r["resolution"]) for r in mine] == [(r["step"], r["resolution"]) for r in theirs]
+        assert [r["val_loss"] for r in mine] == pytest.approx([r["val_loss"] for r in theirs], abs=5e-6)
+        assert [r["train_cpu_seconds"] for r in mine] == pytest.approx(
+            [r["train_cpu_seconds"] for r in theirs], abs=0.05
+        )
+    assert branch["coarse_fraction"] == 0.5 and branch["switch"] == "keep"
+    with pytest.raises(ValueError, match="pass --clock cpu"):
+        bench.main([*TINY, *SMALL_DATA, "--from-log", str(log), "--out", str(tmp_path)])
