@@ -228,7 +228,8 @@ def multilevel_warmstart(results: list[dict[str, Any]]) -> str:
         s = result["settings"]
         rows.append(
             [
-                f"{s['coarse']}² → {s['fine']}², {s['steps']} steps, {s.get('prior', 'matern')} prior",
+                f"{s['coarse']}² → {s['fine']}², {s['steps']} steps, {s.get('prior', 'matern')} prior"
+                + (f"; {result['label']}" if result.get("label") else ""),
                 device_name(result),
                 date(result),
                 result["coarse_to_fine_seconds"],
