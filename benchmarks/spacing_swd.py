@@ -11,13 +11,20 @@ by multi-scale SWD against the same held-out images at that resolution (the firs
 module's validation split, ``dataset.render``), with the same patch positions (generator seed 0) -- the way
 ``tests.helpers.quickstart_swd`` computes the READMEs' quickstart figures. Variants: ``leading/network``
 (rezdiff's old default: diffusers' leading spacing, the network's ε kept after clipping), ``trailing/network``
-and ``trailing/from_x0`` (the new defaults: start at T - 1, ε re-derived from the clipped x̂₀). The JSON in
+and ``trailing/from_x0`` (the new defaults: start at T - 1, ε re-derived from the clipped x̂₀). A model whose
+``sample`` has no ``eps_after_clip`` (INFD's latent DDIM does not clip) is run at ``leading`` and
+``trailing`` alone. ``--untrained`` adds, at each resolution, the same model untrained (same hyperparameters,
+weights drawn after ``torch.manual_seed(0)``) at its default settings: the READMEs' reference row. The JSON in
 ``benchmarks/results/spacing_swd_<name>_cpu.json`` records the settings and every score.
+
+    python benchmarks/spacing_swd.py --ckpt runs/quickstart_infd_latent/checkpoints/last.ckpt \
+        --config configs/quickstart/infd_latent.yaml --name infd_latent
 """
 
 from __future__ import annotations
 
 import argparse
+import inspect
 import sys
 import time
 from pathlib import Path
@@ -34,6 +41,25 @@ from rezdiff.data import FieldDataModule, FullGrid, Synthetic  # noqa: E402
 from rezdiff.metrics import multiscale_swd  # noqa: E402
 
 VARIANTS = (("leading", "network"), ("trailing", "network"), ("trailing", "from_x0"))
+"""(spacing, eps_after_clip) pairs of a model whose DDIM clips x̂₀."""
+SPACINGS = (("leading", None), ("trailing", None))
+"""The variants of a model that does not clip: spacing alone."""
+
+
+def parse_variants(specs: list[str] | None, clips: bool, model: str) -> list[tuple[str, str | None]]:
+    """``spacing[/eps_after_clip]`` strings as pairs; the default is every variant the model has."""
+    if specs is None:
+        return list(VARIANTS if clips else SPACINGS)
+    variants: list[tuple[str, str | None]] = []
+    for spec in specs:
+        spacing, _, eps_after_clip = spec.partition("/")
+        if eps_after_clip and not clips:
+            raise ValueError(
+                f"--variants {spec}: {model}.sample has no eps_after_clip (it does not clip); "
+                f"pass the spacing alone, e.g. --variants {spacing}"
+            )
+        variants.append((spacing, eps_after_clip or None))
+    return variants
 
 
 def held_out(config: Path, num: int) -> tuple[Synthetic, list[int]]:
@@ -60,8 +86,12 @@ def main(args: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument(
         "--variants",
         nargs="+",
-        default=[f"{s}/{e}" for s, e in VARIANTS],
-        help="spacing/eps_after_clip pairs (default: all three)",
+        default=None,
+        help="spacing[/eps_after_clip] (default: the three above, or the two spacings of a model without "
+        "eps_after_clip)",
+    )
+    parser.add_argument(
+        "--untrained", action="store_true", help="also score the same model untrained at its defaults"
     )
     parser.add_argument("--out", default=str(Path(__file__).parent / "results"))
     add_device_options(parser)
@@ -70,7 +100,13 @@ def main(args: list[str] | None = None) -> dict[str, Any]:
 
     model = rezdiff.load(options.ckpt, map_location=device).eval()
     dataset, indices = held_out(Path(options.config), options.num)
-    variants = [tuple(v.split("/")) for v in options.variants]
+    clips = "eps_after_clip" in inspect.signature(model.sample).parameters
+    variants = parse_variants(options.variants, clips, type(model).__name__)
+    untrained = None
+    if options.untrained:
+        torch.manual_seed(0)
+        hparams = {k: v for k, v in model.hparams.items() if not k.startswith("_")}
+        untrained = type(model)(**hparams).to(device).eval()
     rows: list[dict[str, Any]] = []
     report = {
         "benchmark": "spacing_swd",
@@ -84,24 +120,31 @@ def main(args: list[str] | None = None) -> dict[str, Any]:
         "rows": rows,
     }
     name = f"spacing_swd_{options.name}_{device.type}.json"
+    runs: list[tuple[str, Any, str | None, str | None]] = [("trained", model, *v) for v in variants]
+    if untrained is not None:
+        runs.append(("untrained", untrained, None, None))  # None: the model's default
     for resolution in options.resolutions:
         real = torch.stack([dataset.render(i, resolution) for i in indices])
-        for spacing, eps_after_clip in variants:
+        for weights, network, spacing, eps_after_clip in runs:
             start = time.perf_counter()
-            fake = model.sample(
+            settings: dict[str, Any] = {"spacing": spacing}
+            if eps_after_clip is not None:
+                settings["eps_after_clip"] = eps_after_clip
+            fake = network.sample(
                 len(real),
                 resolution,
                 steps=options.steps,
-                spacing=spacing,
-                eps_after_clip=eps_after_clip,
                 generator=torch.Generator().manual_seed(1),
+                **settings,
             ).cpu()
             swd = multiscale_swd(real, fake, generator=torch.Generator().manual_seed(0))["swd_mean"]
             rows.append(
                 {
+                    "model": options.name,
+                    "weights": weights,
                     "resolution": resolution,
-                    "spacing": spacing,
-                    "eps_after_clip": eps_after_clip,
+                    "spacing": spacing or f"{network.spacing} (default)",
+                    "eps_after_clip": (eps_after_clip or _default_eps(network)) if clips else "no clipping",
                     "swd_x1e3": round(float(swd), 2),
                     "seconds_under_load": round(time.perf_counter() - start, 1),
                 }
@@ -109,6 +152,11 @@ def main(args: list[str] | None = None) -> dict[str, Any]:
             print(rows[-1], flush=True)
             write_report(report, options.out, name)  # after every row: a long run keeps what it measured
     return write_report(report, options.out, name)
+
+
+def _default_eps(network: Any) -> str:
+    """The model's own ``eps_after_clip`` setting, labelled as its default."""
+    return f"{network.eps_after_clip} (default)"
 
 
 if __name__ == "__main__":
