@@ -199,9 +199,8 @@ def test_spacing_is_validated_at_construction() -> None:
 
 
 def test_eps_after_clip_defaults_and_overrides_reach_the_ddim_loop(monkeypatch: pytest.MonkeyPatch) -> None:
-    """∞-Diff re-derives eps from the clipped x0 by default (its authors' way, item 13); the DDPM baseline
-    keeps the network's eps (DDIM's authors and diffusers: re-deriving saturated a small 16² DDPM's
-    samples, see the DDPM README); ``sample(eps_after_clip=...)`` and ``spacing`` override the settings."""
+    """DDPM and ∞-Diff re-derive eps from the clipped x0 by default (the authors' / OpenAI's way, item 13);
+    ``sample(eps_after_clip=...)`` and ``spacing`` override the model's settings."""
     import rezdiff.core.samplers as samplers_module
 
     seen: list[tuple[str, list[int]]] = []
@@ -213,18 +212,12 @@ def test_eps_after_clip_defaults_and_overrides_reach_the_ddim_loop(monkeypatch: 
         return x_T
 
     monkeypatch.setattr(samplers_module, "ddim_sample", spy)  # the one DDIM loop both families reach
-    other = {"network": "from_x0", "from_x0": "network"}
-    for model, default in ((DDPM(**TINY_UNET), "network"), (InftyDiff(**TINY_INFTY_DIFF), "from_x0")):
-        assert model.eps_after_clip == default
+    for model in (DDPM(**TINY_UNET), InftyDiff(**TINY_INFTY_DIFF)):
+        assert model.eps_after_clip == "from_x0"
         model.sample(1, steps=4)
-        model.sample(1, steps=4, eps_after_clip=other[default], spacing="leading")
+        model.sample(1, steps=4, eps_after_clip="network", spacing="leading")
     trailing, leading = [99, 74, 49, 24], [75, 50, 25, 0]  # T = 100
-    assert seen == [
-        ("network", trailing),
-        ("from_x0", leading),
-        ("from_x0", trailing),
-        ("network", leading),
-    ]
+    assert seen == [("from_x0", trailing), ("network", leading)] * 2
 
 
 def _first_calls(

@@ -66,7 +66,7 @@ class DDPM(DiffusionModule):
         spacing: TimestepSpacing = "trailing",
         eta: float = 0.0,
         clip_denoised: bool = True,
-        eps_after_clip: EpsAfterClip = "network",
+        eps_after_clip: EpsAfterClip = "from_x0",
         optimizer: OptimizerCallable = DEFAULT_OPTIMIZER,
         lr_scheduler: LRSchedulerCallable | None = None,
         ema: EMASettings = DEFAULT_EMA,
