@@ -102,6 +102,8 @@ def make_betas(
         betas = cosine_betas(num_steps)
     else:
         raise ValueError(f"unknown beta schedule {kind!r}; expected 'linear' or 'cosine'")
+    if betas.is_meta:  # a model built on the meta device (to inspect a config) has no values to check
+        return betas
     signal = alphas_cumprod(betas)[-1].sqrt().item()
     if signal > TERMINAL_SIGNAL:
         ends = f", beta_end={beta_end}" if kind == "linear" else ""
