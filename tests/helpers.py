@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +16,15 @@ from rezdiff.metrics import multiscale_swd
 from rezdiff.models import DiffusionModule
 
 REPO = Path(__file__).resolve().parents[1]
+
+
+def checkout_env() -> dict[str, str]:
+    """This process's environment with the checkout's ``src`` and root first on ``PYTHONPATH``: a subprocess
+    imports this checkout's rezdiff (and ``tests``), installed or not, from any working directory."""
+    paths = [str(REPO / "src"), str(REPO), os.environ.get("PYTHONPATH", "")]
+    return {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in paths if p)}
+
+
 CONFIGS = REPO / "configs"
 TINY_DDPM = REPO / "tests" / "configs" / "tiny_ddpm.yaml"
 TINY_DVDP = REPO / "tests" / "configs" / "tiny_dvdp.yaml"

@@ -34,7 +34,7 @@ from rezdiff.data.images import load_image, save_image
 from rezdiff.models import DDPM, DVDP, INFD, DiffusionModule, INFDAutoencoder, InftyDiff, MultilevelSDE
 from rezdiff.models.infty_diff import InftyDiffLatent
 from rezdiff.sample import SamplerOption, sampler_options
-from tests.helpers import REPO
+from tests.helpers import REPO, checkout_env
 
 TINY_CONFIGS = REPO / "tests" / "configs"
 
@@ -436,7 +436,7 @@ def ddp(runs: Runs, tmp_path_factory: pytest.TempPathFactory) -> Iterator[DDPRes
     ]
     (folder / "plan.json").write_text(json.dumps(plan))
     (folder / "run.py").write_text(DDP_SCRIPT)
-    env = {**os.environ, "PYTHONPATH": str(REPO / "src") + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    env = checkout_env()
     process = subprocess.Popen(
         [sys.executable, str(folder / "run.py"), str(folder / "plan.json")],
         stdout=subprocess.PIPE,

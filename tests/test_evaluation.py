@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -18,7 +17,7 @@ from rezdiff.core.sampling import seed_generators
 from rezdiff.data import Synthetic
 from rezdiff.data.datasets import FieldDataset
 from rezdiff.evaluation import Evaluate, shard
-from tests.helpers import REPO, TINY_DDPM
+from tests.helpers import TINY_DDPM, checkout_env
 
 
 class Blobs(FieldDataset):
@@ -198,8 +197,7 @@ def test_ddp_evaluation_on_two_cpu_processes_equals_one_process(tmp_path: Path, 
     ]
     base = ["test", "--config", str(TINY_DDPM), "--ckpt_path", ckpt, "--trainer.callbacks", "[]", *evaluate]
     main([*base, "--trainer.default_root_dir", str(tmp_path / "one")])
-    # The subprocess imports this checkout's rezdiff (and tests), installed or not, from any working directory
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO / "src"), str(REPO)])}
+    env = checkout_env()
     result = subprocess.run(
         [sys.executable, "-m", "rezdiff", *base, "--trainer.default_root_dir", str(tmp_path / "two")]
         + ["--trainer.accelerator", "cpu", "--trainer.devices", "2", "--trainer.strategy", "ddp"],

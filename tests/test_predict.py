@@ -3,7 +3,6 @@ settings, and two gloo ranks share the seeds without duplicates or gaps."""
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -16,7 +15,7 @@ import rezdiff
 from rezdiff.callbacks.predictions import PredictionWriter, parse_seeds
 from rezdiff.cli import main
 from rezdiff.data.images import load_image
-from tests.helpers import REPO, TINY_DDPM, untrained_checkpoint
+from tests.helpers import REPO, TINY_DDPM, checkout_env, untrained_checkpoint
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 
@@ -140,7 +139,7 @@ def test_predict_on_two_gloo_processes_shares_the_seeds(ckpt: Path, tmp_path: Pa
     args += ["--predictions.sample_options", "{steps: 2, eta: 1.0}"]
     args += ["--predictions.npz", "true", "--predictions.batch_invariant", "true"]
     args += ["--trainer.accelerator", "cpu", "--trainer.devices", "2", "--trainer.strategy", "ddp"]
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO / "src"), str(REPO)])}
+    env = checkout_env()
     env["OMP_NUM_THREADS"] = "1"  # as this process (single_thread): the kernels round alike
     result = subprocess.run(
         [sys.executable, "-m", "rezdiff", *args],

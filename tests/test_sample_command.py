@@ -4,7 +4,6 @@ super-resolution, INFD box guidance (tests/models/test_infd_latent.py), with cle
 from __future__ import annotations
 
 import functools
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -17,7 +16,7 @@ from rezdiff.cli import main
 from rezdiff.data import Synthetic
 from rezdiff.data.images import load_image, save_image
 from rezdiff.memory import estimate_memory, peak_bytes
-from tests.helpers import REPO, TINY_DDPM, untrained_checkpoint
+from tests.helpers import REPO, TINY_DDPM, checkout_env, untrained_checkpoint
 
 TINY_CONFIG = REPO / "tests" / "configs" / "tiny_infty_diff.yaml"
 pytestmark = pytest.mark.usefixtures("single_thread")
@@ -241,7 +240,7 @@ def test_no_traceback_from_the_console(ddpm_ckpt: Path, tmp_path: Path) -> None:
         capture_output=True,
         text=True,
         timeout=300,
-        env={**os.environ, "PYTHONPATH": str(REPO / "src")},
+        env=checkout_env(),
     )
     assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
     lines = result.stderr.strip().splitlines()

@@ -93,7 +93,7 @@ def make_betas(
 
     Warns when the schedule leaves more than ``TERMINAL_SIGNAL`` of the data in ``x_{T-1}``
     (``sqrt(alpha_bar_{T-1})``): every sampler starts from pure noise, which is then not the law the network
-    was trained on at ``T - 1`` (DDPM's linear betas over 200 steps keep 0.37 of the data; over their 1000
+    was trained on at ``T - 1`` (DDPM's linear betas over 200 steps keep 0.36 of the data; over their 1000
     steps, 0.006).
     """
     if kind == "linear":
