@@ -35,6 +35,7 @@ def numbers(value: Any) -> list[float]:
     return []
 
 
+@pytest.mark.heavy
 def test_smoke_runs_every_part_and_records_finite_figures(tmp_path: Path) -> None:
     """``--smoke`` on the CPU: every part runs at toy sizes, records a status, and the ok ones finite
     numbers; the JSON names the device and versions, and no sub-benchmark file lands beside it."""

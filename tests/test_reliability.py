@@ -62,6 +62,7 @@ def test_interrupted_save_leaves_previous_checkpoint(tmp_path: Path, monkeypatch
     assert [p.name for p in tmp_path.iterdir()] == ["last.ckpt"], "temporary file left behind"
 
 
+@pytest.mark.heavy
 def test_killed_writer_never_corrupts_checkpoint(tmp_path: Path) -> None:
     """SIGKILL a process that rewrites a large checkpoint in a loop; the file always loads."""
     path = tmp_path / "last.ckpt"

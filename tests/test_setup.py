@@ -28,6 +28,9 @@ def test_readme_starts_with_exactly_two_commands_and_ci_runs_the_second() -> Non
     assert "-c constraints.txt" in install_and_test and "pytest" in install_and_test
     ci_lines = [line.strip() for line in (REPO / ".ci" / "run").read_text().splitlines()]
     assert install_and_test.strip() in ci_lines
+    if " -n " in install_and_test:  # workers need pytest-xdist, which only the test extra brings
+        project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+        assert any(r.startswith("pytest-xdist") for r in project["optional-dependencies"]["test"])
 
 
 def test_constraints_pin_the_cpu_torch() -> None:
@@ -35,6 +38,7 @@ def test_constraints_pin_the_cpu_torch() -> None:
     assert "torch==2.13.0" in lines
 
 
+@pytest.mark.heavy
 def test_every_config_parses(tmp_path) -> None:
     """Each shipped config is valid for the CLI (parsed and checked, nothing trained)."""
     import pytest

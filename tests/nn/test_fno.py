@@ -84,6 +84,7 @@ def test_odd_sizes_and_wrong_channels_are_rejected_with_the_reason() -> None:
         FNO(positional="grid")  # type: ignore[arg-type]
 
 
+@pytest.mark.heavy
 def test_importing_rezdiff_does_not_import_neuralop() -> None:
     code = "import sys, rezdiff, rezdiff.nn, rezdiff.models; print('neuralop' in sys.modules)"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

@@ -30,6 +30,7 @@ from tests.helpers import REPO, random_index
 CHECK = Path(__file__).with_name("triton_interpreter_check.py")
 
 
+@pytest.mark.heavy
 def test_interpreter_matches_gather_and_dense_forward_and_backward() -> None:
     """K = 3 and 7, densities 1/16 and 1/4, 2 images, 13 and 67 channels, corners present; fp32/64, bf16."""
     pytest.importorskip("triton")
