@@ -614,6 +614,9 @@ def summarize(options: argparse.Namespace) -> dict[str, Any]:
         label += f"; median of seeds {', '.join(map(str, seeds))}" if len(seeds) > 1 else f"; seed {seeds[0]}"
         if len(seeds) > 1 and ratio["min"] is not None:
             label += f" (ratio {ratio['min']:.2f}-{ratio['max']:.2f})"
+        ideal = row["ideal_ratio"]["median"]
+        if ideal is not None:  # the ratio beside what perfect transfer would score at the measured step cost
+            label += f"; ideal bound {ideal:.2f}"
         settings = members[0]["settings"]
         report = {
             "benchmark": "multilevel_warmstart",

@@ -133,7 +133,9 @@ def test_summary_takes_the_median_over_seeds(tmp_path: Path, bench: Any) -> None
     spread = summary["time_ratio_spread"]
     assert spread["median"] == 0.6 and (spread["min"], spread["max"]) == (0.5, 0.9)
     assert summary["settings"]["seed"] == [0, 1, 2] and summary["time_ratio"] == 0.6
-    assert summary["label"] == "coarse fraction 0.5, switch keep; median of seeds 0, 1, 2 (ratio 0.50-0.90)"
+    assert summary["label"] == (
+        "coarse fraction 0.5, switch keep; median of seeds 0, 1, 2 (ratio 0.50-0.90); ideal bound 0.60"
+    )
     [coarse_row] = summary["coarse_only"]  # 0.45 is fine-only's loss half-way from step 2 to step 4
     assert coarse_row["seed"] == 0 and coarse_row["equivalent_steps"] == pytest.approx([3.0, 4.0])
     written = json.loads((tmp_path / "multilevel_warmstart_16_cpu_combined_f0.5_keep.json").read_text())
