@@ -28,7 +28,9 @@ first time its smoothed curve is at or below it, interpolated linearly between e
 coarse-to-fine time / fine-only time. ``ideal_ratio`` = ``1 - f (1 - c)`` is what the branch would score if
 every coarse step were worth one fine step (``f`` its coarse fraction, ``c`` the measured cost of a coarse
 step over a fine one). ``equivalent_steps`` maps every evaluation of a branch to the fine-only step whose
-smoothed loss it matches.
+smoothed loss it matches. ``fine_step_ratio`` counts time in fine steps instead, a coarse step at
+``own_step_cost_ratio`` (coarse over fine step cost both measured in the branch's process): the ratio a
+branch scores if its process's clock runs at another speed than fine-only's (another process, other load).
 """
 
 from __future__ import annotations
@@ -314,6 +316,20 @@ def score(branch: dict[str, Any], fine_only: list[dict[str, Any]], key: str) -> 
     coarse_cost = switch_row[key] / branch["coarse_steps"]
     fine_cost = fine_only[-1][key] / fine_only[-1]["step"]
     fraction = branch["coarse_fraction"]
+    own_cost = own_step_cost_ratio(branch, key)
+    fine_steps = time_to(fine_only, target, "step")
+    in_fine_steps = None
+    if own_cost is not None and fine_steps:
+        steps = [
+            {
+                **row,
+                "fine_steps": min(row["step"], branch["coarse_steps"]) * own_cost
+                + max(0, row["step"] - branch["coarse_steps"]),
+            }
+            for row in branch["curve"]
+        ]
+        reached = time_to(steps, target, "fine_steps")
+        in_fine_steps = None if reached is None else reached / fine_steps
     return {
         "target_val_loss": target,
         "fine_only_seconds": fine_time,
@@ -324,7 +340,20 @@ def score(branch: dict[str, Any], fine_only: list[dict[str, Any]], key: str) -> 
         "step_cost_ratio": coarse_cost / fine_cost,
         "ideal_ratio": 1 - fraction * (1 - coarse_cost / fine_cost),
         "equivalent_steps": equivalent_steps(branch["curve"], fine_only),
+        "own_step_cost_ratio": own_cost,
+        "fine_step_ratio": in_fine_steps,
     }
+
+
+def own_step_cost_ratio(branch: dict[str, Any], key: str) -> float | None:
+    """Coarse over fine step cost within the branch's own process (its coarse phase over its fine phase;
+    None before a fine evaluation): unlike ``step_cost_ratio`` it does not mix two processes' clocks."""
+    switch = next(row for row in branch["curve"] if row["step"] == branch["coarse_steps"])
+    last = branch["curve"][-1]
+    if last["step"] == switch["step"]:
+        return None
+    fine_cost = (last[key] - switch[key]) / (last["step"] - switch["step"])
+    return switch[key] / branch["coarse_steps"] / fine_cost
 
 
 # ---------------------------------------------------------------------------------- runs
@@ -529,7 +558,9 @@ RATIO_DEFINITION = (
     "curves smoothed by a decreasing isotonic fit; target = fine-only's smoothed final fine-level validation "
     "loss; time to target = first time a smoothed curve is <= target (linear between evaluations), on the "
     "process CPU clock with --clock cpu; ratio = coarse-to-fine time / fine-only time; ideal_ratio = "
-    "1 - f (1 - c), f the coarse fraction, c the measured coarse/fine step cost"
+    "1 - f (1 - c), f the coarse fraction, c the measured coarse/fine step cost; fine_step_ratio = the same "
+    "ratio with time counted in fine steps, a coarse step at the coarse/fine cost measured in the branch's "
+    "own process"
 )
 
 
@@ -606,14 +637,17 @@ def summarize(options: argparse.Namespace) -> dict[str, Any]:
     summaries = []
     for (fraction, switch, warmup), members in sorted(groups.items()):
         figures = ("time_ratio", "ideal_ratio", "step_cost_ratio", "fine_only_seconds")
-        figures += ("coarse_to_fine_seconds", "target_val_loss")
-        row = {k: spread([m[k] for m in members]) for k in figures}
+        figures += ("coarse_to_fine_seconds", "target_val_loss", "own_step_cost_ratio", "fine_step_ratio")
+        row = {k: spread([m.get(k) for m in members]) for k in figures}  # the last two: absent in old files
         seeds = [m["seed"] for m in members]
         ratio = row["time_ratio"]
         label = f"coarse fraction {fraction:g}, switch {switch}" + (f", warm-up {warmup}" if warmup else "")
         label += f"; median of seeds {', '.join(map(str, seeds))}" if len(seeds) > 1 else f"; seed {seeds[0]}"
         if len(seeds) > 1 and ratio["min"] is not None:
             label += f" (ratio {ratio['min']:.2f}-{ratio['max']:.2f})"
+        ideal = row["ideal_ratio"]["median"]
+        if ideal is not None:  # the ratio beside what perfect transfer would score at the measured step cost
+            label += f"; ideal bound {ideal:.2f}"
         settings = members[0]["settings"]
         report = {
             "benchmark": "multilevel_warmstart",

@@ -100,6 +100,19 @@ def test_score_of_a_branch_matching_fine_only_step_for_step(bench: Any) -> None:
     assert scored["target_val_loss"] == 1.0 and scored["time_ratio"] == pytest.approx(24 / 40)
     assert scored["step_cost_ratio"] == pytest.approx(0.2) and scored["ideal_ratio"] == pytest.approx(0.6)
     assert scored["equivalent_steps"] == pytest.approx([10, 20, 30, 40])
+    assert scored["own_step_cost_ratio"] == pytest.approx(0.2) and scored["fine_step_ratio"] == pytest.approx(
+        0.6
+    )
+    # the branch in another process whose clock runs 2x slower: the time ratio doubles, the step ratio holds
+    slow = {**branch, "curve": [{**row, "train_cpu_seconds": 2 * row["train_cpu_seconds"]} for row in warm]}
+    scored = bench.score(slow, fine, "train_cpu_seconds")
+    assert scored["time_ratio"] == pytest.approx(1.2) and scored["step_cost_ratio"] == pytest.approx(0.4)
+    assert scored["own_step_cost_ratio"] == pytest.approx(0.2) and scored["fine_step_ratio"] == pytest.approx(
+        0.6
+    )
+    before_switch = {**branch, "curve": warm[:2]}  # no fine evaluation yet: no own cost, no step ratio
+    scored = bench.score(before_switch, fine, "train_cpu_seconds")
+    assert scored["own_step_cost_ratio"] is None and scored["fine_step_ratio"] is None
 
 
 def test_summary_takes_the_median_over_seeds(tmp_path: Path, bench: Any) -> None:
@@ -132,8 +145,11 @@ def test_summary_takes_the_median_over_seeds(tmp_path: Path, bench: Any) -> None
     [summary] = report["summaries"]
     spread = summary["time_ratio_spread"]
     assert spread["median"] == 0.6 and (spread["min"], spread["max"]) == (0.5, 0.9)
+    assert summary["fine_step_ratio"]["values"] == [None, None, None]  # files written before it existed
     assert summary["settings"]["seed"] == [0, 1, 2] and summary["time_ratio"] == 0.6
-    assert summary["label"] == "coarse fraction 0.5, switch keep; median of seeds 0, 1, 2 (ratio 0.50-0.90)"
+    assert summary["label"] == (
+        "coarse fraction 0.5, switch keep; median of seeds 0, 1, 2 (ratio 0.50-0.90); ideal bound 0.60"
+    )
     [coarse_row] = summary["coarse_only"]  # 0.45 is fine-only's loss half-way from step 2 to step 4
     assert coarse_row["seed"] == 0 and coarse_row["equivalent_steps"] == pytest.approx([3.0, 4.0])
     written = json.loads((tmp_path / "multilevel_warmstart_16_cpu_combined_f0.5_keep.json").read_text())
