@@ -4,6 +4,7 @@
     python benchmarks/mutation.py ddpm dvdp                  # several subsets, one after the other
     python benchmarks/mutation.py core --functions 'rezdiff.core.gaussian.*'   # only these mutants
     python benchmarks/mutation.py core --report-only         # rebuild the result files from the last run
+    python benchmarks/mutation.py core_sampling --part loops --modules rezdiff/core/loops.py  # a part
     python benchmarks/mutation.py --list                     # the subsets, their modules and tests
 
 Needs the ``dev`` extra (``pip install -c constraints.txt -e ".[dev]"``); not run by CI. Each subset runs
@@ -22,6 +23,12 @@ mutants, killed, survived (including mutants no selected test reaches), timeouts
 equivalent in ``benchmarks/mutation_equivalents.toml``, and the score, with the date and every unexplained
 survivor's diff. An explanation covers a mutant only while its diff is the recorded one: after an edit of
 the function the mutant is counted again until it is re-explained.
+
+A subset too slow for one run is run in parts: ``--part NAME`` runs in ``build/mutation/<subset>-<NAME>/``
+with its own modules (``--modules``, within the subset), ``--functions`` and ``--tests`` (a different test
+selection makes mutmut start over, so each selection needs its own folder), and the subset's report merges
+``<subset>/`` and every ``<subset>-*/`` folder: per mutant the latest run's verdict, with each part's
+mutants, tests and wall time listed; a module no part has run yet is named as such.
 
 Score = detected / (mutants - equivalent), where detected = killed + timeout (a mutant that hangs the tests
 is caught) and mutants that mutmut did not finish ("not checked") are left out and counted apart.
@@ -370,12 +377,29 @@ def markdown(subset: str, date: str, scores: list[ModuleScore], settings: dict[s
         cells = [f"`{row['module']}`" if s.module != "all" else "**all**"]
         cells += [str(row[k]) for k in header[1:-2]] + [str(row["not_checked"]), score]
         lines.append("| " + " | ".join(cells) + " |")
-    lines += [
-        "",
-        f"Tests: {', '.join(f'`{t}`' for t in settings['tests'])}.",
-        f"Wall time: {settings['wall']}.",
-        "",
-    ]
+    parts = settings.get("parts", [])
+    if len(parts) > 1:  # one line per run folder: what it ran against which tests
+        lines += [
+            "",
+            "Merged from these runs (a later run's verdict on a mutant replaces an earlier one):",
+            "",
+        ]
+        for part in parts:
+            functions = " ".join(f"`{f}`" for f in part["functions"]) or "all"
+            tests = ", ".join(f"`{t}`" for t in part["tests"])
+            lines.append(
+                f"- `{part['folder']}`: mutants {functions}; tests {tests}; wall time {part['wall']}."
+            )
+        lines.append("")
+    else:
+        lines += [
+            "",
+            f"Tests: {', '.join(f'`{t}`' for t in settings['tests'])}.",
+            f"Wall time: {settings['wall']}.",
+            "",
+        ]
+    if settings.get("not_run"):
+        lines += [f"Not run yet: {', '.join(f'`{m}`' for m in settings['not_run'])}.", ""]
     survivors = [m for s in scores for m in s.survivors]
     lines.append(f"## Surviving mutants ({len(survivors)})")
     lines.append("")
@@ -566,44 +590,114 @@ def run_mutmut(folder: Path, functions: list[str], workers: int, nice: int) -> N
     subprocess.run([*command, *functions], cwd=folder, env=env, check=True)
 
 
-def read_results(folder: Path, modules: list[str]) -> tuple[dict[str, dict[str, int | None]], dict[str, str]]:
-    """mutmut's exit codes per module (from its ``.meta`` files) and the diffs of the survivors."""
+def run_folders(subset: str, work: Path = WORK) -> list[Path]:
+    """The run folders whose results make up ``subset``'s report: ``<subset>`` and every part folder
+    ``<subset>-<part>`` (see ``--part``) that exists, in name order."""
+    folders = [work / subset] if (work / subset).is_dir() else []
+    return folders + sorted(p for p in work.glob(f"{subset}-*") if p.is_dir())
+
+
+def _meta(folder: Path, module: str) -> Path:
+    return folder / "mutants" / "src" / (module + ".meta")
+
+
+def merge_codes(
+    runs: list[tuple[str, dict[str, int | None]]],
+) -> tuple[dict[str, int | None], dict[str, str]]:
+    """One module's exit codes merged over several runs (oldest first), and the run each verdict came from.
+
+    A run's verdict (any exit code) replaces an earlier one; a mutant a run did not check (``None``) keeps
+    the verdict it has, so parts that checked different functions add up.
+    """
+    codes: dict[str, int | None] = {}
+    source: dict[str, str] = {}
+    for run, run_codes in runs:
+        for name, code in run_codes.items():
+            if code is not None or name not in codes:
+                codes[name] = code
+                source[name] = run
+    return codes, source
+
+
+def read_results(
+    folders: list[Path], modules: list[str]
+) -> tuple[dict[str, dict[str, int | None]], dict[str, str]]:
+    """mutmut's exit codes per module merged over ``folders`` (:func:`merge_codes`, from the ``.meta``
+    files) and the diffs of the survivors, each taken in the folder its verdict came from.
+
+    Every folder that holds a module must have mutated the same text of it (its copy under ``src``):
+    otherwise a mutant's number would name different mutations in different folders.
+    """
     codes: dict[str, dict[str, int | None]] = {}
+    where: dict[str, Path] = {}
     for module in modules:
-        meta = folder / "mutants" / "src" / (module + ".meta")
-        if not meta.exists():
+        holding = [f for f in folders if _meta(f, module).exists()]
+        if not holding:
+            continue  # reported as not run
+        texts = {(f / "src" / module).read_bytes() for f in holding}
+        if len(texts) > 1:
             raise ValueError(
-                f"{meta} is missing: run `python benchmarks/mutation.py` without --report-only first"
+                f"the runs in {', '.join(f.name for f in holding)} mutated different versions of {module}: "
+                "rerun the stale ones (or remove their folders) before reporting"
             )
-        codes[module] = json.loads(meta.read_text())["exit_code_by_key"]
+        holding.sort(key=lambda f: _meta(f, module).stat().st_mtime)
+        runs = [(str(f), json.loads(_meta(f, module).read_text())["exit_code_by_key"]) for f in holding]
+        codes[module], source = merge_codes(runs)
+        where.update({name: Path(run) for name, run in source.items()})
+    if not codes:
+        raise ValueError(
+            f"no run of {', '.join(modules)} under {', '.join(str(f) for f in folders) or WORK}: run "
+            "`python benchmarks/mutation.py` without --report-only first"
+        )
     survivors = [(m, n) for m, c in codes.items() for n, code in c.items() if status_of(code) == "survived"]
     diffs: dict[str, str] = {}
     if survivors:
-        # mutmut reads its config and state relative to the working directory
-        cwd = Path.cwd()
-        os.chdir(folder)
-        try:
-            from mutmut.mutation.diff_apply import get_diff_for_mutant
+        from mutmut.mutation.diff_apply import get_diff_for_mutant
 
+        cwd = Path.cwd()
+        try:
             for module, name in survivors:
+                os.chdir(where[name])  # mutmut reads its config and state relative to the working directory
                 diffs[name] = get_diff_for_mutant(name, path=Path("src") / module)
         finally:
             os.chdir(cwd)
     return codes, diffs
 
 
-def report(
-    subset: str, modules: list[str], tests: list[str], wall: str, out: Path = RESULTS, note: str = ""
-) -> list[ModuleScore]:
-    """Score the last run of ``subset`` and write ``mutation_<subset>.json`` and ``.md`` into ``out``."""
+def folder_settings(folder: Path) -> dict[str, Any]:
+    """What one run folder recorded: its test selection, ``--functions`` and wall time."""
+    config = tomllib.loads((folder / "pyproject.toml").read_text())["tool"]["mutmut"]
+    functions = folder / "functions.txt"
+    wall = folder / "wall.txt"
+    return {
+        "folder": folder.name,
+        "tests": config["pytest_add_cli_args_test_selection"],
+        "functions": functions.read_text().split() if functions.exists() else [],
+        "wall": wall.read_text().strip() if wall.exists() else "not recorded",
+    }
+
+
+def report(subset: str, modules: list[str], out: Path = RESULTS, note: str = "") -> list[ModuleScore]:
+    """Score ``subset`` over its run folders (:func:`run_folders`) and write ``mutation_<subset>.json`` and
+    ``.md`` into ``out``."""
     from importlib.metadata import version
 
-    folder = WORK / subset
-    codes, diffs = read_results(folder, modules)
+    folders = run_folders(subset)
+    codes, diffs = read_results(folders, modules)
     equivalents = load_equivalents()
-    scores = [score_module(m, codes[m], diffs, equivalents) for m in modules]
+    scores = [score_module(m, codes[m], diffs, equivalents) for m in modules if m in codes]
     date = datetime.now(timezone.utc).isoformat(timespec="seconds")
-    settings = {"mutmut": version("mutmut"), "tests": tests, "wall": wall, "workers": 1}
+    parts = [folder_settings(f) for f in folders]
+    settings = {
+        "mutmut": version("mutmut"),
+        "tests": sorted({t for part in parts for t in part["tests"]}),
+        "wall": "; ".join(f"{p['folder']}: {p['wall']}" for p in parts)
+        if len(parts) > 1
+        else parts[0]["wall"],
+        "workers": 1,
+        "parts": parts,
+        "not_run": [m for m in modules if m not in codes],
+    }
     data = {
         "benchmark": "mutation",
         "device": "CPU (mutmut, 1 worker)",
@@ -659,6 +753,12 @@ def main(args: list[str] | None = None) -> int:
     parser.add_argument(
         "--note", default="", help="a remark for the result files (e.g. survivors killed since)"
     )
+    parser.add_argument(
+        "--part",
+        help="run into build/mutation/<subset>-<PART> (its own mutmut state, tests and --functions) and "
+        "report the subset merged over all its parts: e.g. one part per module, each with the tests that "
+        "reach it",
+    )
     parser.add_argument("--list", action="store_true", help="print the subsets with their modules and tests")
     options = parser.parse_args(args)
     if options.list:
@@ -671,30 +771,35 @@ def main(args: list[str] | None = None) -> int:
         return 0
     if not options.subsets:
         parser.error("name a subset (see --list)")
-    if options.modules and len(options.subsets) != 1:
-        parser.error("--modules needs exactly one subset word to name the run")
+    if (options.modules or options.part) and len(options.subsets) != 1:
+        parser.error("--modules and --part need exactly one subset word")
+    if options.part and options.subsets[0] not in SUBSETS:
+        parser.error(f"--part needs a named subset ({', '.join(SUBSETS)}), not {options.subsets[0]!r}")
     for subset in options.subsets:
         if not options.modules and subset not in SUBSETS:
             parser.error(f"unknown subset {subset!r}: choose from {', '.join(SUBSETS)} or give --modules")
         modules = modules_of(options.modules or SUBSETS[subset])
+        if options.part:
+            outside = sorted(set(modules) - set(modules_of(SUBSETS[subset])))
+            if outside:
+                parser.error(f"--modules {' '.join(outside)} not in subset {subset!r}: name its modules only")
         tests = narrowed(sorted({t for m in modules for t in tests_for(m)}), options.tests)
-        wall = "not measured (--report-only)"
         for module in modules:
             skipped = check_mutable(mutable_copy((REPO / "src" / module).read_text()), module)
             if skipped:
                 print(f"{module}: not mutated (decorated): {', '.join(skipped)}")
         if not options.report_only:
-            prepare(WORK / subset, modules, tests)
+            folder = WORK / (f"{subset}-{options.part}" if options.part else subset)
+            prepare(folder, modules, tests)
+            (folder / "functions.txt").write_text(" ".join(options.functions) + "\n")
             start = datetime.now(timezone.utc)
-            run_mutmut(WORK / subset, options.functions, options.workers, options.nice)
+            run_mutmut(folder, options.functions, options.workers, options.nice)
             minutes = (datetime.now(timezone.utc) - start).total_seconds() / 60
             wall = (
                 f"{minutes:.0f} min, {options.workers} worker(s), niced, shared 2-core machine (under load)"
             )
-            (WORK / subset / "wall.txt").write_text(wall)
-        elif (WORK / subset / "wall.txt").exists():
-            wall = (WORK / subset / "wall.txt").read_text()
-        report(subset, modules, tests, wall, note=options.note)
+            (folder / "wall.txt").write_text(wall)
+        report(subset, modules_of(SUBSETS[subset]) if options.part else modules, note=options.note)
     return 0
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -218,3 +219,50 @@ def test_no_grad_methods_are_unwrapped_into_a_block_that_behaves_the_same() -> N
         for module in mutation.modules_of(mutation.SUBSETS[subset]):
             copy = mutation.mutable_copy((REPO / "src" / module).read_text())
             assert "sample" not in mutation.check_mutable(copy, module), module
+
+
+def test_parts_of_a_subset_merge_verdicts_and_refuse_different_sources(tmp_path: Path) -> None:
+    def run(name: str, module_codes: dict[str, dict[str, int | None]], text: str = "x = 1\n") -> Path:
+        folder = tmp_path / name
+        for module, codes in module_codes.items():
+            meta = folder / "mutants" / "src" / (module + ".meta")
+            meta.parent.mkdir(parents=True, exist_ok=True)
+            meta.write_text(json.dumps({"exit_code_by_key": codes}))
+            (folder / "src" / module).parent.mkdir(parents=True, exist_ok=True)
+            (folder / "src" / module).write_text(text)
+        return folder
+
+    a, b = "rezdiff/core/a.py", "rezdiff/core/b.py"
+    first = run("core_sampling-one", {a: {"a.f__mutmut_1": 1, "a.f__mutmut_2": None, "a.f__mutmut_3": 3}})
+    second = run("core_sampling-two", {a: {"a.f__mutmut_1": None, "a.f__mutmut_2": 36, "a.f__mutmut_3": 1}})
+    (tmp_path / "core_sampling_other").mkdir()  # another subset's folder is not a part
+    (tmp_path / "core").mkdir()
+    assert mutation.run_folders("core_sampling", tmp_path) == [first, second]
+    assert mutation.run_folders("core", tmp_path) == [tmp_path / "core"]
+    # a verdict replaces an earlier one, an unchecked mutant keeps what it has
+    codes, source = mutation.merge_codes(
+        [("one", {"m_1": 1, "m_2": None, "m_3": 0}), ("two", {"m_1": None, "m_2": 36, "m_3": 1})]
+    )
+    assert codes == {"m_1": 1, "m_2": 36, "m_3": 1} and source == {"m_1": "one", "m_2": "two", "m_3": "two"}
+    # read over folders: oldest meta first; a module no folder ran is left out; no survivors, no mutmut call
+    os.utime(second / "mutants" / "src" / (a + ".meta"), (1, 1))
+    codes_by_module, diffs = mutation.read_results([first, second], [a, b])
+    assert codes_by_module == {a: {"a.f__mutmut_1": 1, "a.f__mutmut_2": 36, "a.f__mutmut_3": 3}} and not diffs
+    with pytest.raises(ValueError, match="no run of rezdiff/core/b.py"):
+        mutation.read_results([first, second], [b])
+    stale = run("core_sampling-three", {a: {"a.f__mutmut_1": 1}}, text="x = 2\n")
+    with pytest.raises(ValueError, match="mutated different versions of rezdiff/core/a.py"):
+        mutation.read_results([first, stale], [a])
+    # the markdown names each part's mutants, tests and wall time, and the modules not run yet
+    s = mutation.score_module(a, codes_by_module[a], {}, {})
+    parts = [
+        {"folder": "core_sampling-one", "tests": ["t1.py"], "functions": ["a.f*"], "wall": "3 min"},
+        {"folder": "core_sampling-two", "tests": ["t2.py::x"], "functions": [], "wall": "5 min"},
+    ]
+    settings = {"mutmut": "3", "tests": ["t1.py", "t2.py::x"], "wall": "", "parts": parts, "not_run": [b]}
+    md = mutation.markdown("core_sampling", "2026-01-01", [s], settings)
+    assert "- `core_sampling-one`: mutants `a.f*`; tests `t1.py`; wall time 3 min." in md
+    assert "- `core_sampling-two`: mutants all; tests `t2.py::x`; wall time 5 min." in md
+    assert (
+        "Not run yet: `rezdiff/core/b.py`." in md and "| **all** | 3 | 2 | 0 | 1 | 0 | 0 | 0 | 100.0% |" in md
+    )

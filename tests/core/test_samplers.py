@@ -226,3 +226,32 @@ def test_registered_samplers_forward_every_setting_to_their_loop(monkeypatch: py
         assert get_sampler(samplers.DVDP, name).fn.__doc__.startswith(f"DVDP's {name} reverse process ("), (
             name
         )
+
+
+def test_factory_made_samplers_are_built_at_each_lookup_with_their_all_steps() -> None:
+    """The VP and DVDP entries build their function when :func:`get_sampler` looks them up, not once at
+    import: mutmut switches a factory's mutant on only when the factory is called, so a closure built at
+    import would leave every mutant of ``_vp``/``_dvdp`` unreachable (benchmarks/mutation.py)."""
+    import rezdiff.core.samplers as samplers
+
+    for process, name, all_steps in (
+        (VP, "sde", False),
+        (VP, "ode_euler", False),
+        (VP, "ode_heun", False),
+        (samplers.DVDP, "ddim", False),
+        (samplers.DVDP, "ddpm", True),
+    ):
+        first, second = get_sampler(process, name), get_sampler(process, name)
+        assert first.fn is not second.fn, (process, name)
+        assert first.all_steps is second.all_steps is all_steps, (process, name)
+    # a plain registered function is handed back as registered
+    assert get_sampler(GAUSSIAN, "ddim").fn is samplers.ddim and get_sampler(GAUSSIAN, "ddpm").all_steps
+    # replace=True and unregister_sampler treat a built entry like any other
+    original = samplers._REGISTRY[VP]["sde"]
+    try:
+        register_sampler(VP, "sde", toy, replace=True)
+        assert get_sampler(VP, "sde").fn is toy
+        unregister_sampler(VP, "sde")
+        assert "sde" not in sampler_names(VP)
+    finally:
+        samplers._REGISTRY[VP]["sde"] = original

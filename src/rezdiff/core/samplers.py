@@ -17,7 +17,7 @@ a valid ``sampler=`` of every such family's ``sample``.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -53,10 +53,25 @@ class RegisteredSampler:
     all_steps: bool = False
 
 
-_REGISTRY: dict[str, dict[str, RegisteredSampler]] = {GAUSSIAN: {}, VP: {}, DVDP: {}}
+@dataclass(frozen=True)
+class _Built:
+    """A registry entry whose function ``factory(**options)`` builds each time :func:`get_sampler` looks it
+    up, not once at import: mutation testing (``benchmarks/mutation.py``) switches a function's mutant on
+    only when it is called, so a closure built at import would never run a mutant of its factory."""
+
+    factory: Callable[..., SamplerFn]
+    options: dict[str, object]
+    all_steps: bool = False
+
+    def build(self) -> RegisteredSampler:
+        """The entry with its function built now."""
+        return RegisteredSampler(self.factory(**self.options), self.all_steps)
 
 
-def _process(process: str) -> dict[str, RegisteredSampler]:
+_REGISTRY: dict[str, dict[str, RegisteredSampler | _Built]] = {GAUSSIAN: {}, VP: {}, DVDP: {}}
+
+
+def _process(process: str) -> dict[str, RegisteredSampler | _Built]:
     if process not in _REGISTRY:
         raise ValueError(f"unknown sampler process {process!r}; expected one of {sorted(_REGISTRY)}")
     return _REGISTRY[process]
@@ -94,7 +109,8 @@ def check_sampler(process: str, name: str) -> str:
 
 def get_sampler(process: str, name: str) -> RegisteredSampler:
     """The registry entry of sampler ``name`` of ``process`` (ValueError naming the choices if unknown)."""
-    return _process(process)[check_sampler(process, name)]
+    entry = _process(process)[check_sampler(process, name)]
+    return entry.build() if isinstance(entry, _Built) else entry
 
 
 # ------------------------------------------------------------------------------------------- "gaussian"
@@ -214,8 +230,10 @@ def _dvdp(kind: str) -> SamplerFn:
 
 register_sampler(GAUSSIAN, "ddim", ddim)
 register_sampler(GAUSSIAN, "ddpm", ddpm, all_steps=True)
-register_sampler(VP, "sde", _vp(ode=False, solver="euler"))
-register_sampler(VP, "ode_euler", _vp(ode=True, solver="euler"))
-register_sampler(VP, "ode_heun", _vp(ode=True, solver="heun"))
-register_sampler(DVDP, "ddim", _dvdp("ddim"))
-register_sampler(DVDP, "ddpm", _dvdp("ddpm"), all_steps=True)
+# the factory-made samplers are built at lookup (:class:`_Built`); register_sampler(..., replace=True)
+# or unregister_sampler treat them like any other entry
+_REGISTRY[VP]["sde"] = _Built(_vp, {"ode": False, "solver": "euler"})
+_REGISTRY[VP]["ode_euler"] = _Built(_vp, {"ode": True, "solver": "euler"})
+_REGISTRY[VP]["ode_heun"] = _Built(_vp, {"ode": True, "solver": "heun"})
+_REGISTRY[DVDP]["ddim"] = _Built(_dvdp, {"kind": "ddim"})
+_REGISTRY[DVDP]["ddpm"] = _Built(_dvdp, {"kind": "ddpm"}, all_steps=True)
