@@ -601,6 +601,20 @@ def _meta(folder: Path, module: str) -> Path:
     return folder / "mutants" / "src" / (module + ".meta")
 
 
+def run_codes(meta: dict[str, Any]) -> dict[str, int | None]:
+    """A ``.meta`` file's exit codes, with a "timeout" that took no time read as not checked (``None``).
+
+    mutmut's runner can stop a mutant's tests by its CPU limit before they start (exit -24 with a recorded
+    duration of 0.0 s, seen in a row of mutants on a loaded machine): the tests never ran, so it is no
+    evidence that they would catch the mutant.
+    """
+    durations = meta.get("durations_by_key", {})
+    return {
+        name: None if status_of(code) == "timeout" and durations.get(name, 1.0) <= 0.0 else code
+        for name, code in meta["exit_code_by_key"].items()
+    }
+
+
 def merge_codes(
     runs: list[tuple[str, dict[str, int | None]]],
 ) -> tuple[dict[str, int | None], dict[str, str]]:
@@ -641,7 +655,7 @@ def read_results(
                 "rerun the stale ones (or remove their folders) before reporting"
             )
         holding.sort(key=lambda f: _meta(f, module).stat().st_mtime)
-        runs = [(str(f), json.loads(_meta(f, module).read_text())["exit_code_by_key"]) for f in holding]
+        runs = [(str(f), run_codes(json.loads(_meta(f, module).read_text()))) for f in holding]
         codes[module], source = merge_codes(runs)
         where.update({name: Path(run) for name, run in source.items()})
     if not codes:

@@ -266,3 +266,23 @@ def test_parts_of_a_subset_merge_verdicts_and_refuse_different_sources(tmp_path:
     assert (
         "Not run yet: `rezdiff/core/b.py`." in md and "| **all** | 3 | 2 | 0 | 1 | 0 | 0 | 0 | 100.0% |" in md
     )
+
+
+def test_a_timeout_that_took_no_time_is_not_counted_as_detected() -> None:
+    """mutmut's runner stopped rows of mutants by its CPU limit before their tests ran (exit -24, 0.0 s):
+    those are not checked; a timeout that ran, and every other verdict, stand."""
+    meta = {
+        "exit_code_by_key": {
+            "m.f__mutmut_1": -24,
+            "m.f__mutmut_2": -24,
+            "m.f__mutmut_3": 1,
+            "m.f__mutmut_4": 0,
+        },
+        "durations_by_key": {"m.f__mutmut_1": 0.0, "m.f__mutmut_2": 41.5, "m.f__mutmut_3": 0.0},
+    }
+    assert mutation.run_codes(meta) == {
+        "m.f__mutmut_1": None,
+        "m.f__mutmut_2": -24,
+        "m.f__mutmut_3": 1,
+        "m.f__mutmut_4": 0,
+    }
