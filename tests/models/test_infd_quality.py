@@ -18,7 +18,7 @@ QUICKSTART = REPO / "configs" / "quickstart"
 
 
 @pytest.mark.slow
-@pytest.mark.timeout(1800)
+@pytest.mark.timeout(5400)  # stage 1, its PSNRs, stage 2, samples: 3844 s on the shared 2-core CPU under load
 def test_quickstart_infd_reconstructs_at_1x_and_4x_and_stage2_samples(tmp_path: Path) -> None:
     quiet = ["--trainer.enable_progress_bar", "false"]
     stage1 = tmp_path / "stage1"
@@ -35,7 +35,8 @@ def test_quickstart_infd_reconstructs_at_1x_and_4x_and_stage2_samples(tmp_path: 
         with torch.no_grad():
             ours, baseline = (psnr(m.reconstruct(low, resolution), reference) for m in (trained, untrained))
         print(f"INFD quickstart PSNR at {resolution}: trained {ours:.2f} dB, untrained {baseline:.2f} dB")
-        # Observed (README): 17.2 vs 12.5 dB at both 32² and 128².
+        # Observed 2026-12-07 (the quickstart, GAN from iteration 300): 16.6 vs 12.5 dB at 32², 16.6 vs
+        # 12.6 dB at 128² (before the GAN ran: 17.2 vs 12.5 dB at both).
         assert ours > baseline + 3.0, (resolution, ours, baseline)
 
     stage2 = tmp_path / "stage2"
