@@ -13,10 +13,14 @@ from tests.helpers import TINY_DDPM
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    """Under pytest-xdist, split the cores between the workers instead of letting each take them all."""
+    """Under pytest-xdist, split the cores between the workers instead of letting each take them all, in the
+    worker and in the processes its tests start (a notebook's kernel, CLI runs, DDP ranks): more threads
+    than cores make OpenMP's waiting threads spin (the notebook test took minutes beside a busy worker)."""
     workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "0"))
     if workers > 1:
-        torch.set_num_threads(max(1, (os.cpu_count() or 1) // workers))
+        threads = max(1, (os.cpu_count() or 1) // workers)
+        torch.set_num_threads(threads)
+        os.environ["OMP_NUM_THREADS"] = str(threads)
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
