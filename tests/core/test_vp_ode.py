@@ -134,18 +134,15 @@ def test_vp_loops_are_their_schemes_written_out_by_hand(ode: bool, solver: str) 
         seen.append((info.index, info.t, info.t_next, info.x_t, info.x, info.eps))
         return info.x / 2 if info.index == 1 else None
 
-    out = vp_integrate(
-        toy_eps,
-        x_T,
-        torch.tensor([0.9, 0.6, 0.45, 0.1], dtype=torch.float64),
-        beta_min=BETA_MIN,
-        beta_max=BETA_MAX,
-        generator=seed_generators([5, 6]),
-        noise_operator=mix,
-        ode=ode,
-        solver=solver,  # type: ignore[arg-type]
-        callback=callback,
-    )
+    settings = {
+        "beta_min": BETA_MIN,
+        "beta_max": BETA_MAX,
+        "noise_operator": mix,
+        "ode": ode,
+        "solver": solver,
+    }
+    grid = torch.tensor([0.9, 0.6, 0.45, 0.1], dtype=torch.float64)
+    out = vp_integrate(toy_eps, x_T, grid, generator=seed_generators([5, 6]), callback=callback, **settings)
     torch.testing.assert_close(out, expected, rtol=1e-12, atol=1e-12)
     assert [s[:3] for s in seen] == [s[:3] for s in expected_steps]
     for got, want in zip(seen, expected_steps, strict=True):
@@ -153,18 +150,8 @@ def test_vp_loops_are_their_schemes_written_out_by_hand(ode: bool, solver: str) 
             torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
     # vp_sample: the uniform grid t_max -> t_min with num_steps + 1 points, every setting forwarded
     expected, _ = by_hand(mode, x_T, [0.8, 0.55, 0.3, 0.05], [7, 8])
+    halve = lambda info: info.x / 2 if info.index == 1 else None
     out = vp_sample(
-        toy_eps,
-        x_T,
-        3,
-        t_max=0.8,
-        t_min=0.05,
-        beta_min=BETA_MIN,
-        beta_max=BETA_MAX,
-        generator=seed_generators([7, 8]),
-        noise_operator=mix,
-        ode=ode,
-        solver=solver,  # type: ignore[arg-type]
-        callback=lambda info: info.x / 2 if info.index == 1 else None,
+        toy_eps, x_T, 3, t_max=0.8, t_min=0.05, generator=seed_generators([7, 8]), callback=halve, **settings
     )
     torch.testing.assert_close(out, expected, rtol=1e-12, atol=1e-12)
