@@ -65,6 +65,12 @@ CLAIMS: list[tuple[str, str, str]] = [
         "render time and peak memory, whole vs tiled, by output size; cost of the patch-FID machinery",
     ),
     ("Multilevel warm start", "multilevel_warmstart", "coarse-to-fine vs fine-only training time"),
+    (
+        "Multilevel priors and levels",
+        "multilevel_priors",
+        "the figures of the multilevel README's deviations table (priors' exact spectra, digits, LFW and "
+        "Synthetic data; `multilevel_priors.py`)",
+    ),
     ("Baseline throughput", "train_throughput", "training speed of a config"),
     (
         "Families on the quickstart data",
