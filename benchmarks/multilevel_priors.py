@@ -7,7 +7,8 @@ error); the authors' operators are the library's classes in their documented map
 ``n x n`` grid is rezdiff's prior with ``scale = s / n``: ``ImplicitConv(s)`` = ``InverseLaplacian(0.55,
 s / n, "drop", "five_point")``, ``BesselConv(tau)`` = ``Matern(tau, 0.55, 1 / n, "five_point")``,
 ``FNOprior(k1, k2)`` = ``AuthorsFNOPrior(k1, k2, scale=1 / n)``, ``CombinedConv`` = ``CombinedCovariance``
-of the first and third; tested against dense matrices of their code in ``tests/core/test_operators.py``),
+of the first and third; ``CombinedConv`` and ``FNOprior`` are tested against dense matrices of their code
+and the 5-point priors against the stencil's matrix functions in ``tests/core/test_operators.py``),
 except the even grid's Nyquist row of their ``FNOprior``, which rezdiff drops and which is therefore
 measured with their spectral convolution written out below. Data: scikit-learn's digits
 (``Bundled("digits")``, values in [-1, 1]) rendered bicubically at each grid; "theirs" uses the digits in
