@@ -60,8 +60,8 @@ CLAIMS: list[tuple[str, str, str]] = [
     (
         "∞-Diff figures without training",
         "infty_diff_figures",
-        "the ∞-Diff README's noise per-pixel variances by resolution, the leading spacing's first step and the "
-        "256² config's parameter counts (`infty_diff_figures.py`)",
+        "the ∞-Diff README's noise per-pixel variances by resolution, the leading spacing's first step and "
+        "the 256² config's parameter counts (`infty_diff_figures.py`)",
     ),
     ("DVDP speed-up", "dvdp_speedup", "training and sampling speed-up over the identical-U-Net DDPM"),
     ("DVDP turning points", "dvdp_turning_points", "sample quality vs the first turning point"),
