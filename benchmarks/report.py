@@ -57,6 +57,12 @@ CLAIMS: list[tuple[str, str, str]] = [
         "infty_diff_subsampling",
         "training-step time and peak memory vs the subsampling rate, at a fixed batch and a fixed memory",
     ),
+    (
+        "∞-Diff figures without training",
+        "infty_diff_figures",
+        "the ∞-Diff README's noise per-pixel variances by resolution, the leading spacing's first step and "
+        "the 256² config's parameter counts (`infty_diff_figures.py`)",
+    ),
     ("DVDP speed-up", "dvdp_speedup", "training and sampling speed-up over the identical-U-Net DDPM"),
     ("DVDP turning points", "dvdp_turning_points", "sample quality vs the first turning point"),
     (
@@ -65,6 +71,12 @@ CLAIMS: list[tuple[str, str, str]] = [
         "render time and peak memory, whole vs tiled, by output size; cost of the patch-FID machinery",
     ),
     ("Multilevel warm start", "multilevel_warmstart", "coarse-to-fine vs fine-only training time"),
+    (
+        "Multilevel priors and levels",
+        "multilevel_priors",
+        "the figures of the multilevel README's deviations table (priors' exact spectra, digits, LFW and "
+        "Synthetic data; `multilevel_priors.py`)",
+    ),
     ("Baseline throughput", "train_throughput", "training speed of a config"),
     (
         "Families on the quickstart data",

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.helpers import REPO
 from tests.test_benchmarks import load_script
 
 TINY = ["--sparse-width", "8", "--inner-channels", "8", "--norm-groups", "4", "--head-dim", "8"]
@@ -53,3 +54,22 @@ def test_infty_diff_subsampling_records_every_rate_beside_the_paper(tmp_path: Pa
         rows[0]["memory_reduction"] == 1.0 and rows[2]["memory_reduction"] > rows[1]["memory_reduction"] > 1
     )
     assert rows[0]["fixed_memory_batch"] == 2 and rows[2]["fixed_memory_batch"] > 2
+
+
+def test_infty_diff_figures_repeat_the_committed_result_and_the_readme_quotes_them() -> None:
+    """``benchmarks/infty_diff_figures.py``: the noise variances and the leading start equal the committed
+    result (recomputed here at the same sizes; the 256² parameter counts are left to the script), and the
+    README quotes the committed figures."""
+    script = load_script("infty_diff_figures")
+    committed = json.loads((REPO / "benchmarks" / "results" / "infty_diff_figures_cpu.json").read_text())
+    figures = {(row["figure"], row.get("f")): row["value"] for row in committed["rows"]}
+    rows = script.noise_variances() + script.leading_start()
+    for row in rows:
+        assert row["value"] == pytest.approx(figures[(row["figure"], row.get("f"))], rel=1e-9), row
+    readme = (REPO / "src" / "rezdiff" / "models" / "infty_diff" / "README.md").read_text()
+    authors = [r["value"] for r in rows if "authors' rule" in r["figure"]]
+    assert "| " + " | ".join(f"{v:.4f}" for v in authors) + " |" in readme
+    starts = ", ".join(f"{r['value']:.3f}" for r in rows if "leading" in r["figure"])
+    assert f"√ᾱ = {starts} at the first step" in readme
+    scale = figures[("infty_diff_ffhq256.yaml parameters: denoiser, latent_conditioning scale", None)]
+    assert f"{scale:,}" in readme

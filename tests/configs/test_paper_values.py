@@ -9,9 +9,10 @@ asserts the config's value and its source names the family README's deviation.
 
 Not asserted: the ∞-Diff image-model parameter counts. The authors' ``SparseUNet``/``SparseEncoder`` of
 configs/ffhq_256_config.py count 321,512,564 / 122,028,337 (``torch_dense`` backend, meta device) against
-rezdiff's 429,906,243 / 154,980,736: their U-Net widens one level later (128/128/256/512/1024); a declared
-difference of ``models/infty_diff/network.py`` (family README, deviations: inner U-Net layout), not of a
-config.
+rezdiff's 460,888,643 / 154,980,736 (429,906,243 for the denoiser with ``latent_conditioning: embedding``;
+benchmarks/results/infty_diff_figures_cpu.json): their U-Net widens one level later
+(128/128/256/512/1024); a declared difference of ``models/infty_diff/network.py`` (family README,
+deviations: inner U-Net layout), not of a config.
 """
 
 from __future__ import annotations

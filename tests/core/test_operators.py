@@ -201,8 +201,10 @@ def test_blurred_white_noise_variance(std: float) -> None:
 @pytest.mark.parametrize("size", [(6, 8), (5, 7), (1, 4)])
 def test_laplacian_eigenvalues_closed_form_and_stencil(boundary: str, size: tuple[int, int]) -> None:
     h, w = size
-    got = laplacian_eigenvalues(h, w, boundary)
+    got = laplacian_eigenvalues(h, w, boundary, "five_point")
     spectral = laplacian_eigenvalues(h, w, boundary, "spectral")
+    # the default is the exact -Δ, as in the priors
+    torch.testing.assert_close(laplacian_eigenvalues(h, w, boundary), spectral, atol=0.0, rtol=0.0)
     for a in range(h):
         for b in range(w):
             if boundary == "periodic":
@@ -261,7 +263,7 @@ def test_sqrt_is_the_matrix_function_of_the_5_point_stencil(boundary: str, size:
 
 
 def test_zero_mode_and_spectrum_closed_forms() -> None:
-    lam = laplacian_eigenvalues(16, 12)
+    lam = laplacian_eigenvalues(16, 12, laplacian="five_point")
     lowest = InverseLaplacian(0.55, 2.0, laplacian="five_point").sqrt_spectrum(16, 12)
     drop = InverseLaplacian(0.55, 2.0, zero_mode="drop", laplacian="five_point").sqrt_spectrum(16, 12)
     torch.testing.assert_close(lowest.flatten()[1:], 2.0 * lam.flatten()[1:] ** -0.55)

@@ -216,7 +216,7 @@ def test_tile_norm_reaches_sample_and_the_command_line(
     torch.testing.assert_close(per_tile, expected.clamp(-1, 1))
     with pytest.raises(ValueError, match="'global' .* or 'tile'"):
         model.sample(1, 64, norm="tiles")  # type: ignore[arg-type]
-    # rezdiff sample --tile/--pad/--tile-norm reach INFD.sample (--tile none: one whole render)
+    # rezdiff sample --tile/--pad/--norm reach INFD.sample (--tile null: one whole render)
     calls: list[dict] = []
     original = model.sample
 

@@ -180,9 +180,11 @@ def wave_numbers(n: int, boundary: Boundary) -> Tensor:
 
 
 def laplacian_eigenvalues(
-    height: int, width: int, boundary: Boundary = "periodic", laplacian: LaplacianKind = "five_point"
+    height: int, width: int, boundary: Boundary = "periodic", laplacian: LaplacianKind = "spectral"
 ) -> Tensor:
     """Eigenvalues of ``-Δ`` on the unit square for the grid's modes, ``[H, W]`` float64.
+
+    ``laplacian`` defaults to ``"spectral"``, as the priors (``Matern``, ``InverseLaplacian``) do.
 
     ``"five_point"``: the 5-point stencil with spacings ``1/H``, ``1/W``, periodic
     ``4n^2 sin^2(pi k / n)`` per axis, or with half-sample reflecting boundaries (Neumann)

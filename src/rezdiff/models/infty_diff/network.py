@@ -325,9 +325,11 @@ class _SparseEnds(nn.Module):
 class InftyDiffNet(_SparseEnds):
     """``forward(x [B, N, C], index [B, N], resolution, t [B], z=None, kernel_scale=1.0) -> [B, N, C]``.
 
-    Defaults are the paper's 256² configuration (REFERENCES.md). ``latent_dim`` adds the diffusion
-    autoencoder's conditioning on ``z [B, latent_dim]`` (then required): every sparse block scales its two
-    modulated LayerNorms by ``1 + mlp(z)``, and ``latent_conditioning`` says how z enters the inner U-Net:
+    Defaults are the paper's 256² configuration (paper Appendix A and the authors'
+    ``configs/ffhq_256_config.py``; the inner U-Net's layout differs from theirs, see the README's
+    deviations). ``latent_dim`` adds the diffusion autoencoder's conditioning on ``z [B, latent_dim]`` (then
+    required): every sparse block scales its two modulated LayerNorms by ``1 + mlp(z)``, and
+    ``latent_conditioning`` says how z enters the inner U-Net:
     ``"scale"`` (default, the authors' code for the paper's runs) scales every resnet's time-modulated
     hidden state by ``1 + mlp(z)`` as well; ``"embedding"`` adds ``Linear(z)`` to the U-Net's time embedding
     (rezdiff's earlier form). ``depthwise=False`` is the regular sparse convolution of the Table 2 ablation.
