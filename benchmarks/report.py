@@ -3,7 +3,7 @@
 One table per claim; every row names its device and date, and the paper's figure sits beside ours. The
 tables replace what lies between the ``<!-- report:begin -->`` and ``<!-- report:end -->`` markers of the
 README; the prose around them is kept. Paper figures come from a result file's ``paper`` field when it has
-one, otherwise from ``PAPER`` below (numbers from the papers as summarised in the project's REFERENCES).
+one, otherwise from ``PAPER`` below (numbers from the papers; each entry names its table or section).
 
     python benchmarks/report.py            # rewrite the README tables
     python benchmarks/report.py --check    # exit 1 if the README is not what the results give

@@ -121,7 +121,7 @@ def test_mollifier_matches_scipy_gaussian_filter(std: float) -> None:
     x = torch.rand(2, 3, 20, 33, generator=gen(), dtype=F64) * 2 - 1
     expected = scipy.ndimage.gaussian_filter(x.numpy(), sigma=(0, 0, std, std), mode="reflect")
     assert float((GaussianMollifier(std)(x) - torch.from_numpy(expected)).abs().max()) < 5e-3
-    # the same in float32, and the REFERENCES form exp(-(u^2 + v^2) / (2 s^2)), s = N / (pi std)
+    # the same in float32, and the DCT-domain form exp(-(u^2 + v^2) / (2 s^2)), s = N / (pi std)
     y = GaussianMollifier(std)(x.float())
     assert y.dtype == torch.float32 and float((y.double() - torch.from_numpy(expected)).abs().max()) < 5e-3
     n = 24
