@@ -41,6 +41,12 @@ REPO = Path(__file__).resolve().parent.parent
 QUICKSTART = REPO / "configs" / "quickstart" / "infd.yaml"
 
 
+def shown(path: str | Path) -> str:
+    """``path`` relative to the working directory where it lies inside it (result files name no machine)."""
+    resolved = Path(path).resolve()
+    return str(resolved.relative_to(Path.cwd())) if resolved.is_relative_to(Path.cwd()) else str(path)
+
+
 def run_config(ckpt: str | Path) -> Path | None:
     """The ``config.yaml`` of the run folder that holds ``ckpt`` (``<run>/checkpoints/<ckpt>``), if any."""
     config = Path(ckpt).resolve().parent.parent / "config.yaml"
@@ -137,8 +143,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         runs.append(
             {
                 "label": label,
-                "ckpt": str(path),
-                "config": str(config),
+                "ckpt": shown(path),
+                "config": shown(config),
                 "encoder_resolution": model.encoder_resolution,
                 "held_out": datamodule.split()[1][: options.num],
             }
