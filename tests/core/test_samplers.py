@@ -101,6 +101,21 @@ def test_every_family_declares_its_process_and_unknown_names_list_the_choices() 
         sampler_names("edm")
 
 
+def test_register_sampler_records_all_steps_and_unregister_names_what_is_missing() -> None:
+    """``all_steps`` decides what ``steps=None`` means (every training step or the model's
+    ``sample_steps``), so a registration must keep the flag it is given, False unless asked."""
+    register_sampler(GAUSSIAN, "toy", toy)
+    register_sampler(GAUSSIAN, "toy_all", toy, all_steps=True)
+    try:
+        assert get_sampler(GAUSSIAN, "toy").all_steps is False
+        assert get_sampler(GAUSSIAN, "toy_all").all_steps is True
+    finally:
+        unregister_sampler(GAUSSIAN, "toy")
+        unregister_sampler(GAUSSIAN, "toy_all")
+    with pytest.raises(ValueError, match=r"^no sampler 'toy' is registered for 'gaussian'$"):
+        unregister_sampler(GAUSSIAN, "toy")
+
+
 def _oracle_eps(ab: Tensor) -> EpsFn:
     def eps_fn(x: Tensor, t: Tensor) -> Tensor:  # E[eps | x_t] for N(0.3, 1) data
         a = ab[t].to(x.dtype).reshape(-1, 1, 1, 1)
