@@ -128,3 +128,12 @@ def write_report(report: dict[str, Any], out: str | Path, name: str) -> dict[str
     (out / name).write_text(json.dumps(report, indent=2) + "\n")
     print(f"wrote {out / name}")
     return report
+
+
+def write_rows(
+    benchmark: str, options: argparse.Namespace, device: torch.device, rows: list[dict[str, Any]]
+) -> dict[str, Any]:
+    """Write a table of computed figures (``rows``) with the device and every option, to
+    ``options.out/options.name``: the report of a script that computes figures rather than timing them."""
+    report = {"benchmark": benchmark, "device": device_info(device), "settings": vars(options), "rows": rows}
+    return write_report(report, options.out, options.name)

@@ -26,7 +26,7 @@ import yaml
 from torch import Tensor
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import add_device_options, device_info, select_device, write_report  # noqa: E402
+from common import add_device_options, select_device, write_rows  # noqa: E402
 
 from rezdiff.core.schedules import alphas_cumprod, cosine_betas, timestep_subsequence  # noqa: E402
 from rezdiff.models.infty_diff.mollifier import GaussianMollifier  # noqa: E402
@@ -119,13 +119,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     rows = noise_variances() + leading_start() + ([] if options.no_parameters else parameter_counts())
     for row in rows:
         print(f"{row['figure']:>90} {row.get('f', ''):>5} {row['value']:.6g}")
-    report = {
-        "benchmark": "infty_diff_figures",
-        "device": device_info(device),
-        "settings": vars(options),
-        "rows": rows,
-    }
-    return write_report(report, options.out, options.name)
+    return write_rows("infty_diff_figures", options, device, rows)
 
 
 if __name__ == "__main__":

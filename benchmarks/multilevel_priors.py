@@ -29,7 +29,7 @@ import torch
 from torch import Tensor
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import add_device_options, device_info, select_device, write_report  # noqa: E402
+from common import add_device_options, select_device, write_rows  # noqa: E402
 
 from rezdiff.data import Bundled, Synthetic, fourier_resize  # noqa: E402
 from rezdiff.models.multilevel.priors import (  # noqa: E402
@@ -226,13 +226,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     rows = compute(tuple(options.grids), options.limit)
     for row in rows:
         print(f"{row['figure']:>80} {row['grid']:>4} {row['value']:.4g}")
-    report = {
-        "benchmark": "multilevel_priors",
-        "device": device_info(device),
-        "settings": vars(options),
-        "rows": rows,
-    }
-    return write_report(report, options.out, options.name)
+    return write_rows("multilevel_priors", options, device, rows)
 
 
 if __name__ == "__main__":
