@@ -63,11 +63,13 @@ MODULE_TESTS: dict[str, list[str]] = {
     "rezdiff/core/ema.py": ["tests/core/test_ema.py"],
     "rezdiff/core/gaussian.py": [
         "tests/core/test_gaussian.py",
+        "tests/core/test_loops.py",
         "tests/core/test_vp_ode.py",
         "tests/models/test_oracle_ddpm_dvdp.py",
     ],
     "rezdiff/core/laplacian.py": ["tests/metrics/test_swd.py", "tests/nn/test_perceptual.py"],
     "rezdiff/core/loops.py": [
+        "tests/core/test_loops.py",
         "tests/core/test_gaussian.py",
         "tests/core/test_vp_ode.py",
         "tests/core/test_samplers.py",

@@ -1,0 +1,150 @@
+"""The DDIM and ancestral loops against their steps written out by hand, every setting forwarded; the
+loops' defaults; and what the VP loop must not do (skip a grid check, call the network twice at a point,
+draw noise on the ODE)."""
+
+from __future__ import annotations
+
+import inspect
+
+import pytest
+import torch
+from torch import Tensor
+
+from rezdiff.core import (
+    ddim_step,
+    ddpm_step,
+    vp_heun_step,
+    vp_integrate,
+    vp_ode_drift,
+    vp_reverse_step,
+    vp_sample,
+)
+from rezdiff.core.loops import ddim_sample, ddpm_sample
+from rezdiff.core.sampling import StepInfo
+from rezdiff.core.schedules import vp_beta
+
+ALPHAS_CUMPROD = torch.linspace(0.98, 0.02, 10, dtype=torch.float64)
+TIMESTEPS = [9, 6, 4, 1]
+
+
+def toy_eps(x: Tensor, t: Tensor) -> Tensor:
+    """A fixed, timestep-dependent, non-linear stand-in for a network."""
+    assert t.dtype == torch.long
+    return torch.tanh(x) * (1 + t.to(x.dtype).view(-1, 1, 1) / 10)
+
+
+def mix(z: Tensor) -> Tensor:
+    """A noise operator that is not the identity (it mixes the last axis)."""
+    return z + 0.5 * z.roll(1, dims=-1)
+
+
+def run_with_record(loop, **settings) -> tuple[Tensor, list[StepInfo]]:  # noqa: ANN001
+    seen: list[StepInfo] = []
+
+    def callback(info: StepInfo) -> None:
+        seen.append(info)
+
+    x_T = 3 * torch.randn(2, 2, 4, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    out = loop(toy_eps, x_T, ALPHAS_CUMPROD, callback=callback, **settings)
+    return out, seen
+
+
+def test_ddim_loop_is_its_steps_with_every_setting() -> None:
+    """eta, clip_x0, eps_after_clip and noise_operator all reach every step (x_T is large, so clipping acts
+    and "from_x0" differs from "network"); the callback sees the network's eps of that step."""
+    settings = {"eta": 0.7, "clip_x0": 1.0, "eps_after_clip": "from_x0", "noise_operator": mix}
+    out, seen = run_with_record(
+        ddim_sample, timesteps=TIMESTEPS, generator=torch.Generator().manual_seed(3), **settings
+    )
+    generator = torch.Generator().manual_seed(3)
+    x = seen[0].x_t
+    for i, t in enumerate(TIMESTEPS):
+        eps = toy_eps(x, torch.full((2,), t))
+        prev = ALPHAS_CUMPROD[TIMESTEPS[i + 1]] if i + 1 < len(TIMESTEPS) else 1.0
+        noise = torch.randn(x.shape, generator=generator, dtype=x.dtype)
+        x_new = ddim_step(x, eps, ALPHAS_CUMPROD[t], prev, noise, **settings)
+        assert (seen[i].index, seen[i].t) == (i, t)
+        torch.testing.assert_close(seen[i].eps, eps, rtol=0, atol=0)
+        torch.testing.assert_close(seen[i].x, x_new, rtol=0, atol=0)
+        x = x_new
+    torch.testing.assert_close(out, x, rtol=0, atol=0)
+    # the same run with the loop's defaults for the settings is another run: each setting matters here
+    for name in settings:
+        other = {k: v for k, v in settings.items() if k != name}
+        changed, _ = run_with_record(
+            ddim_sample, timesteps=TIMESTEPS, generator=torch.Generator().manual_seed(3), **other
+        )
+        assert not torch.allclose(changed, out), name
+
+
+def test_ddpm_loop_is_its_steps_with_every_setting() -> None:
+    settings = {"variance": "large", "clip_x0": 1.0, "noise_operator": mix}
+    out, seen = run_with_record(
+        ddpm_sample, timesteps=TIMESTEPS, generator=torch.Generator().manual_seed(4), **settings
+    )
+    generator = torch.Generator().manual_seed(4)
+    x = seen[0].x_t
+    for i, t in enumerate(TIMESTEPS):
+        eps = toy_eps(x, torch.full((2,), t))
+        last = i + 1 == len(TIMESTEPS)
+        prev = 1.0 if last else ALPHAS_CUMPROD[TIMESTEPS[i + 1]]
+        noise = None if last else torch.randn(x.shape, generator=generator, dtype=x.dtype)
+        x_new = ddpm_step(x, eps, ALPHAS_CUMPROD[t], prev, noise, **settings)
+        assert (seen[i].index, seen[i].t) == (i, t)
+        torch.testing.assert_close(seen[i].eps, eps, rtol=0, atol=0)
+        torch.testing.assert_close(seen[i].x, x_new, rtol=0, atol=0)
+        x = x_new
+    torch.testing.assert_close(out, x, rtol=0, atol=0)
+    for name in settings:
+        other = {k: v for k, v in settings.items() if k != name}
+        changed, _ = run_with_record(
+            ddpm_sample, timesteps=TIMESTEPS, generator=torch.Generator().manual_seed(4), **other
+        )
+        assert not torch.allclose(changed, out), name
+
+
+def test_loop_defaults_are_the_papers() -> None:
+    """DDIM's default is Song et al.'s deterministic eta = 0; every VP function's beta range is Song et al.
+    (2021)'s (0.1, 20), the same as the schedule's."""
+    assert inspect.signature(ddim_sample).parameters["eta"].default == 0.0
+    schedule = inspect.signature(vp_beta).parameters
+    assert (schedule["beta_min"].default, schedule["beta_max"].default) == (0.1, 20.0)
+    for fn in (vp_integrate, vp_sample, vp_heun_step, vp_reverse_step, vp_ode_drift):
+        parameters = inspect.signature(fn).parameters
+        assert (parameters["beta_min"].default, parameters["beta_max"].default) == (0.1, 20.0), fn.__name__
+
+
+def test_vp_grid_must_decrease_at_every_step() -> None:
+    """A grid that goes back up once is refused, even when every point stays below the first."""
+    grid = torch.tensor([1.0, 0.2, 0.5, 0.1], dtype=torch.float64)
+    with pytest.raises(ValueError, match="strictly decreasing"):
+        vp_integrate(lambda x, t: x, torch.zeros(1, 2), grid)
+
+
+def test_vp_heun_calls_the_network_twice_per_step_and_the_ode_draws_no_noise() -> None:
+    calls: list[float] = []
+
+    def counting_eps(x: Tensor, t: Tensor) -> Tensor:
+        calls.append(float(t[0]))
+        return 0.5 * x
+
+    x_T = torch.randn(2, 3, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    vp_sample(counting_eps, x_T, 4, ode=True, solver="heun")
+    assert len(calls) == 8  # one at t (shared with the callback's eps), one at the predicted t_next
+    generator = torch.Generator().manual_seed(5)
+    state = generator.get_state()
+    vp_sample(counting_eps, x_T, 4, ode=True, generator=generator)
+    assert torch.equal(generator.get_state(), state)
+
+
+def test_the_network_gets_its_times_on_the_state_device() -> None:
+    """On a GPU a time tensor left on the CPU fails or copies every step; the meta device shows it here."""
+
+    def eps_on_device(x: Tensor, t: Tensor) -> Tensor:
+        assert t.device == x.device and t.shape == (x.shape[0],), (t.device, t.shape)
+        return 0.5 * x
+
+    x = torch.zeros(2, 3, device="meta", dtype=torch.float64)
+    assert vp_heun_step(eps_on_device, x, 0.9, 0.5).device == x.device
+    assert vp_sample(eps_on_device, x, 2, ode=True, solver="heun").device == x.device
+    assert ddim_sample(eps_on_device, x, ALPHAS_CUMPROD, TIMESTEPS).device == x.device
