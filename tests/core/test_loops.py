@@ -105,13 +105,31 @@ def test_ddpm_loop_is_its_steps_with_every_setting() -> None:
 
 def test_loop_defaults_are_the_papers() -> None:
     """DDIM's default is Song et al.'s deterministic eta = 0; every VP function's beta range is Song et al.
-    (2021)'s (0.1, 20), the same as the schedule's."""
-    assert inspect.signature(ddim_sample).parameters["eta"].default == 0.0
+    (2021)'s (0.1, 20), the same as the schedule's. Checked by calling (a signature can hide a default that
+    a wrapper does not pass on)."""
+    x = torch.randn(2, 2, 4, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    defaults = ddim_sample(toy_eps, x, ALPHAS_CUMPROD, TIMESTEPS)
+    torch.testing.assert_close(
+        defaults, ddim_sample(toy_eps, x, ALPHAS_CUMPROD, TIMESTEPS, eta=0.0), rtol=0, atol=0
+    )
     schedule = inspect.signature(vp_beta).parameters
     assert (schedule["beta_min"].default, schedule["beta_max"].default) == (0.1, 20.0)
-    for fn in (vp_integrate, vp_sample, vp_heun_step, vp_reverse_step, vp_ode_drift):
-        parameters = inspect.signature(fn).parameters
-        assert (parameters["beta_min"].default, parameters["beta_max"].default) == (0.1, 20.0), fn.__name__
+    paper = {"beta_min": 0.1, "beta_max": 20.0}
+
+    def eps(y: Tensor, t: Tensor) -> Tensor:
+        return torch.tanh(y)
+
+    grid = torch.tensor([0.9, 0.5, 0.2], dtype=torch.float64)
+    calls = {
+        "vp_integrate": lambda **kw: vp_integrate(eps, x, grid, ode=True, solver="heun", **kw),
+        "vp_sample": lambda **kw: vp_sample(eps, x, 3, ode=True, **kw),
+        "vp_heun_step": lambda **kw: vp_heun_step(eps, x, 0.9, 0.5, **kw),
+        "vp_reverse_step": lambda **kw: vp_reverse_step(x, eps(x, x), 0.9, 0.5, ode=True, **kw),
+        "vp_ode_drift": lambda **kw: vp_ode_drift(x, eps(x, x), 0.9, **kw),
+    }
+    for name, call in calls.items():
+        torch.testing.assert_close(call(), call(**paper), rtol=0, atol=0, msg=name)
+        assert not torch.allclose(call(), call(beta_min=0.2, beta_max=20.0)), name  # the range matters
 
 
 def test_vp_grid_must_decrease_at_every_step() -> None:
