@@ -49,47 +49,31 @@ def run_with_record(loop, **settings) -> tuple[Tensor, list[StepInfo]]:  # noqa:
     return out, seen
 
 
-def test_ddim_loop_is_its_steps_with_every_setting() -> None:
-    """eta, clip_x0, eps_after_clip and noise_operator all reach every step (x_T is large, so clipping acts
-    and "from_x0" differs from "network"); the callback sees the network's eps of that step."""
-    settings = {"eta": 0.7, "clip_x0": 1.0, "eps_after_clip": "from_x0", "noise_operator": mix}
+LOOPS = {  # loop, its step, settings that all differ from the loop's defaults, noise drawn at the last step
+    "ddim": (ddim_sample, ddim_step, {"eta": 0.7, "clip_x0": 1.0, "eps_after_clip": "from_x0"}, True),
+    "ddpm": (ddpm_sample, ddpm_step, {"variance": "large", "clip_x0": 1.0}, False),
+}
+
+
+@pytest.mark.parametrize("kind", sorted(LOOPS))
+def test_gaussian_loop_is_its_steps_with_every_setting(kind: str) -> None:
+    """Every setting (with the noise operator) reaches every step (x_T is large, so clipping acts and DDIM's
+    "from_x0" differs from "network"), noise is drawn in order from the generator, and the callback sees
+    the network's eps of that step; each setting, left at its default, changes the result."""
+    loop, step, settings, noise_at_last = LOOPS[kind]
+    settings = {**settings, "noise_operator": mix}
     out, seen = run_with_record(
-        ddim_sample, timesteps=TIMESTEPS, generator=torch.Generator().manual_seed(3), **settings
+        loop, timesteps=TIMESTEPS, generator=torch.Generator().manual_seed(3), **settings
     )
     generator = torch.Generator().manual_seed(3)
     x = seen[0].x_t
     for i, t in enumerate(TIMESTEPS):
         eps = toy_eps(x, torch.full((2,), t))
-        prev = ALPHAS_CUMPROD[TIMESTEPS[i + 1]] if i + 1 < len(TIMESTEPS) else 1.0
-        noise = torch.randn(x.shape, generator=generator, dtype=x.dtype)
-        x_new = ddim_step(x, eps, ALPHAS_CUMPROD[t], prev, noise, **settings)
-        assert (seen[i].index, seen[i].t) == (i, t)
-        torch.testing.assert_close(seen[i].eps, eps, rtol=0, atol=0)
-        torch.testing.assert_close(seen[i].x, x_new, rtol=0, atol=0)
-        x = x_new
-    torch.testing.assert_close(out, x, rtol=0, atol=0)
-    # the same run with the loop's defaults for the settings is another run: each setting matters here
-    for name in settings:
-        other = {k: v for k, v in settings.items() if k != name}
-        changed, _ = run_with_record(
-            ddim_sample, timesteps=TIMESTEPS, generator=torch.Generator().manual_seed(3), **other
-        )
-        assert not torch.allclose(changed, out), name
-
-
-def test_ddpm_loop_is_its_steps_with_every_setting() -> None:
-    settings = {"variance": "large", "clip_x0": 1.0, "noise_operator": mix}
-    out, seen = run_with_record(
-        ddpm_sample, timesteps=TIMESTEPS, generator=torch.Generator().manual_seed(4), **settings
-    )
-    generator = torch.Generator().manual_seed(4)
-    x = seen[0].x_t
-    for i, t in enumerate(TIMESTEPS):
-        eps = toy_eps(x, torch.full((2,), t))
         last = i + 1 == len(TIMESTEPS)
         prev = 1.0 if last else ALPHAS_CUMPROD[TIMESTEPS[i + 1]]
-        noise = None if last else torch.randn(x.shape, generator=generator, dtype=x.dtype)
-        x_new = ddpm_step(x, eps, ALPHAS_CUMPROD[t], prev, noise, **settings)
+        draw = noise_at_last or not last
+        noise = torch.randn(x.shape, generator=generator, dtype=x.dtype) if draw else None
+        x_new = step(x, eps, ALPHAS_CUMPROD[t], prev, noise, **settings)
         assert (seen[i].index, seen[i].t) == (i, t)
         torch.testing.assert_close(seen[i].eps, eps, rtol=0, atol=0)
         torch.testing.assert_close(seen[i].x, x_new, rtol=0, atol=0)
@@ -98,7 +82,7 @@ def test_ddpm_loop_is_its_steps_with_every_setting() -> None:
     for name in settings:
         other = {k: v for k, v in settings.items() if k != name}
         changed, _ = run_with_record(
-            ddpm_sample, timesteps=TIMESTEPS, generator=torch.Generator().manual_seed(4), **other
+            loop, timesteps=TIMESTEPS, generator=torch.Generator().manual_seed(3), **other
         )
         assert not torch.allclose(changed, out), name
 
