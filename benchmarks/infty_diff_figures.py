@@ -23,28 +23,16 @@ from typing import Any
 
 import torch
 import yaml
-from torch import Tensor
 
 sys.path.insert(0, str(Path(__file__).parent))
 from common import add_device_options, select_device, write_rows  # noqa: E402
 
+from rezdiff.core.operators import dct_pixel_variance  # noqa: E402
 from rezdiff.core.schedules import alphas_cumprod, cosine_betas, timestep_subsequence  # noqa: E402
 from rezdiff.models.infty_diff.mollifier import GaussianMollifier  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
 CONFIG = REPO / "configs" / "infty_diff_ffhq256.yaml"
-
-
-def pixel_variance(multiplier: Tensor) -> Tensor:
-    """Exact per-pixel variance of ``idct2(multiplier * dct2(z))`` for white ``z``: ``[H, W]`` float64."""
-
-    def squares(n: int) -> Tensor:
-        u = torch.arange(n, dtype=torch.float64)[:, None]
-        centres = (torch.arange(n, dtype=torch.float64)[None] + 0.5) / n
-        return torch.where(u == 0, 1.0, 2.0) / n * torch.cos(math.pi * u * centres) ** 2  # [mode, pixel]
-
-    rows, columns = squares(multiplier.shape[0]), squares(multiplier.shape[1])
-    return rows.T @ multiplier**2 @ columns
 
 
 def noise_variances(base: int = 64, factors: tuple[float, ...] = (4.0, 2.0, 1.0, 0.5, 0.25)) -> list[dict]:
@@ -58,7 +46,7 @@ def noise_variances(base: int = 64, factors: tuple[float, ...] = (4.0, 2.0, 1.0,
             ("T'(f eps) (the authors' rule)", factor * mollifier.multiplier(size, size)),
             ("rezdiff's noise", mollifier.noise_multiplier(size, size, factor)),
         ]:
-            interior = pixel_variance(multiplier)[margin:-margin, margin:-margin]
+            interior = dct_pixel_variance(multiplier)[margin:-margin, margin:-margin]
             rows.append(
                 {
                     "figure": f"noise per-pixel variance: {rule}",

@@ -11,7 +11,7 @@ import torch
 from torch import Tensor
 
 from rezdiff.core import alphas_cumprod, cosine_betas, ddpm_step, q_posterior
-from rezdiff.core.operators import dct2, idct2
+from rezdiff.core.operators import dct2, dct_pixel_variance, idct2
 from rezdiff.core.schedules import timestep_subsequence
 from rezdiff.models.infty_diff.mollified import (
     gaussian_data_eps,
@@ -101,15 +101,13 @@ def pixel_variance(operator: Callable[[Tensor], Tensor], size: int) -> Tensor:
     """Exact per-pixel variance ``diag(L L^T)`` of a DCT-diagonal operator ``L`` on ``size x size`` grids.
 
     Reads ``L``'s DCT multiplier off ``L`` itself (``dct2(L(idct2(1)))``), checks on a random input that
-    ``L`` is that multiplier, then sums ``multiplier^2 psi_u(i)^2 psi_v(j)^2`` over the modes."""
+    ``L`` is that multiplier, then sums ``multiplier^2 psi_u(i)^2 psi_v(j)^2`` over the modes
+    (:func:`rezdiff.core.operators.dct_pixel_variance`)."""
     ones = torch.ones(1, 1, size, size, dtype=torch.float64)
     multiplier = dct2(operator(idct2(ones)))[0, 0]
     z = torch.randn(2, 1, size, size, generator=gen(11), dtype=torch.float64)
     torch.testing.assert_close(operator(z), idct2(multiplier * dct2(z)))
-    u = torch.arange(size, dtype=torch.float64)[:, None]
-    centres = (torch.arange(size, dtype=torch.float64)[None] + 0.5) / size
-    psi2 = torch.where(u == 0, 1.0, 2.0) / size * torch.cos(math.pi * u * centres) ** 2  # [mode, pixel]
-    return psi2.T @ multiplier**2 @ psi2
+    return dct_pixel_variance(multiplier)
 
 
 @pytest.mark.parametrize("factor", [4.0, 2.0, 1.0, 0.5, 0.25])

@@ -17,7 +17,7 @@ import scipy.ndimage
 import torch
 
 from rezdiff.core.gaussian import q_sample, vp_reverse_step
-from rezdiff.core.operators import dct2, idct2, laplacian_eigenvalues
+from rezdiff.core.operators import dct2, dct_pixel_variance, idct2, laplacian_eigenvalues
 from rezdiff.models.infty_diff.mollifier import GaussianMollifier
 from rezdiff.models.multilevel.priors import (
     AuthorsFNOPrior,
@@ -109,6 +109,15 @@ def test_dct2_gradient_and_input_checks() -> None:
         dct2(torch.ones(4, 4, dtype=torch.long))
     with pytest.raises(ValueError, match=r"\[\.\.\., H, W\]"):
         dct2(torch.ones(4))
+
+
+def test_dct_pixel_variance_is_the_diagonal_of_the_dense_covariance() -> None:
+    """diag(L L^T) of L = idct2(m * dct2(.)) on a non-square grid, L built column by column."""
+    multiplier = torch.rand(5, 7, generator=gen(3), dtype=F64) + 0.1
+    eye = torch.eye(35, dtype=F64).reshape(35, 5, 7)
+    columns = idct2(multiplier * dct2(eye)).reshape(35, 35)  # row p: L applied to pixel p's indicator
+    expected = (columns.T @ columns).diagonal().reshape(5, 7)
+    torch.testing.assert_close(dct_pixel_variance(multiplier), expected, rtol=1e-12, atol=1e-12)
 
 
 # --------------------------------------------------------------------------------------------------------

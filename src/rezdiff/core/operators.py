@@ -152,6 +152,23 @@ def idct2(x: Tensor) -> Tensor:
         return _idct2(x.to(_compute_dtype(x))).to(x.dtype)
 
 
+def dct_pixel_variance(multiplier: Tensor) -> Tensor:
+    """Exact per-pixel variance of ``idct2(multiplier * dct2(z))`` for white ``z``, ``[H, W]`` float64.
+
+    ``diag(L L^T)`` for the DCT-diagonal ``L``: ``sum_{u,v} m_uv^2 psi_u(i)^2 psi_v(j)^2`` with the
+    orthonormal DCT-II basis ``psi_u(i) = c_u(s_i) / sqrt(n)`` at the pixel centres ``s_i = (i + 1/2) / n``.
+    """
+
+    def squares(n: int) -> Tensor:  # psi_u(i)^2, [mode, pixel]
+        u = torch.arange(n, dtype=torch.float64)[:, None]
+        centres = (torch.arange(n, dtype=torch.float64)[None] + 0.5) / n
+        weight = torch.where(u == 0, 1.0, 2.0).to(torch.float64) / n  # float64 before dividing by n
+        return weight * torch.cos(math.pi * u * centres) ** 2
+
+    rows, columns = squares(multiplier.shape[-2]), squares(multiplier.shape[-1])
+    return rows.T @ multiplier.to(torch.float64) ** 2 @ columns
+
+
 def spectral_multiply(x: Tensor, multiplier: Tensor, boundary: Boundary) -> Tensor:
     """``F* diag(multiplier) F x`` over the last two dims, ``F`` the unitary DFT or DCT-II.
 
