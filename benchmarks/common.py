@@ -137,3 +137,12 @@ def write_rows(
     ``options.out/options.name``: the report of a script that computes figures rather than timing them."""
     report = {"benchmark": benchmark, "device": device_info(device), "settings": vars(options), "rows": rows}
     return write_report(report, options.out, options.name)
+
+
+def untrained_like(model: torch.nn.Module) -> torch.nn.Module:
+    """``model``'s architecture (its recorded hyperparameters) with the initial weights of seed 0, on the CPU
+    and in eval mode: the "untrained" baseline of a quality figure. The global RNG state is left as it was."""
+    hparams = {key: value for key, value in model.hparams.items() if not key.startswith("_")}
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        return type(model)(**hparams).eval()

@@ -30,7 +30,7 @@ import yaml
 from jsonargparse import ArgumentParser
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import device_info, write_report  # noqa: E402
+from common import device_info, untrained_like, write_report  # noqa: E402
 
 import rezdiff  # noqa: E402
 from rezdiff.data.datamodule import FieldDataModule  # noqa: E402
@@ -62,15 +62,6 @@ def build_datamodule(config: str | Path) -> FieldDataModule:
     # ``instantiate`` since jsonargparse 4.49, where ``instantiate_classes`` became its deprecated name
     instantiate = getattr(parser, "instantiate", None) or parser.instantiate_classes
     return instantiate(parsed).data
-
-
-def untrained_like(model: INFDAutoencoder) -> INFDAutoencoder:
-    """The same architecture (``model``'s hyperparameters) with the initial weights of seed 0, in eval
-    mode; the global RNG state is left as it was."""
-    hparams = {key: value for key, value in model.hparams.items() if not key.startswith("_")}
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(0)
-        return type(model)(**hparams).eval()
 
 
 @torch.no_grad()

@@ -34,7 +34,7 @@ import torch
 import yaml
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import add_device_options, device_info, select_device, write_report  # noqa: E402
+from common import add_device_options, device_info, select_device, untrained_like, write_report  # noqa: E402
 
 import rezdiff  # noqa: E402
 from rezdiff.data import FieldDataModule, FullGrid, Synthetic  # noqa: E402
@@ -104,9 +104,7 @@ def main(args: list[str] | None = None) -> dict[str, Any]:
     variants = parse_variants(options.variants, clips, type(model).__name__)
     untrained = None
     if options.untrained:
-        torch.manual_seed(0)
-        hparams = {k: v for k, v in model.hparams.items() if not k.startswith("_")}
-        untrained = type(model)(**hparams).to(device).eval()
+        untrained = untrained_like(model).to(device)
     rows: list[dict[str, Any]] = []
     report = {
         "benchmark": "spacing_swd",
