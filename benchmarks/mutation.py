@@ -592,9 +592,10 @@ def run_mutmut(folder: Path, functions: list[str], workers: int, nice: int) -> N
     subprocess.run([*command, *functions], cwd=folder, env=env, check=True)
 
 
-def run_folders(subset: str, work: Path = WORK) -> list[Path]:
+def run_folders(subset: str, work: Path | None = None) -> list[Path]:
     """The run folders whose results make up ``subset``'s report: ``<subset>`` and every part folder
-    ``<subset>-<part>`` (see ``--part``) that exists, in name order."""
+    ``<subset>-<part>`` (see ``--part``) that exists under ``work`` (default :data:`WORK`), in name order."""
+    work = work or WORK
     folders = [work / subset] if (work / subset).is_dir() else []
     return folders + sorted(p for p in work.glob(f"{subset}-*") if p.is_dir())
 
@@ -693,30 +694,126 @@ def folder_settings(folder: Path) -> dict[str, Any]:
     }
 
 
-def report(subset: str, modules: list[str], out: Path = RESULTS, note: str = "") -> list[ModuleScore]:
-    """Score ``subset`` over its run folders (:func:`run_folders`) and write ``mutation_<subset>.json`` and
-    ``.md`` into ``out``."""
-    from importlib.metadata import version
+def _sha256(text: bytes) -> str:
+    import hashlib
 
-    folders = run_folders(subset)
-    codes, diffs = read_results(folders, modules)
+    return hashlib.sha256(text).hexdigest()
+
+
+def mutated_text(folders: list[Path], module: str) -> bytes:
+    """The text of ``module`` that was (or would be) mutated: a run folder's copy, else today's copy."""
+    for folder in folders:
+        if (folder / "src" / module).exists():
+            return (folder / "src" / module).read_bytes()
+    return mutable_copy((REPO / "src" / module).read_text()).encode()
+
+
+def carried_row(previous: dict[str, Any], module: str) -> ModuleScore | None:
+    """A committed row of ``module`` (a result file without per-mutant verdicts) as a score, if it checked
+    anything; its survivors and equivalents are those whose names lie in the module."""
+    row = next((r for r in previous.get("rows", []) if r["module"] == module), None)
+    if row is None or row["mutants"] == row["not_checked"]:
+        return None
+    prefix = module.removesuffix(".py").replace("/", ".") + "."
+    score = ModuleScore(module, **{k: row[k] for k in ("mutants", "killed", "survived", "timeout")})
+    score.equivalent, score.suspicious, score.not_checked = (
+        row["equivalent"],
+        row["suspicious"],
+        row["not_checked"],
+    )
+    score.survivors = [m for m in previous.get("survivors", []) if m["name"].startswith(prefix)]
+    score.equivalents = [m for m in previous.get("equivalents", []) if m["name"].startswith(prefix)]
+    return score
+
+
+def merged_with_committed(
+    previous: dict[str, Any],
+    folders: list[Path],
+    modules: list[str],
+    codes: dict[str, dict[str, int | None]],
+    diffs: dict[str, str],
+) -> tuple[list[str], dict[str, ModuleScore]]:
+    """Fold the committed result file's verdicts under the run folders' (which are newer), in place.
+
+    Run folders do not outlive a machine, so a report must not drop what earlier runs found. A file with
+    per-mutant ``verdicts`` merges mutant by mutant (:func:`merge_codes`) while the module's mutated text
+    is the one they were taken on (its hash); an older file without them keeps its row for each module no
+    folder holds. Returns the modules that took something from the file and those older rows.
+    """
+    used: list[str] = []
+    rows: dict[str, ModuleScore] = {}
+    verdicts = previous.get("verdicts")
+    for module in modules:
+        if verdicts is None:
+            row = carried_row(previous, module)
+            if row is not None and module in codes:
+                print(f"{module}: the committed verdicts have no per-mutant record: this run replaces them")
+            elif row is not None:
+                rows[module], used = row, [*used, module]
+            continue
+        if module not in verdicts:
+            continue
+        if verdicts[module]["sha256"] != _sha256(mutated_text(folders, module)):
+            print(f"{module}: the committed verdicts were taken on another text of it: dropped")
+            continue
+        old = {name: code for name, code in verdicts[module]["codes"].items()}
+        codes[module], source = merge_codes([("committed", old), ("runs", codes.get(module, {}))])
+        diffs.update({n: d for n, d in verdicts[module]["diffs"].items() if source.get(n) == "committed"})
+        used.append(module)
+    return used, rows
+
+
+def report(
+    subset: str, modules: list[str], out: Path = RESULTS, note: str = "", work: Path | None = None
+) -> list[ModuleScore]:
+    """Score ``subset`` over its run folders (:func:`run_folders`) and the committed result file
+    (:func:`merged_with_committed`), and write ``mutation_<subset>.json`` and ``.md`` into ``out``."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    folders = run_folders(subset, work)
+    path = out / f"mutation_{subset}.json"
+    previous = json.loads(path.read_text()) if path.exists() else {}
+    held = [m for m in modules if any(_meta(f, m).exists() for f in folders)]
+    codes, diffs = read_results(folders, held) if held or not previous else ({}, {})
+    used, rows = merged_with_committed(previous, folders, modules, codes, diffs)
+    if not codes and not rows:
+        raise ValueError(f"no verdicts for {', '.join(modules)}: run mutation.py without --report-only first")
     equivalents = load_equivalents()
-    scores = [score_module(m, codes[m], diffs, equivalents) for m in modules if m in codes]
+    scores = [
+        rows[m] if m in rows else score_module(m, codes[m], diffs, equivalents)
+        for m in modules
+        if m in codes or m in rows
+    ]
     date = datetime.now(timezone.utc).isoformat(timespec="seconds")
     parts = [folder_settings(f) for f in folders]
+    if used:  # the runs behind the committed verdicts stay listed
+        settings_before = previous["settings"]
+        earlier = settings_before.get("parts") or [
+            {
+                "folder": f"{subset} (run before {previous['date'][:10]})",
+                "tests": settings_before["tests"],
+                "functions": [],
+                "wall": settings_before["wall"],
+            }
+        ]
+        parts = [p for p in earlier if p["folder"] not in {q["folder"] for q in parts}] + parts
+    try:
+        mutmut_version = version("mutmut")
+    except PackageNotFoundError:  # only re-reporting committed verdicts
+        mutmut_version = previous.get("settings", {}).get("mutmut", "not installed")
     settings = {
-        "mutmut": version("mutmut"),
+        "mutmut": mutmut_version,
         "tests": sorted({t for part in parts for t in part["tests"]}),
         "wall": "; ".join(f"{p['folder']}: {p['wall']}" for p in parts)
         if len(parts) > 1
         else parts[0]["wall"],
         "workers": 1,
         "parts": parts,
-        "not_run": [m for m in modules if m not in codes],
+        "not_run": [m for m in modules if m not in codes and m not in rows],
     }
     data = {
         "benchmark": "mutation",
-        "device": "CPU (mutmut, 1 worker)",
+        "device": "CPU (mutmut)",
         "subset": subset,
         "date": date,
         "settings": settings,
@@ -724,14 +821,23 @@ def report(subset: str, modules: list[str], out: Path = RESULTS, note: str = "")
         "survivors": [m for s in scores for m in s.survivors],
         "equivalents": [m for s in scores for m in s.equivalents],
         "note": note,
+        # per mutant, so that a later report on another machine (without these run folders) keeps them
+        "verdicts": {
+            m: {
+                "sha256": _sha256(mutated_text(folders, m)),
+                "codes": c,
+                "diffs": {n: diffs[n] for n, code in c.items() if status_of(code) == "survived"},
+            }
+            for m, c in codes.items()
+        },
     }
     out.mkdir(parents=True, exist_ok=True)
-    (out / f"mutation_{subset}.json").write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n")
+    path.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n")
     text = markdown(subset, date, scores, settings)
     if note:
         text = text.replace("\n## Surviving mutants", f"\nNote: {note}\n\n## Surviving mutants", 1)
     (out / f"mutation_{subset}.md").write_text(text)
-    print(f"wrote {out / f'mutation_{subset}.json'} and .md")
+    print(f"wrote {path} and .md")
     return scores
 
 

@@ -286,3 +286,58 @@ def test_a_timeout_that_took_no_time_is_not_counted_as_detected() -> None:
         "m.f__mutmut_3": 1,
         "m.f__mutmut_4": 0,
     }
+
+
+def test_a_report_keeps_the_committed_verdicts_that_no_run_folder_holds(tmp_path: Path) -> None:
+    """Run folders do not outlive a machine: a report on a new one must merge the committed per-mutant
+    verdicts under the new runs', drop them when the module's mutated text changed, and keep an older
+    file's row (no per-mutant record) for a module that no folder ran."""
+    ema, gaussian = "rezdiff/core/ema.py", "rezdiff/core/gaussian.py"
+    text = mutation.mutable_copy((REPO / "src" / ema).read_text())
+    work, out = tmp_path / "work", tmp_path / "out"
+    folder = work / "core-a"
+    meta = folder / "mutants" / "src" / (ema + ".meta")
+    meta.parent.mkdir(parents=True)
+    meta.write_text(json.dumps({"exit_code_by_key": {"e.m_1": 1, "e.m_2": None, "e.m_3": 3}}))
+    (folder / "src" / ema).parent.mkdir(parents=True)
+    (folder / "src" / ema).write_text(text)
+    (folder / "pyproject.toml").write_text('[tool.mutmut]\npytest_add_cli_args_test_selection = ["t.py"]\n')
+    committed = {
+        "date": "2026-01-01T00:00:00",
+        "settings": {"mutmut": "3", "tests": ["old.py"], "wall": "9 min", "parts": []},
+        "verdicts": {
+            ema: {
+                "sha256": mutation._sha256(text.encode()),
+                "codes": {"e.m_1": 0, "e.m_2": 0, "e.m_4": 1},
+                "diffs": {"e.m_1": DIFF, "e.m_2": DIFF},
+            }
+        },
+    }
+    out.mkdir()
+    (out / "mutation_core.json").write_text(json.dumps(committed))
+    [s] = mutation.report("core", [ema], out=out, work=work)
+    # m_1 and m_3 from the run, m_2 (a survivor, with its committed diff) and m_4 from the file
+    assert (s.mutants, s.killed, s.survived) == (4, 3, 1) and s.survivors == [{"name": "e.m_2", "diff": DIFF}]
+    written = json.loads((out / "mutation_core.json").read_text())
+    assert written["verdicts"][ema]["codes"] == {"e.m_1": 1, "e.m_2": 0, "e.m_3": 3, "e.m_4": 1}
+    assert [p["folder"] for p in written["settings"]["parts"]] == ["core (run before 2026-01-01)", "core-a"]
+    # on a machine without the folder the written file alone gives the same table
+    [again] = mutation.report("core", [ema], out=out, work=tmp_path / "empty")
+    assert again.row() == s.row()
+    # verdicts taken on another text of the module name other mutations: dropped
+    committed["verdicts"][ema]["sha256"] = "0" * 64
+    (out / "mutation_core.json").write_text(json.dumps(committed))
+    [fresh] = mutation.report("core", [ema], out=out, work=work)
+    assert (fresh.mutants, fresh.killed, fresh.not_checked) == (3, 2, 1)
+    # an older file without verdicts: its row stands for a module no folder ran, a run replaces the other
+    rows = [
+        {"module": m, "mutants": 5, "killed": 2, "survived": 1, "timeout": 0, "equivalent": 0}
+        | {"suspicious": 0, "not_checked": 2, "score": 0.6667}
+        for m in (ema, gaussian)
+    ]
+    survivor = {"name": "rezdiff.core.gaussian.x_f__mutmut_1", "diff": DIFF}
+    older = {"date": "2026-01-01", "settings": committed["settings"], "rows": rows, "survivors": [survivor]}
+    (out / "mutation_core.json").write_text(json.dumps(older))
+    replaced, kept = mutation.report("core", [ema, gaussian], out=out, work=work)
+    assert (replaced.mutants, replaced.killed) == (3, 2)
+    assert kept.row() == rows[1] and kept.survivors == [survivor]
