@@ -279,6 +279,8 @@ class ModuleScore:
     not_checked: int = 0
     survivors: list[dict[str, str]] = field(default_factory=list)
     equivalents: list[dict[str, str]] = field(default_factory=list)
+    # function -> category -> count (not for a row carried from an older result file)
+    functions: dict[str, dict[str, int]] = field(default_factory=dict)
 
     @property
     def score(self) -> float | None:
@@ -319,16 +321,48 @@ def score_module(
             explained = equivalents.get(name)
             diff = diffs[name]
             if explained is not None and changed_lines(explained.diff) == changed_lines(diff):
-                result.equivalent += 1
+                status = "equivalent"
                 result.equivalents.append({"name": name, "reason": explained.reason})
             else:
-                result.survived += 1
                 result.survivors.append({"name": name, "diff": diff})
-        elif status == "not checked":
-            result.not_checked += 1
-        else:
-            setattr(result, status, getattr(result, status) + 1)
+        status = "not_checked" if status == "not checked" else status
+        setattr(result, status, getattr(result, status) + 1)
+        counts = result.functions.setdefault(function_of(name), {})
+        counts[status] = counts.get(status, 0) + 1
     return result
+
+
+def function_of(mutant: str) -> str:
+    """The function a mutant's name points at, as written in the source: ``Class.method`` or ``function``
+    (mutmut names them ``<module>.xǁClassǁmethod__mutmut_N`` and ``<module>.x_function__mutmut_N``)."""
+    tail = mutant.rsplit("__mutmut_", 1)[0].rsplit(".", 1)[-1]
+    return ".".join(tail[2:].split("ǁ")) if tail.startswith("xǁ") else tail.removeprefix("x_")
+
+
+def function_table(scores: list[ModuleScore]) -> list[str]:
+    """Markdown rows per function of every module scored from per-mutant verdicts: where the mutants of a
+    module's loss and sample code stand, apart from its other functions."""
+    lines = [
+        "| module | function | mutants | detected | survived | equivalent | not checked | score |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for s in scores:
+        for function, c in sorted(s.functions.items()):
+            detected = c.get("killed", 0) + c.get("timeout", 0)
+            judged = detected + c.get("survived", 0) + c.get("suspicious", 0)
+            score = f"{100 * detected / judged:.1f}%" if judged else "–"
+            cells = [
+                f"`{s.module}`",
+                f"`{function}`",
+                str(sum(c.values())),
+                str(detected),
+                str(c.get("survived", 0) + c.get("suspicious", 0)),
+                str(c.get("equivalent", 0)),
+                str(c.get("not_checked", 0) + c.get("skipped", 0)),
+                score,
+            ]
+            lines.append("| " + " | ".join(cells) + " |")
+    return lines
 
 
 def total(scores: list[ModuleScore]) -> ModuleScore:
@@ -402,6 +436,8 @@ def markdown(subset: str, date: str, scores: list[ModuleScore], settings: dict[s
         ]
     if settings.get("not_run"):
         lines += [f"Not run yet: {', '.join(f'`{m}`' for m in settings['not_run'])}.", ""]
+    if any(s.functions for s in scores):
+        lines += ["## By function", "", *function_table(scores), ""]
     survivors = [m for s in scores for m in s.survivors]
     lines.append(f"## Surviving mutants ({len(survivors)})")
     lines.append("")
@@ -820,6 +856,7 @@ def report(
         "rows": [s.row() for s in [*scores, total(scores)]],
         "survivors": [m for s in scores for m in s.survivors],
         "equivalents": [m for s in scores for m in s.equivalents],
+        "functions": {s.module: s.functions for s in scores if s.functions},
         "note": note,
         # per mutant, so that a later report on another machine (without these run folders) keeps them
         "verdicts": {

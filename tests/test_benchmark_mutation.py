@@ -341,3 +341,22 @@ def test_a_report_keeps_the_committed_verdicts_that_no_run_folder_holds(tmp_path
     replaced, kept = mutation.report("core", [ema, gaussian], out=out, work=work)
     assert (replaced.mutants, replaced.killed) == (3, 2)
     assert kept.row() == rows[1] and kept.survivors == [survivor]
+
+
+def test_scores_are_broken_down_by_function() -> None:
+    """The issue's goal is stated for loss and sample code: each mutant counts under its own function."""
+    assert mutation.function_of("rezdiff.models.ddpm.module.xǁDDPMǁloss__mutmut_12") == "DDPM.loss"
+    assert mutation.function_of("rezdiff.core.gaussian.x_ddim_step__mutmut_3") == "ddim_step"
+    assert mutation.function_of("rezdiff.core.gaussian.x__add_noise__mutmut_3") == "_add_noise"
+    codes = {
+        "m.xǁAǁloss__mutmut_1": 1,
+        "m.xǁAǁloss__mutmut_2": 0,
+        "m.x_f__mutmut_1": 36,
+        "m.x_f__mutmut_2": None,
+    }
+    s = mutation.score_module("rezdiff/m.py", codes, {"m.xǁAǁloss__mutmut_2": DIFF}, {})
+    assert s.functions == {"A.loss": {"killed": 1, "survived": 1}, "f": {"timeout": 1, "not_checked": 1}}
+    assert mutation.function_table([s])[2:] == [
+        "| `rezdiff/m.py` | `A.loss` | 2 | 1 | 1 | 0 | 0 | 50.0% |",
+        "| `rezdiff/m.py` | `f` | 2 | 1 | 0 | 0 | 1 | 100.0% |",
+    ]
