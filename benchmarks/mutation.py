@@ -162,13 +162,15 @@ SUBSETS: dict[str, list[str]] = {
     "nn": ["rezdiff/models/infty_diff/sparse.py", "rezdiff/models/infd/clif.py"],
 }
 
+NOT_REACHED = 33  # mutmut's code for a mutant of a function that no selected test calls
+
 # mutmut's exit code of a mutant's test run -> our category (mutmut.stats.status_by_exit_code, grouped)
 STATUS_BY_EXIT_CODE: dict[int | None, str] = {
     1: "killed",
     3: "killed",
     0: "survived",
     5: "survived",  # no test collected: nothing checks it
-    33: "survived",  # no selected test calls the function
+    33: "survived",  # no selected test calls the function (NOT_REACHED)
     34: "skipped",
     36: "timeout",
     24: "timeout",
@@ -281,6 +283,8 @@ class ModuleScore:
     equivalents: list[dict[str, str]] = field(default_factory=list)
     # function -> category -> count (not for a row carried from an older result file)
     functions: dict[str, dict[str, int]] = field(default_factory=dict)
+    # function -> survivors that no selected test calls (in ``survived``, listed apart from ``survivors``)
+    unreached: dict[str, int] = field(default_factory=dict)
 
     @property
     def score(self) -> float | None:
@@ -319,10 +323,12 @@ def score_module(
         result.mutants += 1
         if status == "survived":
             explained = equivalents.get(name)
-            diff = diffs[name]
+            diff = diffs.get(name, "")  # an unreached mutant's diff is not kept
             if explained is not None and changed_lines(explained.diff) == changed_lines(diff):
                 status = "equivalent"
                 result.equivalents.append({"name": name, "reason": explained.reason})
+            elif code == NOT_REACHED:
+                result.unreached[function_of(name)] = result.unreached.get(function_of(name), 0) + 1
             else:
                 result.survivors.append({"name": name, "diff": diff})
         status = "not_checked" if status == "not checked" else status
@@ -439,9 +445,17 @@ def markdown(subset: str, date: str, scores: list[ModuleScore], settings: dict[s
     if any(s.functions for s in scores):
         lines += ["## By function", "", *function_table(scores), ""]
     survivors = [m for s in scores for m in s.survivors]
-    lines.append(f"## Surviving mutants ({len(survivors)})")
+    unreached = [(s.module, f, n) for s in scores for f, n in sorted(s.unreached.items())]
+    lines.append(f"## Surviving mutants ({len(survivors) + sum(n for _, _, n in unreached)})")
     lines.append("")
-    if not survivors:
+    if unreached:
+        lines += [
+            "Of functions that no selected test calls (counted as survived, diffs not listed): "
+            + ", ".join(f"`{f}` in `{m}` ({n})" for m, f, n in unreached)
+            + ".",
+            "",
+        ]
+    if not survivors and not unreached:
         lines.append("None.")
     for m in survivors:
         lines += [f"### `{m['name']}`", "", "```diff", m["diff"], "```", ""]
@@ -863,7 +877,11 @@ def report(
             m: {
                 "sha256": _sha256(mutated_text(folders, m)),
                 "codes": c,
-                "diffs": {n: diffs[n] for n, code in c.items() if status_of(code) == "survived"},
+                "diffs": {
+                    n: diffs[n]
+                    for n, code in c.items()
+                    if status_of(code) == "survived" and code != NOT_REACHED
+                },
             }
             for m, c in codes.items()
         },

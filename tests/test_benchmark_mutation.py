@@ -39,7 +39,8 @@ def test_score_excludes_explained_equivalents_and_counts_timeouts_as_detected() 
     s = mutation.score_module("m.py", codes, diffs, equivalents)
     assert (s.mutants, s.killed, s.timeout, s.equivalent, s.survived) == (5, 1, 1, 1, 2)
     assert s.score == pytest.approx(2 / 4)  # (killed + timeout) / (mutants - equivalent)
-    assert [m["name"] for m in s.survivors] == ["m.f__mutmut_3", "m.f__mutmut_5"]  # 5: no test reaches it
+    assert [m["name"] for m in s.survivors] == ["m.f__mutmut_3"]
+    assert s.unreached == {"m.f": 1}  # 5: no test reaches it (a survivor, named by its function)
     assert s.equivalents == [{"name": "m.f__mutmut_2", "reason": "same value"}]
 
 
@@ -360,3 +361,10 @@ def test_scores_are_broken_down_by_function() -> None:
         "| `rezdiff/m.py` | `A.loss` | 2 | 1 | 1 | 0 | 0 | 50.0% |",
         "| `rezdiff/m.py` | `f` | 2 | 1 | 0 | 0 | 1 | 100.0% |",
     ]
+    # a function that no selected test calls: its survivors are counted and named, their diffs not listed
+    codes |= {"m.x_g__mutmut_1": 33, "m.x_g__mutmut_2": 33}
+    s = mutation.score_module("rezdiff/m.py", codes, {"m.xǁAǁloss__mutmut_2": DIFF}, {})
+    assert s.survived == 3 and len(s.survivors) == 1 and s.unreached == {"g": 2}
+    settings = {"mutmut": "3", "tests": ["t.py"], "wall": "1 min"}
+    md = mutation.markdown("x", "2026-01-01", [s], settings)
+    assert "## Surviving mutants (3)" in md and "`g` in `rezdiff/m.py` (2)" in md and md.count("```diff") == 1
