@@ -220,3 +220,54 @@ def test_quasi_monte_carlo_pixels_are_stratified_and_train() -> None:
     view = RandomPixels(16, 0.25, points="sobol")
     batch = FieldBatch.collate([view(Synthetic(num_images=4, resolution=16), i) for i in range(4)])
     assert torch.isfinite(InftyDiff(**TINY).loss(batch, torch.Generator().manual_seed(0)))
+
+
+def test_autoencoder_encode_preview_codes_and_load_state_dict_by_their_contract() -> None:
+    """What the sample() and checkpoint paths of a diffusion autoencoder lean on, exactly: encode() reads
+    the EMA encoder by default and names a wrong input, a sample without z uses the codes of the last
+    training images cycled to the batch, and load_state_dict keeps strict and assign."""
+    torch.manual_seed(0)
+    model = InftyDiff(**TINY, latent_dim=8, ema={"decay": 0.5, "warmup": False})
+    with torch.no_grad():
+        for p in model.network.parameters():
+            p.add_(0.1 * torch.randn_like(p))  # the raw weights move, the EMA copy does not
+    images = pixel_batch(3).image
+    ema, raw = model.encode(images, use_ema=True), model.encode(images, use_ema=False)
+    assert not torch.allclose(ema, raw)
+    torch.testing.assert_close(model.encode(images), ema, rtol=0, atol=0)
+    with pytest.raises(ValueError) as wrong:
+        model.encode(torch.zeros(1, 1, 16, 16))  # four dimensions, one channel
+    assert str(wrong.value) == "images must be [B, 3, H, W], got (1, 1, 16, 16)"
+    with pytest.raises(ValueError) as unconditional:
+        InftyDiff(**TINY).encode(images)
+    assert str(unconditional.value) == (
+        "encode() needs a diffusion autoencoder: build InftyDiff with latent_dim set"
+    )
+    with pytest.raises(ValueError) as no_preview:
+        model.sample(2, 16)
+    assert str(no_preview.value) == (
+        "this InftyDiff is a diffusion autoencoder: pass z (codes from model.encode(images)), or sample "
+        "unconditionally through a second stage (rezdiff.models.InftyDiffLatent)"
+    )
+    # two preview images cycled to five samples: codes 0, 1, 0, 1, 0 of the encoder sample() uses
+    model._preview = images[:2]
+    for use_ema in (True, False):
+        codes = model.encode(images[:2], use_ema=use_ema)[[0, 1, 0, 1, 0]]
+        torch.testing.assert_close(model._preview_codes(5, use_ema), codes, rtol=0, atol=1e-6)
+        options = {"steps": 2, "use_ema": use_ema}
+        torch.testing.assert_close(
+            model.sample(5, 16, generator=torch.Generator().manual_seed(1), **options),
+            model.sample(5, 16, generator=torch.Generator().manual_seed(1), z=codes, **options),
+        )
+    # load_state_dict: strict by default, strict=False and assign=True passed on
+    state = model.state_dict()
+    key = "network.denoiser.linear_in.weight"
+    partial = {k: v for k, v in state.items() if k != key}
+    with pytest.raises(RuntimeError, match="Missing key"):
+        model.load_state_dict(partial)
+    assert model.load_state_dict(partial, strict=False).missing_keys == [key]
+    fresh = {k: v.clone() for k, v in state.items()}
+    model.load_state_dict(fresh, assign=True)
+    assert model.state_dict()[key].data_ptr() == fresh[key].data_ptr()  # the given tensor, not a copy
+    model.load_state_dict(state)
+    assert model.state_dict()[key].data_ptr() == fresh[key].data_ptr() != state[key].data_ptr()
