@@ -271,3 +271,27 @@ def test_autoencoder_encode_preview_codes_and_load_state_dict_by_their_contract(
     assert model.state_dict()[key].data_ptr() == fresh[key].data_ptr()  # the given tensor, not a copy
     model.load_state_dict(state)
     assert model.state_dict()[key].data_ptr() == fresh[key].data_ptr() != state[key].data_ptr()
+
+
+def test_encoder_pixels_are_drawn_from_the_loss_generator_on_its_device() -> None:
+    """The autoencoder's loss reads the encoder's own random pixels: drawn from the loss's generator (so
+    a seeded loss is reproducible whatever the global RNG does), on the generator's device, then moved to
+    the data's. A meta default device stands in for a GPU: a draw that ignores the generator's device
+    lands there and cannot be read back."""
+    g = torch.Generator().manual_seed(3)
+    expected = torch.rand((2, 16), generator=g).argsort(dim=1)[:, :5].sort(dim=1).values
+    with torch.device("meta"):
+        index = module._random_pixels(2, 16, 5, torch.Generator().manual_seed(3), torch.device("cpu"))
+    assert torch.equal(index, expected)
+    assert module._random_pixels(2, 16, 5, g, torch.device("meta")).device.type == "meta"
+    model = InftyDiff(**TINY, latent_dim=8)
+    batch = pixel_batch(2)
+    losses = []
+    for seed in (0, 1):
+        torch.manual_seed(seed)
+        losses.append(model.loss(batch, torch.Generator().manual_seed(5)))
+    assert losses[0] == losses[1]
+    full = FieldBatch.collate([FullGrid(16)(Synthetic(num_images=2, resolution=16), i) for i in range(2)])
+    with pytest.raises(ValueError) as error:
+        model.loss(full, torch.Generator())
+    assert str(error.value).startswith("InftyDiff needs batch fields ['index']")
