@@ -294,4 +294,7 @@ def test_encoder_pixels_are_drawn_from_the_loss_generator_on_its_device() -> Non
     full = FieldBatch.collate([FullGrid(16)(Synthetic(num_images=2, resolution=16), i) for i in range(2)])
     with pytest.raises(ValueError) as error:
         model.loss(full, torch.Generator())
-    assert str(error.value).startswith("InftyDiff needs batch fields ['index']")
+    assert str(error.value) == (
+        "InftyDiff needs batch fields ['index'], which this data view does not provide; configure the data "
+        "module with `view: RandomPixels` (e.g. --data.init_args.view.class_path rezdiff.data.RandomPixels)"
+    )
