@@ -10,6 +10,7 @@ import pytest
 import torch
 
 import rezdiff
+from rezdiff.core.gaussian import sample_timesteps
 from rezdiff.data import FieldBatch, FullGrid, RandomPixels, Synthetic
 from rezdiff.models import InftyDiff, InftyDiffLatent
 from rezdiff.models.infty_diff import module
@@ -298,3 +299,25 @@ def test_encoder_pixels_are_drawn_from_the_loss_generator_on_its_device() -> Non
         "InftyDiff needs batch fields ['index'], which this data view does not provide; configure the data "
         "module with `view: RandomPixels` (e.g. --data.init_args.view.class_path rezdiff.data.RandomPixels)"
     )
+
+
+def test_loss_draws_its_timesteps_for_the_datas_device_and_names_a_channel_mismatch(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """On a GPU the timesteps index the schedule on the data's device: the loss must ask for that device
+    (on this CPU-only machine a draw left on the generator's device would pass every numerical test)."""
+    asked: list[object] = []
+
+    def recording(*args, **kwargs):
+        asked.append(kwargs.get("device"))
+        return sample_timesteps(*args, **kwargs)
+
+    monkeypatch.setattr(module, "sample_timesteps", recording)
+    model = InftyDiff(**TINY)
+    model.loss(pixel_batch(2), torch.Generator().manual_seed(0))
+    assert asked == [torch.device("cpu")]
+    grey = pixel_batch(2)
+    grey.image = grey.image[:, :1]
+    with pytest.raises(ValueError) as error:
+        model.loss(grey, torch.Generator())
+    assert str(error.value) == "InftyDiff was built for 3 channels, the data has 1"
