@@ -567,6 +567,37 @@ def test_latent_loss_flips_where_the_draw_is_below_one_half_on_the_generators_de
     assert devices == [torch.device("cpu")] * 3
 
 
+def test_latent_loss_moves_the_flip_draw_and_asks_for_timesteps_on_the_datas_device(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """On a GPU the flip draw (made on the generator's device) must be moved to the images' device, and the
+    timesteps drawn for the codes' device; on this CPU-only machine either slip passes every numerical
+    test, so the calls are recorded."""
+    import rezdiff.models.infty_diff.latent as latent_module
+
+    model = latent_model()
+    batch, encoder = latent_batch(2, seed=8, symmetric=False)
+    model.stage1.network.encoder = encoder
+    moved: list[tuple[object, ...]] = []
+    asked: list[object] = []
+
+    class Draw(Tensor):
+        def to(self, *args: Any, **kwargs: Any) -> Tensor:
+            moved.append(args)
+            return super().to(*args, **kwargs)
+
+    real_rand, real_timesteps = torch.rand, latent_module.sample_timesteps
+
+    def recording_timesteps(*args: Any, **kwargs: Any) -> Tensor:
+        asked.append(kwargs.get("device"))
+        return real_timesteps(*args, **kwargs)
+
+    monkeypatch.setattr(torch, "rand", lambda *a, **k: real_rand(*a, **k).as_subclass(Draw))
+    monkeypatch.setattr(latent_module, "sample_timesteps", recording_timesteps)
+    model.loss(batch, torch.Generator().manual_seed(0))
+    assert moved[0] == (torch.device("cpu"),) and asked == [torch.device("cpu")]
+
+
 def test_latent_statistics_by_hand() -> None:
     """Per-dimension mean and unbiased std over the codes of the images and their mirror images, at most
     ``stats_max_images`` images; ``flip=False`` uses the images alone."""
