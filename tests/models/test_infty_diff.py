@@ -321,3 +321,46 @@ def test_loss_draws_its_timesteps_for_the_datas_device_and_names_a_channel_misma
     with pytest.raises(ValueError) as error:
         model.loss(grey, torch.Generator())
     assert str(error.value) == "InftyDiff was built for 3 channels, the data has 1"
+
+
+def test_encode_and_the_autoencoder_loss_place_their_pixels_on_the_models_device_and_scale_the_kernel(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """On a GPU the images, the pixel indices of encode() and the encoder's own pixels in the loss must be
+    on the model's (data's) device: the calls are recorded, since on a CPU-only machine a slip passes every
+    numerical test. And encode() at 2x the training grid scales the encoder's kernels by 2."""
+    model = InftyDiff(**TINY, latent_dim=8)
+    devices: dict[str, list[object]] = {"all": [], "random": [], "images": []}
+    scales: list[object] = []
+    real_all, real_random = module._all_pixels, module._random_pixels
+
+    def all_pixels(batch: int, height: int, width: int, device: torch.device) -> torch.Tensor:
+        devices["all"].append(device)
+        return real_all(batch, height, width, device)
+
+    def random_pixels(batch: int, total: int, count: int, generator, device) -> torch.Tensor:
+        devices["random"].append(device)
+        return real_random(batch, total, count, generator, device)
+
+    class Images(torch.Tensor):
+        def to(self, *args, **kwargs) -> torch.Tensor:
+            devices["images"].append(args)
+            return torch.Tensor(super().to(*args, **kwargs))  # a plain tensor from here on
+
+    encoder_class = type(model.network.encoder)
+    real_forward = encoder_class.forward
+
+    def forward(self, *args, **kwargs) -> torch.Tensor:
+        scales.append(kwargs.get("kernel_scale"))
+        return real_forward(self, *args, **kwargs)
+
+    monkeypatch.setattr(module, "_all_pixels", all_pixels)
+    monkeypatch.setattr(module, "_random_pixels", random_pixels)
+    monkeypatch.setattr(encoder_class, "forward", forward)
+    images = pixel_batch(2).image
+    model.encode(images.as_subclass(Images))
+    model.encode(torch.nn.functional.interpolate(images, 32))
+    model.loss(pixel_batch(2), torch.Generator().manual_seed(0))
+    cpu = torch.device("cpu")
+    assert devices == {"all": [cpu, cpu], "random": [cpu], "images": [(cpu,)]}
+    assert scales[:2] == [1.0, 2.0]
