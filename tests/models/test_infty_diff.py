@@ -364,3 +364,61 @@ def test_encode_and_the_autoencoder_loss_place_their_pixels_on_the_models_device
     cpu = torch.device("cpu")
     assert devices == {"all": [cpu, cpu], "random": [cpu], "images": [(cpu,)]}
     assert scales[:2] == [1.0, 2.0]
+
+
+def test_encode_known_is_the_code_of_the_pixels_known_in_every_channel() -> None:
+    """What inpainting conditions on: a shared mask encodes the batch once with its known pixels; masks
+    with different counts encode image by image; a pixel is known only where every channel of the mask is
+    set; EMA weights unless asked otherwise; an image with no known pixel is named."""
+    torch.manual_seed(0)
+    model = InftyDiff(**TINY, latent_dim=8, ema={"decay": 0.5, "warmup": False})
+    with torch.no_grad():
+        for p in model.network.parameters():
+            p.add_(0.1 * torch.randn_like(p))
+    images = pixel_batch(3).image
+    shared = torch.zeros(1, 1, 16, 16)
+    shared[..., 2:9, 3:12] = 1
+    known = shared.flatten(1)[0].nonzero().view(1, -1).expand(3, -1)
+    for use_ema in (True, False):
+        torch.testing.assert_close(
+            model.encode_known(images, shared, use_ema=use_ema),
+            model.encode(images, index=known, use_ema=use_ema),
+            rtol=0,
+            atol=0,
+        )
+    torch.testing.assert_close(model.encode_known(images, shared), model.encode(images, index=known))
+    masks = torch.zeros(3, 3, 16, 16)
+    masks[0, :, :4] = 1  # 64 pixels
+    masks[1, :, 5:7] = 1  # 32 pixels
+    masks[2, :, :, 0:4] = 1  # 64 pixels, but channel 1 of one row of them is unset
+    masks[2, 1, 0, 0:4] = 0
+    expected = []
+    for i in range(3):
+        index = masks[i].all(dim=0).flatten().nonzero().view(1, -1)
+        expected.append(model.encode(images[i : i + 1], index=index, use_ema=False))
+    assert [e.shape[0] for e in expected] == [1, 1, 1]
+    torch.testing.assert_close(model.encode_known(images, masks, use_ema=False), torch.cat(expected))
+    masks[1] = 0
+    with pytest.raises(ValueError) as error:
+        model.encode_known(images, masks)
+    assert str(error.value) == "every image needs at least one known pixel to be encoded"
+
+
+def test_an_autoencoders_prediction_reconstructs_the_batch_with_the_predict_seed() -> None:
+    """``predict_step`` of a diffusion autoencoder samples with the batch's own codes and the per-batch
+    predict generator (keys seed, 3, batch index, rank), so a prediction is reproducible; an unconditional
+    model samples as every family does."""
+    torch.manual_seed(0)
+    model = InftyDiff(**TINY, latent_dim=8, ema={"decay": 0.5, "warmup": False})
+    with torch.no_grad():
+        for p in model.network.parameters():
+            p.add_(0.1 * torch.randn_like(p))  # EMA and raw weights differ: the EMA encoder codes
+    batch = FieldBatch.collate([FullGrid(16)(Synthetic(num_images=3, resolution=16), i) for i in range(3)])
+    z = model.encode(batch.image, use_ema=True)
+    generator = module.step_generator(0, 3, 4, 0)
+    expected = model.sample(3, (16, 16), generator=generator, z=z)
+    torch.testing.assert_close(model.predict_step(batch, 4), expected, rtol=0, atol=0)
+    plain = InftyDiff(**TINY)
+    torch.testing.assert_close(
+        plain.predict_step(batch, 4), plain.sample(3, (16, 16), generator=module.step_generator(0, 3, 4, 0))
+    )
