@@ -422,3 +422,34 @@ def test_an_autoencoders_prediction_reconstructs_the_batch_with_the_predict_seed
     torch.testing.assert_close(
         plain.predict_step(batch, 4), plain.sample(3, (16, 16), generator=module.step_generator(0, 3, 4, 0))
     )
+
+
+def test_denoiser_reads_ema_weights_checks_its_code_and_indexes_on_the_states_device(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """``denoiser()`` (the ε-network that sample() and inpainting integrate) uses the EMA weights unless
+    told otherwise, refuses a code of the wrong size when built, and indexes every pixel on the state's
+    device (recorded: on a CPU-only machine a slip passes every numerical test)."""
+    torch.manual_seed(0)
+    model = InftyDiff(**TINY, latent_dim=8, ema={"decay": 0.5, "warmup": False})
+    with torch.no_grad():
+        for p in model.network.parameters():
+            p.add_(0.1 * torch.randn_like(p))
+    x, t, z = torch.randn(2, 3, 16, 16), torch.tensor([3, 700]), torch.randn(2, 8)
+    default, ema, raw = (
+        model.denoiser(16, z=z, **k)(x, t) for k in ({}, {"use_ema": True}, {"use_ema": False})
+    )
+    assert torch.equal(default, ema) and not torch.allclose(ema, raw)
+    with pytest.raises(ValueError) as error:
+        model.denoiser(16, z=torch.zeros(2, 5))
+    assert str(error.value) == "z must be [B, 8], got (2, 5)"
+    devices: list[object] = []
+    real_all = module._all_pixels
+
+    def all_pixels(batch: int, height: int, width: int, device: torch.device) -> torch.Tensor:
+        devices.append(device)
+        return real_all(batch, height, width, device)
+
+    monkeypatch.setattr(module, "_all_pixels", all_pixels)
+    model.denoiser(16, z=z)(x, t)
+    assert devices == [torch.device("cpu")]
