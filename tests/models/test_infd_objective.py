@@ -316,6 +316,14 @@ def test_training_step_gradients_are_the_hand_written_objective(
         else:
             assert "train/g" not in record.logs[iteration]
         assert record.logs[iteration]["train/loss"] == pytest.approx(float(total), rel=1e-5)
+        # the terms are logged under their names (dashboards and sweeps read them); perplexity by hand
+        codes = nearest_codes(model.encoder(batch.cond), model.quantizer.codebook.weight)
+        p = torch.bincount(codes.flatten(), minlength=model.quantizer.num_codes).float() / codes.numel()
+        used = p[p > 0]
+        for name in ("l1", "perceptual", "vq"):
+            assert record.logs[iteration][f"train/{name}"] == pytest.approx(float(terms[name]), rel=1e-5)
+        perplexity = float(torch.exp(-(used * used.log()).sum()))
+        assert record.logs[iteration]["train/perplexity"] == pytest.approx(perplexity, rel=1e-5)
         expected = torch.autograd.grad(total, gen_params, allow_unused=True)
         # float32 sums in another order: on some CPUs elements near zero differ by up to 5e-7 of the
         # largest gradient (measured), so the absolute tolerance follows that scale; a missing or
