@@ -151,7 +151,9 @@ def test_clear_errors() -> None:
         model.sample(1, 16, sampler="euler")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="sampler"):
         InftyDiff(**TINY, sampler="euler")  # type: ignore[arg-type]
-    with pytest.raises(ValueError, match="unconditional"):
+    with pytest.raises(
+        ValueError, match=r"^this InftyDiff is unconditional \(latent_dim=None\); it takes no code z$"
+    ):
         model.sample(1, 16, z=torch.zeros(1, 8))
     with pytest.raises(ValueError, match="encode\\(\\) needs"):
         model.encode(torch.zeros(1, 3, 16, 16))
