@@ -196,3 +196,56 @@ def test_loss_of_a_known_wrong_network_is_larger_by_the_known_amount(law, single
         (4 * gamma**2 * (tr - sq) + 2 * gamma**4 * (d - 2 * tr + sq)) / d**2 for tr, _, sq in traces
     )
     assert scaled - exact == pytest.approx(known, abs=5 * math.sqrt(variance) / BATCH + 1e-6)
+
+
+def test_sample_forwards_every_option_to_the_latent_sampler_and_the_render(law, single_thread) -> None:
+    """``sample()`` is ``sample_latents`` (steps, sampler, η, spacing, the per-image generators, progress
+    and the callback passed on) → ``decode`` → ``render`` (tile, pad, norm passed on) → clamp; left out,
+    each option is the documented default."""
+    model = build()
+    with_oracle(model, law, stand_in=False)
+    seen: list[tuple[int, int]] = []
+    latent_options = dict(steps=3, sampler="ddpm", eta=0.3, spacing="leading")
+    latents = model.sample_latents(2, generator=torch.Generator().manual_seed(4), **latent_options)
+    expected = model.render(model.decode(latents), (16, 12), tile=8, pad=5, norm="tile").clamp(-1, 1)
+    images = model.sample(
+        2,
+        (16, 12),
+        generator=torch.Generator().manual_seed(4),
+        tile=8,
+        pad=5,
+        norm="tile",
+        callback=lambda info: seen.append((info.index, info.t)),
+        **latent_options,
+    )
+    torch.testing.assert_close(images, expected, rtol=0, atol=0)
+    assert seen == [(0, 666), (1, 333), (2, 0)]  # the authors' leading stride, every step
+    # per-image seeds reach the latent sampler as one generator per image
+    by_seed = model.sample(2, 16, seeds=[5, 6], steps=2)
+    alone = model.sample(1, 16, seeds=[6], steps=2)
+    torch.testing.assert_close(by_seed[1:], alone, rtol=0, atol=1e-4)  # batched float32 sums
+    # the defaults: DDIM with the model's η and spacing, global-norm tiles of 256 px with 8 px of context
+    # (300 px wide: two tiles, so a per-tile norm would show; under the global norm the tiled render is the
+    # whole one, so the tile and pad defaults change nothing observable)
+    default = model.sample(2, (16, 300), generator=torch.Generator().manual_seed(4), steps=3)
+    explicit = model.sample(
+        2,
+        (16, 300),
+        generator=torch.Generator().manual_seed(4),
+        steps=3,
+        sampler="ddim",
+        eta=model.eta,
+        spacing=model.spacing,
+        tile=256,
+        pad=8,
+        norm="global",
+    )
+    torch.testing.assert_close(default, explicit, rtol=0, atol=0)
+    assert (model.eta, model.spacing) == (1.0, "trailing")
+    latents = model.sample_latents(2, generator=torch.Generator().manual_seed(4), steps=3)
+    assert torch.equal(
+        latents, model.sample_latents(2, generator=torch.Generator().manual_seed(4), steps=3, eta=1.0)
+    )
+    assert not torch.equal(
+        latents, model.sample_latents(2, generator=torch.Generator().manual_seed(4), steps=3, eta=0.0)
+    )
