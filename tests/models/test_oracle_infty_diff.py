@@ -615,3 +615,41 @@ def test_latent_statistics_by_hand() -> None:
         torch.testing.assert_close(model.latent_mean.double(), z.mean(0), rtol=1e-5, atol=1e-5)
         torch.testing.assert_close(model.latent_std.double(), z.std(0), rtol=1e-5, atol=1e-5)
         assert int(model.latent_count) == len(z)
+
+
+def test_latent_sample_is_its_codes_then_stage1_with_every_option_passed_on() -> None:
+    """``InftyDiffLatent.sample`` draws codes with the latent options (steps, spacing, EMA, progress) and the
+    image's own generator, then runs stage 1's sampler with the pixel options and the same generators:
+    exactly what the two calls written out give."""
+    torch.manual_seed(0)
+    model = latent_model(ema={"decay": 0.5, "warmup": False})
+    with torch.no_grad():
+        for p in model.network.parameters():
+            p.add_(0.1 * torch.randn_like(p))  # EMA and raw latent weights differ
+    seen: list[int] = []
+    ddim = dict(steps=2, sampler="ddim", eta=0.5, spacing="leading", eps_after_clip="network", deblur=False)
+    ddpm = dict(steps=2, sampler="ddpm", spacing="leading")
+    for use_ema, pixel in ((True, ddim), (False, ddpm)):
+        seen.clear()
+        generators = [torch.Generator().manual_seed(s) for s in (5, 6)]
+        z = model.sample_latents(2, steps=3, generator=generators, use_ema=use_ema, spacing="leading")
+        expected = model.stage1.sample(2, 2 * TRAIN, generator=generators, z=z, **pixel)
+        images = model.sample(
+            2,
+            2 * TRAIN,
+            seeds=[5, 6],
+            use_ema=use_ema,
+            latent_steps=3,
+            latent_spacing="leading",
+            callback=lambda info: seen.append(info.t),
+            **pixel,
+        )
+        torch.testing.assert_close(images, expected, rtol=0, atol=0)
+        assert seen == [500, 0]  # the pixel sampler's leading stride, every step seen
+    # the latent stride is the model's spacing unless latent_spacing is given, and differs from leading
+    codes = model.sample_latents(2, steps=3, generator=torch.Generator().manual_seed(1))
+    trailing = model.sample_latents(
+        2, steps=3, generator=torch.Generator().manual_seed(1), spacing="trailing"
+    )
+    leading = model.sample_latents(2, steps=3, generator=torch.Generator().manual_seed(1), spacing="leading")
+    assert model.spacing == "trailing" and torch.equal(codes, trailing) and not torch.equal(codes, leading)
