@@ -455,3 +455,73 @@ def test_denoiser_reads_ema_weights_checks_its_code_and_indexes_on_the_states_de
     monkeypatch.setattr(module, "_all_pixels", all_pixels)
     model.denoiser(16, z=z)(x, t)
     assert devices == [torch.device("cpu")]
+
+
+class _Stop(Exception):
+    """Raised by a recording stand-in once it has what it needs, to skip the reverse process."""
+
+
+def test_sample_hands_the_models_settings_and_its_overrides_to_the_mollified_sampler(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """What ``sample()`` passes to :func:`mollified_sample`: the model's clipping, ε-after-clip rule, η and
+    sampler unless overridden; ``sample_steps`` timesteps for DDIM and every training step for the ancestral
+    sampler unless ``steps``; the callback; codes on the model's device. Codes that are not ``[num,
+    latent_dim]`` are named before anything is drawn."""
+    calls: list[dict[str, object]] = []
+
+    def recording(eps_fn, x_T, alphas_cumprod, timesteps, mollifier, factor, **kwargs):
+        calls.append({"timesteps": list(timesteps), **kwargs})
+        raise _Stop
+
+    monkeypatch.setattr(module, "mollified_sample", recording)
+
+    def settings(model: InftyDiff, **options) -> dict[str, object]:
+        with pytest.raises(_Stop):
+            model.sample(2, 16, **options)
+        return calls.pop()
+
+    model = InftyDiff(**TINY)
+    default = settings(model)
+    assert (default["clip_x0"], default["eps_after_clip"], default["eta"], default["sampler"]) == (
+        1.0,
+        "from_x0",
+        0.0,
+        "ddim",
+    )
+    assert len(default["timesteps"]) == model.sample_steps == 4  # TINY_INFTY_DIFF sets 4
+    assert len(settings(model, sampler="ddpm")["timesteps"]) == model.num_train_steps == 100
+    callback = lambda info: None  # noqa: E731
+    given = settings(model, sampler="ddpm", steps=7, eta=0.4, eps_after_clip="network", callback=callback)
+    assert (len(given["timesteps"]), given["eta"], given["eps_after_clip"], given["sampler"]) == (
+        7,
+        0.4,
+        "network",
+        "ddpm",
+    )
+    assert given["callback"] is callback
+    plain = InftyDiff(**TINY, clip_denoised=False, eps_after_clip="network", eta=0.3, sampler="ddpm")
+    assert [settings(plain)[k] for k in ("clip_x0", "eps_after_clip", "eta", "sampler")] == [
+        None,
+        "network",
+        0.3,
+        "ddpm",
+    ]
+    # codes: checked against the batch and the latent size, then moved to the model's device
+    coded = InftyDiff(**TINY, latent_dim=8)
+    moved: list[tuple[object, ...]] = []
+
+    class Codes(torch.Tensor):
+        def to(self, *args, **kwargs) -> torch.Tensor:
+            moved.append(args)
+            return torch.Tensor(super().to(*args, **kwargs))
+
+    settings(coded, z=torch.zeros(2, 8).as_subclass(Codes))
+    assert moved == [(torch.device("cpu"),)]
+    for z, message in (
+        (torch.zeros(3, 8), "got 3 codes for 2 samples"),
+        (torch.zeros(8), "z must be [B, 8], got (8,)"),
+    ):
+        with pytest.raises(ValueError) as error:
+            coded.sample(2, 16, z=z)
+        assert str(error.value) == message
