@@ -857,7 +857,6 @@ def report(
         "wall": "; ".join(f"{p['folder']}: {p['wall']}" for p in parts)
         if len(parts) > 1
         else parts[0]["wall"],
-        "workers": 1,
         "parts": parts,
         "not_run": [m for m in modules if m not in codes and m not in rows],
     }
