@@ -131,3 +131,15 @@ def test_sample_draws_its_noise_on_the_models_device_and_is_silent_by_default(mo
     assert "DDIM" in capsys.readouterr().err
     model.sample(1, 16, steps=1, generator=torch.Generator().manual_seed(0), sampler="ddpm", progress=True)
     assert "DDPM" in capsys.readouterr().err
+
+
+def test_seeds_give_each_image_its_own_generator() -> None:
+    """``seeds=[s_k]`` is one generator per image: image k equals the image drawn with seed s_k alone, and
+    the same as passing those generators; a wrong count is named."""
+    model = DDPM(**TINY)
+    by_seed = model.sample(2, 16, seeds=[5, 6])
+    generators = model.sample(2, 16, generator=[torch.Generator().manual_seed(s) for s in (5, 6)])
+    torch.testing.assert_close(by_seed, generators, rtol=0, atol=0)
+    torch.testing.assert_close(by_seed[1:], model.sample(1, 16, seeds=[6]), rtol=0, atol=1e-5)
+    with pytest.raises(ValueError, match="got 3 seeds for 2 samples"):
+        model.sample(2, 16, seeds=[1, 2, 3])
