@@ -55,7 +55,7 @@ def test_clear_errors_for_bad_sizes_and_channels() -> None:
     with pytest.raises(ValueError, match="divisible by 2"):
         DDPM(**{**TINY, "image_size": 15})
     grey = FieldBatch(image=torch.zeros(2, 1, 16, 16))
-    with pytest.raises(ValueError, match="3 channels"):
+    with pytest.raises(ValueError, match="^DDPM was built for 3 channels, the data has 1$"):
         model.loss(grey, torch.Generator())
 
 
@@ -143,3 +143,32 @@ def test_seeds_give_each_image_its_own_generator() -> None:
     torch.testing.assert_close(by_seed[1:], model.sample(1, 16, seeds=[6]), rtol=0, atol=1e-5)
     with pytest.raises(ValueError, match="got 3 seeds for 2 samples"):
         model.sample(2, 16, seeds=[1, 2, 3])
+
+
+def test_loss_draws_everything_from_its_generator_for_the_datas_device(monkeypatch) -> None:
+    """A seeded loss is the same whatever the global RNG holds (t and the noise both come from the
+    generator), and the timesteps are asked for on the data's device (recorded: on a CPU-only machine a
+    draw left on the generator's device passes every numerical test)."""
+    from rezdiff.models.ddpm import module
+
+    model = DDPM(**TINY)
+    batch = synthetic_batch(2, 16)
+    losses = []
+    for global_seed in (0, 1):
+        torch.manual_seed(global_seed)
+        losses.append(float(model.loss(batch, torch.Generator().manual_seed(3))))
+    assert losses[0] == losses[1]
+    asked: list[object] = []
+    real = module.sample_timesteps
+    monkeypatch.setattr(
+        module, "sample_timesteps", lambda *a, **k: asked.append(k.get("device")) or real(*a, **k)
+    )
+    model.loss(batch, torch.Generator().manual_seed(3))
+    assert asked == [torch.device("cpu")]
+
+
+def test_sample_calls_back_at_every_step() -> None:
+    model = DDPM(**TINY)
+    seen: list[int] = []
+    model.sample(1, 16, steps=3, callback=lambda info: seen.append(info.index))
+    assert seen == [0, 1, 2]
