@@ -332,3 +332,35 @@ def test_loss_of_a_known_wrong_network_is_larger_by_the_known_amount(name: str) 
         + 4 * gamma**2 * torch.einsum("bj,jl,bl->b", explained, gram2, r)
     ) / d**2
     assert scaled - exact == pytest.approx(known, abs=5 * float(variance.sum().sqrt()) / BATCH + 1e-6)
+
+
+def test_loss_by_hand_on_one_seed(monkeypatch: pytest.MonkeyPatch) -> None:
+    """One seeded loss written out: ``t = t_min + (1 - t_min) u`` with ``u`` a float64 uniform from the
+    generator (on its device), then the prior's noise from the same generator, ``x_t = m(t) x_0 + s(t)
+    C^{1/2} xi`` and the mean squared error of the network's ε. A draw from the global RNG, in float32 or
+    in another order fails it; the draw's device is recorded (on a CPU-only machine a draw on the default
+    device would pass)."""
+    from rezdiff.core.gaussian import randn
+    from rezdiff.core.schedules import vp_marginal
+
+    model, oracle = build("matern", train_t_min=0.1)
+    x0 = data_batch(oracle.law.on_grid(8), 4, 2, 8, seed=3)
+    generator = torch.Generator().manual_seed(7)
+    u = torch.rand(4, generator=generator, dtype=torch.float64)
+    t = 0.1 + 0.9 * u
+    noise = model.prior.sqrt(randn(tuple(x0.shape), generator, x0.device, x0.dtype))
+    mean, std = vp_marginal(t, model.beta_min, model.beta_max)
+    x_t = mean.float().view(-1, 1, 1, 1) * x0 + std.float().view(-1, 1, 1, 1) * noise
+    expected = (model.eps(x_t, t) - noise).square().mean()
+    devices: list[object] = []
+    real_rand = torch.rand
+
+    def rand(*args, **kwargs):
+        devices.append(kwargs.get("device"))
+        return real_rand(*args, **kwargs)
+
+    monkeypatch.setattr(torch, "rand", rand)
+    torch.manual_seed(123)  # the global RNG must not matter
+    loss = model.loss(FieldBatch(image=x0), torch.Generator().manual_seed(7))
+    torch.testing.assert_close(loss, expected, rtol=1e-6, atol=0)
+    assert devices == [torch.device("cpu")]
