@@ -353,14 +353,20 @@ def test_loss_by_hand_on_one_seed(monkeypatch: pytest.MonkeyPatch) -> None:
     x_t = mean.float().view(-1, 1, 1, 1) * x0 + std.float().view(-1, 1, 1, 1) * noise
     expected = (model.eps(x_t, t) - noise).square().mean()
     devices: list[object] = []
+    moved: list[tuple[object, ...]] = []
     real_rand = torch.rand
+
+    class Draw(torch.Tensor):
+        def to(self, *args, **kwargs) -> torch.Tensor:
+            moved.append(args)
+            return torch.Tensor(super().to(*args, **kwargs))
 
     def rand(*args, **kwargs):
         devices.append(kwargs.get("device"))
-        return real_rand(*args, **kwargs)
+        return real_rand(*args, **kwargs).as_subclass(Draw)
 
     monkeypatch.setattr(torch, "rand", rand)
     torch.manual_seed(123)  # the global RNG must not matter
     loss = model.loss(FieldBatch(image=x0), torch.Generator().manual_seed(7))
     torch.testing.assert_close(loss, expected, rtol=1e-6, atol=0)
-    assert devices == [torch.device("cpu")]
+    assert devices == [torch.device("cpu")] and moved == [(torch.device("cpu"),)]  # t onto the data's device
