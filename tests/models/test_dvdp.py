@@ -143,7 +143,7 @@ def _reference_loss(
         index = [i for i in range(x0.shape[0]) if stages[i] == k]
         if not index:
             continue
-        noise = randn((len(index), 3, 16 >> k, 16 >> k), generator)
+        noise = randn((len(index), 3, x0.shape[-2] >> k, x0.shape[-1] >> k), generator)
         for row, i in enumerate(index):
             x_t = marginal(x0[i : i + 1], noise[row : row + 1], model.schedule, t[i : i + 1])
             error = model.network(x_t, t[i : i + 1]) - noise[row : row + 1]
@@ -168,6 +168,17 @@ def test_loss_is_eq_12_written_out_per_example(per_batch: bool) -> None:
     expected, stages = _reference_loss(model, x0, seed, per_batch)
     assert 0 not in stages and len(stages) < 3
     loss = model.loss(FieldBatch(image=x0), torch.Generator().manual_seed(seed))
+    torch.testing.assert_close(loss, expected, rtol=1e-6, atol=0)
+
+
+def test_loss_is_eq_12_on_a_non_square_grid() -> None:
+    """Each stage's noise has the stage's height and width (16 x 32 here), not a square of either."""
+    model = DVDP(**{**TINY, "turning_points": (30, 60)})
+    model.network = WildEps()
+    x0 = torch.rand(4, 3, 16, 32, generator=torch.Generator().manual_seed(0)) * 2 - 1
+    expected, stages = _reference_loss(model, x0, 3, per_batch=False)
+    assert len(stages) > 1
+    loss = model.loss(FieldBatch(image=x0), torch.Generator().manual_seed(3))
     torch.testing.assert_close(loss, expected, rtol=1e-6, atol=0)
 
 
@@ -225,9 +236,16 @@ def test_per_batch_stage_draw_uses_the_generators_device(monkeypatch) -> None:
     devices: list[object] = []
     real = torch.randint
 
+    moved: list[tuple[object, ...]] = []
+
+    class Draw(torch.Tensor):
+        def to(self, *args, **kwargs) -> torch.Tensor:
+            moved.append(args)
+            return torch.Tensor(super().to(*args, **kwargs))
+
     def recording_randint(*args, **kwargs):
         devices.append(kwargs.get("device"))
-        return real(*args, **kwargs)
+        return real(*args, **kwargs).as_subclass(Draw)
 
     model = DVDP(**{**TINY, "turning_points": (30, 60)}, stage_sampling="per_batch")
     model.network = WildEps()
@@ -235,3 +253,4 @@ def test_per_batch_stage_draw_uses_the_generators_device(monkeypatch) -> None:
     generator = torch.Generator().manual_seed(0)
     model.loss(FieldBatch(image=torch.zeros(2, 3, 16, 16)), generator)
     assert devices == [generator.device, generator.device]  # sample_timesteps' draw, then the stage's
+    assert moved[-1] == (torch.device("cpu"),)  # the stage's draw, moved to the data's device

@@ -391,6 +391,8 @@ def test_encode_known_is_the_code_of_the_pixels_known_in_every_channel() -> None
     torch.testing.assert_close(model.encode_known(images, shared), model.encode(images, index=known))
     pair = model.encode(images[:2], index=known[:2])  # a batch size other than the channel count
     torch.testing.assert_close(model.encode_known(images[:2], shared), pair, rtol=0, atol=0)
+    one = model.encode(images[:1], index=known[:1])  # a single image
+    torch.testing.assert_close(model.encode_known(images[:1], shared), one, rtol=0, atol=0)
     masks = torch.zeros(3, 3, 16, 16)
     masks[0, :, :4] = 1  # 64 pixels
     masks[1, :, 5:7] = 1  # 32 pixels
