@@ -54,6 +54,8 @@ def test_loss_names_the_channel_mismatch() -> None:
     # the size check reads both axes of the data: a width that does not halve is named with it
     with pytest.raises(ValueError, match=r"divisible by 2\^1 = 2, got 16x15$"):
         model.loss(FieldBatch(image=torch.zeros(2, 3, 16, 15)), torch.Generator().manual_seed(0))
+    with pytest.raises(ValueError, match=r"must be divisible by 2; got 8x3$"):  # the lowest stage's U-Net
+        model.loss(FieldBatch(image=torch.zeros(2, 3, 16, 6)), torch.Generator().manual_seed(0))
 
 
 def test_per_batch_stage_sampling_draws_one_stage() -> None:
