@@ -256,3 +256,10 @@ def test_per_batch_stage_draw_uses_the_generators_device(monkeypatch) -> None:
     model.loss(FieldBatch(image=torch.zeros(2, 3, 16, 16)), generator)
     assert devices == [generator.device, generator.device]  # sample_timesteps' draw, then the stage's
     assert moved[-1] == (torch.device("cpu"),)  # the stage's draw, moved to the data's device
+
+
+def test_sample_calls_back_at_every_step() -> None:
+    model = DVDP(**TINY)
+    seen: list[int] = []
+    model.sample(1, 16, steps=3, callback=lambda info: seen.append(info.index))
+    assert seen == [0, 1, 2]

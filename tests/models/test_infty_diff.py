@@ -393,17 +393,21 @@ def test_encode_known_is_the_code_of_the_pixels_known_in_every_channel() -> None
     torch.testing.assert_close(model.encode_known(images[:2], shared), pair, rtol=0, atol=0)
     one = model.encode(images[:1], index=known[:1])  # a single image
     torch.testing.assert_close(model.encode_known(images[:1], shared), one, rtol=0, atol=0)
-    masks = torch.zeros(3, 3, 16, 16)
+    masks = torch.zeros(4, 3, 16, 16)  # four images: not the channel count
     masks[0, :, :4] = 1  # 64 pixels
     masks[1, :, 5:7] = 1  # 32 pixels
     masks[2, :, :, 0:4] = 1  # 64 pixels, but channel 1 of one row of them is unset
     masks[2, 1, 0, 0:4] = 0
-    expected = []
-    for i in range(3):
-        index = masks[i].all(dim=0).flatten().nonzero().view(1, -1)
-        expected.append(model.encode(images[i : i + 1], index=index, use_ema=False))
-    assert [e.shape[0] for e in expected] == [1, 1, 1]
-    torch.testing.assert_close(model.encode_known(images, masks, use_ema=False), torch.cat(expected))
+    masks[3, :, 9:10] = 1  # 16 pixels
+    four = pixel_batch(4).image
+    for use_ema in (False, True):
+        expected = []
+        for i in range(4):
+            index = masks[i].all(dim=0).flatten().nonzero().view(1, -1)
+            expected.append(model.encode(four[i : i + 1], index=index, use_ema=use_ema))
+        torch.testing.assert_close(model.encode_known(four, masks, use_ema=use_ema), torch.cat(expected))
+    torch.testing.assert_close(model.encode_known(four, masks), torch.cat(expected))  # EMA by default
+    masks = masks[:3]
     masks[1] = 0
     with pytest.raises(ValueError) as error:
         model.encode_known(images, masks)
