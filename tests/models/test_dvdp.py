@@ -259,7 +259,9 @@ def test_per_batch_stage_draw_uses_the_generators_device(monkeypatch) -> None:
 
 
 def test_sample_calls_back_at_every_step() -> None:
+    """Three steps from T - 1 = 99 with the turning point at 50 inserted (the state doubles its size
+    there): the callback sees each step, its time and the state's width."""
     model = DVDP(**TINY)
-    seen: list[int] = []
-    model.sample(1, 16, steps=3, callback=lambda info: seen.append(info.index))
-    assert seen == [0, 1, 2]
+    seen: list[tuple[int, int, int]] = []
+    model.sample(1, 16, steps=3, callback=lambda info: seen.append((info.index, info.t, info.x_t.shape[-1])))
+    assert seen == [(0, 99, 8), (1, 66, 8), (2, 49, 16), (3, 32, 16)]
