@@ -414,23 +414,34 @@ def test_encode_known_is_the_code_of_the_pixels_known_in_every_channel() -> None
     assert str(error.value) == "every image needs at least one known pixel to be encoded"
 
 
-def test_an_autoencoders_prediction_reconstructs_the_batch_with_the_predict_seed() -> None:
-    """``predict_step`` of a diffusion autoencoder samples with the batch's own codes and the per-batch
-    predict generator (keys seed, 3, batch index, rank), so a prediction is reproducible; an unconditional
-    model samples as every family does."""
+def test_an_autoencoders_prediction_reconstructs_the_batch_with_the_predict_seed(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """``predict_step`` of a diffusion autoencoder samples at the batch's own resolution (32 here, twice the
+    training grid) with the batch's EMA codes and the per-batch predict generator (keys seed, 3, batch
+    index, rank; on the model's device, recorded), so a prediction is reproducible; an unconditional model
+    samples as every family does."""
     torch.manual_seed(0)
     model = InftyDiff(**TINY, latent_dim=8, ema={"decay": 0.5, "warmup": False})
     with torch.no_grad():
         for p in model.network.parameters():
             p.add_(0.1 * torch.randn_like(p))  # EMA and raw weights differ: the EMA encoder codes
-    batch = FieldBatch.collate([FullGrid(16)(Synthetic(num_images=3, resolution=16), i) for i in range(3)])
+    batch = FieldBatch.collate([FullGrid(32)(Synthetic(num_images=3, resolution=32), i) for i in range(3)])
     z = model.encode(batch.image, use_ema=True)
-    generator = module.step_generator(0, 3, 4, 0)
-    expected = model.sample(3, (16, 16), generator=generator, z=z)
+    expected = model.sample(3, (32, 32), generator=module.step_generator(0, 3, 4, 0), z=z)
+    devices: list[object] = []
+    real = module.step_generator
+
+    def recording(*keys: int, **kwargs) -> torch.Generator:
+        devices.append(kwargs.get("device"))
+        return real(*keys, **kwargs)
+
+    monkeypatch.setattr(module, "step_generator", recording)
     torch.testing.assert_close(model.predict_step(batch, 4), expected, rtol=0, atol=0)
+    assert devices == [torch.device("cpu")]
     plain = InftyDiff(**TINY)
     torch.testing.assert_close(
-        plain.predict_step(batch, 4), plain.sample(3, (16, 16), generator=module.step_generator(0, 3, 4, 0))
+        plain.predict_step(batch, 4), plain.sample(3, (32, 32), generator=real(0, 3, 4, 0))
     )
 
 
