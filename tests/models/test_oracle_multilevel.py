@@ -370,3 +370,22 @@ def test_loss_by_hand_on_one_seed(monkeypatch: pytest.MonkeyPatch) -> None:
     loss = model.loss(FieldBatch(image=x0), torch.Generator().manual_seed(7))
     torch.testing.assert_close(loss, expected, rtol=1e-6, atol=0)
     assert devices == [torch.device("cpu")] and moved == [(torch.device("cpu"),)]  # t onto the data's device
+
+
+def test_loss_names_a_point_batch_and_a_channel_mismatch() -> None:
+    """The one-line errors of the data a loss refuses, in full: a batch that selects points (an index, or
+    coordinates, either one) and data with another channel count (axis 1)."""
+    model, _ = build("matern")
+    image = torch.zeros(2, 2, 8, 8)
+    points = (
+        "MultilevelSDE trains on full grids, but this batch selects points; configure the data module with "
+        "`view: Levels` (multilevel training) or `view: FullGrid` (e.g. --data.init_args.view.class_path "
+        "rezdiff.data.Levels)"
+    )
+    for fields in ({"index": torch.zeros(2, 4, dtype=torch.long)}, {"coords": torch.zeros(2, 4, 2)}):
+        with pytest.raises(ValueError) as error:
+            model.loss(FieldBatch(image=image, **fields), torch.Generator())
+        assert str(error.value) == points
+    with pytest.raises(ValueError) as error:
+        model.loss(FieldBatch(image=torch.zeros(2, 3, 8, 8)), torch.Generator())
+    assert str(error.value) == "MultilevelSDE was built for 2 channels, the data has 3"
