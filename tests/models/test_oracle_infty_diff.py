@@ -25,6 +25,8 @@ import pytest
 import torch
 from torch import Tensor, nn
 
+from rezdiff.core.loops import ddim_sample
+from rezdiff.core.schedules import timestep_subsequence
 from rezdiff.data.batch import FieldBatch
 from rezdiff.models import InftyDiff, InftyDiffLatent
 from rezdiff.models.infty_diff.mollified import mollified_marginal
@@ -653,3 +655,32 @@ def test_latent_sample_is_its_codes_then_stage1_with_every_option_passed_on() ->
     )
     leading = model.sample_latents(2, steps=3, generator=torch.Generator().manual_seed(1), spacing="leading")
     assert model.spacing == "trailing" and torch.equal(codes, trailing) and not torch.equal(codes, leading)
+
+
+def test_latent_codes_default_to_the_models_settings_and_each_override_counts() -> None:
+    """``sample_latents`` without options is DDIM with the model's η, spacing and ``sample_steps`` on the
+    EMA weights, unstandardised; each option given changes the codes (so none is dropped on the way)."""
+    torch.manual_seed(0)
+    model = latent_model(ema={"decay": 0.5, "warmup": False}, eta=0.5)
+    with torch.no_grad():
+        for p in model.network.parameters():
+            p.add_(0.1 * torch.randn_like(p))
+
+    model.sample_steps, model.spacing = 7, "leading"  # neither the class default nor the other option
+
+    def codes(**options: Any) -> Tensor:
+        return model.sample_latents(2, generator=torch.Generator().manual_seed(3), **options)
+
+    default = codes()
+    # written out: latent DDIM (the core loop, proven on its own) on the EMA network, then unstandardised
+    generator = torch.Generator().manual_seed(3)
+    z_T = torch.randn(2, LATENT, generator=generator)
+    timesteps = timestep_subsequence(model.num_train_steps, 7, "leading")
+    raw = ddim_sample(model.ema.module, z_T, model.alphas_cumprod, timesteps, eta=0.5, generator=generator)
+    torch.testing.assert_close(default, raw * STAT_STD + STAT_MEAN, rtol=0, atol=1e-6)
+    for override in ({"steps": 8}, {"eta": 0.0}, {"spacing": "trailing"}, {"use_ema": False}):
+        assert not torch.allclose(default, codes(**override)), override
+    # in stage 1's units: the network's output unstandardised with the statistics
+    z = torch.randn(3, LATENT)
+    torch.testing.assert_close(model.unstandardize(z), z * STAT_STD + STAT_MEAN)
+    torch.testing.assert_close(model.standardize(model.unstandardize(z)), z)
