@@ -365,11 +365,21 @@ def test_loss_by_hand_on_one_seed(monkeypatch: pytest.MonkeyPatch) -> None:
         devices.append(kwargs.get("device"))
         return real_rand(*args, **kwargs).as_subclass(Draw)
 
+    import rezdiff.models.multilevel.module as module
+
+    noise_draws: list[tuple[object, ...]] = []
+
+    def recording_randn(*args, **kwargs):
+        noise_draws.append((*args[2:], *kwargs.values()))  # what the loss passes after shape and generator
+        return randn(*args, **kwargs)
+
     monkeypatch.setattr(torch, "rand", rand)
+    monkeypatch.setattr(module, "randn", recording_randn)
     torch.manual_seed(123)  # the global RNG must not matter
     loss = model.loss(FieldBatch(image=x0), torch.Generator().manual_seed(7))
     torch.testing.assert_close(loss, expected, rtol=1e-6, atol=0)
     assert devices == [torch.device("cpu")] and moved == [(torch.device("cpu"),)]  # t onto the data's device
+    assert noise_draws == [(x0.device, x0.dtype)]  # the noise on the data's device, in its dtype
 
 
 def test_loss_names_a_point_batch_and_a_channel_mismatch() -> None:
