@@ -399,3 +399,66 @@ def test_loss_names_a_point_batch_and_a_channel_mismatch() -> None:
     with pytest.raises(ValueError) as error:
         model.loss(FieldBatch(image=torch.zeros(2, 3, 8, 8)), torch.Generator())
     assert str(error.value) == "MultilevelSDE was built for 2 channels, the data has 3"
+
+
+def test_sample_hands_the_vp_sampler_its_grid_schedule_and_callback_then_denoises_at_t_min(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """What ``sample()`` passes on, recorded: a float64 grid of ``steps + 1`` times from 1 to
+    ``sample_t_min``, the VP schedule with the model's (non-default) betas, the callback; then the final
+    Tweedie step at ``sample_t_min`` with the model's betas and a time tensor on the state's device."""
+    import rezdiff.models.multilevel.module as module
+    from rezdiff.core.samplers import RegisteredSampler
+
+    model, _ = build("matern", beta_min=0.2, beta_max=15.0, sample_t_min=0.01)
+    handed: list[tuple] = []
+    marginals: list[tuple] = []
+    fulls: list[dict] = []
+    real_get, real_marginal, real_full = module.get_sampler, module.vp_marginal, torch.full
+
+    def get_sampler(process: str, name: str) -> RegisteredSampler:
+        entry = real_get(process, name)
+
+        def fn(eps_fn, x_T, schedule, grid, settings, generator, callback):
+            handed.append((schedule, grid, callback))
+            return entry.fn(eps_fn, x_T, schedule, grid, settings, generator, callback)
+
+        return RegisteredSampler(fn, entry.all_steps)
+
+    def full(*args, **kwargs):
+        fulls.append(kwargs)
+        return real_full(*args, **kwargs)
+
+    monkeypatch.setattr(module, "get_sampler", get_sampler)
+    monkeypatch.setattr(module, "vp_marginal", lambda *a: marginals.append(a) or real_marginal(*a))
+    monkeypatch.setattr(torch, "full", full)
+    callback = lambda info: None  # noqa: E731
+    model.sample(2, 8, steps=4, callback=callback, generator=torch.Generator().manual_seed(0))
+    [(schedule, grid, given)] = handed
+    assert (schedule.beta_min, schedule.beta_max) == (0.2, 15.0) and given is callback
+    assert grid.dtype == torch.float64 and grid.tolist() == torch.linspace(1.0, 0.01, 5, dtype=torch.float64).tolist()
+    assert marginals == [(0.01, 0.2, 15.0)]
+    assert fulls[-1] == {"dtype": torch.float32, "device": torch.device("cpu")}  # the final step's time
+
+
+def test_eps_reads_the_live_network_by_default_with_time_in_the_states_dtype(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """``eps`` (what the loss trains) calls the live network, not the EMA copy, unless asked; the network
+    gets ``1000 t`` in the state's dtype (the loss draws t in float64)."""
+    model = MultilevelSDE(image_size=8, channels=2, **NETWORK, ema={"decay": 0.5, "warmup": False})
+    with torch.no_grad():
+        for p in model.network.parameters():
+            p.add_(0.1 * torch.randn_like(p))
+    x, t = torch.randn(2, 2, 8, 8), torch.tensor([0.3, 0.7], dtype=torch.float64)
+    live, ema = model.network(x, t.float() * 1000), model.ema.module(x, t.float() * 1000)
+    assert not torch.allclose(live, ema)
+    torch.testing.assert_close(model.eps(x, t), live, rtol=0, atol=0)
+    torch.testing.assert_close(model.eps(x, t, use_ema=True), ema, rtol=0, atol=0)
+    times: list[torch.dtype] = []
+    real_forward = type(model.network).forward
+    monkeypatch.setattr(
+        type(model.network), "forward", lambda self, a, s: times.append(s.dtype) or real_forward(self, a, s)
+    )
+    model.eps(x, t)
+    assert times == [torch.float32]
