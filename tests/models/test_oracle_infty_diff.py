@@ -684,3 +684,19 @@ def test_latent_codes_default_to_the_models_settings_and_each_override_counts() 
     z = torch.randn(3, LATENT)
     torch.testing.assert_close(model.unstandardize(z), z * STAT_STD + STAT_MEAN)
     torch.testing.assert_close(model.standardize(model.unstandardize(z)), z)
+
+
+def test_latent_progress_bars_are_off_by_default_and_shown_for_both_stages_when_asked(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """``progress=True`` shows the latent stage's bar (2 steps here) and stage 1's (3 steps); without it,
+    ``sample`` and ``sample_latents`` print nothing."""
+    model = latent_model()
+    model.sample_latents(1, steps=2)
+    model.sample(1, steps=3, latent_steps=2)
+    assert capsys.readouterr().err == ""
+    model.sample(1, steps=3, latent_steps=2, progress=True)
+    err = capsys.readouterr().err
+    assert "2/2" in err and "3/3" in err
+    model.sample_latents(1, steps=2, progress=True)
+    assert "2/2" in capsys.readouterr().err
