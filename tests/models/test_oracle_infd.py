@@ -249,3 +249,23 @@ def test_sample_forwards_every_option_to_the_latent_sampler_and_the_render(law, 
     assert not torch.equal(
         latents, model.sample_latents(2, generator=torch.Generator().manual_seed(4), steps=3, eta=0.0)
     )
+
+
+def test_encode_scales_stage1_latents_once_and_the_scale_is_estimated_only_when_unset() -> None:
+    """``encode`` is stage 1's pre-VQ latents times the scale (``decode`` divides it back out); the scale
+    is estimated as ``1 / std`` of the latents only while none is set, and kept afterwards."""
+    model = build()
+    images = torch.rand(2, 3, 32, 32, generator=torch.Generator().manual_seed(0)) * 2 - 1
+    raw = model.autoencoder.encode(images)
+    torch.testing.assert_close(model.encode(images), raw * SCALE, rtol=0, atol=0)
+    latents = torch.randn(64, 2, 8, 8, generator=torch.Generator().manual_seed(1)) * 3
+    model.estimate_latent_scale(latents)  # a given scale stands
+    assert float(model.latent_scale_value) == SCALE
+    unset = build(scale=None)
+    assert not bool(unset.latent_scale_set)
+    unset.estimate_latent_scale(latents)
+    assert float(unset.latent_scale_value) == pytest.approx(1 / float(latents.std())) and bool(
+        unset.latent_scale_set
+    )
+    unset.estimate_latent_scale(latents * 10)  # fixed at the first estimate
+    assert float(unset.latent_scale_value) == pytest.approx(1 / float(latents.std()))
