@@ -269,3 +269,48 @@ def test_encode_scales_stage1_latents_once_and_the_scale_is_estimated_only_when_
     )
     unset.estimate_latent_scale(latents * 10)  # fixed at the first estimate
     assert float(unset.latent_scale_value) == pytest.approx(1 / float(latents.std()))
+
+
+def test_guided_sample_defaults_and_each_guidance_option_counts(law) -> None:
+    """Box guidance reaches the latent sampler from ``sample``: by default with step scale 1 and normalised
+    gradients, and a different scale, the raw gradient or no guidance each give another sample."""
+    from rezdiff.models.infd.guidance import Box, ColorLoss, Condition
+
+    model = build()
+    with_oracle(model, law, stand_in=False)
+    guidance = [Condition(Box(0.0, -1.0, 1.0, 1.0), 8, ColorLoss((1.0, -1.0, -1.0)))]
+
+    def sample(**options) -> torch.Tensor:
+        return model.sample(2, 16, steps=3, tile=None, generator=torch.Generator().manual_seed(0), **options)
+
+    default = sample(guidance=guidance)
+    explicit = sample(guidance=guidance, guidance_scale=1.0, guidance_normalize=True)
+    torch.testing.assert_close(default, explicit, rtol=0, atol=0)
+    for other in (
+        {"guidance": guidance, "guidance_scale": 2.0},
+        {"guidance": guidance, "guidance_normalize": False},
+        {},
+    ):
+        assert not torch.allclose(default, sample(**other)), other
+
+
+def test_loss_names_data_that_are_not_latents_and_asks_for_timesteps_on_their_device(
+    law, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import rezdiff.models.infd.latent as latent_module
+
+    model = build()
+    with_oracle(model, law)
+    with pytest.raises(ValueError) as error:
+        model.loss(FieldBatch(image=torch.zeros(2, 3, 32, 32)), torch.Generator())
+    assert str(error.value) == (
+        "INFD expects batches of stage-1 latents (2, 8, 8), got (3, 32, 32): configure the data module with "
+        "`view: rezdiff.models.infd.CachedLatents`"
+    )
+    asked: list[object] = []
+    real = latent_module.sample_timesteps
+    monkeypatch.setattr(
+        latent_module, "sample_timesteps", lambda *a, **k: asked.append(k.get("device")) or real(*a, **k)
+    )
+    model.loss(FieldBatch(image=torch.zeros(2, 2, 8, 8)), torch.Generator().manual_seed(0))
+    assert asked == [torch.device("cpu")]
