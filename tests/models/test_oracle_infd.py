@@ -314,3 +314,40 @@ def test_loss_names_data_that_are_not_latents_and_asks_for_timesteps_on_their_de
     )
     model.loss(FieldBatch(image=torch.zeros(2, 2, 8, 8)), torch.Generator().manual_seed(0))
     assert asked == [torch.device("cpu")]
+
+
+def test_sample_latents_defaults_when_called_directly(law, capsys: pytest.CaptureFixture[str]) -> None:
+    """``sample_latents`` on its own (as the DPS examples call it): EMA weights, guidance at scale 1 with
+    normalised gradients, no progress bar, and every training step for the ancestral sampler."""
+    from rezdiff.models.infd.guidance import Box, ColorLoss, Condition
+
+    class Halved(torch.nn.Module):
+        def __init__(self, network: torch.nn.Module) -> None:
+            super().__init__()
+            self.network = network
+
+        def forward(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+            return 0.5 * self.network(x, t)
+
+    class EMAStandIn(torch.nn.Module):
+        def __init__(self, network: torch.nn.Module) -> None:
+            super().__init__()
+            self.module = network  # what sampling_network(use_ema=True) reads
+
+    model = build()
+    oracle = with_oracle(model, law, stand_in=False)
+    model.ema = EMAStandIn(Halved(oracle))  # an EMA copy whose network differs from the live one
+    guidance = [Condition(Box(0.0, -1.0, 1.0, 1.0), 8, ColorLoss((1.0, -1.0, -1.0)))]
+
+    def latents(**options) -> torch.Tensor:
+        return model.sample_latents(2, steps=3, generator=torch.Generator().manual_seed(0), **options)
+
+    default = latents(guidance=guidance)
+    assert capsys.readouterr().err == ""
+    explicit = latents(guidance=guidance, use_ema=True, guidance_scale=1.0, guidance_normalize=True)
+    torch.testing.assert_close(default, explicit, rtol=0, atol=0)
+    for other in ({"use_ema": False}, {"guidance_scale": 2.0}, {"guidance_normalize": False}):
+        assert not torch.allclose(default, latents(guidance=guidance, **other)), other
+    seen: list[int] = []
+    model.sample_latents(1, sampler="ddpm", callback=lambda info: seen.append(info.t))
+    assert len(seen) == model.num_train_steps and seen[0] == model.num_train_steps - 1
