@@ -287,6 +287,9 @@ def test_encoder_pixels_are_drawn_from_the_loss_generator_on_its_device() -> Non
         index = module._random_pixels(2, 16, 5, torch.Generator().manual_seed(3), torch.device("cpu"))
     assert torch.equal(index, expected)
     assert module._random_pixels(2, 16, 5, g, torch.device("meta")).device.type == "meta"
+    every = module._all_pixels(2, 3, 4, torch.device("meta"))  # every flat index, made on the given device
+    assert every.device.type == "meta" and every.shape == (2, 12)
+    assert torch.equal(module._all_pixels(2, 3, 4, torch.device("cpu")), torch.arange(12).expand(2, -1))
     model = InftyDiff(**TINY, latent_dim=8)
     batch = pixel_batch(2)
     losses = []
