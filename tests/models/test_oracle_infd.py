@@ -351,3 +351,45 @@ def test_sample_latents_defaults_when_called_directly(law, capsys: pytest.Captur
     seen: list[int] = []
     model.sample_latents(1, sampler="ddpm", callback=lambda info: seen.append(info.t))
     assert len(seen) == model.num_train_steps and seen[0] == model.num_train_steps - 1
+
+
+def test_guided_latents_are_dps_over_the_conditions_on_the_decoded_box(law) -> None:
+    """Guided ``sample_latents`` written out: the DDIM loop with DPS's ε and callback, whose loss is the
+    conditions' loss of the scaled latents decoded and rendered on each condition's box (whole, untiled)."""
+    from rezdiff.core.gaussian import randn
+    from rezdiff.core.samplers import GAUSSIAN, get_sampler
+    from rezdiff.core.sampling import SamplerSettings
+    from rezdiff.core.schedules import timestep_subsequence
+    from rezdiff.models.infd.guidance import Box, ColorLoss, Condition, DPSGuidance, conditions_loss
+
+    model = build()
+    oracle = with_oracle(model, law, stand_in=False)
+    guidance = [Condition(Box(0.25, -1.0, 1.0, 0.5), 8, ColorLoss((1.0, -1.0, -1.0)))]
+
+    def render_box(features: torch.Tensor, resolution: tuple[int, int], box) -> torch.Tensor:
+        return model.autoencoder.render(features, resolution, box=box.as_tuple(), tile=None)
+
+    loss_fn = conditions_loss(guidance, lambda z: model.autoencoder.decode(z / SCALE), render_box)
+    guide = DPSGuidance(oracle, model.alphas_cumprod, loss_fn, 3.0, False)
+    generator = torch.Generator().manual_seed(0)
+    x_T = randn((2, 2, 8, 8), generator)
+    timesteps = timestep_subsequence(model.num_train_steps, 3, model.spacing)
+    ddim = get_sampler(GAUSSIAN, "ddim").fn
+    expected = ddim(
+        guide.eps,
+        x_T,
+        model.alphas_cumprod,
+        timesteps,
+        SamplerSettings(eta=model.eta),
+        generator,
+        guide.callback,
+    )
+    latents = model.sample_latents(
+        2,
+        steps=3,
+        generator=torch.Generator().manual_seed(0),
+        guidance=guidance,
+        guidance_scale=3.0,
+        guidance_normalize=False,
+    )
+    torch.testing.assert_close(latents, expected, rtol=0, atol=1e-6)
