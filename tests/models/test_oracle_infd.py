@@ -384,6 +384,7 @@ def test_guided_latents_are_dps_over_the_conditions_on_the_decoded_box(law) -> N
         generator,
         guide.callback,
     )
+    seen: list[int] = []
     latents = model.sample_latents(
         2,
         steps=3,
@@ -391,5 +392,7 @@ def test_guided_latents_are_dps_over_the_conditions_on_the_decoded_box(law) -> N
         guidance=guidance,
         guidance_scale=3.0,
         guidance_normalize=False,
+        callback=lambda info: seen.append(info.index),  # after guidance's own, every step
     )
     torch.testing.assert_close(latents, expected, rtol=0, atol=1e-6)
+    assert seen == [0, 1, 2]
