@@ -178,3 +178,62 @@ def test_update_on_cuda() -> None:
     owner.ema.update(owner.net, 0)
     torch.testing.assert_close(owner.ema.module.lin.weight, 0.5 * before + 0.5 * owner.net.lin.weight)
     assert owner.ema.num_updates.device.type == "cuda"
+
+
+class Compiled(nn.Module):
+    """Stands in for ``torch.compile``'s wrapper: the module it compiled is ``_orig_mod``."""
+
+    def __init__(self, inner: nn.Module) -> None:
+        super().__init__()
+        self._orig_mod = inner
+
+
+class Keyword(nn.Module):
+    """A network with an integer parameter (copied, not averaged) and a keyword argument."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.lin = nn.Linear(2, 2)
+        self.steps = nn.Parameter(torch.tensor([3, 4]), requires_grad=False)
+
+    def forward(self, x: torch.Tensor, scale: float = 1.0) -> torch.Tensor:
+        return scale * self.lin(x)
+
+
+def test_compiled_models_integer_parameters_keywords_and_errors() -> None:
+    """The shadow averages the module under a compile wrapper, copies integer parameters, passes keyword
+    arguments on, stays in eval mode while its owner trains (``train()`` means training), keeps its dtype
+    and device whatever the source's, and names what does not match."""
+    torch.manual_seed(0)
+    inner = Keyword()
+    ema = EMA(Compiled(inner), decay=0.5, warmup=False)
+    assert isinstance(ema.module, Keyword)
+    with torch.no_grad():
+        inner.steps.copy_(torch.tensor([7, 9]))
+        inner.lin.weight.add_(1.0)
+    before = ema.module.lin.weight.clone()
+    ema.update(Compiled(inner), 0)
+    assert torch.equal(ema.module.steps, torch.tensor([7, 9]))
+    torch.testing.assert_close(ema.module.lin.weight, 0.5 * before + 0.5 * inner.lin.weight)
+    x = torch.randn(3, 2)
+    torch.testing.assert_close(ema(x, scale=2.0), 2.0 * ema.module.lin(x))
+    ema.train()
+    assert ema.training and not ema.module.training
+    # a float64 source is averaged into the float32 shadow in float32
+    source = Keyword().double()
+    ema.update(source, 0)
+    assert ema.module.lin.weight.dtype == torch.float32
+    # a shadow on another device (meta stands in for a GPU) takes the source there
+    ema.module.to("meta")
+    ema.update(inner, 0)
+    assert ema.module.lin.weight.device.type == "meta"
+    with pytest.raises(ValueError) as error:
+        ema.update(nn.Linear(2, 2), 0)
+    assert str(error.value) == "EMA.update got a model whose parameters differ from the averaged one"
+    owner = Owner()
+    owner.net.register_buffer("extra", torch.zeros(1))
+    owner.ema.module.register_buffer("extra", torch.zeros(1))
+    del owner.net.extra
+    with pytest.raises(ValueError) as error:
+        owner.ema.update(owner.net, 0)
+    assert str(error.value) == "EMA: buffer 'extra' missing from the model"
