@@ -237,3 +237,20 @@ def test_compiled_models_integer_parameters_keywords_and_errors() -> None:
     with pytest.raises(ValueError) as error:
         owner.ema.update(owner.net, 0)
     assert str(error.value) == "EMA: buffer 'extra' missing from the model"
+
+
+def test_defaults_and_the_ranges_of_decay_and_update_every() -> None:
+    """Defaults: decay 0.9999 with warm-up (0.1 at the first update), every step; a long update count.
+    decay 0 and 1 are allowed, anything outside [0, 1] is named, as is update_every below 1."""
+    ema = EMA(Net())
+    assert (ema.decay, ema.update_every, ema.warmup) == (0.9999, 1, True)
+    assert ema.current_decay() == pytest.approx(0.1)
+    assert ema.update(Net(), 1) and ema.num_updates.dtype == torch.long and int(ema.num_updates) == 1
+    assert EMA(Net(), decay=0.0).decay == 0.0 and EMA(Net(), decay=1.0).decay == 1.0
+    for decay in (-0.1, 1.5):
+        with pytest.raises(ValueError) as error:
+            EMA(Net(), decay=decay)
+        assert str(error.value) == f"decay must be in [0, 1], got {decay}"
+    with pytest.raises(ValueError) as error:
+        EMA(Net(), update_every=0)
+    assert str(error.value) == "update_every must be >= 1, got 0"
