@@ -150,3 +150,19 @@ def test_vp_defaults_are_song_et_al_beta_min_0_1_and_beta_max_20() -> None:
     mean, std = vp_marginal(t)
     torch.testing.assert_close(mean, torch.exp(-0.5 * integral), rtol=1e-14, atol=0)
     torch.testing.assert_close(std[1:], torch.sqrt(1 - torch.exp(-integral[1:])), rtol=1e-14, atol=0)
+
+
+def test_cosine_offset_reaches_the_betas_and_one_step_is_a_schedule() -> None:
+    """``s`` is the schedule's offset (Nichol & Dhariwal's Eq. 17) all the way down; a one-step schedule
+    exists; fewer steps are named."""
+    s = 0.05
+    f = [math.cos((i / 10 + s) / (1 + s) * math.pi / 2) ** 2 for i in range(11)]
+    by_hand = torch.tensor([1 - f[i + 1] / f[i] for i in range(10)], dtype=torch.float64).clamp(max=0.999)
+    torch.testing.assert_close(cosine_betas(10, s=s), by_hand)
+    assert cosine_betas(1).shape == (1,)
+    with pytest.raises(ValueError) as error:
+        cosine_betas(0)
+    assert str(error.value) == "num_steps must be >= 1, got 0"
+    with pytest.raises(ValueError) as error:
+        timestep_subsequence(100, 101)
+    assert str(error.value) == "num_steps must be in [1, 100], got 101"
