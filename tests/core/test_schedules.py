@@ -159,10 +159,11 @@ def test_cosine_offset_reaches_the_betas_and_one_step_is_a_schedule() -> None:
     f = [math.cos((i / 10 + s) / (1 + s) * math.pi / 2) ** 2 for i in range(11)]
     by_hand = torch.tensor([1 - f[i + 1] / f[i] for i in range(10)], dtype=torch.float64).clamp(max=0.999)
     torch.testing.assert_close(cosine_betas(10, s=s), by_hand)
-    assert cosine_betas(1).shape == (1,)
-    with pytest.raises(ValueError) as error:
-        cosine_betas(0)
-    assert str(error.value) == "num_steps must be >= 1, got 0"
+    assert cosine_betas(1).shape == (1,) and linear_betas(1).shape == (1,)
+    for betas in (cosine_betas, linear_betas):
+        with pytest.raises(ValueError) as error:
+            betas(0)
+        assert str(error.value) == "num_steps must be >= 1, got 0"
     with pytest.raises(ValueError) as error:
         timestep_subsequence(100, 101)
     assert str(error.value) == "num_steps must be in [1, 100], got 101"
