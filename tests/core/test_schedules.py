@@ -167,3 +167,6 @@ def test_cosine_offset_reaches_the_betas_and_one_step_is_a_schedule() -> None:
     with pytest.raises(ValueError) as error:
         timestep_subsequence(100, 101)
     assert str(error.value) == "num_steps must be in [1, 100], got 101"
+    with pytest.raises(ValueError) as error:
+        timestep_subsequence(100, 10, "middle")  # type: ignore[arg-type]
+    assert str(error.value) == "unknown timestep spacing 'middle'; expected 'leading', 'trailing' or 'linspace'"
