@@ -58,10 +58,14 @@ def test_a_schedule_that_leaves_data_in_its_last_step_warns_with_the_settings_an
     """DDPM's linear betas over 200 steps keep sqrt(alpha_bar) = 0.36 of the data where sampling starts
     from pure noise (the notebook's first DDPM trained so and drew blobs); the paper's 1000 steps, LDM's
     range and the cosine schedule do not warn."""
-    with pytest.warns(
-        UserWarning, match=r"schedule='linear' with num_train_steps=200, beta_end=0.02 keeps 0.36 "
-    ):
+    with pytest.warns(UserWarning) as record:
         make_betas("linear", 200)
+    assert str(record[0].message) == (
+        "schedule='linear' with num_train_steps=200, beta_end=0.02 keeps 0.36 of the data at the last step "
+        "(sqrt(alpha_bar)), but sampling starts from pure noise: use schedule='cosine', more steps (1000) or "
+        "a larger beta_end"
+    )
+    assert record[0].filename == __file__  # reported at the caller's line, not inside rezdiff
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         make_betas("linear", 1000)
@@ -169,4 +173,14 @@ def test_cosine_offset_reaches_the_betas_and_one_step_is_a_schedule() -> None:
     assert str(error.value) == "num_steps must be in [1, 100], got 101"
     with pytest.raises(ValueError) as error:
         timestep_subsequence(100, 10, "middle")  # type: ignore[arg-type]
-    assert str(error.value) == "unknown timestep spacing 'middle'; expected 'leading', 'trailing' or 'linspace'"
+    assert (
+        str(error.value) == "unknown timestep spacing 'middle'; expected 'leading', 'trailing' or 'linspace'"
+    )
+
+
+def test_linear_betas_defaults_and_make_betas_passes_its_range_on() -> None:
+    """DDPM's defaults 1e-4 to 0.02; ``make_betas("linear", ...)`` uses the range it is given."""
+    torch.testing.assert_close(linear_betas(10), torch.linspace(1e-4, 0.02, 10, dtype=torch.float64))
+    torch.testing.assert_close(
+        make_betas("linear", 1000, 1e-3, 0.05), torch.linspace(1e-3, 0.05, 1000, dtype=torch.float64)
+    )
