@@ -19,6 +19,7 @@ from rezdiff.core import (
     timestep_subsequence,
     vp_alpha_bar,
     vp_beta,
+    vp_integrated_beta,
     vp_marginal,
 )
 
@@ -150,6 +151,7 @@ def test_vp_defaults_are_song_et_al_beta_min_0_1_and_beta_max_20() -> None:
     t = torch.tensor([0.0, 0.25, 1.0], dtype=torch.float64)
     integral = 0.1 * t + 0.5 * 19.9 * t**2
     torch.testing.assert_close(vp_beta(t), 0.1 + 19.9 * t, rtol=1e-15, atol=0)
+    torch.testing.assert_close(vp_integrated_beta(t), integral, rtol=1e-15, atol=0)
     torch.testing.assert_close(vp_alpha_bar(t), torch.exp(-integral), rtol=1e-14, atol=0)
     mean, std = vp_marginal(t)
     torch.testing.assert_close(mean, torch.exp(-0.5 * integral), rtol=1e-14, atol=0)
