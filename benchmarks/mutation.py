@@ -756,9 +756,10 @@ def _sha256(text: bytes) -> str:
 
 
 def mutated_text(folders: list[Path], module: str) -> bytes:
-    """The text of ``module`` that was (or would be) mutated: a run folder's copy, else today's copy."""
+    """The text of ``module`` that was (or would be) mutated: the copy in a run folder that mutated it (the
+    other folders' copies of it are plain), else today's mutable copy."""
     for folder in folders:
-        if (folder / "src" / module).exists():
+        if _meta(folder, module).exists():
             return (folder / "src" / module).read_bytes()
     return mutable_copy((REPO / "src" / module).read_text()).encode()
 
@@ -790,23 +791,21 @@ def merged_with_committed(
 ) -> tuple[list[str], dict[str, ModuleScore]]:
     """Fold the committed result file's verdicts under the run folders' (which are newer), in place.
 
-    Run folders do not outlive a machine, so a report must not drop what earlier runs found. A file with
-    per-mutant ``verdicts`` merges mutant by mutant (:func:`merge_codes`) while the module's mutated text
-    is the one they were taken on (its hash); an older file without them keeps its row for each module no
-    folder holds. Returns the modules that took something from the file and those older rows.
+    Run folders do not outlive a machine, so a report must not drop what earlier runs found. A module with
+    per-mutant ``verdicts`` merges mutant by mutant (:func:`merge_codes`) while its mutated text is the one
+    they were taken on (its hash); a module without them (a row from before they were recorded) keeps its
+    row while no folder holds it. Returns the modules that took something from the file and those rows.
     """
     used: list[str] = []
     rows: dict[str, ModuleScore] = {}
-    verdicts = previous.get("verdicts")
+    verdicts = previous.get("verdicts", {})
     for module in modules:
-        if verdicts is None:
+        if module not in verdicts:  # a row from before per-mutant records (kept by every later report)
             row = carried_row(previous, module)
             if row is not None and module in codes:
                 print(f"{module}: the committed verdicts have no per-mutant record: this run replaces them")
             elif row is not None:
                 rows[module], used = row, [*used, module]
-            continue
-        if module not in verdicts:
             continue
         if verdicts[module]["sha256"] != _sha256(mutated_text(folders, module)):
             print(f"{module}: the committed verdicts were taken on another text of it: dropped")

@@ -316,12 +316,20 @@ def test_a_report_keeps_the_committed_verdicts_that_no_run_folder_holds(tmp_path
     }
     out.mkdir()
     (out / "mutation_core.json").write_text(json.dumps(committed))
+    plain = work / "core-0"  # a part that mutated another module holds a plain copy of this one: not it
+    (plain / "src" / ema).parent.mkdir(parents=True)
+    (plain / "src" / ema).write_text("plain\n")
+    (plain / "pyproject.toml").write_text('[tool.mutmut]\npytest_add_cli_args_test_selection = ["t.py"]\n')
     [s] = mutation.report("core", [ema], out=out, work=work)
     # m_1 and m_3 from the run, m_2 (a survivor, with its committed diff) and m_4 from the file
     assert (s.mutants, s.killed, s.survived) == (4, 3, 1) and s.survivors == [{"name": "e.m_2", "diff": DIFF}]
     written = json.loads((out / "mutation_core.json").read_text())
     assert written["verdicts"][ema]["codes"] == {"e.m_1": 1, "e.m_2": 0, "e.m_3": 3, "e.m_4": 1}
-    assert [p["folder"] for p in written["settings"]["parts"]] == ["core (run before 2026-01-01)", "core-a"]
+    assert [p["folder"] for p in written["settings"]["parts"]] == [
+        "core (run before 2026-01-01)",
+        "core-0",
+        "core-a",
+    ]
     # on a machine without the folder the written file alone gives the same table
     [again] = mutation.report("core", [ema], out=out, work=tmp_path / "empty")
     assert again.row() == s.row()
@@ -341,6 +349,9 @@ def test_a_report_keeps_the_committed_verdicts_that_no_run_folder_holds(tmp_path
     (out / "mutation_core.json").write_text(json.dumps(older))
     replaced, kept = mutation.report("core", [ema, gaussian], out=out, work=work)
     assert (replaced.mutants, replaced.killed) == (3, 2)
+    assert kept.row() == rows[1] and kept.survivors == [survivor]
+    # and the row stays through the next report, which finds per-mutant verdicts for the other module
+    replaced, kept = mutation.report("core", [ema, gaussian], out=out, work=work)
     assert kept.row() == rows[1] and kept.survivors == [survivor]
 
 
