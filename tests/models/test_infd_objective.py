@@ -390,3 +390,29 @@ def test_stage2_latents_are_the_pre_vq_encoder_outputs_and_scaled_once(single_th
     torch.testing.assert_close(seen[0][:, :-1], x_t.flatten(1), rtol=1e-5, atol=1e-6)
     assert seen[0][:, -1].tolist() == t.float().tolist()
     torch.testing.assert_close(loss, noise.square().mean())  # zero prediction: the mean of eps^2 drawn
+
+
+@pytest.mark.parametrize("which", ["generator", "discriminator"])
+def test_a_non_finite_loss_stops_training_naming_the_loss_and_the_batch(
+    tmp_path: Path, single_thread, monkeypatch: pytest.MonkeyPatch, which: str
+) -> None:
+    """A NaN in either objective stops the fit before that optimiser steps, with one line that names the
+    loss, the iteration, the global step and the batch (here batch 0 of the first iteration)."""
+    from rezdiff.models.base import NonFiniteLossError
+    from rezdiff.models.infd import autoencoder as module
+
+    model = model_with_spread_codes()
+    nan = torch.tensor(float("nan"))
+    if which == "generator":
+        monkeypatch.setattr(model, "_reconstruction_loss", lambda terms: nan * terms["l1"])
+    else:
+        monkeypatch.setattr(module, "hinge_d_loss", lambda real, fake: nan + 0 * real.sum())
+    view = MultiScalePatches(patch=8, min_scale=16, max_scale=40, encoder_resolution=16)
+    data = FieldDataModule(Synthetic(num_images=3, resolution=40), view, batch_size=3, val_fraction=0.0)
+    with pytest.raises(NonFiniteLossError) as error:
+        quiet_trainer(tmp_path, max_steps=2).fit(model, datamodule=data)
+    step = 0 if which == "generator" else 1
+    assert str(error.value) == (
+        f"non-finite {which} loss (nan) at iteration 0 (global step {step}), epoch 0, batch 0 on some rank; "
+        "training stopped before the optimiser step. Lower the learning rate or check the data."
+    )
