@@ -293,9 +293,17 @@ def test_training_step_gradients_are_the_hand_written_objective(
     view = MultiScalePatches(patch=8, min_scale=16, max_scale=40, encoder_resolution=16)
     data = FieldDataModule(Synthetic(num_images=9, resolution=40), view, batch_size=3, val_fraction=0.0)
     record = Batches()
+    logged: list[tuple[str, dict]] = []
+    real_log = model.log
+    model.log = lambda name, value, **options: (
+        logged.append((name, options)) or real_log(name, value, **options)
+    )
     trainer = quiet_trainer(tmp_path, max_steps=6, callbacks=[record])
     trainer.fit(model, datamodule=data)
     assert trainer.global_step == 6 and len(record.batches) == 3
+    # every value is logged with the batch's size (3) and only the total is on the progress bar
+    assert logged and all(options.get("batch_size") == 3 for _, options in logged)
+    assert {name for name, options in logged if options.get("prog_bar")} == {"train/loss"}
     model.train()
     gen_params = optimisers[0].param_groups[0]["params"]
     disc_params = optimisers[1].param_groups[0]["params"]
