@@ -424,3 +424,28 @@ def test_a_non_finite_loss_stops_training_naming_the_loss_and_the_batch(
         f"non-finite {which} loss (nan) at iteration 0 (global step {step}), epoch 0, batch 0 on some rank; "
         "training stopped before the optimiser step. Lower the learning rate or check the data."
     )
+
+
+def test_stage1_names_a_batch_it_cannot_render_and_renders_any_batch_size(single_thread) -> None:
+    """Each field MultiScalePatches provides is required (the error names it and the view), coordinates
+    must cover the patch, and the loss of a batch of two is the hand-written one (the batch size is axis 0,
+    not the channel count)."""
+    import dataclasses
+
+    model = model_with_spread_codes()
+    batch = patches(2)
+    for field in ("cond", "coords", "cell"):
+        with pytest.raises(ValueError) as error:
+            model.loss(dataclasses.replace(batch, **{field: None}))
+        assert str(error.value) == (
+            f"INFDAutoencoder needs batch fields [{field!r}], which this data view does not provide; "
+            "configure the data module with `view: MultiScalePatches` (e.g. --data.init_args.view.class_path "
+            "rezdiff.data.MultiScalePatches)"
+        )
+    with pytest.raises(ValueError) as error:
+        model.loss(dataclasses.replace(batch, coords=batch.coords[:, :60]))
+    assert str(error.value) == "batch has 60 coords for a 8x8 patch"
+    terms = forward_by_hand(model, batch)
+    torch.testing.assert_close(
+        model.loss(batch), terms["rec"] + model.vq_weight * terms["vq"], rtol=1e-5, atol=1e-6
+    )
