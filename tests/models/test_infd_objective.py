@@ -446,6 +446,12 @@ def test_stage1_names_a_batch_it_cannot_render_and_renders_any_batch_size(single
         model.loss(dataclasses.replace(batch, coords=batch.coords[:, :60]))
     assert str(error.value) == "batch has 60 coords for a 8x8 patch"
     terms = forward_by_hand(model, batch)
+    moved: list[
+        tuple
+    ] = []  # the perceptual network follows the prediction's device (recorded: CPU only here)
+    real_to = model.perceptual.to
+    model.perceptual.to = lambda *args, **kwargs: moved.append(args) or real_to(*args, **kwargs)
     torch.testing.assert_close(
         model.loss(batch), terms["rec"] + model.vq_weight * terms["vq"], rtol=1e-5, atol=1e-6
     )
+    assert moved == [(torch.device("cpu"),)]
