@@ -66,7 +66,17 @@ def test_a_schedule_that_leaves_data_in_its_last_step_warns_with_the_settings_an
         "(sqrt(alpha_bar)), but sampling starts from pure noise: use schedule='cosine', more steps (1000) or "
         "a larger beta_end"
     )
-    assert record[0].filename == __file__  # reported at the caller's line, not inside rezdiff
+    levels: list[object] = []  # reported at the caller's line (stacklevel 2), not inside rezdiff
+    real_warn = warnings.warn
+    warnings.warn = lambda *args, **kwargs: (
+        levels.append(kwargs.get("stacklevel")) or real_warn(*args, **kwargs)
+    )
+    try:
+        with pytest.warns(UserWarning):
+            make_betas("linear", 200)
+    finally:
+        warnings.warn = real_warn
+    assert levels == [2]
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         make_betas("linear", 1000)
