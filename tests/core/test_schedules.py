@@ -196,3 +196,18 @@ def test_linear_betas_defaults_and_make_betas_passes_its_range_on() -> None:
     torch.testing.assert_close(
         make_betas("linear", 1000, 1e-3, 0.05), torch.linspace(1e-3, 0.05, 1000, dtype=torch.float64)
     )
+
+
+def test_schedule_arithmetic_is_float64_except_on_mps() -> None:
+    """Schedules are computed in double precision from float32 inputs; a tensor on MPS (no float64 there)
+    becomes float32 instead. A tensor that reports the MPS device stands in for one."""
+    from rezdiff.core.schedules import as_f64
+
+    class OnMPS(torch.Tensor):
+        @property
+        def device(self) -> torch.device:  # type: ignore[override]
+            return torch.device("mps")
+
+    assert as_f64(torch.ones(2)).dtype == torch.float64 and as_f64(0.5).dtype == torch.float64
+    assert as_f64(torch.ones(2).as_subclass(OnMPS)).dtype == torch.float32
+    assert alphas_cumprod(torch.full((3,), 0.1)).dtype == torch.float64
