@@ -25,6 +25,7 @@ from rezdiff.core import (
     predict_x0,
     q_posterior,
     q_sample,
+    randn,
     randn_like,
     sample_timesteps,
     timestep_subsequence,
@@ -654,3 +655,37 @@ def test_cuda_state_with_cpu_generator_and_schedule() -> None:
     out = ddpm_sample(fake_eps, x_T.cuda(), acp, generator=gen(2), timesteps=ts)
     expected = ddpm_sample(fake_eps, x_T, acp, generator=gen(2), timesteps=ts)
     torch.testing.assert_close(out.cpu(), expected, rtol=1e-5, atol=1e-5)
+
+
+def test_randn_with_one_generator_per_row_draws_each_row_alone() -> None:
+    """Per-image seeds: row k of a batch is the draw of ``shape[1:]`` from generator k alone, in the
+    requested dtype, then moved to the device; a count of generators other than the rows is named."""
+    shape = (3, 2, 4)
+    rows = randn(shape, [torch.Generator().manual_seed(s) for s in (1, 2, 3)], dtype=torch.float64)
+    for k, seed in enumerate((1, 2, 3)):
+        alone = torch.randn((2, 4), generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
+        assert torch.equal(rows[k], alone)
+    moved = randn((2, 5), [torch.Generator(), torch.Generator()], device="meta")
+    assert moved.device.type == "meta" and moved.shape == (2, 5) and moved.dtype == torch.float32
+    with pytest.raises(ValueError) as error:
+        randn((3, 2), [torch.Generator(), torch.Generator()])
+    assert str(error.value) == "got 2 generators for a batch of 3 rows"
+
+
+def test_sample_timesteps_draws_with_the_generator_where_it_lives_then_moves_them() -> None:
+    """With a generator: the draw ``torch.randint(0, T, (B,))`` from it on its device, then moved to
+    ``device`` (the meta device stands in for a GPU). Without one: drawn on ``device`` itself (so a meta
+    draw leaves the CPU's global RNG alone)."""
+    expected = torch.randint(0, 10, (6,), generator=torch.Generator().manual_seed(4))
+    assert torch.equal(sample_timesteps(6, 10, generator=torch.Generator().manual_seed(4)), expected)
+    generator = torch.Generator().manual_seed(4)
+    moved = sample_timesteps(6, 10, generator=generator, device="meta")
+    assert moved.device.type == "meta" and moved.dtype == torch.long
+    fresh = torch.Generator().manual_seed(4)
+    torch.randint(0, 10, (6,), generator=fresh)  # the generator advanced by exactly that draw
+    assert torch.equal(
+        torch.randint(0, 10, (6,), generator=generator), torch.randint(0, 10, (6,), generator=fresh)
+    )
+    state = torch.get_rng_state()
+    assert sample_timesteps(6, 10, device="meta").device.type == "meta"
+    assert torch.equal(torch.get_rng_state(), state)
