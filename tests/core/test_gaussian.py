@@ -689,3 +689,20 @@ def test_sample_timesteps_draws_with_the_generator_where_it_lives_then_moves_the
     state = torch.get_rng_state()
     assert sample_timesteps(6, 10, device="meta").device.type == "meta"
     assert torch.equal(torch.get_rng_state(), state)
+
+
+def test_expand_like_moves_shapes_and_refuses_coefficients_by_their_rule() -> None:
+    """A per-sample ``[B]`` coefficient becomes ``[B, 1, ..., 1]`` on ``x``'s device and dtype (meta
+    stands in for a GPU); one of ``x``'s own rank passes as it is; anything else is named."""
+    x = torch.zeros(2, 3, 4, 4, device="meta", dtype=torch.float16)
+    c = expand_like(torch.tensor([0.5, 0.2]), x)
+    assert c.device.type == "meta" and c.dtype == torch.float16 and c.shape == (2, 1, 1, 1)
+    assert expand_like(torch.ones(2, 1, 1, 1), torch.zeros(2, 3, 4, 4)).shape == (2, 1, 1, 1)
+    with pytest.raises(ValueError) as error:
+        expand_like(torch.ones(2, 3), torch.zeros(2, 3, 4, 4))
+    assert (
+        str(error.value) == "coefficient of shape (2, 3) does not broadcast per sample against (2, 3, 4, 4)"
+    )
+    with pytest.raises(ValueError) as error:
+        expand_like(torch.ones(3), torch.zeros(2))
+    assert str(error.value) == "per-sample coefficient has 3 entries for a batch of 2"
