@@ -698,6 +698,7 @@ def test_expand_like_moves_shapes_and_refuses_coefficients_by_their_rule() -> No
     c = expand_like(torch.tensor([0.5, 0.2]), x)
     assert c.device.type == "meta" and c.dtype == torch.float16 and c.shape == (2, 1, 1, 1)
     assert expand_like(torch.ones(2, 1, 1, 1), torch.zeros(2, 3, 4, 4)).shape == (2, 1, 1, 1)
+    assert expand_like(torch.ones(2, 1), torch.zeros(2, 3)).shape == (2, 1)  # rank 2 against rank 2
     with pytest.raises(ValueError) as error:
         expand_like(torch.ones(2, 3), torch.zeros(2, 3, 4, 4))
     assert (
