@@ -198,3 +198,16 @@ def quiet_trainer(root: Path | None = None, **options: Any) -> lightning.pytorch
         enable_model_summary=False,
         **options,
     )
+
+
+def to_recorder(moved: list[tuple[Any, ...]]) -> type[torch.Tensor]:
+    """A tensor subclass whose ``.to(...)`` appends its arguments to ``moved`` and returns a plain tensor:
+    shows where code moves a tensor (on a CPU-only machine a wrong device passes every numerical test).
+    Use as ``tensor.as_subclass(to_recorder(moved))``."""
+
+    class Recorded(torch.Tensor):
+        def to(self, *args: Any, **kwargs: Any) -> torch.Tensor:
+            moved.append(args)
+            return torch.Tensor(super().to(*args, **kwargs))
+
+    return Recorded

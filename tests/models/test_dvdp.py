@@ -9,7 +9,14 @@ import torch
 from rezdiff.data import FieldBatch
 from rezdiff.models import DVDP
 from rezdiff.models.optimization import class_spec
-from tests.helpers import TINY_UNET, WildEps, loss_before_and_after, record_noise_devices, synthetic_batch
+from tests.helpers import (
+    TINY_UNET,
+    WildEps,
+    loss_before_and_after,
+    record_noise_devices,
+    synthetic_batch,
+    to_recorder,
+)
 
 TINY = {**TINY_UNET, "turning_points": (50,)}
 
@@ -240,10 +247,7 @@ def test_per_batch_stage_draw_uses_the_generators_device(monkeypatch) -> None:
 
     moved: list[tuple[object, ...]] = []
 
-    class Draw(torch.Tensor):
-        def to(self, *args, **kwargs) -> torch.Tensor:
-            moved.append(args)
-            return torch.Tensor(super().to(*args, **kwargs))
+    Draw = to_recorder(moved)
 
     def recording_randint(*args, **kwargs):
         devices.append(kwargs.get("device"))

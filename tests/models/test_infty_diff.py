@@ -15,7 +15,7 @@ from rezdiff.data import FieldBatch, FullGrid, RandomPixels, Synthetic
 from rezdiff.models import InftyDiff, InftyDiffLatent
 from rezdiff.models.infty_diff import module
 from rezdiff.models.optimization import class_spec
-from tests.helpers import REPO, TINY_INFTY_DIFF, loss_before_and_after
+from tests.helpers import REPO, TINY_INFTY_DIFF, loss_before_and_after, to_recorder
 
 TINY_CONFIG = REPO / "tests" / "configs" / "tiny_infty_diff.yaml"
 TINY_LATENT_CONFIG = REPO / "tests" / "configs" / "tiny_infty_diff_latent.yaml"
@@ -347,10 +347,7 @@ def test_encode_and_the_autoencoder_loss_place_their_pixels_on_the_models_device
         devices["random"].append(device)
         return real_random(batch, total, count, generator, device)
 
-    class Images(torch.Tensor):
-        def to(self, *args, **kwargs) -> torch.Tensor:
-            devices["images"].append(args)
-            return torch.Tensor(super().to(*args, **kwargs))  # a plain tensor from here on
+    Images = to_recorder(devices["images"])
 
     encoder_class = type(model.network.encoder)
     real_forward = encoder_class.forward
@@ -533,10 +530,7 @@ def test_sample_hands_the_models_settings_and_its_overrides_to_the_mollified_sam
     coded = InftyDiff(**TINY, latent_dim=8)
     moved: list[tuple[object, ...]] = []
 
-    class Codes(torch.Tensor):
-        def to(self, *args, **kwargs) -> torch.Tensor:
-            moved.append(args)
-            return torch.Tensor(super().to(*args, **kwargs))
+    Codes = to_recorder(moved)
 
     settings(coded, z=torch.zeros(2, 8).as_subclass(Codes))
     assert moved == [(torch.device("cpu"),)]

@@ -31,6 +31,7 @@ from rezdiff.data.batch import FieldBatch
 from rezdiff.models import InftyDiff, InftyDiffLatent
 from rezdiff.models.infty_diff.mollified import mollified_marginal
 from rezdiff.models.infty_diff.mollifier import GaussianMollifier
+from tests.helpers import to_recorder
 from tests.models.oracle import gaussian_law, whitened_statistics
 from tests.models.oracle_infty_diff import (
     LatentOracle,
@@ -583,10 +584,7 @@ def test_latent_loss_moves_the_flip_draw_and_asks_for_timesteps_on_the_datas_dev
     moved: list[tuple[object, ...]] = []
     asked: list[object] = []
 
-    class Draw(Tensor):
-        def to(self, *args: Any, **kwargs: Any) -> Tensor:
-            moved.append(args)
-            return super().to(*args, **kwargs)
+    Draw = to_recorder(moved)
 
     real_rand, real_timesteps = torch.rand, latent_module.sample_timesteps
 

@@ -40,6 +40,7 @@ from rezdiff.models.multilevel.priors import (
     InverseLaplacian,
     Matern,
 )
+from tests.helpers import to_recorder
 from tests.models.oracle_multilevel import (
     MultilevelOracle,
     PriorOperator,
@@ -356,10 +357,7 @@ def test_loss_by_hand_on_one_seed(monkeypatch: pytest.MonkeyPatch) -> None:
     moved: list[tuple[object, ...]] = []
     real_rand = torch.rand
 
-    class Draw(torch.Tensor):
-        def to(self, *args, **kwargs) -> torch.Tensor:
-            moved.append(args)
-            return torch.Tensor(super().to(*args, **kwargs))
+    Draw = to_recorder(moved)
 
     def rand(*args, **kwargs):
         devices.append(kwargs.get("device"))
@@ -436,7 +434,10 @@ def test_sample_hands_the_vp_sampler_its_grid_schedule_and_callback_then_denoise
     model.sample(2, 8, steps=4, callback=callback, generator=torch.Generator().manual_seed(0))
     [(schedule, grid, given)] = handed
     assert (schedule.beta_min, schedule.beta_max) == (0.2, 15.0) and given is callback
-    assert grid.dtype == torch.float64 and grid.tolist() == torch.linspace(1.0, 0.01, 5, dtype=torch.float64).tolist()
+    assert (
+        grid.dtype == torch.float64
+        and grid.tolist() == torch.linspace(1.0, 0.01, 5, dtype=torch.float64).tolist()
+    )
     assert marginals == [(0.01, 0.2, 15.0)]
     assert fulls[-1] == {"dtype": torch.float32, "device": torch.device("cpu")}  # the final step's time
 
