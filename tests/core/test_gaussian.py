@@ -707,3 +707,18 @@ def test_expand_like_moves_shapes_and_refuses_coefficients_by_their_rule() -> No
     with pytest.raises(ValueError) as error:
         expand_like(torch.ones(3), torch.zeros(2))
     assert str(error.value) == "per-sample coefficient has 3 entries for a batch of 2"
+
+
+def test_randn_draws_with_the_generator_where_it_lives_then_moves_the_noise() -> None:
+    """One generator: the draw from it on its device (the generator advances by exactly that draw), then
+    moved to ``device`` (meta stands in for a GPU). None: drawn on ``device`` itself, so a meta draw leaves
+    the CPU's global RNG alone."""
+    generator = torch.Generator().manual_seed(5)
+    noise = randn((2, 3), generator, device="meta")
+    assert noise.device.type == "meta" and noise.shape == (2, 3)
+    fresh = torch.Generator().manual_seed(5)
+    torch.randn((2, 3), generator=fresh)
+    assert torch.equal(torch.randn((2, 3), generator=generator), torch.randn((2, 3), generator=fresh))
+    state = torch.get_rng_state()
+    assert randn((2, 3), None, device="meta").device.type == "meta"
+    assert torch.equal(torch.get_rng_state(), state)
