@@ -211,3 +211,25 @@ def to_recorder(moved: list[tuple[Any, ...]]) -> type[torch.Tensor]:
             return torch.Tensor(super().to(*args, **kwargs))
 
     return Recorded
+
+
+def move_live_weights(network: torch.nn.Module) -> None:
+    """Add ``0.1 N(0, 1)`` (global RNG) to every weight of ``network`` in place, so that the live weights
+    differ from the EMA copy a model makes when it is built (for tests of which weights a path reads)."""
+    with torch.no_grad():
+        for p in network.parameters():
+            p.add_(0.1 * torch.randn_like(p))
+
+
+def record_calls(monkeypatch: Any, owner: Any, name: str) -> list[tuple[tuple[Any, ...], dict[str, Any]]]:
+    """Wrap ``owner.name`` so that each call's ``(args, kwargs)`` is appended to the returned list (a
+    device argument shows where a GPU run would draw or move; on a CPU-only machine nothing else does)."""
+    calls: list[tuple[tuple[Any, ...], dict[str, Any]]] = []
+    real = getattr(owner, name)
+
+    def recording(*args: Any, **kwargs: Any) -> Any:
+        calls.append((args, kwargs))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(owner, name, recording)
+    return calls

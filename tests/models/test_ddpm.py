@@ -8,7 +8,15 @@ import torch
 from rezdiff.data import FieldBatch
 from rezdiff.models import DDPM
 from rezdiff.models.optimization import class_spec
-from tests.helpers import TINY_UNET, WildEps, loss_before_and_after, record_noise_devices, synthetic_batch
+from tests.helpers import (
+    TINY_UNET,
+    WildEps,
+    loss_before_and_after,
+    move_live_weights,
+    record_calls,
+    record_noise_devices,
+    synthetic_batch,
+)
 
 TINY = TINY_UNET
 
@@ -36,9 +44,7 @@ def test_sample_shapes_range_and_determinism() -> None:
 
 def test_sample_uses_ema_weights_by_default() -> None:
     model = DDPM(**TINY, ema={"decay": 0.5, "warmup": False})
-    with torch.no_grad():
-        for p in model.network.parameters():
-            p.add_(0.1 * torch.randn_like(p))  # the raw weights move, the EMA copy does not
+    move_live_weights(model.network)  # the raw weights move, the EMA copy does not
     ema = model.sample(1, 16, generator=torch.Generator().manual_seed(0))
     raw = model.sample(1, 16, generator=torch.Generator().manual_seed(0), use_ema=False)
     assert not torch.allclose(ema, raw)
@@ -158,13 +164,9 @@ def test_loss_draws_everything_from_its_generator_for_the_datas_device(monkeypat
         torch.manual_seed(global_seed)
         losses.append(float(model.loss(batch, torch.Generator().manual_seed(3))))
     assert losses[0] == losses[1]
-    asked: list[object] = []
-    real = module.sample_timesteps
-    monkeypatch.setattr(
-        module, "sample_timesteps", lambda *a, **k: asked.append(k.get("device")) or real(*a, **k)
-    )
+    calls = record_calls(monkeypatch, module, "sample_timesteps")
     model.loss(batch, torch.Generator().manual_seed(3))
-    assert asked == [torch.device("cpu")]
+    assert [kwargs.get("device") for _, kwargs in calls] == [torch.device("cpu")]
 
 
 def test_sample_calls_back_at_every_step() -> None:

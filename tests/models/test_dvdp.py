@@ -13,6 +13,7 @@ from tests.helpers import (
     TINY_UNET,
     WildEps,
     loss_before_and_after,
+    move_live_weights,
     record_noise_devices,
     synthetic_batch,
     to_recorder,
@@ -205,9 +206,7 @@ def test_sample_draws_its_noise_on_the_models_device_and_is_silent_by_default(mo
 
 def test_sample_uses_ema_weights_by_default() -> None:
     model = DVDP(**TINY, ema={"decay": 0.5, "warmup": False})
-    with torch.no_grad():
-        for p in model.network.parameters():
-            p.add_(0.1 * torch.randn_like(p))  # the raw weights move, the EMA copy does not
+    move_live_weights(model.network)  # the raw weights move, the EMA copy does not
     default = model.sample(1, 16, steps=2, generator=torch.Generator().manual_seed(0))
     ema = model.sample(1, 16, steps=2, generator=torch.Generator().manual_seed(0), use_ema=True)
     raw = model.sample(1, 16, steps=2, generator=torch.Generator().manual_seed(0), use_ema=False)

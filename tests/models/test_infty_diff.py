@@ -10,12 +10,19 @@ import pytest
 import torch
 
 import rezdiff
-from rezdiff.core.gaussian import sample_timesteps
 from rezdiff.data import FieldBatch, FullGrid, RandomPixels, Synthetic
 from rezdiff.models import InftyDiff, InftyDiffLatent
+from rezdiff.models.base import step_generator
 from rezdiff.models.infty_diff import module
 from rezdiff.models.optimization import class_spec
-from tests.helpers import REPO, TINY_INFTY_DIFF, loss_before_and_after, to_recorder
+from tests.helpers import (
+    REPO,
+    TINY_INFTY_DIFF,
+    loss_before_and_after,
+    move_live_weights,
+    record_calls,
+    to_recorder,
+)
 
 TINY_CONFIG = REPO / "tests" / "configs" / "tiny_infty_diff.yaml"
 TINY_LATENT_CONFIG = REPO / "tests" / "configs" / "tiny_infty_diff_latent.yaml"
@@ -231,9 +238,7 @@ def test_autoencoder_encode_preview_codes_and_load_state_dict_by_their_contract(
     training images cycled to the batch, and load_state_dict keeps strict and assign."""
     torch.manual_seed(0)
     model = InftyDiff(**TINY, latent_dim=8, ema={"decay": 0.5, "warmup": False})
-    with torch.no_grad():
-        for p in model.network.parameters():
-            p.add_(0.1 * torch.randn_like(p))  # the raw weights move, the EMA copy does not
+    move_live_weights(model.network)  # the raw weights move, the EMA copy does not
     images = pixel_batch(3).image
     ema, raw = model.encode(images, use_ema=True), model.encode(images, use_ema=False)
     assert not torch.allclose(ema, raw)
@@ -311,16 +316,10 @@ def test_loss_draws_its_timesteps_for_the_datas_device_and_names_a_channel_misma
 ) -> None:
     """On a GPU the timesteps index the schedule on the data's device: the loss must ask for that device
     (on this CPU-only machine a draw left on the generator's device would pass every numerical test)."""
-    asked: list[object] = []
-
-    def recording(*args, **kwargs):
-        asked.append(kwargs.get("device"))
-        return sample_timesteps(*args, **kwargs)
-
-    monkeypatch.setattr(module, "sample_timesteps", recording)
+    calls = record_calls(monkeypatch, module, "sample_timesteps")
     model = InftyDiff(**TINY)
     model.loss(pixel_batch(2), torch.Generator().manual_seed(0))
-    assert asked == [torch.device("cpu")]
+    assert [kwargs.get("device") for _, kwargs in calls] == [torch.device("cpu")]
     grey = pixel_batch(2)
     grey.image = grey.image[:, :1]
     with pytest.raises(ValueError) as error:
@@ -374,9 +373,7 @@ def test_encode_known_is_the_code_of_the_pixels_known_in_every_channel() -> None
     set; EMA weights unless asked otherwise; an image with no known pixel is named."""
     torch.manual_seed(0)
     model = InftyDiff(**TINY, latent_dim=8, ema={"decay": 0.5, "warmup": False})
-    with torch.no_grad():
-        for p in model.network.parameters():
-            p.add_(0.1 * torch.randn_like(p))
+    move_live_weights(model.network)
     images = pixel_batch(3).image
     shared = torch.zeros(1, 1, 16, 16)
     shared[..., 2:9, 3:12] = 1
@@ -423,26 +420,16 @@ def test_an_autoencoders_prediction_reconstructs_the_batch_with_the_predict_seed
     samples as every family does."""
     torch.manual_seed(0)
     model = InftyDiff(**TINY, latent_dim=8, ema={"decay": 0.5, "warmup": False})
-    with torch.no_grad():
-        for p in model.network.parameters():
-            p.add_(0.1 * torch.randn_like(p))  # EMA and raw weights differ: the EMA encoder codes
+    move_live_weights(model.network)  # EMA and raw weights differ: the EMA encoder codes
     batch = FieldBatch.collate([FullGrid(32)(Synthetic(num_images=3, resolution=32), i) for i in range(3)])
     z = model.encode(batch.image, use_ema=True)
-    expected = model.sample(3, (32, 32), generator=module.step_generator(0, 3, 4, 0), z=z)
-    devices: list[object] = []
-    real = module.step_generator
-
-    def recording(*keys: int, **kwargs) -> torch.Generator:
-        devices.append(kwargs.get("device"))
-        return real(*keys, **kwargs)
-
-    monkeypatch.setattr(module, "step_generator", recording)
+    expected = model.sample(3, (32, 32), generator=step_generator(0, 3, 4, 0), z=z)
+    calls = record_calls(monkeypatch, module, "step_generator")
     torch.testing.assert_close(model.predict_step(batch, 4), expected, rtol=0, atol=0)
-    assert devices == [torch.device("cpu")]
+    assert [kwargs.get("device") for _, kwargs in calls] == [torch.device("cpu")]
     plain = InftyDiff(**TINY)
-    torch.testing.assert_close(
-        plain.predict_step(batch, 4), plain.sample(3, (32, 32), generator=real(0, 3, 4, 0))
-    )
+    expected = plain.sample(3, (32, 32), generator=step_generator(0, 3, 4, 0))
+    torch.testing.assert_close(plain.predict_step(batch, 4), expected)
 
 
 def test_denoiser_reads_ema_weights_checks_its_code_and_indexes_on_the_states_device(
@@ -453,9 +440,7 @@ def test_denoiser_reads_ema_weights_checks_its_code_and_indexes_on_the_states_de
     device (recorded: on a CPU-only machine a slip passes every numerical test)."""
     torch.manual_seed(0)
     model = InftyDiff(**TINY, latent_dim=8, ema={"decay": 0.5, "warmup": False})
-    with torch.no_grad():
-        for p in model.network.parameters():
-            p.add_(0.1 * torch.randn_like(p))
+    move_live_weights(model.network)
     x, t, z = torch.randn(2, 3, 16, 16), torch.tensor([3, 700]), torch.randn(2, 8)
     default, ema, raw = (
         model.denoiser(16, z=z, **k)(x, t) for k in ({}, {"use_ema": True}, {"use_ema": False})
@@ -464,16 +449,9 @@ def test_denoiser_reads_ema_weights_checks_its_code_and_indexes_on_the_states_de
     with pytest.raises(ValueError) as error:
         model.denoiser(16, z=torch.zeros(2, 5))
     assert str(error.value) == "z must be [B, 8], got (2, 5)"
-    devices: list[object] = []
-    real_all = module._all_pixels
-
-    def all_pixels(batch: int, height: int, width: int, device: torch.device) -> torch.Tensor:
-        devices.append(device)
-        return real_all(batch, height, width, device)
-
-    monkeypatch.setattr(module, "_all_pixels", all_pixels)
+    calls = record_calls(monkeypatch, module, "_all_pixels")
     model.denoiser(16, z=z)(x, t)
-    assert devices == [torch.device("cpu")]
+    assert [args[3] for args, _ in calls] == [torch.device("cpu")]  # (batch, height, width, device)
 
 
 class _Stop(Exception):

@@ -24,6 +24,7 @@ import torch
 
 from rezdiff.data.batch import FieldBatch
 from rezdiff.models import INFD
+from tests.helpers import record_calls
 from tests.models.oracle import gaussian_law, sampler_law
 from tests.models.oracle_infd import LinearStage1, infd_oracle, nearest_codes
 from tests.models.test_oracle_ddpm_dvdp import assert_follows
@@ -307,13 +308,9 @@ def test_loss_names_data_that_are_not_latents_and_asks_for_timesteps_on_their_de
         "INFD expects batches of stage-1 latents (2, 8, 8), got (3, 32, 32): configure the data module with "
         "`view: rezdiff.models.infd.CachedLatents`"
     )
-    asked: list[object] = []
-    real = latent_module.sample_timesteps
-    monkeypatch.setattr(
-        latent_module, "sample_timesteps", lambda *a, **k: asked.append(k.get("device")) or real(*a, **k)
-    )
+    calls = record_calls(monkeypatch, latent_module, "sample_timesteps")
     model.loss(FieldBatch(image=torch.zeros(2, 2, 8, 8)), torch.Generator().manual_seed(0))
-    assert asked == [torch.device("cpu")]
+    assert [kwargs.get("device") for _, kwargs in calls] == [torch.device("cpu")]
 
 
 def test_sample_latents_defaults_when_called_directly(law, capsys: pytest.CaptureFixture[str]) -> None:

@@ -31,7 +31,7 @@ from rezdiff.data.batch import FieldBatch
 from rezdiff.models import InftyDiff, InftyDiffLatent
 from rezdiff.models.infty_diff.mollified import mollified_marginal
 from rezdiff.models.infty_diff.mollifier import GaussianMollifier
-from tests.helpers import to_recorder
+from tests.helpers import move_live_weights, to_recorder
 from tests.models.oracle import gaussian_law, whitened_statistics
 from tests.models.oracle_infty_diff import (
     LatentOracle,
@@ -623,9 +623,7 @@ def test_latent_sample_is_its_codes_then_stage1_with_every_option_passed_on() ->
     exactly what the two calls written out give."""
     torch.manual_seed(0)
     model = latent_model(ema={"decay": 0.5, "warmup": False})
-    with torch.no_grad():
-        for p in model.network.parameters():
-            p.add_(0.1 * torch.randn_like(p))  # EMA and raw latent weights differ
+    move_live_weights(model.network)  # EMA and raw latent weights differ
     seen: list[int] = []
     ddim = dict(steps=2, sampler="ddim", eta=0.5, spacing="leading", eps_after_clip="network", deblur=False)
     ddpm = dict(steps=2, sampler="ddpm", spacing="leading")
@@ -660,9 +658,7 @@ def test_latent_codes_default_to_the_models_settings_and_each_override_counts() 
     EMA weights, unstandardised; each option given changes the codes (so none is dropped on the way)."""
     torch.manual_seed(0)
     model = latent_model(ema={"decay": 0.5, "warmup": False}, eta=0.5)
-    with torch.no_grad():
-        for p in model.network.parameters():
-            p.add_(0.1 * torch.randn_like(p))
+    move_live_weights(model.network)
 
     model.sample_steps, model.spacing = 7, "leading"  # neither the class default nor the other option
 

@@ -40,7 +40,7 @@ from rezdiff.models.multilevel.priors import (
     InverseLaplacian,
     Matern,
 )
-from tests.helpers import to_recorder
+from tests.helpers import move_live_weights, to_recorder
 from tests.models.oracle_multilevel import (
     MultilevelOracle,
     PriorOperator,
@@ -448,9 +448,7 @@ def test_eps_reads_the_live_network_by_default_with_time_in_the_states_dtype(
     """``eps`` (what the loss trains) calls the live network, not the EMA copy, unless asked; the network
     gets ``1000 t`` in the state's dtype (the loss draws t in float64)."""
     model = MultilevelSDE(image_size=8, channels=2, **NETWORK, ema={"decay": 0.5, "warmup": False})
-    with torch.no_grad():
-        for p in model.network.parameters():
-            p.add_(0.1 * torch.randn_like(p))
+    move_live_weights(model.network)
     x, t = torch.randn(2, 2, 8, 8), torch.tensor([0.3, 0.7], dtype=torch.float64)
     live, ema = model.network(x, t.float() * 1000), model.ema.module(x, t.float() * 1000)
     assert not torch.allclose(live, ema)

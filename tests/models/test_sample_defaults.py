@@ -12,7 +12,7 @@ import torch
 
 from rezdiff.models import INFD, DiffusionModule, InftyDiff, MultilevelSDE
 from rezdiff.models.infty_diff import InftyDiffLatent
-from tests.helpers import TINY_INFTY_DIFF
+from tests.helpers import TINY_INFTY_DIFF, move_live_weights
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 
@@ -53,9 +53,7 @@ def _sample(model: DiffusionModule, options: dict[str, Any], **extra: Any) -> to
 def test_sample_uses_ema_weights_by_default(family: str) -> None:
     build, options = FAMILIES[family]
     model = build()
-    with torch.no_grad():
-        for p in model.network.parameters():
-            p.add_(0.1 * torch.randn_like(p))  # the raw weights move, the EMA copy does not
+    move_live_weights(model.network)  # the raw weights move, the EMA copy does not
     default = _sample(model, options)
     ema = _sample(model, options, use_ema=True)
     raw = _sample(model, options, use_ema=False)
