@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import argparse
 import fnmatch
+import hashlib
 import json
 import os
 import subprocess
@@ -319,7 +320,7 @@ def score_module(
     """
     result = ModuleScore(module)
     for name, code in sorted(exit_codes.items()):
-        status = status_of(code)
+        status, function = status_of(code), function_of(name)
         result.mutants += 1
         if status == "survived":
             explained = equivalents.get(name)
@@ -328,12 +329,12 @@ def score_module(
                 status = "equivalent"
                 result.equivalents.append({"name": name, "reason": explained.reason})
             elif code == NOT_REACHED:
-                result.unreached[function_of(name)] = result.unreached.get(function_of(name), 0) + 1
+                result.unreached[function] = result.unreached.get(function, 0) + 1
             else:
                 result.survivors.append({"name": name, "diff": diff})
         status = "not_checked" if status == "not checked" else status
         setattr(result, status, getattr(result, status) + 1)
-        counts = result.functions.setdefault(function_of(name), {})
+        counts = result.functions.setdefault(function, {})
         counts[status] = counts.get(status, 0) + 1
     return result
 
@@ -750,8 +751,6 @@ def folder_settings(folder: Path) -> dict[str, Any]:
 
 
 def _sha256(text: bytes) -> str:
-    import hashlib
-
     return hashlib.sha256(text).hexdigest()
 
 
@@ -771,12 +770,8 @@ def carried_row(previous: dict[str, Any], module: str) -> ModuleScore | None:
     if row is None or row["mutants"] == row["not_checked"]:
         return None
     prefix = module.removesuffix(".py").replace("/", ".") + "."
-    score = ModuleScore(module, **{k: row[k] for k in ("mutants", "killed", "survived", "timeout")})
-    score.equivalent, score.suspicious, score.not_checked = (
-        row["equivalent"],
-        row["suspicious"],
-        row["not_checked"],
-    )
+    counts = ("mutants", "killed", "survived", "timeout", "equivalent", "suspicious", "not_checked")
+    score = ModuleScore(module, **{k: row[k] for k in counts})
     score.survivors = [m for m in previous.get("survivors", []) if m["name"].startswith(prefix)]
     score.equivalents = [m for m in previous.get("equivalents", []) if m["name"].startswith(prefix)]
     return score
@@ -805,13 +800,14 @@ def merged_with_committed(
             if row is not None and module in codes:
                 print(f"{module}: the committed verdicts have no per-mutant record: this run replaces them")
             elif row is not None:
-                rows[module], used = row, [*used, module]
+                rows[module] = row
+                used.append(module)
             continue
         if verdicts[module]["sha256"] != _sha256(mutated_text(folders, module)):
             print(f"{module}: the committed verdicts were taken on another text of it: dropped")
             continue
-        old = {name: code for name, code in verdicts[module]["codes"].items()}
-        codes[module], source = merge_codes([("committed", old), ("runs", codes.get(module, {}))])
+        earlier = verdicts[module]["codes"]
+        codes[module], source = merge_codes([("committed", earlier), ("runs", codes.get(module, {}))])
         diffs.update({n: d for n, d in verdicts[module]["diffs"].items() if source.get(n) == "committed"})
         used.append(module)
     return used, rows
