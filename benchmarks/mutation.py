@@ -83,7 +83,11 @@ MODULE_TESTS: dict[str, list[str]] = {
         "tests/core/test_operators.py",
         "tests/models/test_oracle_multilevel_priors.py",
     ],
-    "rezdiff/core/pyramid.py": ["tests/core/test_pyramid.py", "tests/models/test_oracle_ddpm_dvdp.py"],
+    "rezdiff/core/pyramid.py": [
+        "tests/core/test_pyramid.py",
+        "tests/core/test_pyramid_schedule.py",
+        "tests/models/test_oracle_ddpm_dvdp.py",
+    ],
     "rezdiff/core/schedules.py": ["tests/core/test_schedules.py", "tests/core/test_gaussian.py"],
     # the exact-oracle tests (sample laws, loss minima, objective terms by hand), the wiring tests
     # (sample == core sampler) and the start-time and per-image-seed tests of the family's sample();
