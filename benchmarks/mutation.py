@@ -68,7 +68,7 @@ MODULE_TESTS: dict[str, list[str]] = {
         "tests/core/test_vp_ode.py",
         "tests/models/test_oracle_ddpm_dvdp.py",
     ],
-    "rezdiff/core/laplacian.py": ["tests/metrics/test_swd.py", "tests/nn/test_perceptual.py"],
+    "rezdiff/core/laplacian.py": ["tests/core/test_laplacian.py", "tests/metrics/test_swd.py"],
     "rezdiff/core/loops.py": [
         "tests/core/test_loops.py",
         "tests/core/test_gaussian.py",
@@ -76,9 +76,9 @@ MODULE_TESTS: dict[str, list[str]] = {
         "tests/core/test_samplers.py",
     ],
     "rezdiff/models/infty_diff/mollified.py": ["tests/core/test_mollified.py"],
-    "rezdiff/core/shapes.py": ["tests/data/test_coords.py", "tests/core/test_mollified.py"],
+    "rezdiff/core/shapes.py": ["tests/core/test_shapes.py", "tests/data/test_coords.py"],
     "rezdiff/core/samplers.py": ["tests/core/test_samplers.py"],
-    "rezdiff/core/sampling.py": ["tests/core/test_samplers.py", "tests/core/test_gaussian.py"],
+    "rezdiff/core/sampling.py": ["tests/core/test_sampling_contract.py", "tests/core/test_samplers.py"],
     "rezdiff/core/operators.py": [
         "tests/core/test_operators.py",
         "tests/models/test_oracle_multilevel_priors.py",
@@ -86,6 +86,7 @@ MODULE_TESTS: dict[str, list[str]] = {
     "rezdiff/core/pyramid.py": [
         "tests/core/test_pyramid.py",
         "tests/core/test_pyramid_schedule.py",
+        "tests/core/test_pyramid_steps.py",
         "tests/models/test_oracle_ddpm_dvdp.py",
     ],
     "rezdiff/core/schedules.py": ["tests/core/test_schedules.py", "tests/core/test_gaussian.py"],
