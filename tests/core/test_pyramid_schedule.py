@@ -72,8 +72,16 @@ def test_the_last_and_first_legal_turning_points_are_accepted() -> None:
     for turns in ((1,), (9,), (1, 9), (1, 2)):
         schedule = make_dvdp_schedule(turns, 10, "linear", 1e-3, 0.3, lambda_end=1e-3)
         assert schedule.turning_points == turns
-    lam_end = float(alphas_cumprod(make_betas("linear", 10, 1e-3, 0.3))[2].sqrt())
-    make_dvdp_schedule((3,), 10, "linear", 1e-3, 0.3, lambda_end=lam_end * (1 - 1e-9))  # just inside
+    base = alphas_cumprod(make_betas("linear", 10, 1e-3, 0.3)).sqrt().tolist()
+    make_dvdp_schedule((3,), 10, "linear", 1e-3, 0.3, lambda_end=base[2] * (1 - 1e-9))  # just inside
+
+
+def test_lambda_end_is_bounded_by_the_base_attenuation_at_the_turning_index() -> None:
+    """The bound is ``sqrt(abar)`` at index ``T - 1`` (the last of the stage), itself excluded."""
+    base = alphas_cumprod(make_betas("linear", 10, 1e-3, 0.3)).sqrt().tolist()
+    for lambda_end in (base[2], (base[1] + base[2]) / 2):  # the bound itself; between T - 2 and T - 1
+        with pytest.raises(ValueError, match=rf"^lambda_end must be in \(0, {base[2]:.4g}\) \(base sqrt"):
+            make_dvdp_schedule((3,), 10, "linear", 1e-3, 0.3, lambda_end=lambda_end)
 
 
 def _table(rows: list[list[float]]) -> torch.Tensor:
@@ -87,18 +95,25 @@ def test_check_markov_accepts_a_kernel_of_zero_variance_and_refuses_the_smallest
     check_markov(lam, sigma)  # everything deterministic: legal
     check_markov(_table([[0.5, 0.25]]), _table([[0.2, 0.1]]))  # q^2 = 0.01 - 0.25 * 0.04 = 0 at t = 1
     check_markov(_table([[0.5, 0.25]]), _table([[0.2, 0.1 - 1e-14]]))  # within atol = 1e-12
-    with pytest.raises(ValueError, match=r"component 0 at t=1 has sigma_t\^2 = 0\.0081 < .* = 0\.01;"):
+    first = r"^invalid DVDP schedule: component 0 at t=1 has sigma_t\^2 = 0\.0081 < .* = 0\.01; "
+    with pytest.raises(ValueError, match=first + r"no Markov transition has these marginals \(Eq\. 7\)"):
         check_markov(_table([[0.5, 0.25]]), _table([[0.2, 0.09]]))
     with pytest.raises(ValueError, match=r"component 1 at t=2 "):
         check_markov(_table([[1.0, 1.0, 1.0], [0.9, 0.8, 0.8]]), _table([[0.1, 0.2, 0.3], [0.1, 0.2, 0.1]]))
     check_markov(_table([[0.5, 0.25]]), _table([[0.2, 0.09]]), atol=0.01)  # a larger tolerance passes
+    # excess = 0.25^2 - 1 * 0.5^2 = -0.1875 exactly: a tolerance of exactly that much still passes
+    check_markov(_table([[1.0, 1.0]]), _table([[0.5, 0.25]]), atol=0.1875)
+    with pytest.raises(ValueError, match=r"\. Attenuate more slowly or add noise\.$"):
+        check_markov(_table([[1.0, 1.0]]), _table([[0.5, 0.25]]), atol=0.1874)
 
 
 @pytest.mark.parametrize(
     "lam, sigma", [([[1.0, 0.0]], [[0.1, 0.2]]), ([[1.0, -0.5]], [[0.1, 0.2]]), ([[1.0, 0.5]], [[0.1, -0.2]])]
 )
 def test_check_markov_refuses_a_non_positive_lambda_or_negative_sigma(lam, sigma) -> None:
-    with pytest.raises(ValueError, match="lambda must be positive and sigma non-negative"):
+    with pytest.raises(
+        ValueError, match=r"^invalid DVDP schedule: lambda must be positive and sigma non-negative$"
+    ):
         check_markov(_table(lam), _table(sigma))
 
 
