@@ -152,12 +152,6 @@ SUBSETS: dict[str, list[str]] = {
     ],
     # the reverse steps and loops every family's sample() calls (DDPM/DDIM/VP SDE/ODE) and their registry
     "core_sampling": ["rezdiff/core/gaussian.py", "rezdiff/core/loops.py", "rezdiff/core/samplers.py"],
-    # the spectral operators and priors alone
-    "operators": [
-        "rezdiff/core/operators.py",
-        "rezdiff/models/multilevel/priors.py",
-        "rezdiff/models/infty_diff/mollifier.py",
-    ],
     "ddpm": ["rezdiff/models/ddpm/module.py"],
     "dvdp": ["rezdiff/models/dvdp/module.py"],
     "ddpm_dvdp": ["rezdiff/models/ddpm/module.py", "rezdiff/models/dvdp/module.py"],  # one stats run for both
