@@ -10,6 +10,7 @@ import torch.nn.functional as F
 from scipy.ndimage import convolve
 
 from rezdiff.core.laplacian import (
+    BINOMIAL_5,
     binomial_blur,
     collapse_laplacian_pyramid,
     gaussian_pyramid,
@@ -17,6 +18,7 @@ from rezdiff.core.laplacian import (
     pyr_down,
     pyr_up,
 )
+from tests.helpers import record_calls
 
 KERNEL = np.outer([1.0, 4.0, 6.0, 4.0, 1.0], [1.0, 4.0, 6.0, 4.0, 1.0])[None, None] / 256
 
@@ -34,6 +36,16 @@ def test_blur_is_scipys_mirror_convolution_per_channel(size: tuple[int, int]) ->
     np.testing.assert_allclose(
         pyr_down(x).numpy(), convolve(x.numpy(), KERNEL, mode="mirror")[..., ::2, ::2], atol=1e-14
     )
+
+
+def test_the_filter_is_made_on_the_images_device(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A kernel left on the CPU cannot convolve a GPU batch; here (CPU, and meta convolves with a CPU kernel)
+    only the call that makes the kernel shows it."""
+    made = record_calls(monkeypatch, torch, "tensor")
+    blurred = binomial_blur(torch.zeros(1, 2, 8, 8, device="meta"))
+    assert blurred.device.type == "meta" and blurred.shape == (1, 2, 8, 8)
+    kernels = [kwargs for args, kwargs in made if args and args[0] == BINOMIAL_5]
+    assert len(kernels) == 1 and torch.device(kernels[0]["device"]).type == "meta"
 
 
 @pytest.mark.parametrize("size", [(2, 5), (6, 2), (1, 4)])

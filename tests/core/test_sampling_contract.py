@@ -73,8 +73,8 @@ def test_check_timesteps_accepts_the_bounds_and_returns_ints() -> None:
         ([], r"^timesteps is empty$"),
         ([5, 5, 1], r"^timesteps must be strictly decreasing, got \[5, 5, 1\]$"),
         ([1, 5], r"^timesteps must be strictly decreasing, got \[1, 5\]$"),
-        ([10, 3], r"^timesteps must lie in \[0, 9\], got 10 \.\. 3$"),
-        ([4, -1], r"^timesteps must lie in \[0, 9\], got 4 \.\. -1$"),
+        ([10, 5, 3], r"^timesteps must lie in \[0, 9\], got 10 \.\. 3$"),
+        ([4, 2, -1], r"^timesteps must lie in \[0, 9\], got 4 \.\. -1$"),
     ],
 )
 def test_check_timesteps_refusals(timesteps, message) -> None:
