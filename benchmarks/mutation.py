@@ -81,6 +81,7 @@ MODULE_TESTS: dict[str, list[str]] = {
     "rezdiff/core/sampling.py": ["tests/core/test_sampling_contract.py", "tests/core/test_samplers.py"],
     "rezdiff/core/operators.py": [
         "tests/core/test_operators.py",
+        "tests/core/test_operators_contract.py",
         "tests/models/test_oracle_multilevel_priors.py",
     ],
     "rezdiff/core/pyramid.py": [
