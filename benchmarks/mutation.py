@@ -75,7 +75,10 @@ MODULE_TESTS: dict[str, list[str]] = {
         "tests/core/test_vp_ode.py",
         "tests/core/test_samplers.py",
     ],
-    "rezdiff/models/infty_diff/mollified.py": ["tests/core/test_mollified.py"],
+    "rezdiff/models/infty_diff/mollified.py": [
+        "tests/core/test_mollified.py",
+        "tests/models/test_mollifier_contract.py",
+    ],
     "rezdiff/core/shapes.py": ["tests/core/test_shapes.py", "tests/data/test_coords.py"],
     "rezdiff/core/samplers.py": ["tests/core/test_samplers.py"],
     "rezdiff/core/sampling.py": ["tests/core/test_sampling_contract.py", "tests/core/test_samplers.py"],
@@ -109,6 +112,7 @@ MODULE_TESTS: dict[str, list[str]] = {
     "rezdiff/models/infty_diff/mollifier.py": [
         "tests/core/test_operators.py",
         "tests/core/test_mollified.py",
+        "tests/models/test_mollifier_contract.py",
     ],
     "rezdiff/models/infd/guidance.py": ["tests/inverse/test_guidance.py"],
     "rezdiff/models/infty_diff/inverse.py": ["tests/inverse/test_infty_diff_inverse.py"],

@@ -99,6 +99,13 @@ def test_laplacian_eigenvalues_refusals(args, message) -> None:
         laplacian_eigenvalues(*args)
 
 
+def test_spectral_multiply_refuses_an_unknown_boundary() -> None:
+    """Both bases are taken by name: a misspelt boundary must not fall through to the cosine basis."""
+    for boundary in ("REFLECT", "neumann", None):
+        with pytest.raises(ValueError, match=rf"^unknown boundary {boundary!r}; expected one of"):
+            spectral_multiply(torch.zeros(2, 2), torch.ones(2, 2), boundary)  # type: ignore[arg-type]
+
+
 def test_the_smallest_grid_has_the_constant_mode_only() -> None:
     for boundary in ("periodic", "reflect"):
         assert laplacian_eigenvalues(1, 1, boundary).tolist() == [[0.0]]

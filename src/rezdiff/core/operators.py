@@ -173,8 +173,9 @@ def spectral_multiply(x: Tensor, multiplier: Tensor, boundary: Boundary) -> Tens
     """``F* diag(multiplier) F x`` over the last two dims, ``F`` the unitary DFT or DCT-II.
 
     ``multiplier`` is ``[H, W]`` in the basis layout; periodic multipliers must be even (``m_k = m_-k``),
-    which keeps real inputs real and lets the real FFT do half the work.
+    which keeps real inputs real and lets the real FFT do half the work. Any other ``boundary`` is refused.
     """
+    check_choice("boundary", boundary, ("periodic", "reflect"))
     _check_grid(x)
     dtype = _compute_dtype(x)
     with _autocast_off(x):
