@@ -108,6 +108,7 @@ MODULE_TESTS: dict[str, list[str]] = {
     "rezdiff/models/multilevel/priors.py": [
         "tests/core/test_operators.py",
         "tests/models/test_oracle_multilevel_priors.py",
+        "tests/models/test_priors_contract.py",
     ],
     "rezdiff/models/infty_diff/mollifier.py": [
         "tests/core/test_operators.py",
