@@ -22,6 +22,7 @@ from rezdiff.core import (
     vp_integrated_beta,
     vp_marginal,
 )
+from rezdiff.core.schedules import TERMINAL_SIGNAL
 
 
 @pytest.mark.parametrize("num_steps", [1000, 250])
@@ -211,3 +212,16 @@ def test_schedule_arithmetic_is_float64_except_on_mps() -> None:
     assert as_f64(torch.ones(2)).dtype == torch.float64 and as_f64(0.5).dtype == torch.float64
     assert as_f64(torch.ones(2).as_subclass(OnMPS)).dtype == torch.float32
     assert alphas_cumprod(torch.full((3,), 0.1)).dtype == torch.float64
+
+
+def test_a_schedule_keeping_exactly_the_terminal_signal_does_not_warn() -> None:
+    """The warning is for *more* than ``TERMINAL_SIGNAL`` left at ``T - 1``: two betas chosen so that
+    ``sqrt(alpha_bar_1)`` is the float 0.05 exactly (found by search) sit on the bound and stay quiet."""
+    betas = (0.5297, 0.994684244099511)
+    signal = alphas_cumprod(torch.tensor(betas, dtype=torch.float64))[-1].sqrt().item()
+    assert signal == TERMINAL_SIGNAL == 0.05
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        make_betas("linear", 2, *betas)
+    with pytest.warns(UserWarning, match="keeps 0.05 of the data"):
+        make_betas("linear", 2, betas[0], math.nextafter(betas[1], 0.0))  # a hair more signal
