@@ -234,6 +234,10 @@ def test_mollified_sample_is_the_registered_sampler_with_the_mollified_noise() -
         None,
     )
     torch.testing.assert_close(plain, ddim, rtol=0, atol=0)
+    small, mollifier = x_T[..., :4, :4], GaussianMollifier(1.0)
+    ancestral = mollified_sample(eps_fn, small, AB, [90, 10], mollifier, sampler="ddpm", generator=gen(9))
+    unit = mollified_sample(eps_fn, small, AB, [90, 10], mollifier, 1.0, sampler="ddpm", generator=gen(9))
+    torch.testing.assert_close(ancestral, unit, rtol=0, atol=0)  # f = 1 by default: the noise is T z
 
 
 def test_mollified_sample_shows_a_bar_only_when_asked(capsys: pytest.CaptureFixture[str]) -> None:
