@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import os
 from pathlib import Path
 from typing import Any
@@ -200,17 +201,31 @@ def quiet_trainer(root: Path | None = None, **options: Any) -> lightning.pytorch
     )
 
 
-def to_recorder(moved: list[tuple[Any, ...]]) -> type[torch.Tensor]:
-    """A tensor subclass whose ``.to(...)`` appends its arguments to ``moved`` and returns a plain tensor:
-    shows where code moves a tensor (on a CPU-only machine a wrong device passes every numerical test).
+def to_recorder(moved: list[tuple[Any, ...]], keep: bool = False) -> type[torch.Tensor]:
+    """A tensor subclass whose ``.to(...)`` appends its arguments to ``moved`` and returns a plain tensor
+    (``keep``: a recorded one, so that the moves of what is computed from it are recorded too): shows where
+    code moves a tensor (on a CPU-only machine a wrong device passes every numerical test).
     Use as ``tensor.as_subclass(to_recorder(moved))``."""
 
     class Recorded(torch.Tensor):
         def to(self, *args: Any, **kwargs: Any) -> torch.Tensor:
             moved.append(args)
-            return torch.Tensor(super().to(*args, **kwargs))
+            out = super().to(*args, **kwargs)
+            return out if keep else torch.Tensor(out)
 
     return Recorded
+
+
+def gen(seed: int = 0) -> torch.Generator:
+    """A CPU generator seeded with ``seed``."""
+    return torch.Generator().manual_seed(seed)
+
+
+def bound_arguments(fn: Any, call: tuple[tuple[Any, ...], dict[str, Any]]) -> dict[str, Any]:
+    """A recorded call's ``(args, kwargs)`` (:func:`record_calls`) by parameter name, however it was
+    spelt (positionally or by keyword)."""
+    args, kwargs = call
+    return dict(inspect.signature(fn).bind(*args, **kwargs).arguments)
 
 
 def move_live_weights(network: torch.nn.Module) -> None:

@@ -29,13 +29,10 @@ from rezdiff.core.pyramid import (
 )
 from rezdiff.core.sampling import StepInfo
 from rezdiff.core.schedules import timestep_subsequence
+from tests.helpers import gen
 
 pytestmark = pytest.mark.filterwarnings("ignore:schedule=.linear.:UserWarning")
 SMALL = dict(num_steps=20, beta_start=1e-3, beta_end=0.3)
-
-
-def gen(seed: int) -> torch.Generator:
-    return torch.Generator().manual_seed(seed)
 
 
 def normal(*shape: int, seed: int) -> torch.Tensor:
