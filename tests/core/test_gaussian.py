@@ -36,12 +36,9 @@ from rezdiff.core import (
     vp_sample,
     x0_from_v,
 )
+from tests.helpers import gen
 
 SCHEDULES = ["linear", "squaredcos_cap_v2"]
-
-
-def gen(seed: int) -> torch.Generator:
-    return torch.Generator().manual_seed(seed)
 
 
 def blur_matrix(d: int) -> Tensor:

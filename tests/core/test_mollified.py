@@ -22,15 +22,12 @@ from rezdiff.models.infty_diff.mollified import (
     resolution_factor,
 )
 from rezdiff.models.infty_diff.mollifier import GaussianMollifier
+from tests.helpers import gen
 
 H, W = 4, 5  # 20 pixels: dense 20 x 20 covariance matrices
 N = 40_000
 T_STEPS = 1000
 AB = alphas_cumprod(cosine_betas(T_STEPS))
-
-
-def gen(seed: int) -> torch.Generator:
-    return torch.Generator().manual_seed(seed)
 
 
 def matrix(mollifier: GaussianMollifier, height: int = H, width: int = W) -> Tensor:

@@ -28,15 +28,12 @@ from rezdiff.models.multilevel.priors import (
     SumCovariance,
     WhiteNoise,
 )
+from tests.helpers import gen
 
 if TYPE_CHECKING:  # annotations only
     from rezdiff.models.multilevel.priors import Covariance
 
 F64 = torch.float64
-
-
-def gen(seed: int = 0) -> torch.Generator:
-    return torch.Generator().manual_seed(seed)
 
 
 def operator_matrix(fn, height: int, width: int) -> torch.Tensor:

@@ -25,12 +25,9 @@ from rezdiff.core.pyramid import (
     upsample,
 )
 from rezdiff.core.schedules import alphas_cumprod, make_betas
+from tests.helpers import gen
 
 SMALL = dict(num_steps=20, beta_start=1e-3, beta_end=0.3)  # a short schedule that still reaches noise
-
-
-def gen(seed: int = 0) -> torch.Generator:
-    return torch.Generator().manual_seed(seed)
 
 
 def operator_matrix(fn, shape: tuple[int, ...]) -> torch.Tensor:

@@ -19,15 +19,11 @@ from rezdiff.models.infty_diff.inverse import (
 )
 from rezdiff.models.infty_diff.mollified import gaussian_data_eps, mollified_initial_state, mollified_sample
 from rezdiff.models.infty_diff.mollifier import GaussianMollifier
-from tests.helpers import TINY_INFTY_DIFF
+from tests.helpers import TINY_INFTY_DIFF, gen
 
 AB = alphas_cumprod(cosine_betas(1000))
 S = 16
 STEPS = timestep_subsequence(1000, 30, "linspace")  # the paper configs' spacing (the authors')
-
-
-def gen(seed: int) -> torch.Generator:
-    return torch.Generator().manual_seed(seed)
 
 
 def smooth_images(batch: int, size: int = S) -> Tensor:
