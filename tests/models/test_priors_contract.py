@@ -5,6 +5,8 @@ dataclass should be), and draws made where the caller asks."""
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 
@@ -52,9 +54,12 @@ def test_refusals_name_the_argument_and_the_choices(build, message) -> None:
 def test_the_inverse_laplacian_needs_two_pixels_and_no_more() -> None:
     with pytest.raises(ValueError, match=r"^the inverse Laplacian needs a grid with at least two pixels$"):
         InverseLaplacian().sqrt_spectrum(1, 1)
-    for height, width in ((1, 2), (2, 1), (1, 3)):
-        sigma = InverseLaplacian().sqrt_spectrum(height, width)
-        assert sigma.shape == (height, width) and bool(torch.isfinite(sigma).all())
+    for height, width in ((1, 2), (2, 1)):
+        # two periodic modes: the constant one takes the other's eigenvalue (2 pi)^2, so sigma is flat
+        expected = torch.full((height, width), (2 * math.pi) ** (-2 * 0.55), dtype=torch.float64)
+        torch.testing.assert_close(InverseLaplacian().sqrt_spectrum(height, width), expected)
+    sigma = InverseLaplacian().sqrt_spectrum(1, 3)
+    assert sigma.shape == (1, 3) and bool(torch.isfinite(sigma).all())
 
 
 def test_a_composite_holds_its_parts_as_a_tuple() -> None:
@@ -72,3 +77,5 @@ def test_a_draw_is_made_on_the_device_and_in_the_dtype_asked_for(monkeypatch: py
     called = bound_arguments(randn, draws[0])
     assert (called["generator"], called["device"], called["dtype"]) == (generator, "cpu", torch.float64)
     assert sample.dtype == torch.float64 and Matern().sample((1, 4, 4)).dtype == torch.float32
+    white = torch.randn(2, 1, 4, 4, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    torch.testing.assert_close(sample, Matern().sqrt(white))  # C^{1/2} of the draw asked for
